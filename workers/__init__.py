@@ -1,0 +1,34 @@
+"""chumon's job runtime: BullMQ-style workers on rq's data model.
+
+Generic: it knows nothing of orders. Its public surface is re-exported here.
+"""
+
+from workers.enqueue import Enqueuer
+from workers.errors import Interrupted, JobTimeout, NoSuchJob, Permanent, Retryable, UnknownJobType
+from workers.jobtypes import DeadLetterNotice, JobContext, JobRegistry, JobType
+from workers.jobview import JobInfo, load_job
+from workers.options import EnqueueOptions
+from workers.policy import RetryPolicy, backoff_delay
+from workers.settings import RuntimeSettings
+from workers.worker import Worker
+
+__all__ = [
+    "DeadLetterNotice",
+    "EnqueueOptions",
+    "Enqueuer",
+    "Interrupted",
+    "JobContext",
+    "JobInfo",
+    "JobRegistry",
+    "JobTimeout",
+    "JobType",
+    "NoSuchJob",
+    "Permanent",
+    "RetryPolicy",
+    "Retryable",
+    "RuntimeSettings",
+    "UnknownJobType",
+    "Worker",
+    "backoff_delay",
+    "load_job",
+]

@@ -1,0 +1,229 @@
+"""The runtime's commands: ``worker``, ``dlq ...``, ``job show``, ``queues``.
+
+The ``chumon`` entry point (chumon/cli.py) mounts these beside the order flow's commands.
+Every command that prints data takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from redis import Redis
+
+from workers.codec import text
+from workers.deadletter import DeadLetters
+from workers.jobtypes import JobRegistry
+from workers.jobview import JobInfo, load_job
+from workers.keys import Keys, is_dead_letter_queue
+from workers.settings import RuntimeSettings
+from workers.worker import Worker
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class CliContext:
+    settings: RuntimeSettings
+    redis: Callable[[], Redis]
+    registry: Callable[[str | None], JobRegistry]
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    if as_json:
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        elif isinstance(data, list):
+            data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(render(data))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_job(info: JobInfo) -> str:
+    lines = [
+        f"job {info.id}  {info.job_type or '?'}  queue={info.queue}  status={info.status}",
+        f"  attempt {info.attempt}" + (f" of {info.max_attempts}" if info.max_attempts else ""),
+        f"  payload {json.dumps(info.payload)}",
+        f"  created {info.created_at}  enqueued {info.enqueued_at}",
+        f"  started {info.started_at}  ended {info.ended_at}",
+    ]
+    if info.next_run_at:
+        lines.append(f"  next run at {info.next_run_at}")
+    if info.dead_lettered_at:
+        lines.append(f"  dead-lettered at {info.dead_lettered_at}: {info.dead_letter_reason}")
+    if info.problem:
+        lines.append(f"  problem: {info.problem}")
+    if info.result is not None:
+        lines.append(f"  result {json.dumps(info.result)}")
+    for failure in info.failures:
+        lines.append(
+            f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "
+            f"{failure.get('exc_type')}: {failure.get('message')}"
+        )
+    return "\n".join(lines)
+
+
+def render_dead_letters(entries: list[JobInfo]) -> str:
+    if not entries:
+        return "no dead letters"
+    rows = [
+        (
+            e.id,
+            e.queue,
+            e.job_type or "?",
+            e.dead_lettered_at,
+            e.attempt,
+            (e.last_error or e.problem or "")[:60],
+        )
+        for e in entries
+    ]
+    return table(rows, ["job id", "queue", "type", "dead-lettered at", "attempts", "last error"])
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
+    worker = Worker(
+        ctx.redis(),
+        ctx.registry(args.app),
+        ctx.settings,
+        queues=args.queues,
+        concurrency=args.concurrency,
+        name=args.name,
+    )
+    worker.run(burst=args.burst)
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    entries = DeadLetters(ctx.redis(), ctx.settings).entries(args.queue)
+    emit(entries, args.json, render_dead_letters)
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = DeadLetters(ctx.redis(), ctx.settings).show(args.job_id)
+    if info is None:
+        print(f"no job {args.job_id}", file=sys.stderr)
+        return 1
+    emit(info, args.json, render_job)
+    return 0
+
+
+def cmd_dlq_requeue(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.job_ids and not args.all:
+        print("give JOB_ID... or --all", file=sys.stderr)
+        return 2
+    ids = DeadLetters(ctx.redis(), ctx.settings).requeue(args.job_ids, queue=args.queue, all_=args.all)
+    emit({"requeued": ids}, args.json, lambda d: f"requeued {len(d['requeued'])} job(s)")
+    return 0
+
+
+def cmd_dlq_purge(args: argparse.Namespace, ctx: CliContext) -> int:
+    removed = DeadLetters(ctx.redis(), ctx.settings).purge(args.queue, older_than=args.older_than)
+    emit({"purged": removed}, args.json, lambda d: f"purged {d['purged']} dead letter(s)")
+    return 0
+
+
+def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = load_job(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    if info is None:
+        print(f"no job {args.job_id}", file=sys.stderr)
+        return 1
+    emit(info, args.json, render_job)
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
+    redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
+    names = sorted(keys.queue_name_of(text(k)) for k in redis.smembers(keys.RQ_QUEUES))
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(keys.queue(name))
+            pipe.zcard(keys.scheduled(name))
+            pipe.zcard(keys.wip(name))
+        counts = pipe.execute()
+    rows = [
+        {
+            "queue": name,
+            "dead_letter": is_dead_letter_queue(name),
+            "queued": counts[3 * i],
+            "scheduled": counts[3 * i + 1],
+            "started": counts[3 * i + 2],
+        }
+        for i, name in enumerate(names)
+    ]
+    emit(
+        rows,
+        args.json,
+        lambda data: table(
+            [(r["queue"], r["queued"], r["scheduled"], r["started"]) for r in data],
+            ["queue", "queued", "scheduled", "started"],
+        ),
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the runtime's commands to an argparse subparsers object."""
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("--queues", "-q", nargs="+", metavar="Q", help="queues in priority order")
+    worker.add_argument("--concurrency", "-c", type=int, metavar="N", help="jobs run at once")
+    worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    worker.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry to serve")
+    worker.add_argument("--name", help="worker name (default: host.pid.random)")
+    worker.set_defaults(func=cmd_worker)
+
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq_command", required=True)
+    listing = dlq.add_parser("list", help="list dead letters")
+    listing.add_argument("--queue", metavar="Q")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_dlq_list)
+    show = dlq.add_parser("show", help="one dead letter with its failure history")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_dlq_show)
+    requeue = dlq.add_parser("requeue", help="back to the origin queue with a fresh attempt budget")
+    requeue.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    requeue.add_argument("--all", action="store_true")
+    requeue.add_argument("--queue", metavar="Q")
+    requeue.add_argument("--json", action="store_true")
+    requeue.set_defaults(func=cmd_dlq_requeue)
+    purge = dlq.add_parser("purge", help="delete dead letters")
+    purge.add_argument("--queue", metavar="Q")
+    purge.add_argument("--older-than", type=parse_duration, metavar="DURATION", help="e.g. 30m, 12h, 7d")
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(func=cmd_dlq_purge)
+
+    job = sub.add_parser("job", help="jobs").add_subparsers(dest="job_command", required=True)
+    job_show = job.add_parser("show", help="one job: status, attempts, failures, result")
+    job_show.add_argument("job_id")
+    job_show.add_argument("--json", action="store_true")
+    job_show.set_defaults(func=cmd_job_show)
+
+    queues = sub.add_parser("queues", help="queue depths, dead-letter queues included")
+    queues.add_argument("--json", action="store_true")
+    queues.set_defaults(func=cmd_queues)

@@ -1,0 +1,201 @@
+"""Job types: a payload model, a handler, and the queue options that belong to the type.
+
+A job type is declared once, with a decorator on its handler::
+
+    registry = JobRegistry()
+
+    class Greet(BaseModel):
+        name: str
+
+    @registry.job("demo.greet", queue="default", retry=RetryPolicy(max_attempts=3))
+    def greet(payload: Greet, ctx: JobContext) -> str:
+        return f"hello {payload.name}"
+
+The handler takes the validated payload and a ``JobContext``; what it returns (JSON-able, or
+a pydantic model) becomes the job's result. The payload model is read from the handler's
+annotation unless given as ``payload=``. Which handler serves which name is this explicit
+registry: a worker runs nothing it was not given, whatever a job in Redis names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.errors import UnknownJobType
+from workers.keys import check_queue_name
+from workers.policy import RetryPolicy
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from workers.enqueue import Enqueuer
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[[P, "JobContext"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a running job knows about its run, and the tools to act atomically with Redis."""
+
+    job_id: str
+    job_type: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    execution_id: str
+    idempotency_key: str | None
+    redis: Redis
+    enqueuer: Enqueuer
+    log: logging.Logger
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class JobType(Generic[P]):
+    """One kind of job. Call it like its handler (useful in tests)."""
+
+    name: str
+    handler: Handler[P]
+    payload: type[P]
+    queue: str
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    idempotency_key: Callable[[P], str] | None = None
+    permanent: tuple[type[BaseException], ...] = ()
+    on_dead_letter: str | None = None
+    result_ttl: int | None = None
+
+    def __call__(self, payload: P, ctx: JobContext) -> Any:
+        return self.handler(payload, ctx)
+
+    def effect_key(self, payload: P, explicit: str | None) -> str | None:
+        """``<type>:<key>`` guarding this job's effect: the type's derived key, else the producer's."""
+        key = self.idempotency_key(payload) if self.idempotency_key else explicit
+        return f"{self.name}:{key}" if key else None
+
+
+class DeadLetterNotice(BaseModel):
+    """The payload of a dead-letter hook job: what died, where, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    job_type: str | None
+    queue: str
+    payload: dict[str, Any] | None
+    reason: str
+    attempts: int
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass
+class JobRegistry:
+    """The explicit map from job type name to job type.
+
+    ``on_dead_letter`` names a job type run (as a job, atomically enqueued with the dead letter)
+    whenever a job of a type without its own hook is dead-lettered, including jobs whose type
+    or payload could not be read.
+    """
+
+    on_dead_letter: str | None = None
+    _types: dict[str, JobType[Any]] = field(default_factory=dict)
+
+    def job(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        payload: type[BaseModel] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        idempotency_key: Callable[[Any], str] | None = None,
+        permanent: tuple[type[BaseException], ...] = (),
+        on_dead_letter: str | None = None,
+        result_ttl: int | None = None,
+    ) -> Callable[[Handler[Any]], JobType[Any]]:
+        """Register the decorated handler as job type ``name``."""
+
+        def register(handler: Handler[Any]) -> JobType[Any]:
+            job_type: JobType[Any] = JobType(
+                name=name,
+                handler=handler,
+                payload=payload or _payload_model(handler),
+                queue=check_queue_name(queue),
+                retry=retry,
+                timeout=timeout,
+                idempotency_key=idempotency_key,
+                permanent=permanent,
+                on_dead_letter=on_dead_letter,
+                result_ttl=result_ttl,
+            )
+            self.add(job_type)
+            return job_type
+
+        return register
+
+    def add(self, job_type: JobType[Any]) -> None:
+        if not job_type.name or ":" in job_type.name:
+            raise ValueError(f"job type name {job_type.name!r} must be non-empty and free of ':'")
+        if job_type.name in self._types:
+            raise ValueError(f"job type {job_type.name!r} is registered twice")
+        self._types[job_type.name] = job_type
+
+    def include(self, other: JobRegistry) -> None:
+        """Add every job type of ``other`` (how an app composes the registries of its parts)."""
+        for job_type in other:
+            self.add(job_type)
+
+    def get(self, name: str) -> JobType[Any]:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobType(f"no job type named {name!r} is registered") from None
+
+    def find(self, name: str | None) -> JobType[Any] | None:
+        return self._types.get(name) if name else None
+
+    def __iter__(self) -> Iterator[JobType[Any]]:
+        return iter(self._types.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def queues(self) -> list[str]:
+        return sorted({job_type.queue for job_type in self})
+
+    def dead_letter_hook(self, job_type: JobType[Any] | None) -> JobType[Any] | None:
+        name = (job_type.on_dead_letter if job_type else None) or self.on_dead_letter
+        return self.get(name) if name else None
+
+    def check(self) -> None:
+        """Fail early on hooks that name missing job types or take the wrong payload."""
+        for name in [self.on_dead_letter, *(t.on_dead_letter for t in self)]:
+            if name is None:
+                continue
+            hook = self.get(name)
+            if not issubclass(hook.payload, DeadLetterNotice):
+                raise ValueError(f"dead-letter hook {name!r} must take a DeadLetterNotice payload")
+
+
+def _payload_model(handler: Callable[..., Any]) -> type[BaseModel]:
+    params = list(inspect.signature(handler).parameters)
+    if not params:
+        raise TypeError(f"handler {handler.__qualname__} must take (payload, ctx)")
+    hints = get_type_hints(handler)
+    model = hints.get(params[0])
+    if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+        raise TypeError(
+            f"handler {handler.__qualname__}: annotate its first parameter with a pydantic model "
+            "or pass payload="
+        )
+    return model

@@ -1,0 +1,164 @@
+"""Every Redis key the runtime touches is built here, and nowhere else.
+
+Two families:
+
+- **rq's keys**, spelled exactly as rq 2.x spells them, so ``rq info``, rq-dashboard and
+  rq-scheduler see chumon's queues, jobs, registries and workers. Their ``rq:`` prefix is
+  fixed by rq and cannot be configured.
+- **chumon's own keys**, under the configurable prefix (``chumon`` by default): worker
+  liveness, in-flight sets, wake-up signals, idempotency keys, dead-letter counters.
+
+Lua scripts never spell a key: they receive the prefixes below (``Keys.lua_keyspace``) and
+append ids to them, so the shapes live in this one module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+
+DLQ_SUFFIX = ".dlq"
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def check_queue_name(name: str) -> str:
+    """Return ``name`` if it may name a work queue; raise ValueError naming the problem otherwise."""
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"queue name {name!r} is invalid: use 1-63 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The name of ``queue``'s dead-letter queue (itself a real rq queue that no worker serves)."""
+    return queue + DLQ_SUFFIX
+
+
+def is_dead_letter_queue(name: str) -> bool:
+    return name.endswith(DLQ_SUFFIX)
+
+
+def origin_of_dead_letter_queue(name: str) -> str:
+    return name[: -len(DLQ_SUFFIX)]
+
+
+class Keys:
+    """Key builder for one key prefix."""
+
+    # rq's fixed key shapes (rq/job.py, rq/queue.py, rq/registry.py, rq/results.py,
+    # rq/worker_registration.py)
+    RQ_JOB = "rq:job:"
+    RQ_QUEUE = "rq:queue:"
+    RQ_QUEUES = "rq:queues"
+    RQ_WIP = "rq:wip:"
+    RQ_FINISHED = "rq:finished:"
+    RQ_FAILED = "rq:failed:"
+    RQ_SCHEDULED = "rq:scheduled:"
+    RQ_RESULTS = "rq:results:"
+    RQ_WORKER = "rq:worker:"
+    RQ_WORKERS = "rq:workers"
+    RQ_WORKERS_BY_QUEUE = "rq:workers:"
+
+    def __init__(self, prefix: str = "chumon") -> None:
+        self.prefix = prefix
+        self._p = prefix + ":"
+
+    # -- rq -------------------------------------------------------------------------------
+    def job(self, job_id: str) -> str:
+        return self.RQ_JOB + job_id
+
+    def queue(self, name: str) -> str:
+        return self.RQ_QUEUE + name
+
+    def queue_name_of(self, queue_key: str) -> str:
+        return queue_key[len(self.RQ_QUEUE) :]
+
+    def wip(self, queue: str) -> str:
+        return self.RQ_WIP + queue
+
+    def finished(self, queue: str) -> str:
+        return self.RQ_FINISHED + queue
+
+    def failed(self, queue: str) -> str:
+        return self.RQ_FAILED + queue
+
+    def scheduled(self, queue: str) -> str:
+        return self.RQ_SCHEDULED + queue
+
+    def results(self, job_id: str) -> str:
+        return self.RQ_RESULTS + job_id
+
+    def rq_worker(self, name: str) -> str:
+        return self.RQ_WORKER + name
+
+    def rq_workers_by_queue(self, queue: str) -> str:
+        return self.RQ_WORKERS_BY_QUEUE + queue
+
+    # -- chumon -----------------------------------------------------------------------------
+    @property
+    def live_workers(self) -> str:
+        """Sorted set: worker name -> time of its last heartbeat."""
+        return self._p + "workers"
+
+    def inflight(self, worker: str) -> str:
+        """Set of ``job_id:execution_id`` a worker has claimed and not yet settled."""
+        return self._p + "worker:" + worker + ":inflight"
+
+    def signal(self, queue: str) -> str:
+        """Stream of one entry, appended whenever ``queue`` gets work; idle workers block on it."""
+        return self._p + "signal:" + queue
+
+    def enqueue_key(self, key: str) -> str:
+        """Producer-side idempotency: key -> the id of the job it enqueued."""
+        return self._p + "idem:enqueue:" + key
+
+    def effect_key(self, effect_key: str) -> str:
+        """Worker-side idempotency for ``<job type>:<key>``: ``r:<execution>`` while a run holds it,
+        ``d<result>`` once done."""
+        return self._p + "idem:effect:" + effect_key
+
+    @property
+    def dlq_dropped(self) -> str:
+        """Hash: queue -> dead letters removed by the length cap or retention, counted."""
+        return self._p + "dlq:dropped"
+
+    @property
+    def maintenance_lock(self) -> str:
+        """Held for a minute by the worker doing housekeeping (see maintenance.py)."""
+        return self._p + "maintenance:lock"
+
+    def custom(self, *parts: str) -> str:
+        """A key of the application's, under the same prefix (``orders`` builds its keys this way)."""
+        return self._p + ":".join(parts)
+
+    # -- for Lua ----------------------------------------------------------------------------
+    @cached_property
+    def lua_keyspace(self) -> str:
+        """The prefixes Lua scripts append ids to, as the JSON their first ARGV carries."""
+        return json.dumps(
+            {
+                "job": self.RQ_JOB,
+                "queue": self.RQ_QUEUE,
+                "queues": self.RQ_QUEUES,
+                "wip": self.RQ_WIP,
+                "finished": self.RQ_FINISHED,
+                "failed": self.RQ_FAILED,
+                "scheduled": self.RQ_SCHEDULED,
+                "results": self.RQ_RESULTS,
+                "rq_worker": self.RQ_WORKER,
+                "rq_workers": self.RQ_WORKERS,
+                "rq_workers_by_queue": self.RQ_WORKERS_BY_QUEUE,
+                "signal": self._p + "signal:",
+                "enqueue_key": self._p + "idem:enqueue:",
+                "effect_key": self._p + "idem:effect:",
+                "live_workers": self.live_workers,
+                "inflight": self._p + "worker:",
+                "inflight_suffix": ":inflight",
+                "dlq_suffix": DLQ_SUFFIX,
+                "dlq_dropped": self.dlq_dropped,
+            },
+            separators=(",", ":"),
+        )

@@ -1,0 +1,79 @@
+"""The runtime's settings: one typed object, read from the environment only when built.
+
+Every name is read as ``CHUMON_<FIELD>`` (``CHUMON_WORKER_CONCURRENCY=8``); the Redis URL
+is also read from plain ``REDIS_URL``, the name every tool in this stack understands.
+Nothing here runs at import time: build a ``RuntimeSettings()`` in an entry point and pass
+it down. The application's settings (``chumon.settings.Settings``) extend this class.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.policy import RetryPolicy
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings of the job runtime. Durations are in seconds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHUMON_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("CHUMON_REDIS_URL", "REDIS_URL"),
+        description="Where Redis answers. redis://, rediss:// and unix:// URLs.",
+    )
+    key_prefix: str = Field(
+        default="chumon",
+        description="Prefix of every key chumon owns. rq's own keys keep rq's fixed 'rq:' prefix.",
+    )
+    app: str = Field(
+        default="jobs:registry",
+        description="module:attribute of the JobRegistry a worker serves.",
+    )
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Default retry policy.")
+    job_timeout: float = Field(default=180.0, gt=0, description="Default time limit of one attempt.")
+    result_ttl: int = Field(default=500, ge=0, description="How long a finished job and its result stay.")
+
+    dlq_retention: int = Field(default=7 * 24 * 3600, gt=0, description="How long dead letters stay.")
+    dlq_max_length: int = Field(default=10_000, gt=0, description="Dead letters kept per queue.")
+
+    idempotency_ttl: int = Field(default=24 * 3600, gt=0, description="How long idempotency keys count.")
+
+    worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one process runs at once.")
+    heartbeat_interval: float = Field(default=1.0, gt=0, description="How often a worker says it lives.")
+    worker_ttl: float = Field(
+        default=10.0, gt=0, description="A worker silent this long is dead and its jobs are recovered."
+    )
+    recovery_interval: float = Field(default=2.0, gt=0, description="How often workers look for dead ones.")
+    drain_timeout: float = Field(
+        default=4.0, ge=0, description="On SIGTERM, how long in-flight jobs may finish (honcho kills at 5 s)."
+    )
+    timeout_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a timeout, how long a stuck job thread gets before it is abandoned.",
+    )
+    defer_delay: float = Field(
+        default=1.0, gt=0, description="How long a job waits when its idempotency key is held by a live run."
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if not value or ":" in value or " " in value:
+            raise ValueError("key_prefix must be a non-empty word without ':' or spaces")
+        return value
+
+    @field_validator("worker_ttl")
+    @classmethod
+    def _ttl_above_heartbeat(cls, value: float, info: object) -> float:
+        data = getattr(info, "data", {})
+        heartbeat = data.get("heartbeat_interval", 1.0)
+        if value <= 2 * heartbeat:
+            raise ValueError("worker_ttl must be more than twice heartbeat_interval")
+        return value

@@ -1,0 +1,167 @@
+"""Turning outcomes into the items the step and recover scripts apply.
+
+This is where the retry policy is applied: a failed attempt becomes a retry at a time the
+backoff decides, or a dead letter with its whole failure history, plus the dead-letter hook
+job to enqueue in the same script call.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from workers.codec import Failure, append_failure, decode_meta, encode_exc_string, history_text, iso
+from workers.enqueue import NO_OPTIONS, Enqueuer
+from workers.execution import Claimed, Outcome
+from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
+from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, decide
+from workers.settings import RuntimeSettings
+
+
+def settle_ctx(settings: RuntimeSettings, worker: str, now: float) -> dict[str, Any]:
+    """The ``ctx`` every settling script takes; ``worker`` is whose in-flight set holds the runs."""
+    return {
+        "now": now,
+        "now_iso": iso(now),
+        "worker": worker,
+        "dlq_retention": settings.dlq_retention,
+        "dlq_max_length": settings.dlq_max_length,
+    }
+
+
+@dataclass(slots=True)
+class Plan:
+    """The settle part of a step: one list per script section."""
+
+    done: list[list[Any]]
+    failed: list[list[Any]]
+    released: list[list[Any]]
+    retried: int = 0
+    dead: int = 0
+
+
+class Settler:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        settings: RuntimeSettings,
+        enqueuer: Enqueuer,
+        worker_name: str,
+        rand: RandomSource = random.random,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.enqueuer = enqueuer
+        self.worker_name = worker_name
+        self.rand = rand
+
+    def policy_of(self, claimed: Claimed, job_type: JobType[Any] | None) -> RetryPolicy:
+        """The job's own override, else its type's policy, else the default."""
+        if claimed.retry:
+            try:
+                return RetryPolicy.model_validate_json(claimed.retry)
+            except ValueError:
+                pass
+        if job_type is not None and job_type.retry is not None:
+            return job_type.retry
+        return self.settings.retry
+
+    def plan(self, outcomes: list[Outcome], now: float) -> Plan:
+        plan = Plan([], [], [])
+        for outcome in outcomes:
+            claimed = outcome.claimed
+            if outcome.kind == "done":
+                plan.done.append(
+                    [
+                        claimed.job_id,
+                        claimed.execution,
+                        claimed.queue,
+                        outcome.result_b64,
+                        self.result_ttl(claimed, outcome.job_type),
+                        self.settings.idempotency_ttl,
+                    ]
+                )
+            elif outcome.kind == "released":
+                plan.released.append([claimed.job_id, claimed.execution, claimed.queue])
+            else:
+                item = self.failed_item(outcome, now)
+                plan.failed.append(item)
+                if item[3] == "retry":
+                    plan.retried += 1
+                else:
+                    plan.dead += 1
+        return plan
+
+    def result_ttl(self, claimed: Claimed, job_type: JobType[Any] | None) -> int:
+        if claimed.result_ttl is not None:
+            return claimed.result_ttl
+        if job_type is not None and job_type.result_ttl is not None:
+            return job_type.result_ttl
+        return self.settings.result_ttl
+
+    def failed_item(self, outcome: Outcome, now: float) -> list[Any]:
+        """{id, exec, queue, 'retry'|'dead', run_at, meta_json, exc_b64, hook_job?} for the scripts."""
+        claimed = outcome.claimed
+        policy = self.policy_of(claimed, outcome.job_type)
+        decision = decide(
+            claimed.attempt,
+            policy,
+            retryable=outcome.retryable,
+            requested_delay=outcome.delay,
+            rand=self.rand,
+        )
+        if outcome.exc_type in ("MalformedJob", "InvalidPayload", "UnserializableResult"):
+            decision = DeadLetter(outcome.exc_type)
+        meta = decode_meta(claimed.meta)
+        history = append_failure(
+            meta,
+            Failure(
+                attempt=claimed.attempt,
+                exc_type=outcome.exc_type,
+                message=outcome.message,
+                traceback=outcome.traceback,
+                started_at=iso(claimed.started_at),
+                ended_at=iso(outcome.ended_at),
+                worker=self.worker_name,
+            ),
+        )
+        meta.update(
+            job_type=outcome.job_type.name if outcome.job_type else None,
+            attempt=claimed.attempt,
+            max_attempts=policy.max_attempts,
+            failures=history,
+            last_error=f"{outcome.exc_type}: {outcome.message}"[:500],
+        )
+        item: list[Any] = [claimed.job_id, claimed.execution, claimed.queue]
+        if isinstance(decision, RetryAt):
+            run_at = now + decision.delay
+            meta.update(next_run_at=iso(run_at), state="retry scheduled")
+            item += ["retry", run_at]
+        else:
+            meta.update(next_run_at=None, state="dead-lettered", dead_letter_reason=decision.reason)
+            item += ["dead", now]
+        item += [json.dumps(meta, separators=(",", ":")), encode_exc_string(history_text(history))]
+        if isinstance(decision, DeadLetter):
+            hook = self.hook_job(outcome, decision, history, now)
+            if hook is not None:
+                item.append(hook)
+        return item
+
+    def hook_job(
+        self, outcome: Outcome, decision: DeadLetter, history: list[dict[str, Any]], now: float
+    ) -> dict[str, Any] | None:
+        hook = self.registry.dead_letter_hook(outcome.job_type)
+        if hook is None:
+            return None
+        notice = DeadLetterNotice(
+            job_id=outcome.claimed.job_id,
+            job_type=outcome.job_type.name if outcome.job_type else None,
+            queue=outcome.claimed.queue,
+            payload=outcome.payload,
+            reason=f"{decision.reason}: {outcome.exc_type}: {outcome.message}"[:1000],
+            attempts=outcome.claimed.attempt,
+            failures=[{k: v for k, v in entry.items() if k != "traceback"} for entry in history],
+        )
+        return self.enqueuer.spec(hook, notice, NO_OPTIONS, now)
