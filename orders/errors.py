@@ -1,0 +1,40 @@
+"""Errors of the order domain.
+
+A *transient* error says "ask again later" (a gateway that did not answer); the job
+adapters turn it into a retry. A definite "no" from a service (a declined card, a refused
+address, too little stock) is not an error here: it is a result, and the saga reacts to it.
+"""
+
+from __future__ import annotations
+
+
+class TransientError(Exception):
+    """The outcome is unknown or the service is unavailable: try again (with the same key)."""
+
+
+class GatewayUnavailable(TransientError):
+    """The payment gateway failed to process or to answer."""
+
+
+class GatewayTimeout(TransientError):
+    """The payment gateway did not answer in time; the charge may or may not exist."""
+
+
+class CarrierUnavailable(TransientError):
+    """The carrier failed to process or to answer."""
+
+
+class MailTransient(TransientError):
+    """The mail server deferred the message (4xx) or could not be reached."""
+
+
+class MailRejected(Exception):
+    """The mail server refused the message for good (5xx)."""
+
+
+class UnknownSku(ValueError):
+    """An order names a SKU that is not in the catalogue."""
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"unknown SKU {sku!r}: not in the catalogue")
+        self.sku = sku

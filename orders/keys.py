@@ -1,0 +1,80 @@
+"""Every Redis key of the order domain, built from the same prefix as the runtime's keys.
+
+The simulated payment gateway, carrier and the SMTP sink keep their state under ``sim:``
+and ``smtp-sink:``: they stand in for external systems and are kept apart from the shop's
+own data on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+from workers.keys import Keys
+
+
+class OrderKeys:
+    def __init__(self, prefix: str = "chumon") -> None:
+        self.runtime = Keys(prefix)
+        self._p = prefix + ":"
+
+    # -- orders -------------------------------------------------------------------------------
+    def order(self, order_id: str) -> str:
+        """Hash: doc (the order, JSON), saga (the saga state, JSON), version, status."""
+        return self._p + "order:" + order_id
+
+    @property
+    def orders_by_time(self) -> str:
+        """Sorted set: order id -> time placed."""
+        return self._p + "orders"
+
+    def order_idempotency(self, key: str) -> str:
+        """place_order's idempotency key -> the order it created."""
+        return self._p + "idem:order:" + key
+
+    @property
+    def events(self) -> str:
+        """Stream of every domain event, in commit order."""
+        return self._p + "events"
+
+    def emails(self, order_id: str) -> str:
+        """Hash: kind -> JSON record of the email sent for this order."""
+        return self._p + "emails:" + order_id
+
+    # -- inventory ----------------------------------------------------------------------------
+    def stock(self, sku: str) -> str:
+        """Hash: on_hand, reserved, committed, price (minor units)."""
+        return self._p + "stock:" + sku
+
+    @property
+    def skus(self) -> str:
+        """Set of every SKU in the catalogue."""
+        return self._p + "skus"
+
+    def reservation(self, order_id: str) -> str:
+        """Hash: state (reserved | released | committed | rejected), lines (JSON), reason."""
+        return self._p + "reservation:" + order_id
+
+    # -- simulated external systems -------------------------------------------------------------
+    def sim(self, system: str, *parts: str) -> str:
+        """State of a simulated external system (``payments``, ``carrier``)."""
+        return self._p + "sim:" + ":".join((system, *parts))
+
+    def smtp_sink(self, *parts: str) -> str:
+        return self._p + "smtp-sink:" + ":".join(parts)
+
+    # -- for Lua ----------------------------------------------------------------------------------
+    @cached_property
+    def lua_keyspace(self) -> str:
+        """The runtime's keyspace plus the order domain's prefixes (ARGV[1] of orders/lua scripts)."""
+        space = json.loads(self.runtime.lua_keyspace)
+        space.update(
+            order=self._p + "order:",
+            orders_by_time=self.orders_by_time,
+            order_idempotency=self._p + "idem:order:",
+            events=self.events,
+            stock=self._p + "stock:",
+            skus=self.skus,
+            reservation=self._p + "reservation:",
+        )
+        return json.dumps(space, separators=(",", ":"))

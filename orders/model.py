@@ -1,0 +1,99 @@
+"""The order aggregate and its parts. Pure: no Redis, no clock of its own.
+
+Money is integer minor units. An order's lines carry the catalogue price at the moment the
+order was placed; the total is derived from them.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_SKU = re.compile(SKU_PATTERN)
+
+
+def check_sku(sku: str) -> str:
+    if not _SKU.match(sku):
+        raise ValueError(f"SKU {sku!r} is invalid: 1-64 letters, digits, '.', '_' or '-'")
+    return sku
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+class Customer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+    @field_validator("name")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name must not be blank")
+        return value.strip()
+
+
+class LineRequest(BaseModel):
+    """A line as the customer asks for it: what and how many."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: str
+    quantity: int = Field(gt=0, le=10_000)
+
+    @field_validator("sku")
+    @classmethod
+    def _sku_format(cls, value: str) -> str:
+        return check_sku(value)
+
+
+class OrderLine(LineRequest):
+    """A line of a placed order, priced from the catalogue."""
+
+    unit_price: int = Field(ge=0, description="minor units")
+
+    @property
+    def total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+class Order(BaseModel):
+    """An order as the write side keeps it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    customer: Customer
+    ship_to: str = Field(min_length=5, max_length=300)
+    lines: list[OrderLine] = Field(min_length=1)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    total: int = Field(ge=0, description="minor units")
+    payment_token: str
+    status: OrderStatus = OrderStatus.PENDING
+    reason: str | None = None
+    attention: str | None = Field(default=None, description="set when a person must step in")
+    correlation_id: str
+    placed_at: float
+    updated_at: float
+
+    @model_validator(mode="after")
+    def _total_matches_lines(self) -> Order:
+        if self.total != sum(line.total for line in self.lines):
+            raise ValueError("total does not match the lines")
+        return self
+
+    @property
+    def item_count(self) -> int:
+        return sum(line.quantity for line in self.lines)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status is not OrderStatus.PENDING
