@@ -9,7 +9,7 @@ from functools import cache
 from redis import Redis
 from redis.exceptions import RedisError
 
-from chumon import app, logs
+from chumon import app, logs, order_cli
 from chumon.settings import load
 from workers import cli as runtime_cli
 from workers.jobtypes import JobRegistry
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
     runtime_cli.register(sub)
+    order_cli.register(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
 """The application's settings: the runtime's, plus what the order flow needs.
 
 This module is the one place that reads the environment: ``load()`` builds the object once
-per process (entry points call it; nothing runs at import time).
+per process (entry points call it; nothing runs at import time). Nested parts are read
+with a double underscore: ``CHUMON_SMTP__PORT=2525``, ``CHUMON_SAGA__STEP_TIMEOUT=20``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,18 @@ from __future__ import annotations
 import os
 from functools import cache
 
+from pydantic import Field
+
+from orders.config import SagaConfig, SimulationConfig, SmtpConfig
 from workers.settings import RuntimeSettings
 
 
 class Settings(RuntimeSettings):
     """Everything configurable, read from ``CHUMON_*`` variables (and ``REDIS_URL``)."""
+
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    saga: SagaConfig = Field(default_factory=SagaConfig)
 
 
 @cache

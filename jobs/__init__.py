@@ -3,13 +3,14 @@
 ``registry`` holds every job type a chumon worker serves (``CHUMON_APP=jobs:registry``).
 """
 
-from jobs import demo
+from jobs import demo, orders
 from workers import JobRegistry
 
 
 def build_registry() -> JobRegistry:
     registry = JobRegistry()
     registry.include(demo.registry)
+    registry.include(orders.registry)
     return registry
 
 

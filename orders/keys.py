@@ -52,7 +52,8 @@ class OrderKeys:
         return self._p + "skus"
 
     def reservation(self, order_id: str) -> str:
-        """Hash: state (reserved | released | committed | rejected), lines (JSON), reason."""
+        """Hash: state (reserved | released | committed | rejected), lines (JSON), shortage (JSON,
+        when rejected), reserved_at (when held), updated_at."""
         return self._p + "reservation:" + order_id
 
     # -- simulated external systems -------------------------------------------------------------

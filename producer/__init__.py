@@ -4,6 +4,11 @@
     from workers import EnqueueOptions
 
     producer = Producer.connect()                      # settings from the environment
+    placed = producer.place_order(customer_name="Ada", customer_email="ada@example.com",
+                                  items=[("SKU-1", 2)], ship_to="1 Analytical Lane",
+                                  idempotency_key="checkout-7f3a")
+    producer.get_order(placed.order_id).status         # PENDING, then CONFIRMED or CANCELLED
+
     job_id = producer.enqueue("demo.work", {"item": 1},
                               options=EnqueueOptions(delay=5, idempotency_key="req-42"))
     producer.get_job(job_id).status
@@ -14,38 +19,93 @@ Every call is one Redis round trip (bulk enqueue included).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
 
+from orders.commands import PlaceOrder
+from orders.model import Customer, LineRequest, OrderStatus
+from orders.service import OrderService
+from orders.store import Placed
+from orders.views import OrderDetails
 from workers import EnqueueOptions, Enqueuer, JobInfo, JobRegistry, JobType, RuntimeSettings, load_job
 from workers.keys import Keys
+
+Item = tuple[str, int] | Mapping[str, Any] | LineRequest
 
 TERMINAL = frozenset({"finished", "failed"})
 
 
 class Producer:
-    def __init__(self, redis: Redis, settings: RuntimeSettings, registry: JobRegistry) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: RuntimeSettings,
+        registry: JobRegistry,
+        orders: OrderService | None = None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.registry = registry
         self.keys = Keys(settings.key_prefix)
         self.enqueuer = Enqueuer(redis, settings)
+        self._orders = orders
 
     @classmethod
-    def connect(
-        cls, settings: RuntimeSettings | None = None, registry: JobRegistry | None = None
-    ) -> Producer:
-        """A producer from the environment's settings and the app's registry."""
+    def connect(cls) -> Producer:
+        """A producer from the environment's settings, the app's registry and the order flow."""
         from chumon.app import load_registry, redis_client
+        from chumon.bootstrap import order_service
         from chumon.settings import load
 
-        settings = settings or load()
-        return cls(redis_client(settings.redis_url), settings, registry or load_registry(settings.app))
+        settings = load()
+        redis = redis_client(settings.redis_url)
+        return cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
 
+    @property
+    def orders(self) -> OrderService:
+        if self._orders is None:
+            raise RuntimeError("this producer was built without the order flow (pass orders=...)")
+        return self._orders
+
+    # -- orders -------------------------------------------------------------------------------------
+    def place_order(
+        self,
+        *,
+        customer_name: str,
+        customer_email: str,
+        items: Sequence[Item],
+        ship_to: str,
+        payment_token: str = "tok_ok",
+        idempotency_key: str | None = None,
+    ) -> Placed:
+        """Validate, store the order and start its saga in one round trip.
+
+        Raises pydantic's ValidationError naming the field, or ``orders.errors.UnknownSku``
+        naming the SKU, and then nothing is written. With an ``idempotency_key``, a repeated
+        call (a double submit) returns the first order, with ``created=False``.
+        """
+        request = PlaceOrder(
+            customer=Customer(name=customer_name, email=customer_email),
+            lines=[_line(item) for item in items],
+            ship_to=ship_to,
+            payment_token=payment_token,
+            idempotency_key=idempotency_key,
+        )
+        return self.orders.place(request)
+
+    def get_order(self, order_id: str) -> OrderDetails | None:
+        """The order as the write side has it now (strongly consistent)."""
+        loaded = self.orders.get(order_id)
+        return OrderDetails.of(loaded) if loaded else None
+
+    def recent_orders(self, *, status: OrderStatus | None = None, limit: int = 50) -> list[OrderDetails]:
+        return [OrderDetails.of(loaded) for loaded in self.orders.recent(limit, status)]
+
+    # -- jobs ---------------------------------------------------------------------------------------
     def job_type(self, job_type: JobType[Any] | str) -> JobType[Any]:
         return self.registry.get(job_type) if isinstance(job_type, str) else job_type
 
@@ -88,3 +148,12 @@ class Producer:
                     f"job {job_id} still {info.status if info else 'missing'} after {timeout} s"
                 )
             time.sleep(poll)
+
+
+def _line(item: Item) -> LineRequest:
+    if isinstance(item, LineRequest):
+        return item
+    if isinstance(item, tuple):
+        sku, quantity = item
+        return LineRequest(sku=sku, quantity=quantity)
+    return LineRequest.model_validate(item)

@@ -56,6 +56,11 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def texts(values: Any) -> list[str]:
+    """A list reply (LRANGE, ZRANGE, SMEMBERS...) as str; redis-py types those replies loosely."""
+    return [text(value) for value in values]
+
+
 def raw_bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 

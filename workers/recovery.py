@@ -17,7 +17,7 @@ import logging
 
 from redis import Redis
 
-from workers.codec import decode_data, parse_iso, text
+from workers.codec import decode_data, parse_iso, text, texts
 from workers.execution import Claimed, Outcome
 from workers.keys import Keys
 from workers.scripts import Scripts
@@ -60,8 +60,8 @@ class Reaper:
     def run(self, now: float) -> int:
         """Recover every worker silent for longer than worker_ttl; return the runs recovered."""
         silent_since = now - self.settings.worker_ttl
-        names: list[bytes] = self.redis.zrangebyscore(self.keys.live_workers, "-inf", silent_since)  # type: ignore[assignment]
-        dead = [text(name) for name in names if text(name) != self.own_name]
+        names = texts(self.redis.zrangebyscore(self.keys.live_workers, "-inf", silent_since))
+        dead = [name for name in names if name != self.own_name]
         return sum(self.recover(name, now, silent_since) for name in dead)
 
     def recover(self, worker: str, now: float, silent_since: float) -> int:

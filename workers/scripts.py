@@ -27,7 +27,10 @@ def _lua_dir(package: str) -> Path:
 
 @cache
 def source(name: str, package: str = "workers") -> str:
-    """The text of script ``name`` with its includes inlined (includes come from ``workers``)."""
+    """The text of script ``name`` with its includes inlined.
+
+    An include is looked up in the package's own ``lua/includes`` first, then in the runtime's.
+    """
     text = (_lua_dir(package) / f"{name}.lua").read_text()
     seen: set[str] = set()
 
@@ -36,7 +39,8 @@ def source(name: str, package: str = "workers") -> str:
         if include in seen:
             return ""
         seen.add(include)
-        return (_lua_dir("workers") / "includes" / f"{include}.lua").read_text()
+        own = _lua_dir(package) / "includes" / f"{include}.lua"
+        return (own if own.exists() else _lua_dir("workers") / "includes" / f"{include}.lua").read_text()
 
     return _INCLUDE.sub(inline, text)
 

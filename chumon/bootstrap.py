@@ -1,0 +1,42 @@
+"""Wiring the order flow: the one place that picks the implementations of every Protocol."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from chumon.settings import Settings
+from orders.handlers import Services
+from orders.inventory import Inventory
+from orders.keys import OrderKeys
+from orders.notifications import SmtpMailer
+from orders.payments import SimulatedGateway
+from orders.saga import Saga
+from orders.service import OrderService
+from orders.shipping import SimulatedCarrier
+from orders.store import OrderStore
+from workers import Enqueuer
+
+
+def order_service(redis: Redis, settings: Settings) -> OrderService:
+    from jobs.orders import route
+
+    keys = OrderKeys(settings.key_prefix)
+    store = OrderStore(redis, keys, Enqueuer(redis, settings), route)
+    return OrderService(
+        store,
+        Saga(settings.saga.step_timeout),
+        currency=settings.saga.currency,
+        idempotency_ttl=settings.idempotency_ttl,
+    )
+
+
+def build_services(redis: Redis, settings: Settings) -> Services:
+    keys = OrderKeys(settings.key_prefix)
+    return Services(
+        orders=order_service(redis, settings),
+        inventory=Inventory(redis, keys),
+        payments=SimulatedGateway(redis, keys, settings.simulation),
+        carrier=SimulatedCarrier(redis, keys, settings.simulation),
+        mailer=SmtpMailer(settings.smtp),
+        message_id_domain=settings.smtp.message_id_domain,
+    )

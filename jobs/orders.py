@@ -1,0 +1,177 @@
+"""The order flow's jobs: one job type per command, on its service's queue.
+
+Thin adapters: decode the command (the runtime does), call its handler in
+``orders/handlers.py``, and translate the domain's "try again" (``TransientError``) into
+the runtime's ``Retryable`` and a mail server's final "no" into ``Permanent``.
+
+| queue          | job type                      | command                  | retries |
+|----------------|-------------------------------|--------------------------|---------|
+| inventory      | inventory.reserve             | ReserveInventory         | step    |
+| payments       | payments.charge               | ChargePayment            | step    |
+| shipping       | shipping.arrange              | ArrangeShipping          | step    |
+| inventory      | inventory.release             | ReleaseInventory         | compensation |
+| payments       | payments.refund               | RefundPayment            | compensation |
+| shipping       | shipping.cancel               | CancelShipment           | compensation |
+| inventory      | inventory.commit              | CommitInventory          | compensation |
+| notifications  | notifications.confirmation    | SendConfirmationEmail    | email   |
+| notifications  | notifications.cancellation    | SendCancellationEmail    | email   |
+| orders         | orders.check_timeout          | CheckStepTimeout         | step    |
+| orders         | orders.dead_letter            | DeadLetterNotice (hook)  | compensation |
+
+Every job type is keyed on its command's id (the runtime's effect key), so a duplicate
+delivery of a command finishes as a duplicate without running; the services themselves are
+called with keys derived from the order, so a retry gets the service's first answer. When a
+job of the order flow is dead-lettered, ``orders.dead_letter`` tells the saga: a step
+without an answer has failed, a compensation that cannot succeed needs a person.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from orders import commands as c
+from orders import handlers as h
+from orders.errors import MailRejected, TransientError
+from orders.messages import Message
+from orders.saga import Step
+from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, Permanent, Retryable, RetryPolicy
+
+registry = JobRegistry()
+HOOK = "orders.dead_letter"
+
+STEP_RETRY = RetryPolicy(max_attempts=4, base=0.5, factor=2.0, cap=10.0, jitter=0.2)
+COMPENSATION_RETRY = RetryPolicy(max_attempts=8, base=0.5, factor=2.0, cap=30.0, jitter=0.2)
+EMAIL_RETRY = RetryPolicy(max_attempts=6, base=1.0, factor=2.0, cap=60.0, jitter=0.2)
+
+_services: h.Services | None = None
+
+
+def configure(services: h.Services | None) -> None:
+    """Set the services the handlers use (tests do; workers build them from settings on first use)."""
+    global _services
+    _services = services
+
+
+def services(ctx: JobContext) -> h.Services:
+    global _services
+    if _services is None:
+        from chumon.bootstrap import build_services
+        from chumon.settings import load
+
+        _services = build_services(ctx.redis, load())
+    return _services
+
+
+C = TypeVar("C", bound=Message)
+
+
+def adapter(handler: Callable[[C, h.Services], Any]) -> Callable[[C, JobContext], Any]:
+    """Run a domain handler as a job: transient failures retry, a mail server's 5xx is permanent."""
+
+    @functools.wraps(handler)
+    def run(command: C, ctx: JobContext) -> Any:
+        try:
+            return handler(command, services(ctx))
+        except TransientError as exc:
+            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+        except MailRejected as exc:
+            raise Permanent(str(exc)) from exc
+
+    return run
+
+
+def by_command(command: Message) -> str:
+    """A command's own id: a second delivery of the same command finishes as a duplicate.
+
+    Not the order id: the saga may legitimately send a second command of a kind (a refund
+    again, after a late charge), and the saga itself decides what is a repeat.
+    """
+    return command.id
+
+
+def _job(
+    name: str,
+    queue: str,
+    payload: type[Message],
+    handler: Callable[[Any, h.Services], Any],
+    retry: RetryPolicy,
+    *,
+    timeout: float = 30.0,
+    key: Callable[[Any], str] = by_command,
+) -> JobType[Any]:
+    return registry.job(
+        name,
+        queue=queue,
+        payload=payload,
+        retry=retry,
+        timeout=timeout,
+        idempotency_key=key,
+        on_dead_letter=HOOK,
+    )(adapter(handler))
+
+
+reserve = _job("inventory.reserve", "inventory", c.ReserveInventory, h.reserve_inventory, STEP_RETRY)
+charge = _job("payments.charge", "payments", c.ChargePayment, h.charge_payment, STEP_RETRY)
+arrange = _job("shipping.arrange", "shipping", c.ArrangeShipping, h.arrange_shipping, STEP_RETRY)
+release = _job("inventory.release", "inventory", c.ReleaseInventory, h.release_inventory, COMPENSATION_RETRY)
+refund = _job("payments.refund", "payments", c.RefundPayment, h.refund_payment, COMPENSATION_RETRY)
+cancel = _job("shipping.cancel", "shipping", c.CancelShipment, h.cancel_shipment, COMPENSATION_RETRY)
+commit = _job("inventory.commit", "inventory", c.CommitInventory, h.commit_inventory, COMPENSATION_RETRY)
+confirmation = _job(
+    "notifications.confirmation",
+    "notifications",
+    c.SendConfirmationEmail,
+    h.send_confirmation_email,
+    EMAIL_RETRY,
+)
+cancellation = _job(
+    "notifications.cancellation",
+    "notifications",
+    c.SendCancellationEmail,
+    h.send_cancellation_email,
+    EMAIL_RETRY,
+)
+check_timeout = _job("orders.check_timeout", "orders", c.CheckStepTimeout, h.check_step_timeout, STEP_RETRY)
+
+ROUTES: dict[type[Any], JobType[Any]] = {job_type.payload: job_type for job_type in registry}
+
+
+def route(command_type: type[Any]) -> JobType[Any]:
+    """The job type that carries a kind of command."""
+    return ROUTES[command_type]
+
+
+STEP_JOBS = {"inventory.reserve": Step.RESERVE, "payments.charge": Step.CHARGE, "shipping.arrange": Step.SHIP}
+COMPENSATION_JOBS = {
+    "inventory.release": Step.RESERVE,
+    "payments.refund": Step.CHARGE,
+    "shipping.cancel": Step.SHIP,
+}
+EMAIL_JOBS = {"notifications.confirmation": "confirmation", "notifications.cancellation": "cancellation"}
+
+
+@registry.job(HOOK, queue="orders", retry=COMPENSATION_RETRY)
+def on_dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> str:
+    """A job of the order flow was dead-lettered: tell the saga, so no order is stuck silently."""
+    order_id = (notice.payload or {}).get("order_id")
+    if not order_id or notice.job_type is None:
+        return "not an order job"
+    s, cause = services(ctx), str((notice.payload or {}).get("id") or notice.job_id)
+    last = notice.failures[-1] if notice.failures else {}
+    why = f"{notice.reason}; last error {last.get('exc_type', '?')}: {last.get('message', '')}"[:300]
+    if notice.job_type in STEP_JOBS:
+        step = STEP_JOBS[notice.job_type]
+        s.orders.step_failed(
+            order_id, step, f"no answer from {step.value}: {why}", definite=False, cause=cause
+        )
+    elif notice.job_type in COMPENSATION_JOBS:
+        s.orders.compensation_dead(order_id, COMPENSATION_JOBS[notice.job_type], why, cause=cause)
+    elif notice.job_type in EMAIL_JOBS:
+        s.orders.email_failed(order_id, EMAIL_JOBS[notice.job_type], why, cause=cause)
+    elif notice.job_type == "inventory.commit":
+        s.orders.flag(order_id, f"inventory could not be committed: {why}", cause=cause)
+    else:
+        return f"nothing to do for {notice.job_type}"
+    return f"reported to the saga of order {order_id}"

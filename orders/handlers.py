@@ -1,0 +1,151 @@
+"""One handler per command: do the service's part, then report to the orchestrator.
+
+Each handler is small on purpose: ask whether the saga still wants this (a step that was
+given up does not act), call the service with an idempotency key derived from the order
+(so a retry gets the service's first answer instead of acting twice), and pass the answer
+to the saga. A transient failure (``orders.errors.TransientError``) propagates: the job
+runtime retries it with backoff; when retries run out, the dead-letter hook reports the
+step as failed without an answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orders import commands as c
+from orders.inventory import Inventory
+from orders.notifications import Mailer, cancellation_email, confirmation_email
+from orders.payments import PaymentGateway
+from orders.saga import Step
+from orders.service import OrderService
+from orders.shipping import Carrier
+from orders.store import UnknownOrder
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a handler may call. Built once per process by ``chumon.bootstrap``."""
+
+    orders: OrderService
+    inventory: Inventory
+    payments: PaymentGateway
+    carrier: Carrier
+    mailer: Mailer
+    message_id_domain: str
+
+
+def charge_key(order_id: str) -> str:
+    return f"charge:{order_id}"
+
+
+def shipment_key(order_id: str) -> str:
+    return f"shipment:{order_id}"
+
+
+# -- steps --------------------------------------------------------------------------------------
+def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
+    if not s.orders.awaits(cmd.order_id, Step.RESERVE):
+        return "skipped: the saga no longer waits for the reservation"
+    result = s.inventory.reserve(cmd.order_id, cmd.lines)
+    if result.state == "rejected":
+        shortage = [item.model_dump() for item in result.shortage]
+        short = ", ".join(f"{i['sku']} (asked {i['requested']}, {i['available']} left)" for i in shortage)
+        s.orders.step_failed(
+            cmd.order_id,
+            Step.RESERVE,
+            f"out of stock: {short}",
+            definite=True,
+            cause=cmd.id,
+            shortage=shortage,
+        )
+        return "out of stock"
+    s.orders.step_succeeded(cmd.order_id, Step.RESERVE, {}, cause=cmd.id)
+    return result.state
+
+
+def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
+    if not s.orders.awaits(cmd.order_id, Step.CHARGE):
+        return "skipped: the saga no longer waits for the payment"
+    charge = s.payments.charge(
+        idempotency_key=charge_key(cmd.order_id),
+        order_id=cmd.order_id,
+        token=cmd.token,
+        amount=cmd.amount,
+        currency=cmd.currency,
+    )
+    if charge.status != "succeeded":
+        reason = f"payment declined: {charge.decline_reason or 'declined'}"
+        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id)
+        return "declined"
+    s.orders.step_succeeded(cmd.order_id, Step.CHARGE, {"charge_id": charge.charge_id}, cause=cmd.id)
+    return charge.charge_id
+
+
+def arrange_shipping(cmd: c.ArrangeShipping, s: Services) -> str:
+    if not s.orders.awaits(cmd.order_id, Step.SHIP):
+        return "skipped: the saga no longer waits for the shipment"
+    items = [(line.sku, line.quantity) for line in cmd.lines]
+    shipment = s.carrier.arrange(
+        idempotency_key=shipment_key(cmd.order_id), order_id=cmd.order_id, address=cmd.ship_to, items=items
+    )
+    if shipment.status != "arranged":
+        reason = f"carrier refused: {shipment.refusal_reason or 'refused'}"
+        s.orders.step_failed(cmd.order_id, Step.SHIP, reason, definite=True, cause=cmd.id)
+        return "refused"
+    s.orders.step_succeeded(cmd.order_id, Step.SHIP, {"shipment_id": shipment.shipment_id}, cause=cmd.id)
+    return shipment.shipment_id
+
+
+def check_step_timeout(cmd: c.CheckStepTimeout, s: Services) -> str:
+    done = s.orders.step_timed_out(cmd.order_id, Step(cmd.step), cause=cmd.id)
+    return "step timed out" if done else "step had answered"
+
+
+# -- compensations --------------------------------------------------------------------------------
+def release_inventory(cmd: c.ReleaseInventory, s: Services) -> str | None:
+    state = s.inventory.release(cmd.order_id)
+    s.orders.compensated(cmd.order_id, Step.RESERVE, {"undid": state == "released"}, cause=cmd.id)
+    return state
+
+
+def refund_payment(cmd: c.RefundPayment, s: Services) -> str | None:
+    refund = s.payments.refund(idempotency_key=f"refund:{cmd.order_id}", charge_key=charge_key(cmd.order_id))
+    refund_id = refund.refund_id if refund else None
+    facts = {"refund_id": refund_id, "undid": refund is not None}
+    s.orders.compensated(cmd.order_id, Step.CHARGE, facts, cause=cmd.id)
+    return refund_id
+
+
+def cancel_shipment(cmd: c.CancelShipment, s: Services) -> str | None:
+    cancellation = s.carrier.cancel(
+        idempotency_key=f"cancel-shipment:{cmd.order_id}", arrange_key=shipment_key(cmd.order_id)
+    )
+    cancellation_id = cancellation.cancellation_id if cancellation else None
+    facts = {"cancellation_id": cancellation_id, "undid": cancellation is not None}
+    s.orders.compensated(cmd.order_id, Step.SHIP, facts, cause=cmd.id)
+    return cancellation_id
+
+
+# -- after the end ----------------------------------------------------------------------------------
+def commit_inventory(cmd: c.CommitInventory, s: Services) -> str | None:
+    state = s.inventory.commit(cmd.order_id)
+    s.orders.inventory_committed(cmd.order_id, cause=cmd.id)
+    return state
+
+
+def send_confirmation_email(cmd: c.SendConfirmationEmail, s: Services) -> str:
+    loaded = s.orders.get(cmd.order_id)
+    if loaded is None:
+        raise UnknownOrder(cmd.order_id)
+    sent = s.mailer.send(confirmation_email(loaded.order, s.message_id_domain))
+    s.orders.email_sent(cmd.order_id, "confirmation", sent.message_id, cause=cmd.id)
+    return sent.message_id
+
+
+def send_cancellation_email(cmd: c.SendCancellationEmail, s: Services) -> str:
+    loaded = s.orders.get(cmd.order_id)
+    if loaded is None:
+        raise UnknownOrder(cmd.order_id)
+    sent = s.mailer.send(cancellation_email(loaded.order, cmd.reason, s.message_id_domain))
+    s.orders.email_sent(cmd.order_id, "cancellation", sent.message_id, cause=cmd.id)
+    return sent.message_id

@@ -1,0 +1,298 @@
+"""Emails to customers: what they say, and how they are sent over SMTP.
+
+Rendering is pure: an order in, an :class:`Email` out. Every email carries a Message-ID
+derived from the order id and the kind of email, so a retry or a duplicate delivery sends
+the very same Message-ID and a receiver can drop the copy.
+
+Sending classifies the mail server's answer for the job runtime: "try again later" (a 4xx
+reply, a server that cannot be reached or drops the connection) raises
+:class:`~orders.errors.MailTransient`, which the job turns into a retry with backoff; a
+definite "no" (a 5xx reply) raises :class:`~orders.errors.MailRejected`, which ends up in
+the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, parseaddr
+from typing import Literal, Protocol
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+
+from orders.config import SmtpConfig
+from orders.errors import MailRejected, MailTransient
+from orders.model import Order
+from orders.money import format_amount
+
+EmailKind = Literal["confirmation", "cancellation"]
+
+SIGNATURE = "Kind regards,\nThe Chumon Shop team"
+
+# RFC 5322 atext without '%': everything else in an id is percent-encoded (deterministically).
+_ATEXT = "!#$&'*+-/=?^_`{|}~."
+
+
+class Email(BaseModel):
+    """One email to one customer, ready to send."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: EmailKind
+    order_id: str
+    to: EmailStr
+    to_name: str
+    subject: str
+    body: str
+    message_id: str
+
+    @field_validator("order_id", "to_name", "subject", "message_id")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be a single line (it goes into a header)")
+        return value
+
+
+class SentEmail(BaseModel):
+    """What the mail server accepted, and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EmailKind
+    order_id: str
+    message_id: str
+    to: str
+    sent_at: float
+
+
+class Mailer(Protocol):
+    def send(self, email: Email) -> SentEmail:
+        """Hand ``email`` to the mail server; raise MailTransient or MailRejected if it is not taken."""
+        ...
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def message_id(kind: str, order_id: str, domain: str) -> str:
+    """``'confirmation', 'o-1', 'shop.example'`` -> ``'<confirmation.o-1@shop.example>'``.
+
+    The same inputs always give the same Message-ID; characters that may not appear in one
+    are percent-encoded.
+    """
+    return f"<{quote(kind, safe=_ATEXT)}.{quote(order_id, safe=_ATEXT)}@{domain}>"
+
+
+def confirmation_email(order: Order, domain: str) -> Email:
+    name = _one_line(order.customer.name)
+    body = "\n".join(
+        [
+            f"Hello {name},",
+            "",
+            f"Thank you for your order {order.id}. It is confirmed and we are getting it ready.",
+            "",
+            *_order_summary(order),
+            "",
+            "We will ship it to:",
+            *_indented(order.ship_to),
+            "",
+            "We will write again when it is on its way.",
+            "",
+            SIGNATURE,
+        ]
+    )
+    return _email("confirmation", order, f"Your order {order.id} is confirmed", body, domain)
+
+
+def cancellation_email(order: Order, reason: str, domain: str) -> Email:
+    name = _one_line(order.customer.name)
+    body = "\n".join(
+        [
+            f"Hello {name},",
+            "",
+            f"We are sorry: we could not complete your order {order.id} and have cancelled it.",
+            "",
+            f"The reason: {_sentence(reason)}",
+            "",
+            "If you were charged for this order, the full amount has been refunded to you;",
+            "you do not need to do anything.",
+            "",
+            "The order was for:",
+            "",
+            *_order_summary(order),
+            "",
+            "We apologise for the inconvenience and hope to see you again.",
+            "",
+            SIGNATURE,
+        ]
+    )
+    return _email("cancellation", order, f"Your order {order.id} has been cancelled", body, domain)
+
+
+def _email(kind: EmailKind, order: Order, subject: str, body: str, domain: str) -> Email:
+    return Email(
+        kind=kind,
+        order_id=order.id,
+        to=order.customer.email,
+        to_name=_one_line(order.customer.name),
+        subject=subject,
+        body=body,
+        message_id=message_id(kind, order.id, domain),
+    )
+
+
+def _order_summary(order: Order) -> list[str]:
+    """The lines as an aligned table (quantity, SKU, unit price, line total), then the total."""
+    rows = [
+        (
+            str(line.quantity),
+            line.sku,
+            format_amount(line.unit_price, order.currency),
+            format_amount(line.total, order.currency),
+        )
+        for line in order.lines
+    ]
+    total = format_amount(order.total, order.currency)
+    qty, sku, unit, amount = (max(len(row[i]) for row in rows) for i in range(4))
+    amount = max(amount, len(total))
+    table = [f"  {q:>{qty}} x {s:<{sku}}  at {u:>{unit}}  {a:>{amount}}" for q, s, u, a in rows]
+    label_width = qty + 3 + sku + 5 + unit
+    return [*table, f"  {'Total':<{label_width}}  {total:>{amount}}"]
+
+
+def _indented(text: str) -> list[str]:
+    return ["  " + line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sentence(text: str) -> str:
+    text = _one_line(text).rstrip(". ") or "we were unable to process it"
+    return text[0].upper() + text[1:] + "."
+
+
+# -- sending --------------------------------------------------------------------------------------
+
+
+class SmtpMailer:
+    """Sends emails over SMTP with the standard library's ``smtplib``.
+
+    smtplib is part of CPython and well kept; it does the protocol, STARTTLS and AUTH. This
+    class adds the message's headers, the TLS mode and the classification of failures:
+
+    - 4xx replies, a refused or reset connection, a timeout, a dropped connection:
+      :class:`MailTransient` (retry later);
+    - 5xx replies, and a server that lacks what the configuration asks for (STARTTLS, AUTH):
+      :class:`MailRejected` (retrying would not help).
+
+    Each send opens its own connection, so one mailer may be shared by threads. The password
+    never appears in a log line or an exception message (which is also why the exceptions
+    raised here do not chain smtplib's: they name its code and reply instead).
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``ssl_context`` defaults to ``ssl.create_default_context()`` (system CAs, host name checked)."""
+        if config.username and config.password is None:
+            raise ValueError("SMTP username is set but the password is not")
+        self.config = config
+        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._clock = clock
+        self._envelope_sender = parseaddr(config.sender)[1] or config.sender
+
+    def send(self, email: Email) -> SentEmail:
+        message = self.build_message(email)
+        try:
+            with self._connect() as smtp:
+                self._secure_and_login(smtp)
+                refused = smtp.send_message(message, self._envelope_sender, [str(email.to)])
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self._classify(exc, email) from None
+        if refused:  # only possible with several recipients: kept for completeness
+            raise self._classify(smtplib.SMTPRecipientsRefused(refused), email)
+        return SentEmail(
+            kind=email.kind,
+            order_id=email.order_id,
+            message_id=email.message_id,
+            to=str(email.to),
+            sent_at=self._clock(),
+        )
+
+    def build_message(self, email: Email) -> EmailMessage:
+        message = EmailMessage(policy=SMTP_POLICY)
+        message["From"] = self.config.sender
+        message["To"] = Address(display_name=email.to_name, addr_spec=str(email.to))
+        message["Subject"] = email.subject
+        message["Date"] = formatdate(self._clock(), usegmt=True)
+        message["Message-ID"] = email.message_id
+        message["X-Chumon-Order"] = email.order_id
+        message["X-Chumon-Kind"] = email.kind
+        message.set_content(email.body)
+        return message
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.config
+        if cfg.tls == "ssl":
+            return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=self._ssl_context)
+        return smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+
+    def _secure_and_login(self, smtp: smtplib.SMTP) -> None:
+        if self.config.tls == "starttls":
+            smtp.starttls(context=self._ssl_context)
+        if self.config.username and self.config.password is not None:
+            smtp.login(self.config.username, self.config.password.get_secret_value())
+
+    # -- failures ---------------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException, email: Email) -> MailTransient | MailRejected:
+        where = f"{self.config.host}:{self.config.port}"
+        what = f"{email.kind} email {email.message_id} for order {email.order_id}"
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            return self._refused_recipients(exc.recipients, where, what)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return MailTransient(f"{where} closed the connection while sending {what}: {self._scrub(exc)}")
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return self._reply(exc, where, what)
+        if isinstance(exc, smtplib.SMTPException):  # STARTTLS or AUTH not offered: configuration
+            return MailRejected(f"{where} cannot send {what}: {self._scrub(exc)}")
+        return MailTransient(f"could not talk to {where} while sending {what}: {type(exc).__name__}: {exc}")
+
+    def _reply(
+        self, exc: smtplib.SMTPResponseException, where: str, what: str
+    ) -> MailTransient | MailRejected:
+        code, reply = exc.smtp_code, self._scrub(exc.smtp_error)
+        text = f"{where} answered {code} {reply} to {what}"
+        if isinstance(exc, smtplib.SMTPConnectError) or not 500 <= code < 600:
+            return MailTransient(text)
+        return MailRejected(text)
+
+    def _refused_recipients(
+        self, recipients: Mapping[str, tuple[int, bytes | str]], where: str, what: str
+    ) -> MailTransient | MailRejected:
+        replies = "; ".join(
+            f"{rcpt}: {code} {self._scrub(reply)}" for rcpt, (code, reply) in recipients.items()
+        )
+        text = f"{where} refused the recipient of {what}: {replies}"
+        if recipients and all(400 <= code < 500 for code, _ in recipients.values()):
+            return MailTransient(text)
+        return MailRejected(text)
+
+    def _scrub(self, value: object) -> str:
+        """The server's reply as text, with the password masked should a server ever echo it."""
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        secret = self.config.password.get_secret_value() if self.config.password else ""
+        return text.replace(secret, "***") if secret else text

@@ -1,0 +1,402 @@
+"""The order saga, orchestrated: which step follows which, and what undoes what.
+
+    reserve inventory ──▶ charge payment ──▶ arrange shipping ──▶ CONFIRMED
+          │ fails              │ fails               │ fails          (+ confirmation email,
+          ▼                    ▼                     ▼                   commit inventory)
+      CANCELLED        release ▶ CANCELLED   refund ▶ release ▶ CANCELLED
+                                                       (+ cancellation email)
+
+Everything here is pure: a transition takes the order and its saga state as loaded and
+returns the new state, the events that record the change, and the commands to send next.
+``orders/service.py`` loads, calls, and commits the result in one atomic step.
+
+Rules worth reading twice:
+
+- A step that fails with a definite "no" (card declined, address refused, out of stock)
+  did nothing, so only the steps before it are compensated. A step that fails without an
+  answer (time-out, retries exhausted) may or may not have acted, so it is compensated too;
+  compensations are idempotent and do nothing where there is nothing to undo.
+- Compensations run one at a time, newest step first. Each is its own job with its own
+  retries. One that cannot succeed is dead-lettered, and the order is flagged for a person
+  (``attention``); requeueing that dead letter resumes the saga where it stopped.
+- A success that arrives after its step was given up (a late answer) is not ignored: the
+  effect exists, so it is compensated too.
+- Any message may arrive twice. A transition that finds the saga elsewhere returns None:
+  nothing to do, nothing written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orders import commands as c
+from orders import events as e
+from orders.messages import Message
+from orders.model import LineRequest, Order, OrderStatus
+
+
+class Step(StrEnum):
+    RESERVE = "reserve_inventory"
+    CHARGE = "charge_payment"
+    SHIP = "arrange_shipping"
+
+
+STEPS: tuple[Step, ...] = (Step.RESERVE, Step.CHARGE, Step.SHIP)
+
+COMPENSATION_NAMES = {
+    Step.RESERVE: "release_inventory",
+    Step.CHARGE: "refund_payment",
+    Step.SHIP: "cancel_shipment",
+}
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class SagaState(BaseModel):
+    """Where one order's saga stands. Stored next to the order, committed with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: SagaStatus = SagaStatus.RUNNING
+    current: Step | None = Step.RESERVE
+    completed: list[Step] = Field(default_factory=list)
+    pending_compensations: list[Step] = Field(default_factory=list)
+    compensating: Step | None = None
+    compensated: list[Step] = Field(default_factory=list)
+    void_compensations: list[Step] = Field(
+        default_factory=list, description="compensations that found nothing to undo (yet)"
+    )
+    failed_step: Step | None = None
+    failure: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict, description="ids the steps returned")
+    history: list[tuple[float, str]] = Field(default_factory=list)
+
+    def note(self, now: float, text: str) -> None:
+        self.history.append((now, text))
+        del self.history[:-30]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A command to send, now or after ``delay`` seconds, optionally under a fixed job id."""
+
+    command: c.Command
+    delay: float | None = None
+    job_id: str | None = None
+
+
+@dataclass(slots=True)
+class Transition:
+    order: Order
+    saga: SagaState
+    events: list[e.Event] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    cancel_jobs: list[str] = field(default_factory=list)
+
+
+def timeout_job_id(order_id: str, step: Step) -> str:
+    """The fixed id of a step's time-out check, so the step's answer can cancel it."""
+    return f"{order_id}.timeout.{step.value}"
+
+
+class Saga:
+    """The saga definition with its one tunable: how long a step may stay silent."""
+
+    def __init__(self, step_timeout: float) -> None:
+        self.step_timeout = step_timeout
+
+    # -- starting -----------------------------------------------------------------------------
+    def start(self, order: Order, now: float) -> tuple[SagaState, list[Outgoing]]:
+        saga = SagaState()
+        saga.note(now, "order placed; reserving inventory")
+        msg = _Factory(order, None, now)
+        return saga, self._run_step(msg, order, Step.RESERVE)
+
+    # -- answers from the steps ----------------------------------------------------------------------
+    def step_succeeded(
+        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], cause: str, now: float
+    ) -> Transition | None:
+        msg = _Factory(order, cause, now)
+        if step in saga.completed:
+            return None
+        if saga.status is not SagaStatus.RUNNING or saga.current is not step:
+            return self._late_success(order, saga, step, facts, msg)
+        t = Transition(order, saga)
+        saga.completed.append(step)
+        saga.facts.update(facts)
+        t.events.append(_success_event(msg, order, step, facts))
+        t.cancel_jobs.append(timeout_job_id(order.id, step))
+        following = _next_step(step)
+        if following is None:
+            self._confirm(t, msg)
+        else:
+            saga.current = following
+            saga.note(now, f"{step.value} done; {following.value}")
+            t.outgoing += self._run_step(msg, order, following)
+        return t
+
+    def step_failed(
+        self,
+        order: Order,
+        saga: SagaState,
+        step: Step,
+        reason: str,
+        *,
+        definite: bool,
+        cause: str,
+        now: float,
+        shortage: list[dict[str, Any]] | None = None,
+    ) -> Transition | None:
+        if saga.status is not SagaStatus.RUNNING or saga.current is not step:
+            return None
+        msg = _Factory(order, cause, now)
+        t = Transition(order, saga)
+        saga.current, saga.failed_step, saga.failure = None, step, reason
+        t.events.append(_failure_event(msg, step, reason, shortage or []))
+        t.cancel_jobs.append(timeout_job_id(order.id, step))
+        undo = list(reversed(saga.completed))
+        if not definite:
+            undo.insert(0, step)  # no answer: it may have acted
+        saga.pending_compensations = undo
+        saga.note(now, f"{step.value} failed: {reason}")
+        self._compensate_next(t, msg)
+        return t
+
+    def step_timed_out(
+        self, order: Order, saga: SagaState, step: Step, cause: str, now: float
+    ) -> Transition | None:
+        reason = f"no answer from {step.value} within {self.step_timeout:g} s"
+        return self.step_failed(order, saga, step, reason, definite=False, cause=cause, now=now)
+
+    # -- answers from the compensations ------------------------------------------------------------
+    def compensated(
+        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], cause: str, now: float
+    ) -> Transition | None:
+        if saga.compensating is not step:
+            return None
+        msg = _Factory(order, cause, now)
+        t = Transition(order, saga)
+        saga.compensating = None
+        saga.compensated.append(step)
+        if not facts.pop("undid", True):
+            saga.void_compensations.append(step)
+        saga.facts.update(facts)
+        if saga.status is SagaStatus.NEEDS_ATTENTION:
+            order.attention = None
+        t.events.append(_compensation_event(msg, step, facts))
+        saga.note(now, f"{COMPENSATION_NAMES[step]} done")
+        self._compensate_next(t, msg)
+        return t
+
+    def compensation_dead(
+        self, order: Order, saga: SagaState, step: Step, reason: str, cause: str, now: float
+    ) -> Transition | None:
+        if saga.compensating is not step or saga.status is SagaStatus.NEEDS_ATTENTION:
+            return None
+        msg = _Factory(order, cause, now)
+        t = Transition(order, saga)
+        saga.status = SagaStatus.NEEDS_ATTENTION
+        order.attention = (
+            f"{COMPENSATION_NAMES[step]} could not be done ({reason}); "
+            "fix the cause and requeue its dead letter: chumon dlq requeue --queue "
+            f"{_service_of(step)}"
+        )
+        order.updated_at = now
+        t.events.append(msg.make(e.OrderNeedsAttention, reason=order.attention))
+        saga.note(now, f"{COMPENSATION_NAMES[step]} dead-lettered: needs a person")
+        return t
+
+    # -- after the end -------------------------------------------------------------------------------
+    def inventory_committed(self, order: Order, saga: SagaState, cause: str, now: float) -> Transition | None:
+        if saga.facts.get("inventory_committed"):
+            return None
+        saga.facts["inventory_committed"] = True
+        saga.note(now, "inventory committed")
+        return Transition(order, saga, events=[_Factory(order, cause, now).make(e.InventoryCommitted)])
+
+    def email_sent(
+        self, order: Order, saga: SagaState, kind: str, message_id: str, cause: str, now: float
+    ) -> Transition | None:
+        emails = saga.facts.setdefault("emails", {})
+        if kind in emails:
+            return None
+        emails[kind] = message_id
+        saga.note(now, f"{kind} email sent")
+        event = _Factory(order, cause, now).make(e.EmailSent, kind=kind, message_id=message_id)
+        return Transition(order, saga, events=[event])
+
+    def email_failed(
+        self, order: Order, saga: SagaState, kind: str, reason: str, cause: str, now: float
+    ) -> Transition | None:
+        failures = saga.facts.setdefault("email_failures", {})
+        if kind in saga.facts.get("emails", {}) or kind in failures:
+            return None
+        failures[kind] = reason
+        msg = _Factory(order, cause, now)
+        t = Transition(order, saga, events=[msg.make(e.EmailFailed, kind=kind, reason=reason)])
+        if not order.attention:
+            order.attention, order.updated_at = f"{kind} email could not be delivered: {reason}", now
+            t.events.append(msg.make(e.OrderNeedsAttention, reason=order.attention))
+        saga.note(now, f"{kind} email failed: {reason}")
+        return t
+
+    def flag(self, order: Order, saga: SagaState, reason: str, cause: str, now: float) -> Transition | None:
+        """Ask a person to look at the order (something after its end could not be done)."""
+        if order.attention == reason:
+            return None
+        order.attention, order.updated_at = reason, now
+        saga.note(now, f"needs attention: {reason}")
+        event = _Factory(order, cause, now).make(e.OrderNeedsAttention, reason=reason)
+        return Transition(order, saga, events=[event])
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _run_step(self, msg: _Factory, order: Order, step: Step) -> list[Outgoing]:
+        check = msg.make(c.CheckStepTimeout, step=step.value)
+        return [
+            Outgoing(_step_command(msg, order, step)),
+            Outgoing(check, self.step_timeout, timeout_job_id(order.id, step)),
+        ]
+
+    def _confirm(self, t: Transition, msg: _Factory) -> None:
+        order, saga = t.order, t.saga
+        saga.status, saga.current = SagaStatus.CONFIRMED, None
+        order.status, order.updated_at = OrderStatus.CONFIRMED, msg.now
+        saga.note(msg.now, "confirmed")
+        t.events.append(msg.make(e.OrderConfirmed))
+        t.outgoing += [Outgoing(msg.make(c.SendConfirmationEmail)), Outgoing(msg.make(c.CommitInventory))]
+
+    def _compensate_next(self, t: Transition, msg: _Factory) -> None:
+        saga, cancelled = t.saga, t.order.status is OrderStatus.CANCELLED
+        if saga.pending_compensations:
+            step = saga.pending_compensations.pop(0)
+            saga.compensating = step
+            saga.status = SagaStatus.CANCELLED if cancelled else SagaStatus.COMPENSATING
+            saga.note(msg.now, f"compensating: {COMPENSATION_NAMES[step]}")
+            t.outgoing.append(Outgoing(_compensation_command(msg, step, saga.failure or "cancelled")))
+        elif cancelled:
+            saga.status = SagaStatus.CANCELLED
+        else:
+            self._cancel(t, msg)
+
+    def _cancel(self, t: Transition, msg: _Factory) -> None:
+        order, saga = t.order, t.saga
+        reason = saga.failure or "cancelled"
+        saga.status = SagaStatus.CANCELLED
+        order.status, order.reason, order.updated_at = OrderStatus.CANCELLED, reason, msg.now
+        saga.note(msg.now, f"cancelled: {reason}")
+        t.events.append(msg.make(e.OrderCancelled, reason=reason))
+        t.outgoing.append(Outgoing(msg.make(c.SendCancellationEmail, reason=reason)))
+
+    def _late_success(
+        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], msg: _Factory
+    ) -> Transition | None:
+        """A step answered after the saga gave it up: its effect exists, so undo it too.
+
+        Nothing to do if its compensation is still to run (it will find the effect) or has
+        undone it; if the compensation ran before the effect existed, it runs again.
+        """
+        if step == saga.compensating or step in saga.pending_compensations:
+            return None
+        if step in saga.compensated:
+            if step not in saga.void_compensations:
+                return None
+            saga.compensated.remove(step)
+            saga.void_compensations.remove(step)
+        t = Transition(order, saga)
+        saga.facts.update(facts)
+        t.events.append(_success_event(msg, order, step, facts))
+        saga.pending_compensations.append(step)
+        saga.note(msg.now, f"late answer from {step.value}: compensating it")
+        if saga.compensating is None:
+            self._compensate_next(t, msg)
+        return t
+
+
+class _Factory:
+    """Makes messages for one order, caused by one message, at one time."""
+
+    def __init__(self, order: Order, cause: str | None, now: float) -> None:
+        self.order, self.cause, self.now = order, cause, now
+
+    def make(self, message_type: type[Any], /, **fields: Any) -> Any:
+        base: dict[str, Any] = {
+            "order_id": self.order.id,
+            "correlation_id": self.order.correlation_id,
+            "causation_id": self.cause,
+            "at": self.now,
+        }
+        message: Message = message_type(**base, **fields)
+        return message
+
+
+def _next_step(step: Step) -> Step | None:
+    index = STEPS.index(step)
+    return STEPS[index + 1] if index + 1 < len(STEPS) else None
+
+
+def _service_of(step: Step) -> str:
+    return {Step.RESERVE: "inventory", Step.CHARGE: "payments", Step.SHIP: "shipping"}[step]
+
+
+def _requests(order: Order) -> list[LineRequest]:
+    return [LineRequest(sku=line.sku, quantity=line.quantity) for line in order.lines]
+
+
+def _step_command(msg: _Factory, order: Order, step: Step) -> c.Command:
+    if step is Step.RESERVE:
+        command: c.Command = msg.make(c.ReserveInventory, lines=_requests(order))
+    elif step is Step.CHARGE:
+        command = msg.make(
+            c.ChargePayment, amount=order.total, currency=order.currency, token=order.payment_token
+        )
+    else:
+        command = msg.make(c.ArrangeShipping, ship_to=order.ship_to, lines=_requests(order))
+    return command
+
+
+def _compensation_command(msg: _Factory, step: Step, reason: str) -> c.Command:
+    kind = {Step.RESERVE: c.ReleaseInventory, Step.CHARGE: c.RefundPayment, Step.SHIP: c.CancelShipment}[step]
+    command: c.Command = msg.make(kind, reason=reason)
+    return command
+
+
+def _success_event(msg: _Factory, order: Order, step: Step, facts: dict[str, Any]) -> e.Event:
+    if step is Step.RESERVE:
+        event: e.Event = msg.make(e.InventoryReserved, lines=_requests(order))
+    elif step is Step.CHARGE:
+        event = msg.make(
+            e.PaymentCharged, charge_id=facts["charge_id"], amount=order.total, currency=order.currency
+        )
+    else:
+        event = msg.make(e.ShipmentArranged, shipment_id=facts["shipment_id"])
+    return event
+
+
+def _failure_event(msg: _Factory, step: Step, reason: str, shortage: list[dict[str, Any]]) -> e.Event:
+    if step is Step.RESERVE:
+        event: e.Event = msg.make(e.InventoryReservationFailed, reason=reason, shortage=shortage)
+    elif step is Step.CHARGE:
+        event = msg.make(e.PaymentFailed, reason=reason)
+    else:
+        event = msg.make(e.ShipmentFailed, reason=reason)
+    return event
+
+
+def _compensation_event(msg: _Factory, step: Step, facts: dict[str, Any]) -> e.Event:
+    if step is Step.RESERVE:
+        event: e.Event = msg.make(e.InventoryReleased)
+    elif step is Step.CHARGE:
+        event = msg.make(e.PaymentRefunded, refund_id=facts.get("refund_id"))
+    else:
+        event = msg.make(e.ShipmentCancelled, cancellation_id=facts.get("cancellation_id"))
+    return event

@@ -1,0 +1,138 @@
+"""The orchestrator's service layer: load an order, apply a saga transition, commit it atomically.
+
+Every answer a step or a compensation gives comes through here. ``apply`` reads the order
+(one round trip), lets the pure saga decide, and commits with optimistic concurrency (one
+script call): if another answer for the same order committed in between, it reads again
+and decides again. The decision is a pure function of the state, so deciding twice is safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orders.commands import PlaceOrder
+from orders.messages import new_id
+from orders.model import Order, OrderLine, OrderStatus
+from orders.saga import Saga, SagaState, SagaStatus, Step, Transition
+from orders.store import Loaded, OrderStore, Placed, UnknownOrder
+
+Decide = Callable[[Order, SagaState, float], Transition | None]
+MAX_CONFLICTS = 20
+
+
+class OrderService:
+    def __init__(
+        self,
+        store: OrderStore,
+        saga: Saga,
+        *,
+        currency: str,
+        idempotency_ttl: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.saga = saga
+        self.currency = currency
+        self.idempotency_ttl = idempotency_ttl
+        self.clock = clock
+
+    # -- the customer's side ------------------------------------------------------------------
+    def place(self, request: PlaceOrder) -> Placed:
+        """Store the order and start its saga in one round trip. Idempotent on the request's key."""
+        now = self.clock()
+        order = Order(
+            id=new_id(),
+            customer=request.customer,
+            ship_to=request.ship_to,
+            lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=0) for line in request.lines],
+            currency=self.currency,
+            total=0,
+            payment_token=request.payment_token,
+            correlation_id=new_id(),
+            placed_at=now,
+            updated_at=now,
+        )
+        saga, outgoing = self.saga.start(order, now)
+        return self.store.place(
+            order,
+            saga,
+            outgoing,
+            idempotency_key=request.idempotency_key,
+            idempotency_ttl=self.idempotency_ttl,
+            now=now,
+        )
+
+    def get(self, order_id: str) -> Loaded | None:
+        return self.store.load(order_id)
+
+    def awaits(self, order_id: str, step: Step) -> bool:
+        """Whether the saga still waits for ``step``: a step job checks before acting."""
+        loaded = self.store.load(order_id)
+        return loaded is not None and loaded.saga.status is SagaStatus.RUNNING and loaded.saga.current is step
+
+    # -- answers --------------------------------------------------------------------------------
+    def apply(self, order_id: str, decide: Decide) -> Transition | None:
+        """Decide and commit one transition; None if the saga had nothing to do (a duplicate)."""
+        for _ in range(MAX_CONFLICTS):
+            loaded = self.store.load(order_id)
+            if loaded is None:
+                raise UnknownOrder(order_id)
+            now = self.clock()
+            transition = decide(loaded.order.model_copy(deep=True), loaded.saga.model_copy(deep=True), now)
+            if transition is None:
+                return None
+            if self.store.commit(loaded, transition, now):
+                return transition
+        raise RuntimeError(f"order {order_id}: gave up after {MAX_CONFLICTS} concurrent changes")
+
+    def step_succeeded(
+        self, order_id: str, step: Step, facts: dict[str, Any], cause: str
+    ) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.step_succeeded(o, s, step, facts, cause, now))
+
+    def step_failed(
+        self,
+        order_id: str,
+        step: Step,
+        reason: str,
+        *,
+        definite: bool,
+        cause: str,
+        shortage: list[dict[str, Any]] | None = None,
+    ) -> Transition | None:
+        return self.apply(
+            order_id,
+            lambda o, s, now: self.saga.step_failed(
+                o, s, step, reason, definite=definite, cause=cause, now=now, shortage=shortage
+            ),
+        )
+
+    def step_timed_out(self, order_id: str, step: Step, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.step_timed_out(o, s, step, cause, now))
+
+    def compensated(self, order_id: str, step: Step, facts: dict[str, Any], cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.compensated(o, s, step, facts, cause, now))
+
+    def compensation_dead(self, order_id: str, step: Step, reason: str, cause: str) -> Transition | None:
+        return self.apply(
+            order_id, lambda o, s, now: self.saga.compensation_dead(o, s, step, reason, cause, now)
+        )
+
+    def inventory_committed(self, order_id: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.inventory_committed(o, s, cause, now))
+
+    def email_sent(self, order_id: str, kind: str, message_id: str, cause: str) -> Transition | None:
+        return self.apply(
+            order_id, lambda o, s, now: self.saga.email_sent(o, s, kind, message_id, cause, now)
+        )
+
+    def email_failed(self, order_id: str, kind: str, reason: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.email_failed(o, s, kind, reason, cause, now))
+
+    def flag(self, order_id: str, reason: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.flag(o, s, reason, cause, now))
+
+    def recent(self, limit: int = 50, status: OrderStatus | None = None) -> list[Loaded]:
+        return self.store.recent(limit, status)

@@ -1,0 +1,112 @@
+"""Machinery shared by the simulated external systems (payment gateway, carrier).
+
+Records are hashes under ``OrderKeys.sim(system, name)``, written once (HSETNX: the first
+writer wins, as a real provider's idempotency store). Every call is counted, and a share of
+calls fails at random: before the call is processed (nothing recorded) or after (the record
+exists, the response is "lost").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from redis import Redis
+
+from orders.errors import TransientError
+from orders.keys import OrderKeys
+from workers.codec import text as _text
+from workers.policy import RandomSource
+
+Fault = Literal["before", "after"]
+
+
+def draw_fault(rand: RandomSource, rate: float) -> Fault | None:
+    """One draw per call: below ``rate / 2`` the call fails before processing, below ``rate`` after."""
+    roll = rand()
+    if roll >= rate:
+        return None
+    return "before" if roll < rate / 2 else "after"
+
+
+def new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+class SimulatedSystem:
+    """What a simulated external system keeps in Redis, and how it fails.
+
+    Records are hashes under ``OrderKeys.sim(system, name)``, written once (HSETNX: the first
+    writer wins). ``call`` counts a call and injects the random faults around it.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: OrderKeys,
+        system: str,
+        *,
+        fault_rate: float,
+        unavailable: type[TransientError],
+        rand: RandomSource,
+        sleep: Callable[[float], None],
+        hang_for: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.system = system
+        self.fault_rate = fault_rate
+        self.unavailable = unavailable
+        self.rand = rand
+        self.sleep = sleep
+        self.hang_for = hang_for
+        self.clock = clock
+
+    def key(self, name: str) -> str:
+        return self.keys.sim(self.system, name)
+
+    @contextmanager
+    def call(self, operation: str, idempotency_key: str) -> Iterator[None]:
+        """Count a call to ``operation``; fail it at random before or after its body runs."""
+        self.redis.hincrby(self.key("calls"), operation, 1)
+        fault = draw_fault(self.rand, self.fault_rate)
+        if fault == "before":
+            raise self.unavailable(f"simulated {self.system} fault before {operation} {idempotency_key!r}")
+        yield
+        if fault == "after":
+            raise self.unavailable(f"simulated {self.system} fault: response to {operation} lost")
+
+    def hang(self) -> None:
+        """Take as long as a provider that does not answer."""
+        self.sleep(self.hang_for)
+
+    def put_once(self, name: str, field: str, value: str) -> str:
+        """Store ``value`` under ``field`` unless something is there; return what is stored."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(self.key(name), field, value)
+        pipe.hget(self.key(name), field)
+        _, stored = pipe.execute()
+        return _text(stored)
+
+    def get(self, name: str, field: str) -> str | None:
+        value = self.redis.hget(self.key(name), field)
+        return None if value is None else _text(value)
+
+    def values(self, name: str) -> list[str]:
+        return [_text(value) for value in self.redis.hvals(self.key(name))]
+
+    def bump(self, name: str, field: str) -> int:
+        return int(self.redis.hincrby(self.key(name), field, 1))
+
+    def claim(self, name: str, target: str, owner: str) -> None:
+        """Make ``owner`` the one key that may undo ``target``; ValueError if another key has."""
+        holder = self.put_once(name, target, owner)
+        if holder != owner:
+            raise ValueError(f"{target!r} was already undone under idempotency key {holder!r}")
+
+    def calls(self, operation: str | None = None) -> int:
+        counts = {_text(k): int(v) for k, v in self.redis.hgetall(self.key("calls")).items()}
+        return counts.get(operation, 0) if operation else sum(counts.values())

@@ -1,0 +1,138 @@
+"""The write side: orders and their saga state in Redis, changed only by atomic scripts.
+
+An order lives in one hash (``OrderKeys.order``): ``doc`` (the order), ``saga`` (its saga
+state), ``version`` (how many events it has), ``status``. Reading it is one HMGET; every
+change is one script call (``orders/lua/place.lua``, ``orders/lua/transition.lua``) that
+writes the new state, appends its events to the event stream and enqueues the commands it
+sends, or writes nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.commands.core import Script
+
+from orders.commands import CheckStepTimeout, Command
+from orders.errors import UnknownSku
+from orders.events import OrderPlaced, to_fields
+from orders.keys import OrderKeys
+from orders.model import Order, OrderStatus
+from orders.saga import Outgoing, SagaState, Transition
+from workers import EnqueueOptions, Enqueuer, JobType
+from workers.codec import text, texts
+from workers.scripts import dumps, source
+
+Router = Callable[[type[Command]], JobType[Any]]
+"""Which job type carries a kind of command (defined by the job adapters, jobs/orders.py)."""
+
+
+@dataclass(slots=True)
+class Loaded:
+    order: Order
+    saga: SagaState
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    order_id: str
+    created: bool
+
+
+class UnknownOrder(LookupError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order {order_id!r}")
+        self.order_id = order_id
+
+
+class OrderStore:
+    def __init__(self, redis: Redis, keys: OrderKeys, enqueuer: Enqueuer, route: Router) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.enqueuer = enqueuer
+        self.route = route
+        self._place: Script = redis.register_script(source("place", "orders"))
+        self._transition: Script = redis.register_script(source("transition", "orders"))
+
+    def load(self, order_id: str) -> Loaded | None:
+        doc, saga, version = self.redis.hmget(self.keys.order(order_id), ["doc", "saga", "version"])
+        if doc is None or saga is None or version is None:
+            return None
+        return Loaded(Order.model_validate_json(doc), SagaState.model_validate_json(saga), int(version))
+
+    def place(
+        self,
+        order: Order,
+        saga: SagaState,
+        outgoing: list[Outgoing],
+        *,
+        idempotency_key: str | None,
+        idempotency_ttl: int,
+        now: float,
+    ) -> Placed:
+        """Store ``order`` (lines unpriced) and start its saga; raises UnknownSku, writing nothing."""
+        event = OrderPlaced(
+            order_id=order.id, correlation_id=order.correlation_id, at=now, order={}, sequence=1
+        )
+        fields = to_fields(event)
+        plan: dict[str, Any] = {
+            "order_id": order.id,
+            "now": now,
+            "doc": order.model_dump_json(),
+            "saga": saga.model_dump_json(),
+            "event": fields[: fields.index("data")],
+            "jobs": [self._job(out, now) for out in outgoing],
+        }
+        if idempotency_key is not None:
+            plan.update(idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl)
+        reply = self._place(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+        outcome, value = text(reply[0]), text(reply[1])
+        if outcome == "unknown_sku":
+            raise UnknownSku(value)
+        return Placed(value, created=outcome == "placed")
+
+    def commit(self, loaded: Loaded, transition: Transition, now: float) -> bool:
+        """Commit ``transition`` if the order is still at ``loaded.version``; False if it moved on."""
+        if not transition.events:
+            raise ValueError("a transition without events records nothing")
+        version = loaded.version
+        fields = []
+        for offset, event in enumerate(transition.events, start=1):
+            fields.append(to_fields(event.model_copy(update={"sequence": version + offset})))
+        plan = {
+            "order_id": transition.order.id,
+            "now": now,
+            "expected": version,
+            "doc": transition.order.model_dump_json(),
+            "saga": transition.saga.model_dump_json(),
+            "status": transition.order.status.value,
+            "events": fields,
+            "jobs": [self._job(out, now) for out in transition.outgoing],
+            "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
+        }
+        return bool(self._transition(keys=[], args=[self.keys.lua_keyspace, dumps(plan)]))
+
+    def recent(self, limit: int, status: OrderStatus | None = None) -> list[Loaded]:
+        """The latest orders, newest first (the write side's own index; the read model serves lists)."""
+        ids = texts(self.redis.zrevrange(self.keys.orders_by_time, 0, max(limit * 4, 100)))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hmget(self.keys.order(order_id), ["doc", "saga", "version"])
+            rows = pipe.execute()
+        found = [
+            Loaded(Order.model_validate_json(doc), SagaState.model_validate_json(saga), int(version))
+            for doc, saga, version in rows
+            if doc is not None
+        ]
+        if status is not None:
+            found = [loaded for loaded in found if loaded.order.status is status]
+        return found[:limit]
+
+    def _job(self, out: Outgoing, now: float) -> dict[str, Any]:
+        job_type = self.route(type(out.command))
+        options = EnqueueOptions(delay=out.delay) if out.delay else EnqueueOptions()
+        return self.enqueuer.spec(job_type, out.command, options, now, job_id=out.job_id)
