@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $@
 
-demo: demo-runtime
+demo: $(STAMP)
+	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo $(DEMO_ARGS)
 
 demo-runtime: $(STAMP)
 	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo_runtime $(DEMO_ARGS)

@@ -27,6 +27,7 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
         Saga(settings.saga.step_timeout),
         currency=settings.saga.currency,
         idempotency_ttl=settings.idempotency_ttl,
+        saga_hold=settings.saga.reservation_hold,
     )
 
 

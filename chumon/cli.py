@@ -9,7 +9,7 @@ from functools import cache
 from redis import Redis
 from redis.exceptions import RedisError
 
-from chumon import app, logs, order_cli
+from chumon import app, logs, ops_cli, order_cli
 from chumon.settings import load
 from workers import cli as runtime_cli
 from workers.jobtypes import JobRegistry
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     runtime_cli.register(sub)
     order_cli.register(sub)
+    ops_cli.register(sub)
     return parser
 
 

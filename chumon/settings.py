@@ -10,10 +10,21 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orders.config import SagaConfig, SimulationConfig, SmtpConfig
 from workers.settings import RuntimeSettings
+
+
+class DashboardConfig(BaseModel):
+    """rq-dashboard as ``chumon dashboard`` serves it: localhost unless told otherwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9181, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
 
 
 class Settings(RuntimeSettings):
@@ -22,6 +33,7 @@ class Settings(RuntimeSettings):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     saga: SagaConfig = Field(default_factory=SagaConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
 
 @cache

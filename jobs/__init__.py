@@ -3,7 +3,7 @@
 ``registry`` holds every job type a chumon worker serves (``CHUMON_APP=jobs:registry``).
 """
 
-from jobs import demo, orders
+from jobs import demo, maintenance, orders
 from workers import JobRegistry
 
 
@@ -11,6 +11,7 @@ def build_registry() -> JobRegistry:
     registry = JobRegistry()
     registry.include(demo.registry)
     registry.include(orders.registry)
+    registry.include(maintenance.registry)
     return registry
 
 

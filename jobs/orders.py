@@ -1,8 +1,10 @@
 """The order flow's jobs: one job type per command, on its service's queue.
 
-Thin adapters: decode the command (the runtime does), call its handler in
-``orders/handlers.py``, and translate the domain's "try again" (``TransientError``) into
-the runtime's ``Retryable`` and a mail server's final "no" into ``Permanent``.
+Thin adapters: the runtime decodes and validates the command, the adapter calls its
+handler in ``orders/handlers.py``. Failures need no translation: the domain's "try again"
+(``TransientError``) is retried like any unexpected error, and a mail server's final "no"
+(``MailRejected``) is declared permanent on the email job types, so it is dead-lettered at
+once.
 
 | queue          | job type                      | command                  | retries |
 |----------------|-------------------------------|--------------------------|---------|
@@ -33,15 +35,15 @@ from typing import Any, TypeVar
 
 from orders import commands as c
 from orders import handlers as h
-from orders.errors import MailRejected, TransientError
+from orders.errors import MailRejected
 from orders.messages import Message
 from orders.saga import Step
-from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, Permanent, Retryable, RetryPolicy
+from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RetryPolicy
 
 registry = JobRegistry()
 HOOK = "orders.dead_letter"
 
-STEP_RETRY = RetryPolicy(max_attempts=4, base=0.5, factor=2.0, cap=10.0, jitter=0.2)
+STEP_RETRY = RetryPolicy(max_attempts=6, base=0.5, factor=2.0, cap=10.0, jitter=0.2)
 COMPENSATION_RETRY = RetryPolicy(max_attempts=8, base=0.5, factor=2.0, cap=30.0, jitter=0.2)
 EMAIL_RETRY = RetryPolicy(max_attempts=6, base=1.0, factor=2.0, cap=60.0, jitter=0.2)
 
@@ -68,16 +70,11 @@ C = TypeVar("C", bound=Message)
 
 
 def adapter(handler: Callable[[C, h.Services], Any]) -> Callable[[C, JobContext], Any]:
-    """Run a domain handler as a job: transient failures retry, a mail server's 5xx is permanent."""
+    """Run a domain handler as a job, with the process's services."""
 
     @functools.wraps(handler)
     def run(command: C, ctx: JobContext) -> Any:
-        try:
-            return handler(command, services(ctx))
-        except TransientError as exc:
-            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-        except MailRejected as exc:
-            raise Permanent(str(exc)) from exc
+        return handler(command, services(ctx))
 
     return run
 
@@ -100,6 +97,7 @@ def _job(
     *,
     timeout: float = 30.0,
     key: Callable[[Any], str] = by_command,
+    permanent: tuple[type[BaseException], ...] = (),
 ) -> JobType[Any]:
     return registry.job(
         name,
@@ -109,6 +107,7 @@ def _job(
         timeout=timeout,
         idempotency_key=key,
         on_dead_letter=HOOK,
+        permanent=permanent,
     )(adapter(handler))
 
 
@@ -125,6 +124,7 @@ confirmation = _job(
     c.SendConfirmationEmail,
     h.send_confirmation_email,
     EMAIL_RETRY,
+    permanent=(MailRejected,),
 )
 cancellation = _job(
     "notifications.cancellation",
@@ -132,6 +132,7 @@ cancellation = _job(
     c.SendCancellationEmail,
     h.send_cancellation_email,
     EMAIL_RETRY,
+    permanent=(MailRejected,),
 )
 check_timeout = _job("orders.check_timeout", "orders", c.CheckStepTimeout, h.check_step_timeout, STEP_RETRY)
 

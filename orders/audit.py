@@ -7,6 +7,8 @@ payment gateway's and the carrier's records, and the SMTP sink's inbox:
   cancellation; the reservation committed; one confirmation email (by Message-ID).
 - CANCELLED: no net charge (every successful charge refunded); no shipment left arranged;
   no stock held; one cancellation email.
+- An email the receiving server refused for good cannot arrive: the order must be flagged
+  for a person instead.
 - PENDING orders are reported as such (not yet terminal), flagged ones with their reason.
 
 And for every SKU: no counter negative, and ``reserved`` equal to the units held by
@@ -98,22 +100,29 @@ def _check_order(
     unshipped = len(carrier.cancellations_for(order.id))
     reservation = inventory.reservation(order.id)
     held = reservation.state if reservation else None
+    bounced = set(loaded.saga.facts.get("email_failures", {}))
     problems: list[str] = []
 
     def expect(condition: bool, what: str) -> None:
         if not condition:
             problems.append(f"{order.id} {order.status.value}: {what}")
 
+    def one_email(kind: str) -> None:
+        if kind in bounced:  # the receiver refused it for good: the order is flagged instead
+            expect(bool(order.attention), f"{kind} email bounced but the order is not flagged")
+        else:
+            expect(len(emails[(order.id, kind)]) == 1, f"{kind} emails: want exactly 1")
+
     if order.status is OrderStatus.CONFIRMED:
         expect(charged == 1 and refunded == 0, f"{charged} charge(s), {refunded} refund(s); want 1 and 0")
         expect(shipped == 1 and unshipped == 0, f"{shipped} shipment(s), {unshipped} cancelled; want 1 and 0")
         expect(held == "committed", f"reservation {held}; want committed")
-        expect(len(emails[(order.id, "confirmation")]) == 1, "confirmation emails: want exactly 1")
+        one_email("confirmation")
     else:
         expect(charged == refunded, f"{charged} charge(s) but {refunded} refund(s): net charge")
         expect(shipped == unshipped, f"{shipped} shipment(s) but {unshipped} cancelled")
         expect(held != "reserved" and held != "committed", f"reservation still {held}")
-        expect(len(emails[(order.id, "cancellation")]) == 1, "cancellation emails: want exactly 1")
+        one_email("cancellation")
         expect(not emails[(order.id, "confirmation")], "a cancelled order got a confirmation email")
     return problems
 

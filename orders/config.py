@@ -46,3 +46,6 @@ class SagaConfig(BaseModel):
     step_timeout: float = Field(
         default=30.0, gt=0, description="a step without an answer this long has failed"
     )
+    reservation_hold: float = Field(
+        default=900.0, gt=0, description="stock held longer than this for a pending order is given up"
+    )

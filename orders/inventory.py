@@ -29,6 +29,7 @@ from redis.commands.core import Script
 from orders.errors import UnknownSku
 from orders.keys import OrderKeys
 from orders.model import LineRequest, check_sku
+from workers.codec import texts
 from workers.scripts import dumps, source
 
 MAX_UNITS = 10**12
@@ -218,6 +219,11 @@ class Inventory:
         )
 
     # -- the catalogue ------------------------------------------------------------------------------
+    def stale_holds(self, older_than: float, *, limit: int = 500) -> list[str]:
+        """Orders whose reservation has been held for more than ``older_than`` seconds."""
+        cutoff = self.clock() - older_than
+        return texts(self.redis.zrangebyscore(self.keys.holds, "-inf", cutoff, start=0, num=limit))
+
     def set_stock(self, sku: str, on_hand: int, price: int | None = None) -> StockLevel:
         """Set ``sku``'s units on hand (absolute) and, if given, its price (minor units).
 

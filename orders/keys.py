@@ -47,6 +47,11 @@ class OrderKeys:
         return self._p + "stock:" + sku
 
     @property
+    def holds(self) -> str:
+        """Sorted set: order id -> time its reservation was held (only while held)."""
+        return self._p + "holds"
+
+    @property
     def skus(self) -> str:
         """Set of every SKU in the catalogue."""
         return self._p + "skus"
@@ -76,6 +81,7 @@ class OrderKeys:
             events=self.events,
             stock=self._p + "stock:",
             skus=self.skus,
+            holds=self.holds,
             reservation=self._p + "reservation:",
         )
         return json.dumps(space, separators=(",", ":"))

@@ -216,6 +216,15 @@ class Saga:
         saga.note(now, f"{COMPENSATION_NAMES[step]} dead-lettered: needs a person")
         return t
 
+    def hold_expired(
+        self, order: Order, saga: SagaState, held_for: float, cause: str, now: float
+    ) -> Transition | None:
+        """The order's stock has been held too long: give up the step the saga waits for."""
+        if saga.status is not SagaStatus.RUNNING or saga.current is None:
+            return None
+        reason = f"stock held for {held_for:.0f} s without the order completing"
+        return self.step_failed(order, saga, saga.current, reason, definite=False, cause=cause, now=now)
+
     # -- after the end -------------------------------------------------------------------------------
     def inventory_committed(self, order: Order, saga: SagaState, cause: str, now: float) -> Transition | None:
         if saga.facts.get("inventory_committed"):

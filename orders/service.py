@@ -30,12 +30,14 @@ class OrderService:
         *,
         currency: str,
         idempotency_ttl: int,
+        saga_hold: float = 900.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.saga = saga
         self.currency = currency
         self.idempotency_ttl = idempotency_ttl
+        self.saga_hold = saga_hold
         self.clock = clock
 
     # -- the customer's side ------------------------------------------------------------------
@@ -130,6 +132,9 @@ class OrderService:
 
     def email_failed(self, order_id: str, kind: str, reason: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.email_failed(o, s, kind, reason, cause, now))
+
+    def hold_expired(self, order_id: str, held_for: float, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.hold_expired(o, s, held_for, cause, now))
 
     def flag(self, order_id: str, reason: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.flag(o, s, reason, cause, now))

@@ -42,6 +42,10 @@ class RuntimeSettings(BaseSettings):
     dlq_retention: int = Field(default=7 * 24 * 3600, gt=0, description="How long dead letters stay.")
     dlq_max_length: int = Field(default=10_000, gt=0, description="Dead letters kept per queue.")
 
+    dlq_alert_threshold: int = Field(
+        default=100, gt=0, description="A dead-letter queue longer than this raises an alert."
+    )
+
     idempotency_ttl: int = Field(default=24 * 3600, gt=0, description="How long idempotency keys count.")
 
     worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one process runs at once.")

@@ -56,5 +56,6 @@ for _, line in ipairs(lines) do
   redis.call('HINCRBY', key, 'reserved', -line.quantity)
   redis.call('HINCRBY', key, 'committed', line.quantity)
 end
+redis.call('ZREM', K.holds, plan.order_id)
 redis.call('HSET', record, 'state', 'committed', 'updated_at', plan.now)
 return 'committed'

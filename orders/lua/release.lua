@@ -48,5 +48,6 @@ end
 for _, line in ipairs(lines) do
   redis.call('HINCRBY', K.stock .. line.sku, 'reserved', -line.quantity)
 end
+redis.call('ZREM', K.holds, plan.order_id)
 redis.call('HSET', record, 'state', 'released', 'updated_at', plan.now)
 return 'released'

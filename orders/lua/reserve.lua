@@ -19,6 +19,9 @@
   Errors (raised before anything is written):
     no lines, a quantity that is not a positive integer, a stock count that is not an integer
 
+  A held reservation is also indexed in K.holds (order id -> time held), for the job that
+  releases holds older than their hold time.
+
   Events:
     none (the caller records the outcome as a domain event)
 ]]
@@ -77,6 +80,7 @@ end
 for _, line in ipairs(lines) do
   redis.call('HINCRBY', K.stock .. line.sku, 'reserved', line.quantity)
 end
+redis.call('ZADD', K.holds, plan.now, plan.order_id)
 redis.call('HSET', record, 'state', 'reserved', 'lines', lines_json, 'reserved_at', plan.now,
   'updated_at', plan.now)
 return {'reserved', lines_json, '[]'}

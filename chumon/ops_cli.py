@@ -1,0 +1,49 @@
+"""The operators' processes: ``dashboard``, ``scheduler``, ``smtp-sink``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from chumon.settings import Settings
+from workers.cli import CliContext
+
+
+def _settings(ctx: CliContext) -> Settings:
+    assert isinstance(ctx.settings, Settings)
+    return ctx.settings
+
+
+def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
+    from chumon import dashboard
+
+    config = _settings(ctx).dashboard
+    password = config.password.get_secret_value() if config.password else None
+    if config.username and not password:
+        raise SystemExit("chumon: CHUMON_DASHBOARD__USERNAME is set but CHUMON_DASHBOARD__PASSWORD is not")
+    dashboard.run(
+        ctx.settings.redis_url,
+        host=args.host or config.host,
+        port=args.port or config.port,
+        username=config.username,
+        password=password,
+    )
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
+    from chumon import scheduling
+
+    scheduling.run(ctx.redis(), key_prefix=ctx.settings.key_prefix, interval=args.interval, burst=args.burst)
+    return 0
+
+
+def register(sub: Any) -> None:
+    dash = sub.add_parser("dashboard", help="rq-dashboard for chumon's JSON jobs (localhost by default)")
+    dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
+    dash.add_argument("--port", type=int, help="port (default CHUMON_DASHBOARD__PORT, 9181)")
+    dash.set_defaults(func=cmd_dashboard)
+    sched = sub.add_parser("scheduler", help="rq-scheduler with chumon's periodic jobs, JSON only")
+    sched.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
+    sched.set_defaults(func=cmd_scheduler)

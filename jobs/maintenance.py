@@ -1,0 +1,70 @@
+"""Periodic maintenance, run as jobs that rq-scheduler enqueues (``chumon scheduler``).
+
+- ``maintenance.release_stale_holds``: stock held longer than ``saga.reservation_hold`` for an
+  order still in flight is given up through the saga (the step it waits for fails without
+  an answer), so the usual compensations run: refund if charged, release the stock, cancel.
+- ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, and an
+  alert (a log line, and the ``chumon_dlq_alert`` metric) for every dead-letter queue longer
+  than ``dlq_alert_threshold``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import BaseModel
+
+from workers import JobContext, JobRegistry, RetryPolicy
+from workers.deadletter import DeadLetters
+from workers.keys import Keys, dead_letter_queue
+from workers.maintenance import Maintenance
+
+registry = JobRegistry()
+log = logging.getLogger("chumon.maintenance")
+RETRY = RetryPolicy(max_attempts=3, base=5.0, factor=2.0, cap=60.0, jitter=0.2)
+
+
+class NoArguments(BaseModel):
+    pass
+
+
+@registry.job("maintenance.release_stale_holds", queue="orders", retry=RETRY, result_ttl=3600)
+def release_stale_holds(payload: NoArguments, ctx: JobContext) -> dict[str, int]:
+    from jobs.orders import services
+
+    s = services(ctx)
+    hold = s.orders.saga_hold
+    given_up = 0
+    stale = s.inventory.stale_holds(hold)
+    for order_id in stale:
+        if s.orders.hold_expired(order_id, hold, cause=ctx.job_id):
+            given_up += 1
+        else:
+            log.warning(
+                "order %s holds stock past %.0f s but its saga is not waiting on a step", order_id, hold
+            )
+    if stale:
+        log.info("stale stock holds: %d found, %d given up", len(stale), given_up)
+    return {"stale": len(stale), "given_up": given_up}
+
+
+@registry.job("maintenance.housekeeping", queue="orders", retry=RETRY, result_ttl=3600)
+def housekeeping(payload: NoArguments, ctx: JobContext) -> dict[str, object]:
+    from chumon.settings import load
+
+    settings = load()
+    keys = Keys(settings.key_prefix)
+    dead = DeadLetters(ctx.redis, settings)
+    ran = Maintenance(ctx.redis, keys, dead, f"scheduler-job-{ctx.job_id}", log).run(time.time())
+    alerts = {}
+    for origin in dead.origins():
+        depth = dead.count(origin)
+        if depth > settings.dlq_alert_threshold:
+            alerts[dead_letter_queue(origin)] = depth
+            log.warning(
+                "ALERT dead-letter queue %s holds %d jobs (threshold %d): triage with "
+                "`chumon dlq list --queue %s`",
+                dead_letter_queue(origin), depth, settings.dlq_alert_threshold, origin,
+            )  # fmt: skip
+    return {"retention_ran": ran, "alerts": alerts}

@@ -1,0 +1,102 @@
+"""A running order flow for tests: settings, an SMTP sink, the services, workers, a producer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+import jobs
+import jobs.orders
+from chumon.bootstrap import build_services
+from chumon.settings import Settings
+from chumon.smtpsink import SmtpSink
+from orders.audit import Audit, audit
+from orders.config import SagaConfig, SimulationConfig, SmtpConfig
+from orders.handlers import Services
+from orders.keys import OrderKeys
+from orders.payments import SimulatedGateway
+from orders.shipping import SimulatedCarrier
+from orders.views import OrderDetails
+from producer import Producer
+from tests.support import FAST, wait_until, worker_thread
+
+QUEUES = ["orders", "inventory", "payments", "shipping", "notifications"]
+CATALOGUE = {"TEA": (100, 450), "MUG": (100, 1299), "POT": (10, 3500)}
+
+
+def flow_settings(redis_url: str, smtp_port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        **FAST,
+        "redis_url": redis_url,
+        "smtp": SmtpConfig(port=smtp_port, timeout=5),
+        "simulation": SimulationConfig(gateway_timeout=0.2, seed=7),
+        "saga": SagaConfig(step_timeout=30),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Flow:
+    redis: Redis
+    settings: Settings
+    services: Services
+    producer: Producer
+    sink: SmtpSink
+    keys: OrderKeys
+
+    def place(self, *items: tuple[str, int], **fields: Any) -> str:
+        fields.setdefault("customer_name", "Ada Lovelace")
+        fields.setdefault("customer_email", "ada@example.com")
+        fields.setdefault("ship_to", "12 Analytical Lane, London")
+        return self.producer.place_order(items=list(items) or [("TEA", 2)], **fields).order_id
+
+    def order(self, order_id: str) -> OrderDetails:
+        details = self.producer.get_order(order_id)
+        assert details is not None
+        return details
+
+    def settled(self, order_id: str, *, emails: bool = True, timeout: float = 20) -> OrderDetails:
+        """Wait until the order is terminal and its after-effects (email, stock) are done."""
+
+        def done() -> OrderDetails | None:
+            order = self.order(order_id)
+            if order.status.value == "PENDING" and not order.attention:
+                return None
+            if emails and not order.attention and not order.emails:
+                return None
+            if order.status.value == "CONFIRMED" and not order.saga.facts.get("inventory_committed"):
+                return None
+            return order
+
+        return wait_until(done, timeout=timeout, message=f"order {order_id} to settle")
+
+    def audit(self) -> Audit:
+        gateway = self.services.payments
+        carrier = self.services.carrier
+        assert isinstance(gateway, SimulatedGateway) and isinstance(carrier, SimulatedCarrier)
+        return audit(self.redis, self.keys, self.services.orders.store, gateway, carrier)
+
+
+@contextmanager
+def running_flow(
+    redis: Redis, redis_url: str, *, workers: int = 1, concurrency: int = 8, **overrides: Any
+) -> Iterator[Flow]:
+    with ExitStack() as stack:
+        sink = stack.enter_context(SmtpSink(port=0, redis=redis, keys=OrderKeys()))
+        settings = flow_settings(redis_url, sink.port, **overrides)
+        services = build_services(redis, settings)
+        jobs.orders.configure(services)
+        stack.callback(jobs.orders.configure, None)
+        for sku, (on_hand, price) in CATALOGUE.items():
+            services.inventory.set_stock(sku, on_hand, price)
+        for _ in range(workers):
+            stack.enter_context(
+                worker_thread(redis, jobs.registry, settings, queues=QUEUES, concurrency=concurrency)
+            )
+        producer = Producer(redis, settings, jobs.registry, services.orders)
+        yield Flow(redis, settings, services, producer, sink, OrderKeys())
