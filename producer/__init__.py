@@ -27,7 +27,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from orders.commands import PlaceOrder
-from orders.model import Customer, LineRequest, OrderStatus
+from orders.model import LineRequest, OrderStatus
 from orders.service import OrderService
 from orders.store import Placed
 from orders.views import OrderDetails
@@ -88,12 +88,14 @@ class Producer:
         naming the SKU, and then nothing is written. With an ``idempotency_key``, a repeated
         call (a double submit) returns the first order, with ``created=False``.
         """
-        request = PlaceOrder(
-            customer=Customer(name=customer_name, email=customer_email),
-            lines=[_line(item) for item in items],
-            ship_to=ship_to,
-            payment_token=payment_token,
-            idempotency_key=idempotency_key,
+        request = PlaceOrder.model_validate(
+            {
+                "customer": {"name": customer_name, "email": customer_email},
+                "lines": [_line(item) for item in items],
+                "ship_to": ship_to,
+                "payment_token": payment_token,
+                "idempotency_key": idempotency_key,
+            }
         )
         return self.orders.place(request)
 
@@ -150,10 +152,9 @@ class Producer:
             time.sleep(poll)
 
 
-def _line(item: Item) -> LineRequest:
-    if isinstance(item, LineRequest):
-        return item
+def _line(item: Item) -> Any:
+    """An item as PlaceOrder validates it (so errors name ``lines.0.quantity``)."""
     if isinstance(item, tuple):
         sku, quantity = item
-        return LineRequest(sku=sku, quantity=quantity)
-    return LineRequest.model_validate(item)
+        return {"sku": sku, "quantity": quantity}
+    return item

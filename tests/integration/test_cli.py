@@ -1,0 +1,113 @@
+"""The command line, in-process, against the test Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from chumon import cli
+from chumon.settings import load
+
+
+@pytest.fixture(autouse=True)
+def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    yield
+    load.cache_clear()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    data = json.loads(out) if "--json" in argv and code == 0 else out
+    return code, data, err
+
+
+def test_stock_set_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    code, level, _ = run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50", "--json")
+    assert code == 0 and (level["on_hand"], level["price"], level["available"]) == (12, 450, 12)
+    code, levels, _ = run(capsys, "stock", "show", "--json")
+    assert code == 0 and [lv["sku"] for lv in levels] == ["TEA-01"]
+    code, text, _ = run(capsys, "stock", "show")
+    assert code == 0 and "TEA-01" in text and "EUR 4.50" in text
+
+
+def test_stock_set_refuses_bad_input(capsys: pytest.CaptureFixture[str], redis: Redis) -> None:
+    code, _, err = run(capsys, "stock", "set", "NEW-SKU", "5")
+    assert code == 2 and "NEW-SKU" in err and "price" in err
+    with pytest.raises(SystemExit):
+        run(capsys, "stock", "set", "TEA-01", "5", "--price", "1.234")
+    assert redis.dbsize() == 0
+
+
+def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
+    code, placed, _ = run(
+        capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
+        "--item", "TEA-01:2", "--idempotency-key", "k1", "--json",
+    )  # fmt: skip
+    assert code == 0 and placed["created"]
+    code, again, _ = run(
+        capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
+        "--item", "TEA-01:2", "--idempotency-key", "k1", "--json",
+    )  # fmt: skip
+    assert again == {"order_id": placed["order_id"], "created": False}
+    code, order, _ = run(capsys, "order", "show", placed["order_id"], "--json")
+    assert code == 0 and order["status"] == "PENDING" and order["total"] == 900
+    assert order["saga"]["current"] == "reserve_inventory" and "payment_token" not in json.dumps(order)
+    code, text, _ = run(capsys, "order", "show", placed["order_id"])
+    assert "waiting for reserve_inventory" in text and "EUR 9.00" in text
+    code, orders, _ = run(capsys, "order", "list", "--status", "pending", "--json")
+    assert [o["id"] for o in orders] == [placed["order_id"]]
+    code, orders, _ = run(capsys, "order", "list", "--status", "confirmed", "--json")
+    assert orders == []
+
+
+def test_order_place_refuses_invalid_orders_naming_the_problem(
+    capsys: pytest.CaptureFixture[str], redis: Redis
+) -> None:
+    run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
+    before = redis.dbsize()
+    code, _, err = run(
+        capsys, "order", "place", "--customer-email", "nope", "--customer-name", "Ada", "--item", "TEA-01:1"
+    )
+    assert code == 2 and "customer.email" in err
+    code, _, err = run(
+        capsys,
+        "order",
+        "place",
+        "--customer-email",
+        "a@example.com",
+        "--customer-name",
+        "Ada",
+        "--item",
+        "XX:1",
+    )
+    assert code == 2 and "unknown SKU 'XX'" in err
+    with pytest.raises(SystemExit):
+        run(
+            capsys,
+            "order",
+            "place",
+            "--customer-email",
+            "a@example.com",
+            "--customer-name",
+            "A",
+            "--item",
+            "TEA",
+        )
+    assert redis.dbsize() == before
+
+
+def test_runtime_commands_print_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, dead, _ = run(capsys, "dlq", "list", "--json")
+    assert code == 0 and dead == []
+    code, queues, _ = run(capsys, "queues", "--json")
+    assert code == 0 and queues == []
+    code, _, err = run(capsys, "job", "show", "no-such-job")
+    assert code == 1 and "no job" in err
