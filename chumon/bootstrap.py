@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis import Redis
 
 from chumon.settings import Settings
+from orders.choreography import Choreography
 from orders.handlers import Services
 from orders.inventory import Inventory
 from orders.keys import OrderKeys
@@ -22,9 +23,10 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
 
     keys = OrderKeys(settings.key_prefix)
     store = OrderStore(redis, keys, Enqueuer(redis, settings), route)
+    flow = Choreography if settings.saga.style == "choreographed" else Saga
     return OrderService(
         store,
-        Saga(settings.saga.step_timeout),
+        flow(settings.saga.step_timeout),
         currency=settings.saga.currency,
         idempotency_ttl=settings.idempotency_ttl,
         saga_hold=settings.saga.reservation_hold,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from chumon.settings import Settings
 from workers.cli import CliContext
+
+log = logging.getLogger("chumon.events")
 
 
 def _settings(ctx: CliContext) -> Settings:
@@ -38,6 +41,42 @@ def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    import signal
+    import threading
+
+    from chumon.bootstrap import order_service
+    from orders.eventsproc import EventProcessors
+    from orders.keys import OrderKeys
+
+    settings = _settings(ctx)
+    redis = ctx.redis()
+    processors = EventProcessors(
+        redis,
+        OrderKeys(settings.key_prefix),
+        order_service(redis, settings),
+        choreographed=settings.saga.style == "choreographed",
+        step_timeout=settings.saga.step_timeout,
+        claim_after=settings.events.claim_after,
+    )
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    processors.start()
+    log.info(
+        "events: projector%s running (%s style)",
+        f" and {len(processors.reactors)} reactors" if processors.reactors else "",
+        settings.saga.style,
+    )
+    while not done.wait(30):
+        behind, seconds = processors.projector.lag()
+        log.info(
+            "projector: %d applied, %d events behind (%.1f s)", processors.projector.applied, behind, seconds
+        )
+    processors.stop()
+    return 0
+
+
 def register(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="rq-dashboard for chumon's JSON jobs (localhost by default)")
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
@@ -47,3 +86,5 @@ def register(sub: Any) -> None:
     sched.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
     sched.set_defaults(func=cmd_scheduler)
+    events = sub.add_parser("events", help="the event log's consumers: the projector (and reactors)")
+    events.set_defaults(func=cmd_events)

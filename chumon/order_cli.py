@@ -16,6 +16,8 @@ from orders.inventory import Inventory, StockLevel
 from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.money import format_amount, parse_amount
+from orders.projection import OrderSummary
+from orders.readmodel import ReadModel
 from orders.saga import COMPENSATION_NAMES
 from orders.views import OrderDetails
 from producer import Producer
@@ -103,7 +105,19 @@ def cmd_order_place(args: argparse.Namespace, ctx: CliContext) -> int:
     except (ValidationError, UnknownSku) as exc:
         print(f"chumon: order refused, nothing was written:\n{exc}", file=sys.stderr)
         return 2
-    result = {"order_id": placed.order_id, "created": placed.created}
+    result: dict[str, Any] = {"order_id": placed.order_id, "created": placed.created}
+    if args.wait:
+        summary = _producer(ctx).wait_for_order(placed.order_id, timeout=args.timeout)
+        result["summary"] = summary.model_dump(mode="json") if summary else None
+        if summary is None or summary.status is OrderStatus.PENDING:
+            emit(result, args.json, lambda r: f"{r['order_id']} still PENDING after {args.timeout:g} s")
+            return 1
+        emit(
+            result,
+            args.json,
+            lambda r: f"{r['order_id']} {summary.status.value} {summary.reason or ''}".rstrip(),
+        )
+        return 0
     emit(result, args.json, lambda r: r["order_id"])
     return 0
 
@@ -143,22 +157,53 @@ def render_order(order: OrderDetails) -> str:
     return "\n".join(lines)
 
 
+def render_summary(summary: OrderSummary) -> str:
+    lines = [
+        f"order {summary.order_id}  {summary.status.value}"
+        + (f"  ({summary.reason})" if summary.reason else "")
+    ]
+    if summary.attention:
+        lines.append(f"  NEEDS ATTENTION: {summary.attention}")
+    lines += [
+        f"  customer  {summary.customer_name} <{summary.customer_email}>",
+        f"  {summary.item_count} item(s), {format_amount(summary.total, summary.currency)}",
+        f"  placed    {_when(summary.placed_at)}   updated {_when(summary.updated_at)}",
+        f"  version   {summary.version}",
+        "  timeline",
+    ]
+    lines += [f"    {entry.seq:>3}  {_when(entry.at)}  {entry.text}" for entry in summary.timeline]
+    return "\n".join(lines)
+
+
 def cmd_order_show(args: argparse.Namespace, ctx: CliContext) -> int:
-    order = _producer(ctx).get_order(args.order_id)
-    if order is None:
-        print(f"chumon: no order {args.order_id}", file=sys.stderr)
-        return 1
-    emit(order.public(), args.json, lambda _: render_order(order))
+    producer = _producer(ctx)
+    if args.consistent:
+        order = producer.get_order(args.order_id)
+        if order is None:
+            print(f"chumon: no order {args.order_id}", file=sys.stderr)
+            return 1
+        emit(order.public(), args.json, lambda _: render_order(order))
+        return 0
+    summary = producer.get_order_summary(args.order_id)
+    if summary is None:
+        placed = producer.get_order(args.order_id)
+        if placed is None:
+            print(f"chumon: no order {args.order_id}", file=sys.stderr)
+            return 1
+        print(f"chumon: order {args.order_id} is not in the read model yet; the write side:", file=sys.stderr)
+        emit(placed.public(), args.json, lambda _: render_order(placed))
+        return 0
+    emit(summary, args.json, render_summary)
     return 0
 
 
-def order_row(order: OrderDetails) -> tuple[Any, ...]:
+def order_row(order: OrderSummary) -> tuple[Any, ...]:
     status = order.status.value + (" (attention)" if order.attention else "")
     return (
-        order.id,
+        order.order_id,
         status,
-        order.customer.name,
-        sum(line.quantity for line in order.lines),
+        order.customer_name,
+        order.item_count,
         format_amount(order.total, order.currency),
         (order.reason or order.attention or "")[:50],
     )
@@ -167,16 +212,60 @@ def order_row(order: OrderDetails) -> tuple[Any, ...]:
 def cmd_order_list(args: argparse.Namespace, ctx: CliContext) -> int:
     wanted = args.status.upper() if args.status else None
     status = OrderStatus(wanted) if wanted and wanted != "NEEDS_ATTENTION" else None
-    orders = _producer(ctx).recent_orders(status=status, limit=args.limit)
+    limit = args.limit if wanted != "NEEDS_ATTENTION" else 10_000
+    orders = _producer(ctx).list_orders(customer=args.customer, status=status, limit=limit)
     if wanted == "NEEDS_ATTENTION":
-        orders = [o for o in orders if o.attention]
+        orders = [o for o in orders if o.attention][: args.limit]
+    headers = ["order", "status", "customer", "items", "total", "why"]
     emit(
-        [o.public() for o in orders],
+        orders, args.json, lambda _: table([order_row(o) for o in orders], headers) if orders else "no orders"
+    )
+    return 0
+
+
+def cmd_projections_rebuild(args: argparse.Namespace, ctx: CliContext) -> int:
+    from chumon.progress import Progress
+    from orders.projector import rebuild
+
+    settings, redis = _settings(ctx), ctx.redis()
+    keys = OrderKeys(settings.key_prefix)
+    progress = Progress(int(redis.xlen(keys.events)), "events replayed", stream=sys.stderr)
+    report = rebuild(redis, keys, ReadModel(redis, keys), keep_old=args.keep_old, progress=progress.update)
+    progress.close()
+    emit(
+        vars(report),
         args.json,
-        lambda _: (
-            table([order_row(o) for o in orders], ["order", "status", "customer", "items", "total", "why"])
-            if orders
-            else "no orders"
+        lambda r: (
+            f"rebuilt generation {r['new']} from {r['events']} events ({r['orders']} orders, "
+            f"{r['carried_over']} carried over) in {r['seconds']} s; it replaced generation {r['old']}"
+        ),
+    )
+    return 0
+
+
+def cmd_projections_status(args: argparse.Namespace, ctx: CliContext) -> int:
+    from orders.projector import GROUP
+    from workers.streams import GroupReader
+
+    settings, redis = _settings(ctx), ctx.redis()
+    keys = OrderKeys(settings.key_prefix)
+    view = ReadModel(redis, keys)
+    behind, seconds = GroupReader(redis, keys.events, GROUP).lag()
+    current = view.current(fresh=True)
+    status = {
+        "current_generation": current,
+        "generations": view.active(),
+        "events": int(redis.xlen(keys.events)),
+        "orders": int(redis.zcard(keys.view_all(current))),
+        "lag_events": behind,
+        "lag_seconds": round(seconds, 3),
+    }
+    emit(
+        status,
+        args.json,
+        lambda s: (
+            f"generation {s['current_generation']}: {s['orders']} orders from {s['events']} events; "
+            f"projector {s['lag_events']} events ({s['lag_seconds']} s) behind"
         ),
     )
     return 0
@@ -207,15 +296,32 @@ def register(sub: Any) -> None:
     place.add_argument("--ship-to", default="1 Main Street, Springfield", help="delivery address")
     place.add_argument("--payment-token", default="tok_ok", help="tok_ok, tok_declined, tok_transient_2, ...")
     place.add_argument("--idempotency-key", help="a double submit with the same key gives the same order")
+    place.add_argument("--wait", action="store_true", help="wait until the order is confirmed or cancelled")
+    place.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     place.add_argument("--json", action="store_true")
     place.set_defaults(func=cmd_order_place)
-    show = order.add_parser("show", help="one order: status, saga, emails")
+    show = order.add_parser("show", help="one order: status, reason, timeline (from the read model)")
     show.add_argument("order_id")
+    show.add_argument(
+        "--consistent", action="store_true", help="read the write side: saga steps, compensations"
+    )
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_order_show)
     listing = order.add_parser("list", help="recent orders")
     listing.add_argument("--status", choices=["pending", "confirmed", "cancelled", "needs_attention"],
                          type=str.lower)  # fmt: skip
+    listing.add_argument("--customer", metavar="EMAIL", help="orders of one customer")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_order_list)
+
+    projections = sub.add_parser("projections", help="the read model").add_subparsers(
+        dest="projections_command", required=True
+    )
+    rebuild = projections.add_parser("rebuild", help="replay the event log into a fresh view and swap it in")
+    rebuild.add_argument("--keep-old", action="store_true", help="keep maintaining the replaced generation")
+    rebuild.add_argument("--json", action="store_true")
+    rebuild.set_defaults(func=cmd_projections_rebuild)
+    status = projections.add_parser("status", help="generations and the projector's lag")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_projections_status)

@@ -12,7 +12,7 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from orders.config import SagaConfig, SimulationConfig, SmtpConfig
+from orders.config import EventsConfig, SagaConfig, SimulationConfig, SmtpConfig
 from workers.settings import RuntimeSettings
 
 
@@ -33,6 +33,7 @@ class Settings(RuntimeSettings):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     saga: SagaConfig = Field(default_factory=SagaConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
 

@@ -24,6 +24,19 @@ class SmtpConfig(BaseModel):
     timeout: float = Field(default=10.0, gt=0, description="seconds for connect and each SMTP command")
 
 
+class EventsConfig(BaseModel):
+    """The event log and its consumers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    retention_days: float | None = Field(
+        default=None, gt=0, description="trim events older than this (None: keep every event)"
+    )
+    claim_after: float = Field(
+        default=5.0, gt=0, description="seconds before a crashed consumer's entries are taken over"
+    )
+
+
 class SimulationConfig(BaseModel):
     """The simulated payment gateway and carrier (no real provider is reachable here)."""
 
@@ -42,6 +55,9 @@ class SimulationConfig(BaseModel):
 class SagaConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    style: Literal["orchestrated", "choreographed"] = Field(
+        default="orchestrated", description="who decides the next step: the saga, or each service"
+    )
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     step_timeout: float = Field(
         default=30.0, gt=0, description="a step without an answer this long has failed"

@@ -24,31 +24,44 @@ class OrderPlaced(Event):
     order: dict[str, Any] = Field(description="the order as placed, priced from the catalogue")
 
 
-class InventoryReserved(Event):
+class StepAnswered(Event):
+    """A step's success. ``late``: it came after the flow had given the step up."""
+
+    late: bool = False
+
+
+class StepFailed(Event):
+    """A step's failure. ``definite``: the service said no (it did nothing); otherwise it gave
+    no answer and may have acted, so its own effect must be undone too."""
+
+    reason: str
+    definite: bool = True
+
+
+class InventoryReserved(StepAnswered):
     lines: list[LineRequest]
 
 
-class InventoryReservationFailed(Event):
-    reason: str
+class InventoryReservationFailed(StepFailed):
     shortage: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class PaymentCharged(Event):
+class PaymentCharged(StepAnswered):
     charge_id: str
     amount: int
     currency: str
 
 
-class PaymentFailed(Event):
-    reason: str
+class PaymentFailed(StepFailed):
+    pass
 
 
-class ShipmentArranged(Event):
+class ShipmentArranged(StepAnswered):
     shipment_id: str
 
 
-class ShipmentFailed(Event):
-    reason: str
+class ShipmentFailed(StepFailed):
+    pass
 
 
 class OrderConfirmed(Event):
@@ -73,6 +86,10 @@ class OrderCancelled(Event):
 
 class OrderNeedsAttention(Event):
     reason: str
+
+
+class AttentionCleared(Event):
+    """The cause of an OrderNeedsAttention was dealt with (a requeued compensation went through)."""
 
 
 class InventoryCommitted(Event):
@@ -141,6 +158,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ShipmentCancelled,
         OrderCancelled,
         OrderNeedsAttention,
+        AttentionCleared,
         InventoryCommitted,
         EmailSent,
         EmailFailed,

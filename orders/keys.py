@@ -41,6 +41,47 @@ class OrderKeys:
         """Hash: kind -> JSON record of the email sent for this order."""
         return self._p + "emails:" + order_id
 
+    # -- the read model ------------------------------------------------------------------------
+    @property
+    def view_current(self) -> str:
+        """The generation of the view that readers read (absent: 1)."""
+        return self._p + "view:current"
+
+    @property
+    def view_generations(self) -> str:
+        """Set of the generations the projector keeps up to date (current, and one being rebuilt)."""
+        return self._p + "view:generations"
+
+    @property
+    def view_counter(self) -> str:
+        return self._p + "view:counter"
+
+    def view_order(self, gen: int, order_id: str) -> str:
+        """Hash: doc (the OrderSummary, JSON), version (sequence of the last event applied)."""
+        return f"{self._p}view:{gen}:order:{order_id}"
+
+    def view_parked(self, gen: int, order_id: str) -> str:
+        """Hash: sequence -> event, for events that arrived before their predecessors."""
+        return f"{self._p}view:{gen}:parked:{order_id}"
+
+    def view_all(self, gen: int) -> str:
+        """Sorted set: order id -> time placed."""
+        return f"{self._p}view:{gen}:all"
+
+    def view_status(self, gen: int, status: str) -> str:
+        return f"{self._p}view:{gen}:status:{status}"
+
+    def view_customer(self, gen: int, email: str) -> str:
+        return f"{self._p}view:{gen}:customer:{email.lower()}"
+
+    def view_pattern(self, gen: int) -> str:
+        """Every key of one generation (for deleting a replaced generation with SCAN)."""
+        return f"{self._p}view:{gen}:*"
+
+    def view_changed(self, order_id: str) -> str:
+        """Pub/Sub channel: "<version> <status>" whenever the order's summary changes."""
+        return self._p + "view-changed:" + order_id
+
     # -- inventory ----------------------------------------------------------------------------
     def stock(self, sku: str) -> str:
         """Hash: on_hand, reserved, committed, price (minor units)."""

@@ -119,14 +119,14 @@ class Saga:
     def start(self, order: Order, now: float) -> tuple[SagaState, list[Outgoing]]:
         saga = SagaState()
         saga.note(now, "order placed; reserving inventory")
-        msg = _Factory(order, None, now)
+        msg = Messages(order, None, now)
         return saga, self._run_step(msg, order, Step.RESERVE)
 
     # -- answers from the steps ----------------------------------------------------------------------
     def step_succeeded(
         self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], cause: str, now: float
     ) -> Transition | None:
-        msg = _Factory(order, cause, now)
+        msg = Messages(order, cause, now)
         if step in saga.completed:
             return None
         if saga.status is not SagaStatus.RUNNING or saga.current is not step:
@@ -159,10 +159,10 @@ class Saga:
     ) -> Transition | None:
         if saga.status is not SagaStatus.RUNNING or saga.current is not step:
             return None
-        msg = _Factory(order, cause, now)
+        msg = Messages(order, cause, now)
         t = Transition(order, saga)
         saga.current, saga.failed_step, saga.failure = None, step, reason
-        t.events.append(_failure_event(msg, step, reason, shortage or []))
+        t.events.append(_failure_event(msg, step, reason, definite, shortage or []))
         t.cancel_jobs.append(timeout_job_id(order.id, step))
         undo = list(reversed(saga.completed))
         if not definite:
@@ -184,16 +184,17 @@ class Saga:
     ) -> Transition | None:
         if saga.compensating is not step:
             return None
-        msg = _Factory(order, cause, now)
+        msg = Messages(order, cause, now)
         t = Transition(order, saga)
         saga.compensating = None
         saga.compensated.append(step)
         if not facts.pop("undid", True):
             saga.void_compensations.append(step)
         saga.facts.update(facts)
+        t.events.append(compensation_event(msg, step, facts))
         if saga.status is SagaStatus.NEEDS_ATTENTION:
             order.attention = None
-        t.events.append(_compensation_event(msg, step, facts))
+            t.events.append(msg.make(e.AttentionCleared))
         saga.note(now, f"{COMPENSATION_NAMES[step]} done")
         self._compensate_next(t, msg)
         return t
@@ -203,13 +204,13 @@ class Saga:
     ) -> Transition | None:
         if saga.compensating is not step or saga.status is SagaStatus.NEEDS_ATTENTION:
             return None
-        msg = _Factory(order, cause, now)
+        msg = Messages(order, cause, now)
         t = Transition(order, saga)
         saga.status = SagaStatus.NEEDS_ATTENTION
         order.attention = (
             f"{COMPENSATION_NAMES[step]} could not be done ({reason}); "
             "fix the cause and requeue its dead letter: chumon dlq requeue --queue "
-            f"{_service_of(step)}"
+            f"{service_of(step)}"
         )
         order.updated_at = now
         t.events.append(msg.make(e.OrderNeedsAttention, reason=order.attention))
@@ -231,7 +232,7 @@ class Saga:
             return None
         saga.facts["inventory_committed"] = True
         saga.note(now, "inventory committed")
-        return Transition(order, saga, events=[_Factory(order, cause, now).make(e.InventoryCommitted)])
+        return Transition(order, saga, events=[Messages(order, cause, now).make(e.InventoryCommitted)])
 
     def email_sent(
         self, order: Order, saga: SagaState, kind: str, message_id: str, cause: str, now: float
@@ -241,7 +242,7 @@ class Saga:
             return None
         emails[kind] = message_id
         saga.note(now, f"{kind} email sent")
-        event = _Factory(order, cause, now).make(e.EmailSent, kind=kind, message_id=message_id)
+        event = Messages(order, cause, now).make(e.EmailSent, kind=kind, message_id=message_id)
         return Transition(order, saga, events=[event])
 
     def email_failed(
@@ -251,7 +252,7 @@ class Saga:
         if kind in saga.facts.get("emails", {}) or kind in failures:
             return None
         failures[kind] = reason
-        msg = _Factory(order, cause, now)
+        msg = Messages(order, cause, now)
         t = Transition(order, saga, events=[msg.make(e.EmailFailed, kind=kind, reason=reason)])
         if not order.attention:
             order.attention, order.updated_at = f"{kind} email could not be delivered: {reason}", now
@@ -265,18 +266,18 @@ class Saga:
             return None
         order.attention, order.updated_at = reason, now
         saga.note(now, f"needs attention: {reason}")
-        event = _Factory(order, cause, now).make(e.OrderNeedsAttention, reason=reason)
+        event = Messages(order, cause, now).make(e.OrderNeedsAttention, reason=reason)
         return Transition(order, saga, events=[event])
 
     # -- internals ---------------------------------------------------------------------------------
-    def _run_step(self, msg: _Factory, order: Order, step: Step) -> list[Outgoing]:
+    def _run_step(self, msg: Messages, order: Order, step: Step) -> list[Outgoing]:
         check = msg.make(c.CheckStepTimeout, step=step.value)
         return [
-            Outgoing(_step_command(msg, order, step)),
+            Outgoing(step_command(msg, order, step)),
             Outgoing(check, self.step_timeout, timeout_job_id(order.id, step)),
         ]
 
-    def _confirm(self, t: Transition, msg: _Factory) -> None:
+    def _confirm(self, t: Transition, msg: Messages) -> None:
         order, saga = t.order, t.saga
         saga.status, saga.current = SagaStatus.CONFIRMED, None
         order.status, order.updated_at = OrderStatus.CONFIRMED, msg.now
@@ -284,20 +285,20 @@ class Saga:
         t.events.append(msg.make(e.OrderConfirmed))
         t.outgoing += [Outgoing(msg.make(c.SendConfirmationEmail)), Outgoing(msg.make(c.CommitInventory))]
 
-    def _compensate_next(self, t: Transition, msg: _Factory) -> None:
+    def _compensate_next(self, t: Transition, msg: Messages) -> None:
         saga, cancelled = t.saga, t.order.status is OrderStatus.CANCELLED
         if saga.pending_compensations:
             step = saga.pending_compensations.pop(0)
             saga.compensating = step
             saga.status = SagaStatus.CANCELLED if cancelled else SagaStatus.COMPENSATING
             saga.note(msg.now, f"compensating: {COMPENSATION_NAMES[step]}")
-            t.outgoing.append(Outgoing(_compensation_command(msg, step, saga.failure or "cancelled")))
+            t.outgoing.append(Outgoing(compensation_command(msg, step, saga.failure or "cancelled")))
         elif cancelled:
             saga.status = SagaStatus.CANCELLED
         else:
             self._cancel(t, msg)
 
-    def _cancel(self, t: Transition, msg: _Factory) -> None:
+    def _cancel(self, t: Transition, msg: Messages) -> None:
         order, saga = t.order, t.saga
         reason = saga.failure or "cancelled"
         saga.status = SagaStatus.CANCELLED
@@ -307,7 +308,7 @@ class Saga:
         t.outgoing.append(Outgoing(msg.make(c.SendCancellationEmail, reason=reason)))
 
     def _late_success(
-        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], msg: _Factory
+        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], msg: Messages
     ) -> Transition | None:
         """A step answered after the saga gave it up: its effect exists, so undo it too.
 
@@ -323,7 +324,7 @@ class Saga:
             saga.void_compensations.remove(step)
         t = Transition(order, saga)
         saga.facts.update(facts)
-        t.events.append(_success_event(msg, order, step, facts))
+        t.events.append(_success_event(msg, order, step, facts, late=True))
         saga.pending_compensations.append(step)
         saga.note(msg.now, f"late answer from {step.value}: compensating it")
         if saga.compensating is None:
@@ -331,7 +332,7 @@ class Saga:
         return t
 
 
-class _Factory:
+class Messages:
     """Makes messages for one order, caused by one message, at one time."""
 
     def __init__(self, order: Order, cause: str | None, now: float) -> None:
@@ -353,7 +354,7 @@ def _next_step(step: Step) -> Step | None:
     return STEPS[index + 1] if index + 1 < len(STEPS) else None
 
 
-def _service_of(step: Step) -> str:
+def service_of(step: Step) -> str:
     return {Step.RESERVE: "inventory", Step.CHARGE: "payments", Step.SHIP: "shipping"}[step]
 
 
@@ -361,7 +362,7 @@ def _requests(order: Order) -> list[LineRequest]:
     return [LineRequest(sku=line.sku, quantity=line.quantity) for line in order.lines]
 
 
-def _step_command(msg: _Factory, order: Order, step: Step) -> c.Command:
+def step_command(msg: Messages, order: Order, step: Step) -> c.Command:
     if step is Step.RESERVE:
         command: c.Command = msg.make(c.ReserveInventory, lines=_requests(order))
     elif step is Step.CHARGE:
@@ -373,35 +374,45 @@ def _step_command(msg: _Factory, order: Order, step: Step) -> c.Command:
     return command
 
 
-def _compensation_command(msg: _Factory, step: Step, reason: str) -> c.Command:
+def compensation_command(msg: Messages, step: Step, reason: str) -> c.Command:
     kind = {Step.RESERVE: c.ReleaseInventory, Step.CHARGE: c.RefundPayment, Step.SHIP: c.CancelShipment}[step]
     command: c.Command = msg.make(kind, reason=reason)
     return command
 
 
-def _success_event(msg: _Factory, order: Order, step: Step, facts: dict[str, Any]) -> e.Event:
+def _success_event(
+    msg: Messages, order: Order, step: Step, facts: dict[str, Any], *, late: bool = False
+) -> e.Event:
     if step is Step.RESERVE:
-        event: e.Event = msg.make(e.InventoryReserved, lines=_requests(order))
+        event: e.Event = msg.make(e.InventoryReserved, lines=_requests(order), late=late)
     elif step is Step.CHARGE:
         event = msg.make(
-            e.PaymentCharged, charge_id=facts["charge_id"], amount=order.total, currency=order.currency
+            e.PaymentCharged,
+            charge_id=facts["charge_id"],
+            amount=order.total,
+            currency=order.currency,
+            late=late,
         )
     else:
-        event = msg.make(e.ShipmentArranged, shipment_id=facts["shipment_id"])
+        event = msg.make(e.ShipmentArranged, shipment_id=facts["shipment_id"], late=late)
     return event
 
 
-def _failure_event(msg: _Factory, step: Step, reason: str, shortage: list[dict[str, Any]]) -> e.Event:
+def _failure_event(
+    msg: Messages, step: Step, reason: str, definite: bool, shortage: list[dict[str, Any]]
+) -> e.Event:
     if step is Step.RESERVE:
-        event: e.Event = msg.make(e.InventoryReservationFailed, reason=reason, shortage=shortage)
+        event: e.Event = msg.make(
+            e.InventoryReservationFailed, reason=reason, definite=definite, shortage=shortage
+        )
     elif step is Step.CHARGE:
-        event = msg.make(e.PaymentFailed, reason=reason)
+        event = msg.make(e.PaymentFailed, reason=reason, definite=definite)
     else:
-        event = msg.make(e.ShipmentFailed, reason=reason)
+        event = msg.make(e.ShipmentFailed, reason=reason, definite=definite)
     return event
 
 
-def _compensation_event(msg: _Factory, step: Step, facts: dict[str, Any]) -> e.Event:
+def compensation_event(msg: Messages, step: Step, facts: dict[str, Any]) -> e.Event:
     if step is Step.RESERVE:
         event: e.Event = msg.make(e.InventoryReleased)
     elif step is Step.CHARGE:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orders.choreography import Choreography
 from orders.commands import PlaceOrder
 from orders.messages import new_id
 from orders.model import Order, OrderLine, OrderStatus
@@ -135,6 +136,20 @@ class OrderService:
 
     def hold_expired(self, order_id: str, held_for: float, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.hold_expired(o, s, held_for, cause, now))
+
+    # -- the orders service's own reactions (choreographed style) --------------------------------
+    def confirm(self, order_id: str, cause: str) -> Transition | None:
+        flow = self._choreography()
+        return self.apply(order_id, lambda o, s, now: flow.confirm(o, s, cause, now))
+
+    def cancel(self, order_id: str, cause: str) -> Transition | None:
+        flow = self._choreography()
+        return self.apply(order_id, lambda o, s, now: flow.cancel(o, s, cause, now))
+
+    def _choreography(self) -> Choreography:
+        if not isinstance(self.saga, Choreography):
+            raise RuntimeError("confirm and cancel are reactions of the choreographed style")
+        return self.saga
 
     def flag(self, order_id: str, reason: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.flag(o, s, reason, cause, now))

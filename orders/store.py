@@ -132,7 +132,16 @@ class OrderStore:
             found = [loaded for loaded in found if loaded.order.status is status]
         return found[:limit]
 
-    def _job(self, out: Outgoing, now: float) -> dict[str, Any]:
+    def send(self, outgoing: list[Outgoing], *, dedupe: str, now: float) -> None:
+        """Enqueue commands outside a transition (a choreographed service reacting to an event).
+
+        ``dedupe`` (the event's id) makes each command an idempotent enqueue: a reaction
+        repeated for a redelivered event enqueues nothing new.
+        """
+        specs = [self._job(out, now, dedupe=f"{dedupe}.{i}") for i, out in enumerate(outgoing)]
+        self.enqueuer.submit(specs, now=now)
+
+    def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))
-        options = EnqueueOptions(delay=out.delay) if out.delay else EnqueueOptions()
+        options = EnqueueOptions(delay=out.delay or None, idempotency_key=dedupe)
         return self.enqueuer.spec(job_type, out.command, options, now, job_id=out.job_id)

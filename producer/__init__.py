@@ -27,7 +27,10 @@ from redis import Redis
 from redis.client import Pipeline
 
 from orders.commands import PlaceOrder
+from orders.keys import OrderKeys
 from orders.model import LineRequest, OrderStatus
+from orders.projection import OrderSummary
+from orders.readmodel import ReadModel
 from orders.service import OrderService
 from orders.store import Placed
 from orders.views import OrderDetails
@@ -53,6 +56,7 @@ class Producer:
         self.keys = Keys(settings.key_prefix)
         self.enqueuer = Enqueuer(redis, settings)
         self._orders = orders
+        self._view: ReadModel | None = None
 
     @classmethod
     def connect(cls) -> Producer:
@@ -103,6 +107,35 @@ class Producer:
         """The order as the write side has it now (strongly consistent)."""
         loaded = self.orders.get(order_id)
         return OrderDetails.of(loaded) if loaded else None
+
+    # -- the read model (eventually consistent) -------------------------------------------------
+    @property
+    def view(self) -> ReadModel:
+        if self._view is None:
+            self._view = ReadModel(self.redis, OrderKeys(self.settings.key_prefix))
+        return self._view
+
+    def get_order_summary(self, order_id: str) -> OrderSummary | None:
+        """The order's summary from the read model: eventually consistent, usually within ms."""
+        return self.view.get(order_id)
+
+    def list_orders(
+        self, *, customer: str | None = None, status: OrderStatus | None = None, limit: int = 50
+    ) -> list[OrderSummary]:
+        """Orders from the read model, newest first (the write side is never scanned for lists)."""
+        return self.view.query(customer=customer, status=status, limit=limit)
+
+    def wait_for_order(
+        self,
+        order_id: str,
+        *,
+        statuses: Iterable[OrderStatus] = (OrderStatus.CONFIRMED, OrderStatus.CANCELLED),
+        version: int | None = None,
+        timeout: float = 30.0,
+    ) -> OrderSummary | None:
+        """Block until the read model shows one of ``statuses`` (or at least ``version``), woken
+        by a notification, not by polling; None or the last summary seen if ``timeout`` passes."""
+        return self.view.wait_for(order_id, statuses=statuses, version=version, timeout=timeout)
 
     def recent_orders(self, *, status: OrderStatus | None = None, limit: int = 50) -> list[OrderDetails]:
         return [OrderDetails.of(loaded) for loaded in self.orders.recent(limit, status)]

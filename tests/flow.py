@@ -16,6 +16,7 @@ from chumon.settings import Settings
 from chumon.smtpsink import SmtpSink
 from orders.audit import Audit, audit
 from orders.config import SagaConfig, SimulationConfig, SmtpConfig
+from orders.eventsproc import EventProcessors
 from orders.handlers import Services
 from orders.keys import OrderKeys
 from orders.payments import SimulatedGateway
@@ -82,13 +83,23 @@ class Flow:
         return audit(self.redis, self.keys, self.services.orders.store, gateway, carrier)
 
 
+def with_style(settings: Settings, style: str) -> Settings:
+    return settings.model_copy(update={"saga": settings.saga.model_copy(update={"style": style})})
+
+
 @contextmanager
 def running_flow(
-    redis: Redis, redis_url: str, *, workers: int = 1, concurrency: int = 8, **overrides: Any
+    redis: Redis,
+    redis_url: str,
+    *,
+    style: str = "orchestrated",
+    workers: int = 1,
+    concurrency: int = 8,
+    **overrides: Any,
 ) -> Iterator[Flow]:
     with ExitStack() as stack:
         sink = stack.enter_context(SmtpSink(port=0, redis=redis, keys=OrderKeys()))
-        settings = flow_settings(redis_url, sink.port, **overrides)
+        settings = with_style(flow_settings(redis_url, sink.port, **overrides), style)
         services = build_services(redis, settings)
         jobs.orders.configure(services)
         stack.callback(jobs.orders.configure, None)
@@ -98,5 +109,15 @@ def running_flow(
             stack.enter_context(
                 worker_thread(redis, jobs.registry, settings, queues=QUEUES, concurrency=concurrency)
             )
+        processors = EventProcessors(
+            redis,
+            OrderKeys(),
+            services.orders,
+            choreographed=style == "choreographed",
+            step_timeout=settings.saga.step_timeout,
+            claim_after=1.0,
+        )
+        processors.start()
+        stack.callback(processors.stop)
         producer = Producer(redis, settings, jobs.registry, services.orders)
         yield Flow(redis, settings, services, producer, sink, OrderKeys())

@@ -11,6 +11,9 @@ from redis import Redis
 
 from chumon import cli
 from chumon.settings import load
+from orders.keys import OrderKeys
+from orders.projector import Projector
+from orders.readmodel import ReadModel
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +48,7 @@ def test_stock_set_refuses_bad_input(capsys: pytest.CaptureFixture[str], redis: 
     assert redis.dbsize() == 0
 
 
-def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str]) -> None:
+def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str], redis: Redis) -> None:
     run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
     code, placed, _ = run(
         capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
@@ -60,12 +63,24 @@ def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, order, _ = run(capsys, "order", "show", placed["order_id"], "--json")
     assert code == 0 and order["status"] == "PENDING" and order["total"] == 900
     assert order["saga"]["current"] == "reserve_inventory" and "payment_token" not in json.dumps(order)
-    code, text, _ = run(capsys, "order", "show", placed["order_id"])
+    code, text, err = run(capsys, "order", "show", placed["order_id"])
+    assert "not in the read model yet" in err  # no projector has run: the write side answers
     assert "waiting for reserve_inventory" in text and "EUR 9.00" in text
     code, orders, _ = run(capsys, "order", "list", "--status", "pending", "--json")
-    assert [o["id"] for o in orders] == [placed["order_id"]]
+    assert orders == []  # lists come from the read model only
+    projector = Projector(redis, OrderKeys(), ReadModel(redis, OrderKeys()))
+    projector.reader.ensure_group()
+    assert projector.step() == 1
+    code, orders, _ = run(capsys, "order", "list", "--status", "pending", "--json")
+    assert [o["order_id"] for o in orders] == [placed["order_id"]]
+    code, orders, _ = run(capsys, "order", "list", "--customer", "ada@example.com", "--json")
+    assert len(orders) == 1 and orders[0]["total"] == 900
     code, orders, _ = run(capsys, "order", "list", "--status", "confirmed", "--json")
     assert orders == []
+    code, text, _ = run(capsys, "order", "show", placed["order_id"])
+    assert "placed: 2 item(s), EUR 9.00" in text
+    code, status, _ = run(capsys, "projections", "status", "--json")
+    assert status["orders"] == 1 and status["lag_events"] == 0
 
 
 def test_order_place_refuses_invalid_orders_naming_the_problem(

@@ -18,9 +18,15 @@ from workers import Permanent
 from workers.deadletter import DeadLetters
 
 
+@pytest.fixture(params=["orchestrated", "choreographed"])
+def style(request: pytest.FixtureRequest) -> str:
+    """Every scenario runs in both styles and must end the same way."""
+    return str(request.param)
+
+
 @pytest.fixture
-def flow(redis: Redis, redis_url: str):
-    with running_flow(redis, redis_url) as running:
+def flow(redis: Redis, redis_url: str, style: str):
+    with running_flow(redis, redis_url, style=style) as running:
         yield running
 
 
@@ -199,8 +205,8 @@ def test_handlers_called_again_directly_change_nothing(flow: Flow) -> None:
     assert flow.audit().ok
 
 
-def test_step_timeout_gives_up_and_compensates(redis: Redis, redis_url: str) -> None:
-    with running_flow(redis, redis_url, saga=SagaConfig(step_timeout=0.5),
+def test_step_timeout_gives_up_and_compensates(redis: Redis, redis_url: str, style: str) -> None:
+    with running_flow(redis, redis_url, style=style, saga=SagaConfig(step_timeout=0.5),
                       simulation=SimulationConfig(gateway_timeout=1.0)) as flow:  # fmt: skip
         order_id = flow.place(("TEA", 1), payment_token="tok_timeout")
         order = flow.settled(order_id, timeout=30)
@@ -211,8 +217,10 @@ def test_step_timeout_gives_up_and_compensates(redis: Redis, redis_url: str) -> 
         assert flow.audit().ok
 
 
-def test_exhausted_step_retries_cancel_the_order(redis: Redis, redis_url: str) -> None:
-    with running_flow(redis, redis_url, simulation=SimulationConfig(gateway_timeout=0.05)) as flow:
+def test_exhausted_step_retries_cancel_the_order(redis: Redis, redis_url: str, style: str) -> None:
+    with running_flow(
+        redis, redis_url, style=style, simulation=SimulationConfig(gateway_timeout=0.05)
+    ) as flow:
         order_id = flow.place(("TEA", 1), payment_token="tok_timeout")
         order = flow.settled(order_id, timeout=40)
         assert order.status.value == "CANCELLED" and "no answer from charge_payment" in order.reason
@@ -221,8 +229,8 @@ def test_exhausted_step_retries_cancel_the_order(redis: Redis, redis_url: str) -
         assert flow.audit().ok
 
 
-def test_dead_compensation_flags_the_order_until_requeued(redis: Redis, redis_url: str) -> None:
-    with running_flow(redis, redis_url) as flow:
+def test_dead_compensation_flags_the_order_until_requeued(redis: Redis, redis_url: str, style: str) -> None:
+    with running_flow(redis, redis_url, style=style) as flow:
         flow.redis.set("test:break-refunds", 1)
         original = flow.services.payments.refund
 
