@@ -26,6 +26,7 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
         raise SystemExit("chumon: CHUMON_DASHBOARD__USERNAME is set but CHUMON_DASHBOARD__PASSWORD is not")
     dashboard.run(
         ctx.settings.redis_url,
+        settings=ctx.settings,
         host=args.host or config.host,
         port=args.port or config.port,
         username=config.username,

@@ -3,9 +3,9 @@
 - ``maintenance.release_stale_holds``: stock held longer than ``saga.reservation_hold`` for an
   order still in flight is given up through the saga (the step it waits for fails without
   an answer), so the usual compensations run: refund if charged, release the stock, cancel.
-- ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, and an
-  alert (a log line, and the ``chumon_dlq_alert`` metric) for every dead-letter queue longer
-  than ``dlq_alert_threshold``.
+- ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, trimming
+  of the event log to ``events.retention_days`` (when set), and an alert (a log line, and the
+  ``chumon_dlq_alert`` metric) for every dead-letter queue longer than ``dlq_alert_threshold``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import logging
 import time
 
 from pydantic import BaseModel
+from redis import Redis
 
+from orders.keys import OrderKeys
 from workers import JobContext, JobRegistry, RetryPolicy
 from workers.deadletter import DeadLetters
 from workers.keys import Keys, dead_letter_queue
@@ -56,7 +58,9 @@ def housekeeping(payload: NoArguments, ctx: JobContext) -> dict[str, object]:
     settings = load()
     keys = Keys(settings.key_prefix)
     dead = DeadLetters(ctx.redis, settings)
-    ran = Maintenance(ctx.redis, keys, dead, f"scheduler-job-{ctx.job_id}", log).run(time.time())
+    now = time.time()
+    ran = Maintenance(ctx.redis, keys, dead, f"scheduler-job-{ctx.job_id}", log).run(now)
+    trimmed = trim_events(ctx.redis, OrderKeys(settings.key_prefix), settings.events.retention_days, now)
     alerts = {}
     for origin in dead.origins():
         depth = dead.count(origin)
@@ -67,4 +71,20 @@ def housekeeping(payload: NoArguments, ctx: JobContext) -> dict[str, object]:
                 "`chumon dlq list --queue %s`",
                 dead_letter_queue(origin), depth, settings.dlq_alert_threshold, origin,
             )  # fmt: skip
-    return {"retention_ran": ran, "alerts": alerts}
+    return {"retention_ran": ran, "events_trimmed": trimmed, "alerts": alerts}
+
+
+def trim_events(redis: Redis, keys: OrderKeys, retention_days: float | None, now: float) -> int:
+    """Drop events older than the retention (stream ids begin with their time in ms).
+
+    Replay, and so ``chumon projections rebuild``, reaches back only as far as the log does:
+    a rebuild carries the summaries of orders whose history was trimmed over from the view it
+    replaces (orders/projector.py).
+    """
+    if retention_days is None:
+        return 0
+    cutoff_ms = int((now - retention_days * 86400) * 1000)
+    trimmed = int(redis.xtrim(keys.events, minid=f"{cutoff_ms}-0", approximate=False))
+    if trimmed:
+        log.info("event log: %d event(s) older than %g day(s) trimmed", trimmed, retention_days)
+    return trimmed

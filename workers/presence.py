@@ -64,13 +64,12 @@ class Presence:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self.keys.live_workers, {self.name: now})
             pipe.hset(
-                self.key,
-                mapping={
-                    "last_heartbeat": iso(now),
-                    "state": "busy" if current_job else "idle",
-                    "current_job": current_job or "",
-                },
+                self.key, mapping={"last_heartbeat": iso(now), "state": "busy" if current_job else "idle"}
             )
+            if current_job:
+                pipe.hset(self.key, "current_job", current_job)
+            else:
+                pipe.hdel(self.key, "current_job")  # rq's convention for an idle worker
             pipe.expire(self.key, self._rq_ttl)
             for effect_key in claims:
                 pipe.pexpire(self.keys.effect_key(effect_key), int(self.ttl * 1000))
@@ -83,7 +82,8 @@ class Presence:
             pipe.srem(self.keys.RQ_WORKERS, self.key)
             for queue in self.queues:
                 pipe.srem(self.keys.rq_workers_by_queue(queue), self.key)
-            pipe.hset(self.key, mapping={"death": iso(now), "state": "dead", "current_job": ""})
+            pipe.hset(self.key, mapping={"death": iso(now), "state": "dead"})
+            pipe.hdel(self.key, "current_job")
             pipe.expire(self.key, 60)
             pipe.zrem(self.keys.live_workers, self.name)
             pipe.delete(self.keys.inflight(self.name))

@@ -149,3 +149,16 @@ def test_wait_for_is_woken_by_the_projector(redis: Redis, redis_url: str) -> Non
         assert len(reads) <= summary.version + 2  # one read per notification, no polling loop
         pending = flow.producer.wait_for_order(order_id, statuses=[OrderStatus.CANCELLED], timeout=0.2)
         assert pending is not None and pending.status is OrderStatus.CONFIRMED  # timed out, last seen
+
+
+def test_retention_trims_old_events_only(redis: Redis) -> None:
+    from jobs.maintenance import trim_events
+
+    now = time.time()
+    old_ms, new_ms = int((now - 3 * 86400) * 1000), int((now - 3600) * 1000)
+    for i, event in enumerate(order_history("aged")):
+        fields = dict(zip(*[iter(e.to_fields(event))] * 2, strict=True))
+        redis.xadd(KEYS.events, fields, id=f"{(old_ms if i < 3 else new_ms)}-{i}")
+    assert trim_events(redis, KEYS, None, now) == 0
+    assert trim_events(redis, KEYS, 2.0, now) == 3
+    assert [int(entry.fields["seq"]) for entry in entries(redis.xrange(KEYS.events))] == [4, 5, 6]
