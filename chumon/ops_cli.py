@@ -37,8 +37,12 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
     from chumon import scheduling
+    from workers import Enqueuer
 
-    scheduling.run(ctx.redis(), key_prefix=ctx.settings.key_prefix, interval=args.interval, burst=args.burst)
+    redis = ctx.redis()
+    scheduling.run(
+        redis, Enqueuer(redis, ctx.settings), ctx.registry(None), interval=args.interval, burst=args.burst
+    )
     return 0
 
 

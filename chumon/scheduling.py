@@ -1,28 +1,37 @@
-"""``chumon scheduler``: rq-scheduler for the periodic maintenance jobs, JSON only.
+"""``chumon scheduler``: rq-scheduler as the clock of the periodic maintenance jobs, JSON only.
 
 rq-scheduler 0.14 has no serializer option and pickles by default. ``JSONJob`` is an rq
 ``Job`` whose serializer is JSON unless told otherwise; passed as the scheduler's job
-class, every job it creates, reads and enqueues is JSON (see shared/FACTS.md).
+class, every job it creates and reads is JSON (see shared/FACTS.md).
 
-The periodic jobs are registered at start-up under fixed ids, so restarting the scheduler
-replaces them instead of adding copies. rq's Job.create writes ``data`` as
-``["<job type>", null, [], {}]``: a chumon worker reads the job type and an empty payload.
+How a periodic job runs:
+
+- rq-scheduler keeps one *template* per periodic job (fixed id, ``interval`` in its meta) in
+  its own sorted set, and calls ``enqueue_job`` whenever a template is due.
+- Each *occurrence* is an ordinary chumon job for a slot of the schedule (slots are aligned
+  to the interval: a 60 s job runs at :00 of every minute). The next occurrence is always
+  enqueued ahead, delayed to its slot, so it shows in rq-dashboard's Scheduled view of its
+  queue; chumon's workers start it when it is due.
+- Enqueuing an occurrence uses an idempotency key made of the periodic job and its slot:
+  registering at every start, restarting the scheduler, or two schedulers ticking together
+  never make a second run of one slot.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 from rq.job import Job
-from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
 
-from workers.keys import Keys
+from workers import EnqueueOptions, Enqueuer, JobRegistry
 
 log = logging.getLogger("chumon.scheduler")
 
@@ -36,67 +45,79 @@ class JSONJob(Job):
         super().__init__(id, connection=connection, serializer=serializer or JSONSerializer)
 
 
-class PeriodicQueue(Queue):
-    """The queue rq-scheduler enqueues into: each run of a periodic job starts afresh.
-
-    A periodic job keeps one id for ever; without this its attempt counter and failure
-    history would run on from one period to the next. It also wakes idle chumon workers
-    (rq's own enqueue does not touch their signal streams).
-    """
-
-    key_prefix = "chumon"
-
-    def enqueue_job(
-        self, job: Job, pipeline: Any = None, at_front: bool = False, unique: bool = False
-    ) -> Job:
-        keys = Keys(self.key_prefix)
-        self.connection.hdel(keys.job(job.id), "attempt", "execution")
-        job.meta.pop("failures", None)
-        enqueued = super().enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
-        self.connection.xadd(keys.signal(self.name), {"q": self.name}, maxlen=1)
-        return enqueued
-
-
 @dataclass(frozen=True)
 class Periodic:
     job_id: str
     job_type: str
-    queue: str
     every: int  # seconds
+
+    def slot(self, at: float) -> int:
+        """The start of the slot ``at`` falls in."""
+        return int(math.floor(at / self.every) * self.every)
 
 
 PERIODIC = (
-    Periodic("chumon-periodic-release-stale-holds", "maintenance.release_stale_holds", "orders", 60),
-    Periodic("chumon-periodic-housekeeping", "maintenance.housekeeping", "orders", 60),
+    Periodic("chumon-periodic-release-stale-holds", "maintenance.release_stale_holds", 60),
+    Periodic("chumon-periodic-housekeeping", "maintenance.housekeeping", 60),
 )
 
 
-def scheduler(redis: Redis, interval: float = 5.0, key_prefix: str = "chumon") -> Scheduler:
-    PeriodicQueue.key_prefix = key_prefix
-    return Scheduler(
-        queue_name="orders", connection=redis, interval=interval, job_class=JSONJob, queue_class=PeriodicQueue
-    )
+class PeriodicScheduler(Scheduler):  # type: ignore[misc]  # rq-scheduler ships no types
+    """rq-scheduler whose due templates become chumon jobs instead of being pushed themselves."""
 
+    def __init__(self, redis: Redis, enqueuer: Enqueuer, registry: JobRegistry, *, interval: float) -> None:
+        super().__init__(queue_name="orders", connection=redis, interval=interval, job_class=JSONJob)
+        self.enqueuer = enqueuer
+        self.registry = registry
+        self.periodic = {p.job_id: p for p in PERIODIC}
 
-def register_periodic(sched: Scheduler) -> list[str]:
-    """Schedule every periodic job under its fixed id; existing ones are replaced, never doubled."""
-    for periodic in PERIODIC:
-        sched.cancel(periodic.job_id)
-        sched.schedule(
-            scheduled_time=datetime.now(UTC).replace(tzinfo=None),
-            func=periodic.job_type,
-            kwargs={},
-            interval=periodic.every,
-            id=periodic.job_id,
-            queue_name=periodic.queue,
-            result_ttl=-1,  # one hash for every run: it must outlive the interval
-            description=f"{periodic.job_type} every {periodic.every} s",
+    def register(self) -> list[str]:
+        """Schedule every template under its fixed id (replacing any), and its next occurrence."""
+        now = time.time()
+        for periodic in PERIODIC:
+            self.cancel(periodic.job_id)
+            self.schedule(
+                scheduled_time=datetime.fromtimestamp(periodic.slot(now) + periodic.every, UTC).replace(
+                    tzinfo=None
+                ),
+                func=periodic.job_type,
+                kwargs={},
+                interval=periodic.every,
+                id=periodic.job_id,
+                result_ttl=-1,
+                description=f"{periodic.job_type} every {periodic.every} s (template)",
+            )
+            self.occurrence(periodic, periodic.slot(now) + periodic.every)
+        log.info("periodic jobs registered: %s", ", ".join(p.job_type for p in PERIODIC))
+        return [p.job_id for p in PERIODIC]
+
+    def enqueue_job(self, job: Job) -> None:
+        """rq-scheduler's hook for a due template: run this slot, schedule the next."""
+        periodic = self.periodic.get(job.id)
+        if periodic is None:
+            log.warning("unknown periodic job %s left in rq-scheduler; cancelling it", job.id)
+            self.cancel(job.id)
+            return
+        now = time.time()
+        self.occurrence(periodic, periodic.slot(now))
+        following = periodic.slot(now) + periodic.every
+        self.occurrence(periodic, following)
+        self.connection.zadd(self.scheduled_jobs_key, {job.id: following})
+
+    def occurrence(self, periodic: Periodic, slot: int) -> str:
+        """Enqueue the run of ``slot`` (delayed until then), once whoever asks and however often."""
+        return self.enqueuer.enqueue(
+            self.registry.get(periodic.job_type),
+            {},
+            options=EnqueueOptions(
+                run_at=datetime.fromtimestamp(slot, UTC), idempotency_key=f"{periodic.job_id}@{slot}"
+            ),
         )
-    log.info("periodic jobs registered: %s", ", ".join(p.job_type for p in PERIODIC))
-    return [p.job_id for p in PERIODIC]
 
 
-def run(redis: Redis, *, key_prefix: str, interval: float = 5.0, burst: bool = False) -> None:
-    sched = scheduler(redis, interval, key_prefix)
-    register_periodic(sched)
-    sched.run(burst=burst)
+def run(
+    redis: Redis, enqueuer: Enqueuer, registry: JobRegistry, *, interval: float = 5.0, burst: bool = False
+) -> None:
+    scheduler = PeriodicScheduler(redis, enqueuer, registry, interval=interval)
+    scheduler.register()
+    scheduler.run(burst=burst)
