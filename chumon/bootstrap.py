@@ -5,10 +5,12 @@ from __future__ import annotations
 from redis import Redis
 
 from chumon.settings import Settings
+from orders.bus import EventBus
 from orders.choreography import Choreography
 from orders.handlers import Services
 from orders.inventory import Inventory
 from orders.keys import OrderKeys
+from orders.metrics import process_saga_metrics
 from orders.notifications import SmtpMailer
 from orders.payments import SimulatedGateway
 from orders.saga import Saga
@@ -24,12 +26,15 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
     keys = OrderKeys(settings.key_prefix)
     store = OrderStore(redis, keys, Enqueuer(redis, settings), route)
     flow = Choreography if settings.saga.style == "choreographed" else Saga
+    bus = EventBus()
+    process_saga_metrics().subscribe(bus)
     return OrderService(
         store,
         flow(settings.saga.step_timeout),
         currency=settings.saga.currency,
         idempotency_ttl=settings.idempotency_ttl,
         saga_hold=settings.saga.reservation_hold,
+        bus=bus,
     )
 
 

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level)
     settings = load()
+    logs.configure(args.log_level, fmt=settings.log_format, jobs=settings.log_jobs)
 
     @cache
     def redis() -> Redis:

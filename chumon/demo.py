@@ -268,14 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
 
-    smtp_port, dash_port = port_or_free(8025), port_or_free(9181)
-    env = dict(os.environ, **FAULTS, CHUMON_SMTP__PORT=str(smtp_port), CHUMON_DASHBOARD__PORT=str(dash_port))
+    smtp_port, dash_port, metrics_port = port_or_free(8025), port_or_free(9181), port_or_free(9300)
+    env = dict(
+        os.environ,
+        **FAULTS,
+        CHUMON_SMTP__PORT=str(smtp_port),
+        CHUMON_DASHBOARD__PORT=str(dash_port),
+        CHUMON_METRICS_PORT=str(metrics_port),
+    )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     os.environ.update(CHUMON_SMTP__PORT=str(smtp_port))
     settings = load()
     redis = redis_client(settings.redis_url)
     log_path = Path(tempfile.mkdtemp(prefix="chumon-demo-")) / "procfile.log"
-    dashboard = f"http://127.0.0.1:{dash_port}/"
+    dashboard = f"http://127.0.0.1:{dash_port}/   metrics: http://127.0.0.1:{metrics_port}/metrics"
     print(f"Redis at {settings.redis_url}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
     started = time.monotonic()
     proc = start_procfile(env, log_path)

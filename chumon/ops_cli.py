@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from chumon.settings import Settings
-from workers.cli import CliContext
+from workers.cli import CliContext, serve_metrics
 
 log = logging.getLogger("chumon.events")
 
@@ -67,6 +67,7 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    serve_metrics(args.metrics_port, settings.metrics_host)
     processors.start()
     log.info(
         "events: projector%s running (%s style)",
@@ -82,6 +83,20 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from chumon.exporter import registry
+
+    port = args.port or ctx.settings.metrics_port
+    start_http_server(port, addr=ctx.settings.metrics_host, registry=registry(ctx.redis(), ctx.settings))
+    log.info("metrics on http://%s:%d/metrics", ctx.settings.metrics_host, port)
+    threading.Event().wait()
+    return 0
+
+
 def register(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="rq-dashboard for chumon's JSON jobs (localhost by default)")
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
@@ -92,4 +107,10 @@ def register(sub: Any) -> None:
     sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
     sched.set_defaults(func=cmd_scheduler)
     events = sub.add_parser("events", help="the event log's consumers: the projector (and reactors)")
+    events.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"
+    )
     events.set_defaults(func=cmd_events)
+    metrics = sub.add_parser("metrics", help="Prometheus exporter of queue, dead-letter and read-model state")
+    metrics.add_argument("--port", type=int, help="port (default CHUMON_METRICS_PORT, 9300)")
+    metrics.set_defaults(func=cmd_metrics)

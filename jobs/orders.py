@@ -108,6 +108,7 @@ def _job(
         idempotency_key=key,
         on_dead_letter=HOOK,
         permanent=permanent,
+        log_fields=("order_id",),
     )(adapter(handler))
 
 

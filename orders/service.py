@@ -1,5 +1,8 @@
 """The orchestrator's service layer: load an order, apply a saga transition, commit it atomically.
 
+After a commit, the transition's events go to the process's in-process bus (``self.bus``),
+for listeners inside the process: the saga-outcome metrics subscribe there.
+
 Every answer a step or a compensation gives comes through here. ``apply`` reads the order
 (one round trip), lets the pure saga decide, and commits with optimistic concurrency (one
 script call): if another answer for the same order committed in between, it reads again
@@ -12,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orders.bus import EventBus
 from orders.choreography import Choreography
 from orders.commands import PlaceOrder
 from orders.messages import new_id
@@ -33,6 +37,7 @@ class OrderService:
         idempotency_ttl: int,
         saga_hold: float = 900.0,
         clock: Callable[[], float] = time.time,
+        bus: EventBus | None = None,
     ) -> None:
         self.store = store
         self.saga = saga
@@ -40,6 +45,7 @@ class OrderService:
         self.idempotency_ttl = idempotency_ttl
         self.saga_hold = saga_hold
         self.clock = clock
+        self.bus = bus or EventBus()
 
     # -- the customer's side ------------------------------------------------------------------
     def place(self, request: PlaceOrder) -> Placed:
@@ -87,6 +93,8 @@ class OrderService:
             if transition is None:
                 return None
             if self.store.commit(loaded, transition, now):
+                for event in transition.events:  # committed: tell this process's listeners
+                    self.bus.publish(event)
                 return transition
         raise RuntimeError(f"order {order_id}: gave up after {MAX_CONFLICTS} concurrent changes")
 

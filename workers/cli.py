@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -105,7 +106,19 @@ def render_dead_letters(entries: list[JobInfo]) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------------
+def serve_metrics(port: int | None, host: str) -> None:
+    """Expose this process's metrics (prometheus-client's default registry) on ``port``."""
+    if port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:  # metrics are worth having, not worth refusing to work for
+            logging.getLogger("chumon.metrics").error("metrics not served on %s:%d: %s", host, port, exc)
+
+
 def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
+    serve_metrics(args.metrics_port, ctx.settings.metrics_host)
     worker = Worker(
         ctx.redis(),
         ctx.registry(args.app),
@@ -195,6 +208,9 @@ def register(sub: Any) -> None:
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry to serve")
     worker.add_argument("--name", help="worker name (default: host.pid.random)")
+    worker.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"
+    )
     worker.set_defaults(func=cmd_worker)
 
     dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq_command", required=True)

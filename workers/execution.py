@@ -134,12 +134,14 @@ class Executor:
         enqueuer: Enqueuer,
         policy_of: Callable[[Claimed, JobType[Any] | None], RetryPolicy],
         log: logging.Logger,
+        on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis
         self.enqueuer = enqueuer
         self.policy_of = policy_of
         self.log = log
+        self.on_start = on_start
 
     def run(self, claimed: Claimed) -> Outcome:
         try:
@@ -155,6 +157,8 @@ class Executor:
             return Outcome.failure(
                 claimed, "InvalidPayload", str(exc), retryable=False, job_type=job_type, payload=payload
             )
+        if self.on_start is not None:
+            self.on_start(claimed, job_type, payload)
         ctx = JobContext(
             job_id=claimed.job_id,
             job_type=job_type.name,

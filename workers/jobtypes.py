@@ -74,6 +74,7 @@ class JobType(Generic[P]):
     permanent: tuple[type[BaseException], ...] = ()
     on_dead_letter: str | None = None
     result_ttl: int | None = None
+    log_fields: tuple[str, ...] = ()
 
     def __call__(self, payload: P, ctx: JobContext) -> Any:
         return self.handler(payload, ctx)
@@ -122,6 +123,7 @@ class JobRegistry:
         permanent: tuple[type[BaseException], ...] = (),
         on_dead_letter: str | None = None,
         result_ttl: int | None = None,
+        log_fields: tuple[str, ...] = (),
     ) -> Callable[[Handler[Any]], JobType[Any]]:
         """Register the decorated handler as job type ``name``."""
 
@@ -137,6 +139,7 @@ class JobRegistry:
                 permanent=permanent,
                 on_dead_letter=on_dead_letter,
                 result_ttl=result_ttl,
+                log_fields=log_fields,
             )
             self.add(job_type)
             return job_type

@@ -19,7 +19,9 @@ from redis import Redis
 
 from workers.codec import decode_data, parse_iso, text, texts
 from workers.execution import Claimed, Outcome
+from workers.joblog import context_of, job_event
 from workers.keys import Keys
+from workers.metrics import RuntimeMetrics
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
@@ -48,6 +50,8 @@ class Reaper:
         settings: RuntimeSettings,
         own_name: str,
         log: logging.Logger,
+        *,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -56,6 +60,7 @@ class Reaper:
         self.settings = settings
         self.own_name = own_name
         self.log = log
+        self.metrics = metrics
 
     def run(self, now: float) -> int:
         """Recover every worker silent for longer than worker_ttl; return the runs recovered."""
@@ -90,6 +95,19 @@ class Reaper:
         if recovered < 0:
             self.log.info("worker %s is alive again; nothing recovered", worker)
             return 0
+        lost_ids = {text(i) for i in lost}
+        for outcome, action in zip(outcomes, plan.actions, strict=True):
+            claimed = outcome.claimed
+            if claimed.job_id in lost_ids:
+                continue
+            if self.metrics is not None:
+                self.metrics.recovered.labels(claimed.queue).inc()
+            job_event(
+                f"recovered-{action}", job_id=claimed.job_id, queue=claimed.queue,
+                job_type=outcome.job_type.name if outcome.job_type else None, attempt=claimed.attempt,
+                context=context_of(outcome.job_type.log_fields if outcome.job_type else (), outcome.payload),
+                detail=f"worker {worker} died",
+            )  # fmt: skip
         self.log.warning(
             "recovered %d run(s) of dead worker %s (%d retried, %d dead-lettered, %d already settled)",
             recovered, worker, plan.retried, plan.dead, len(lost),

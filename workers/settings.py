@@ -8,6 +8,8 @@ it down. The application's settings (``chumon.settings.Settings``) extend this c
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +49,14 @@ class RuntimeSettings(BaseSettings):
     )
 
     idempotency_ttl: int = Field(default=24 * 3600, gt=0, description="How long idempotency keys count.")
+
+    log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text or JSON.")
+    log_jobs: bool = Field(default=True, description="One log line per job state change (chumon.jobs).")
+
+    metrics_host: str = Field(default="127.0.0.1", description="Where metrics endpoints listen.")
+    metrics_port: int = Field(
+        default=9300, ge=1, le=65535, description="Port of the exporter (chumon metrics)."
+    )
 
     worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one process runs at once.")
     heartbeat_interval: float = Field(default=1.0, gt=0, description="How often a worker says it lives.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.codec import Failure, append_failure, decode_meta, encode_exc_string, history_text, iso
@@ -40,6 +40,9 @@ class Plan:
     released: list[list[Any]]
     retried: int = 0
     dead: int = 0
+    actions: list[str] = field(
+        default_factory=list
+    )  # per outcome: succeeded, retried, dead_lettered, released
 
 
 class Settler:
@@ -83,15 +86,19 @@ class Settler:
                         self.settings.idempotency_ttl,
                     ]
                 )
+                plan.actions.append("succeeded")
             elif outcome.kind == "released":
                 plan.released.append([claimed.job_id, claimed.execution, claimed.queue])
+                plan.actions.append("released")
             else:
                 item = self.failed_item(outcome, now)
                 plan.failed.append(item)
                 if item[3] == "retry":
                     plan.retried += 1
+                    plan.actions.append("retried")
                 else:
                     plan.dead += 1
+                    plan.actions.append("dead_lettered")
         return plan
 
     def result_ttl(self, claimed: Claimed, job_type: JobType[Any] | None) -> int:

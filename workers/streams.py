@@ -99,7 +99,10 @@ class GroupReader:
 
     def lag(self) -> tuple[int, float]:
         """(entries not yet acknowledged by the group, seconds since the oldest of them was added)."""
-        info: Any = self.redis.xinfo_groups(self.stream)
+        try:
+            info: Any = self.redis.xinfo_groups(self.stream)
+        except ResponseError:  # no stream yet: nothing to lag behind
+            return 0, 0.0
         group = next((g for g in info if text(g["name"]) == self.group), None)
         if group is None:
             return 0, 0.0

@@ -42,11 +42,13 @@ from workers.codec import text
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.execution import Claimed, Executor, Outcome
-from workers.jobtypes import JobRegistry
+from workers.joblog import context_of, job_event
+from workers.jobtypes import JobRegistry, JobType
 from workers.keys import Keys, check_queue_name
 from workers.listener import Listener
 from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
+from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
 from workers.presence import Presence
 from workers.recovery import Reaper
@@ -56,6 +58,7 @@ from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
 
 WAKE = object()
+_STAT = {"succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released"}
 INTERRUPT_GRACE = 0.5
 
 
@@ -71,6 +74,7 @@ class Worker:
         name: str | None = None,
         rand: RandomSource = random.random,
         log: logging.Logger | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.redis = redis
         self.registry = registry
@@ -89,14 +93,19 @@ class Worker:
         self.scripts = Scripts(redis, self.keys.lua_keyspace)
         self.enqueuer = Enqueuer(redis, settings, scripts=self.scripts)
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
-        self.executor = Executor(registry, redis, self.enqueuer, self.settler.policy_of, self.log)
+        self.metrics = metrics or process_metrics()
+        self.executor = Executor(
+            registry, redis, self.enqueuer, self.settler.policy_of, self.log, on_start=self._started
+        )
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = Runners(
             self.concurrency, self.executor.run, self.inbox.put, grace=settings.timeout_grace
         )
         self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
         self.presence = Presence(redis, self.keys, self.name, self.queues, ttl=settings.worker_ttl)
-        self.reaper = Reaper(redis, self.scripts, self.keys, self.settler, settings, self.name, self.log)
+        self.reaper = Reaper(
+            redis, self.scripts, self.keys, self.settler, settings, self.name, self.log, metrics=self.metrics
+        )
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
         self.maintenance = Maintenance(redis, self.keys, self.dead_letters, self.name, self.log)
 
@@ -211,17 +220,18 @@ class Worker:
         jobs, duplicates, lost, deferred, stale, dropped, next_due = reply
         for outcome in outcomes:
             self._owned.pop(outcome.claimed.execution, None)
-        self._record(outcomes, plan.retried, plan.dead)
+        self._record(outcomes, plan.actions, now)
         for row in jobs:
             claimed = Claimed.from_row(row)
             self._owned[claimed.execution] = claimed
             self.runners.submit(claimed)
         self._seq += len(jobs)
-        self._count("duplicate", len(duplicates))
-        self._count("deferred", int(deferred))
+        self._skipped("duplicate", duplicates)
+        self._skipped("deferred", deferred)
         self._count("stale", int(stale))
         if lost:
             self._count("lost", len(lost))
+            self.metrics.lost.inc(len(lost))
             self.log.error(
                 "%d attempt(s) were settled elsewhere (worker presumed dead?): %s", len(lost), lost
             )
@@ -231,20 +241,38 @@ class Worker:
         self._next_due = due if due >= 0 else None
         return len(jobs)
 
-    def _record(self, outcomes: list[Outcome], retried: int, dead: int) -> None:
-        for outcome in outcomes:
-            if outcome.kind == "failed":
-                self.log.info(
-                    "job %s (%s) attempt %d failed: %s: %s",
-                    outcome.claimed.job_id, outcome.job_type.name if outcome.job_type else "?",
-                    outcome.claimed.attempt, outcome.exc_type, outcome.message[:200],
-                )  # fmt: skip
-        done = sum(1 for o in outcomes if o.kind == "done")
-        released = sum(1 for o in outcomes if o.kind == "released")
-        self._count("done", done)
-        self._count("retried", retried)
-        self._count("dead", dead)
-        self._count("released", released)
+    def _record(self, outcomes: list[Outcome], actions: list[str], now: float) -> None:
+        """Count, measure and log every settled attempt (one line per state change)."""
+        for outcome, action in zip(outcomes, actions, strict=True):
+            claimed, job_type = outcome.claimed, outcome.job_type
+            type_name = job_type.name if job_type else ""
+            self._count(_STAT[action], 1)
+            self.metrics.count(claimed.queue, type_name, action)
+            if action != "released":
+                self.metrics.duration.labels(claimed.queue, type_name).observe(
+                    outcome.ended_at - claimed.started_at
+                )
+            detail = f"{outcome.exc_type}: {outcome.message[:300]}" if outcome.kind == "failed" else ""
+            context = context_of(job_type.log_fields if job_type else (), outcome.payload)
+            job_event(
+                action, job_id=claimed.job_id, queue=claimed.queue, job_type=type_name or None,
+                attempt=claimed.attempt, context=context, detail=detail,
+            )  # fmt: skip
+
+    def _skipped(self, outcome: str, entries: list[Any]) -> None:
+        for raw_id, raw_queue, raw_type in entries:
+            job_id, queue, job_type = text(raw_id), text(raw_queue), text(raw_type)
+            self._count(outcome, 1)
+            self.metrics.count(queue, job_type, outcome)
+            job_event(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+
+    def _started(self, claimed: Claimed, job_type: JobType[Any], payload: dict[str, Any]) -> None:
+        """Called in the runner thread once the job is decoded and about to run."""
+        self.metrics.count(claimed.queue, job_type.name, "started")
+        job_event(
+            "started", job_id=claimed.job_id, queue=claimed.queue, job_type=job_type.name,
+            attempt=claimed.attempt, context=context_of(job_type.log_fields, payload),
+        )  # fmt: skip
 
     def _count(self, event: str, n: int) -> None:
         if n:

@@ -17,9 +17,9 @@
   Output:
     {jobs, duplicates, lost, deferred, stale, dropped, next_due}
       jobs        claimed jobs, see includes/claim.lua
-      duplicates  {id, queue} of jobs finished as duplicates of a done effect key
+      duplicates  {id, queue, job type} of jobs finished as duplicates of a done effect key
       lost        ids of settled attempts whose run no longer owned the job
-      deferred    jobs put back because a live run holds their effect key
+      deferred    {id, queue, job type} of jobs put back: a live run holds their effect key
       stale       ids dropped from the queues with no runnable job behind them
       dropped     dead letters removed by the length cap
       next_due    earliest scheduled time among the queues, as a string ('-1': none)
@@ -68,7 +68,7 @@ if failed_count > 0 then
   redis.call('HINCRBY', rq_worker, 'failed_job_count', failed_count)
 end
 
-local jobs, duplicates, deferred, stale = {}, {}, 0, 0
+local jobs, duplicates, deferred, stale = {}, {}, {}, 0
 if plan.n > 0 then
   jobs, duplicates, deferred, stale = claim(ctx, plan.queues, plan.n)
 end

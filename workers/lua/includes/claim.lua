@@ -11,8 +11,8 @@
   ctx = {now, now_iso, worker, token, seq, claim_ttl_ms, defer_s, result_ttl}
 
   Returns jobs (each {id, exec, attempt, queue, <FETCH_FIELDS of workers/codec.py>}),
-  duplicates ({id, queue}), the number deferred, and the number of stale ids dropped (no job
-  hash behind them, or a job already running or settled).
+  duplicates and deferred jobs (each {id, queue, job type}), and the number of stale ids
+  dropped (no job hash behind them, or a job already running or settled).
 ]]
 
 local FETCH = {'data', 'meta', 'origin', 'timeout', 'retry', 'effect_key', 'created_at', 'result_ttl', 'status'}
@@ -37,6 +37,15 @@ local function promote_due(ctx, queue)
   redis.call('SADD', K.queues, K.queue .. queue)
 end
 
+-- the job type named in a job's data, for metrics; '' if the data is not readable JSON
+local function job_type_of(data)
+  local ok, decoded = pcall(cjson.decode, data)
+  if ok and type(decoded) == 'table' and type(decoded[1]) == 'string' then
+    return decoded[1]
+  end
+  return ''
+end
+
 local function finish_duplicate(ctx, id, queue, stored, ttl_field)
   local ttl = ctx.result_ttl
   if ttl_field then
@@ -53,7 +62,7 @@ local function defer(ctx, id, queue)
 end
 
 local function claim(ctx, queues, n)
-  local jobs, duplicates, deferred, orphans = {}, {}, 0, 0
+  local jobs, duplicates, deferred, orphans = {}, {}, {}, 0
   local seq = ctx.seq
   for _, queue in ipairs(queues) do
     promote_due(ctx, queue)
@@ -85,10 +94,10 @@ local function claim(ctx, queues, n)
           run = false
           if string.sub(held, 1, 1) == 'd' then
             finish_duplicate(ctx, id, queue, held, f[8])
-            duplicates[#duplicates + 1] = {id, queue}
+            duplicates[#duplicates + 1] = {id, queue, job_type_of(f[1])}
           else
             defer(ctx, id, queue)
-            deferred = deferred + 1
+            deferred[#deferred + 1] = {id, queue, job_type_of(f[1])}
           end
         end
       end

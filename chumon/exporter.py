@@ -1,0 +1,124 @@
+"""``chumon metrics``: one Prometheus exporter for the state that lives in Redis.
+
+Read at every scrape (a few pipelined round trips), never cached:
+
+- ``chumon_queue_depth{queue}``: jobs waiting; ``chumon_queue_oldest_age_seconds{queue}``:
+  how long the job at the head has waited; ``chumon_queue_scheduled{queue}`` (retries and
+  delayed jobs); ``chumon_queue_started{queue}`` (running now);
+- ``chumon_dead_letters{queue}``: dead letters per origin queue;
+  ``chumon_dead_letter_alert{queue}``: 1 when above ``CHUMON_DLQ_ALERT_THRESHOLD``;
+  ``chumon_dead_letters_dropped_total{queue}``: removed by the cap or the retention;
+- ``chumon_workers_alive``: workers that heartbeated within ``worker_ttl``;
+- ``chumon_projector_lag_events``, ``chumon_projector_lag_seconds``: how far the read model is
+  behind the event log; ``chumon_orders{status}``: orders in the read model by status.
+
+Per-process counters (jobs by outcome, durations, recoveries, saga outcomes) come from each
+worker's and the events process's own endpoint (``--metrics-port``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+
+from orders.keys import OrderKeys
+from orders.model import OrderStatus
+from orders.projector import GROUP
+from orders.readmodel import ReadModel
+from workers.codec import parse_iso, text, texts
+from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.settings import RuntimeSettings
+from workers.streams import GroupReader
+
+
+class RedisCollector(Collector):
+    def __init__(self, redis: Redis, settings: RuntimeSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.order_keys = OrderKeys(settings.key_prefix)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._queues()
+        yield from self._orders()
+
+    def _queues(self) -> Iterator[Metric]:
+        keys, now = self.keys, time.time()
+        names = sorted(keys.queue_name_of(q) for q in texts(self.redis.smembers(keys.RQ_QUEUES)))
+        work = [n for n in names if not is_dead_letter_queue(n)]
+        dead = [n for n in names if is_dead_letter_queue(n)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in work:
+                pipe.llen(keys.queue(name))
+                pipe.lindex(keys.queue(name), 0)
+                pipe.zcard(keys.scheduled(name))
+                pipe.zcard(keys.wip(name))
+            for name in dead:
+                pipe.llen(keys.queue(name))
+            pipe.hgetall(keys.dlq_dropped)
+            pipe.zcount(keys.live_workers, now - self.settings.worker_ttl, "+inf")
+            replies = pipe.execute()
+        per_queue, rest = replies[: 4 * len(work)], replies[4 * len(work) :]
+        heads = {name: text(per_queue[4 * i + 1]) for i, name in enumerate(work) if per_queue[4 * i + 1]}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for head in heads.values():
+                pipe.hget(keys.job(head), "enqueued_at")
+            enqueued = dict(zip(heads, pipe.execute(), strict=True))
+        depth = GaugeMetricFamily("chumon_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
+        age = GaugeMetricFamily(
+            "chumon_queue_oldest_age_seconds", "Wait of the job at the head.", labels=["queue"]
+        )
+        scheduled = GaugeMetricFamily("chumon_queue_scheduled", "Retries and delayed jobs.", labels=["queue"])
+        started = GaugeMetricFamily("chumon_queue_started", "Jobs running now.", labels=["queue"])
+        for i, name in enumerate(work):
+            depth.add_metric([name], per_queue[4 * i])
+            at = enqueued.get(name)
+            age.add_metric([name], max(0.0, now - parse_iso(text(at)).timestamp()) if at else 0.0)
+            scheduled.add_metric([name], per_queue[4 * i + 2])
+            started.add_metric([name], per_queue[4 * i + 3])
+        yield from (depth, age, scheduled, started)
+        letters = GaugeMetricFamily("chumon_dead_letters", "Dead letters per origin queue.", labels=["queue"])
+        alert = GaugeMetricFamily(
+            "chumon_dead_letter_alert", "1 when a dead-letter queue is above its threshold.", labels=["queue"]
+        )
+        for name, count in zip(dead, rest[: len(dead)], strict=True):
+            origin = origin_of_dead_letter_queue(name)
+            letters.add_metric([origin], count)
+            alert.add_metric([origin], 1.0 if count > self.settings.dlq_alert_threshold else 0.0)
+        dropped = CounterMetricFamily(
+            "chumon_dead_letters_dropped",
+            "Dead letters removed by the cap or the retention.",
+            labels=["queue"],
+        )
+        for origin, count in (rest[len(dead)] or {}).items():
+            dropped.add_metric([text(origin)], int(count))
+        alive = GaugeMetricFamily("chumon_workers_alive", "Workers that heartbeated within worker_ttl.")
+        alive.add_metric([], rest[len(dead) + 1])
+        yield from (letters, alert, dropped, alive)
+
+    def _orders(self) -> Iterator[Metric]:
+        behind, seconds = GroupReader(self.redis, self.order_keys.events, GROUP).lag()
+        yield GaugeMetricFamily(
+            "chumon_projector_lag_events", "Events not yet in the read model.", value=behind
+        )
+        yield GaugeMetricFamily("chumon_projector_lag_seconds", "Age of the oldest of them.", value=seconds)
+        gen = ReadModel(self.redis, self.order_keys).current(fresh=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for status in OrderStatus:
+                pipe.zcard(self.order_keys.view_status(gen, status.value))
+            counts = pipe.execute()
+        orders = GaugeMetricFamily("chumon_orders", "Orders in the read model, by status.", labels=["status"])
+        for status, count in zip(OrderStatus, counts, strict=True):
+            orders.add_metric([status.value], count)
+        yield orders
+
+
+def registry(redis: Redis, settings: RuntimeSettings) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(RedisCollector(redis, settings))
+    return reg
