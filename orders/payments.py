@@ -148,21 +148,18 @@ class SimulatedGateway:
     # -- for tests and the demo -------------------------------------------------------------------
     def charges(self) -> list[ChargeResult]:
         """Every charge recorded (declines included), oldest first."""
-        records = [ChargeResult.model_validate_json(v) for v in self.sim.values("charges")]
-        return sorted(records, key=lambda c: (c.created_at, c.charge_id))
+        return self.sim.records("charges", ChargeResult)
 
     def refunds(self) -> list[RefundResult]:
         """Every refund recorded, oldest first."""
-        records = [RefundResult.model_validate_json(v) for v in self.sim.values("refunds")]
-        return sorted(records, key=lambda r: (r.created_at, r.refund_id))
+        return self.sim.records("refunds", RefundResult)
 
     def calls(self, operation: Literal["charge", "refund"] | None = None) -> int:
         """Calls received (failed ones included), of one operation or of both."""
         return self.sim.calls(operation)
 
     def recorded_charge(self, idempotency_key: str) -> ChargeResult | None:
-        record = self.sim.get("charges", idempotency_key)
-        return None if record is None else ChargeResult.model_validate_json(record)
+        return self.sim.record("charges", idempotency_key, ChargeResult)
 
     def charges_for(self, order_id: str) -> list[ChargeResult]:
         return [c for c in self.charges() if c.order_id == order_id]

@@ -136,21 +136,18 @@ class SimulatedCarrier:
     # -- for tests and the demo -------------------------------------------------------------------
     def shipments(self) -> list[Shipment]:
         """Every shipment recorded (refusals included), oldest first."""
-        records = [Shipment.model_validate_json(v) for v in self.sim.values("shipments")]
-        return sorted(records, key=lambda s: (s.created_at, s.shipment_id))
+        return self.sim.records("shipments", Shipment)
 
     def cancellations(self) -> list[ShipmentCancellation]:
         """Every cancellation recorded, oldest first."""
-        records = [ShipmentCancellation.model_validate_json(v) for v in self.sim.values("cancellations")]
-        return sorted(records, key=lambda c: (c.created_at, c.cancellation_id))
+        return self.sim.records("cancellations", ShipmentCancellation)
 
     def calls(self, operation: Literal["arrange", "cancel"] | None = None) -> int:
         """Calls received (failed ones included), of one operation or of both."""
         return self.sim.calls(operation)
 
     def recorded_shipment(self, idempotency_key: str) -> Shipment | None:
-        record = self.sim.get("shipments", idempotency_key)
-        return None if record is None else Shipment.model_validate_json(record)
+        return self.sim.record("shipments", idempotency_key, Shipment)
 
     def shipments_for(self, order_id: str) -> list[Shipment]:
         return [s for s in self.shipments() if s.order_id == order_id]

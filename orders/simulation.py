@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, TypeVar
 
+from pydantic import BaseModel
 from redis import Redis
 
 from orders.errors import TransientError
@@ -21,6 +22,7 @@ from workers.codec import text as _text
 from workers.policy import RandomSource
 
 Fault = Literal["before", "after"]
+M = TypeVar("M", bound=BaseModel)
 
 
 def draw_fault(rand: RandomSource, rate: float) -> Fault | None:
@@ -94,6 +96,15 @@ class SimulatedSystem:
     def get(self, name: str, field: str) -> str | None:
         value = self.redis.hget(self.key(name), field)
         return None if value is None else _text(value)
+
+    def records(self, name: str, model: type[M]) -> list[M]:
+        """Every record of ``name`` as ``model``, oldest first."""
+        found = [model.model_validate_json(value) for value in self.values(name)]
+        return sorted(found, key=lambda record: float(getattr(record, "created_at", 0.0)))
+
+    def record(self, name: str, field: str, model: type[M]) -> M | None:
+        raw = self.get(name, field)
+        return None if raw is None else model.model_validate_json(raw)
 
     def values(self, name: str) -> list[str]:
         return [_text(value) for value in self.redis.hvals(self.key(name))]

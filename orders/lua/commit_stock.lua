@@ -27,18 +27,12 @@
 local plan = cjson.decode(ARGV[2])
 local record = K.reservation .. plan.order_id
 
-
-local found = redis.call('HMGET', record, 'state', 'lines')
-local state = found[1]
-if not state then
-  return false
-end
-if state ~= 'reserved' then
-  return state
+local lines, answer = held(record)
+if not lines then
+  return answer
 end
 
 -- check every line first: nothing below may fail once the first write is done
-local lines = cjson.decode(found[2])
 for _, line in ipairs(lines) do
   local stock = redis.call('HMGET', K.stock .. line.sku, 'on_hand', 'reserved', 'committed')
   local on_hand = count(stock[1], line.sku, 'on_hand')
@@ -56,6 +50,4 @@ for _, line in ipairs(lines) do
   redis.call('HINCRBY', key, 'reserved', -line.quantity)
   redis.call('HINCRBY', key, 'committed', line.quantity)
 end
-redis.call('ZREM', K.holds, plan.order_id)
-redis.call('HSET', record, 'state', 'committed', 'updated_at', plan.now)
-return 'committed'
+return close(record, plan.order_id, 'committed', plan.now)

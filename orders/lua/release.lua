@@ -25,18 +25,12 @@
 local plan = cjson.decode(ARGV[2])
 local record = K.reservation .. plan.order_id
 
-
-local found = redis.call('HMGET', record, 'state', 'lines')
-local state = found[1]
-if not state then
-  return false
-end
-if state ~= 'reserved' then
-  return state
+local lines, answer = held(record)
+if not lines then
+  return answer
 end
 
 -- check every line first: nothing below may fail once the first write is done
-local lines = cjson.decode(found[2])
 for _, line in ipairs(lines) do
   local reserved = count(redis.call('HGET', K.stock .. line.sku, 'reserved'), line.sku, 'reserved')
   if reserved < line.quantity then
@@ -48,6 +42,4 @@ end
 for _, line in ipairs(lines) do
   redis.call('HINCRBY', K.stock .. line.sku, 'reserved', -line.quantity)
 end
-redis.call('ZREM', K.holds, plan.order_id)
-redis.call('HSET', record, 'state', 'released', 'updated_at', plan.now)
-return 'released'
+return close(record, plan.order_id, 'released', plan.now)

@@ -3,6 +3,10 @@
 
   count(raw, sku, field)  a stock counter read with HGET/HMGET as an integer (absent: 0);
                           raises, before the script has written anything, if it is not one
+  held(record)            the lines a reservation holds; or nil and what the script returns
+                          instead: false (no reservation) or its state (not held any more)
+  close(record, order_id, state, now)
+                          the reservation leaves the holds index and takes its final state
 ]]
 local function count(raw, sku, field)
   if not raw then
@@ -13,4 +17,21 @@ local function count(raw, sku, field)
     error('stock of SKU ' .. sku .. ': ' .. field .. ' is not an integer: ' .. raw)
   end
   return n
+end
+
+local function held(record)
+  local found = redis.call('HMGET', record, 'state', 'lines')
+  if not found[1] then
+    return nil, false
+  end
+  if found[1] ~= 'reserved' then
+    return nil, found[1]
+  end
+  return cjson.decode(found[2]), nil
+end
+
+local function close(record, order_id, state, now)
+  redis.call('ZREM', K.holds, order_id)
+  redis.call('HSET', record, 'state', state, 'updated_at', now)
+  return state
 end
