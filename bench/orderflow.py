@@ -1,0 +1,286 @@
+"""The order flow end to end, with worker processes like the Procfile's.
+
+One ``chumon worker`` process per service queue and the ``chumon events`` process (the
+projector; in the choreographed style also the services' reactors), started from the
+Procfile's own lines; an in-process SMTP sink on a free port (``CHUMON_SMTP__PORT``); stock
+seeded with plenty of units; orders placed with ``producer.Producer`` built as tests/flow.py
+builds it. Every order uses ``tok_ok`` and a plain address, so every order must end
+CONFIRMED, with its stock committed and its confirmation email sent, and pass the checks of
+orders/audit.py (bench/orderaudit.py: the same checks, in one pass).
+
+Phases, with the same worker processes: a warm-up, a fixed offered load (default 30
+orders/s for 20 s; latency from place_order to CONFIRMED), then a burst placed as fast as a
+few threads can (sustained throughput in confirmations per second).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from redis import Redis
+
+import jobs
+from bench import ROOT
+from bench.drain import RunFailed
+from bench.eventlog import EventLog, percentile
+from bench.orderaudit import audit_confirmed
+from bench.plan import Plan
+from bench.redisenv import RedisEnv
+from chumon.bootstrap import build_services
+from chumon.progress import Progress
+from chumon.settings import Settings
+from chumon.smtpsink import SmtpSink
+from orders.config import SagaConfig, SmtpConfig
+from orders.handlers import Services
+from orders.inventory import Inventory
+from orders.keys import OrderKeys
+from orders.payments import SimulatedGateway
+from orders.shipping import SimulatedCarrier
+from producer import Producer
+from workers.keys import Keys, dead_letter_queue
+
+SERVICE_QUEUES = ("orders", "inventory", "payments", "shipping", "notifications")
+CATALOGUE = {"TEA": 450, "MUG": 1299}
+STOCK = 10**9
+
+
+ORDER_PROCESSES = (["chumon", "worker"], ["chumon", "events"])  # the Procfile's lines that move orders
+
+
+def procfile_processes() -> list[str]:
+    """The Procfile's ``chumon worker`` and ``chumon events`` command lines, as written there."""
+    commands = []
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip().startswith("#") or ":" not in line:
+            continue
+        command = line.partition(":")[2].strip()
+        if shlex.split(command)[:2] in ORDER_PROCESSES:
+            commands.append(command)
+    served = {q for command in commands for q in _queues_of(shlex.split(command))}
+    if not set(SERVICE_QUEUES) <= served:
+        raise RunFailed(f"the Procfile's workers serve {sorted(served)}, not every one of {SERVICE_QUEUES}")
+    return commands
+
+
+def shell(command: str) -> list[str]:
+    """Run a Procfile line as honcho does, through the shell (which expands ``${PORT:-0}``)."""
+    return ["/bin/sh", "-c", "exec " + command]
+
+
+def _queues_of(argv: list[str]) -> list[str]:
+    if "--queues" not in argv:
+        return []
+    rest = argv[argv.index("--queues") + 1 :]
+    return rest[: next((i for i, arg in enumerate(rest) if arg.startswith("-")), len(rest))]
+
+
+def order_request(i: int) -> dict[str, Any]:
+    return {
+        "customer_name": f"Customer {i}",
+        "customer_email": f"c{i}@example.com",
+        "items": [("TEA" if i % 2 else "MUG", 1 + i % 3)],
+        "ship_to": f"{i} Benchmark Street",
+        "payment_token": "tok_ok",
+    }
+
+
+@dataclass
+class Flow:
+    env: RedisEnv
+    settings: Settings
+    services: Services
+    log: EventLog
+    placed: list[str] = field(default_factory=list)
+
+    def producer(self, redis: Redis) -> Producer:
+        services = self.services if redis is self.env.redis else build_services(redis, self.settings)
+        return Producer(redis, self.settings, jobs.registry, services.orders)
+
+
+@contextmanager
+def running_flow(env: RedisEnv, saga_style: str) -> Iterator[Flow]:
+    """Sink, stock, and the Procfile's processes, for the block's duration."""
+    env.flush()
+    keys = OrderKeys()
+    with ExitStack() as stack:
+        sink = stack.enter_context(SmtpSink(port=0, redis=env.redis, keys=keys))
+        settings = Settings(
+            redis_url=env.url, smtp=SmtpConfig(port=sink.port), saga=SagaConfig(style=saga_style)
+        )
+        inventory = Inventory(env.redis, keys)
+        for sku, price in CATALOGUE.items():
+            inventory.set_stock(sku, STOCK, price)
+        extra = {"CHUMON_SMTP__PORT": str(sink.port), "CHUMON_SAGA__STYLE": saga_style}
+        stack.enter_context(order_processes(env, extra))
+        yield Flow(env, settings, build_services(env.redis, settings), EventLog(env.redis, keys.events))
+
+
+@contextmanager
+def order_processes(env: RedisEnv, extra: dict[str, str]) -> Iterator[None]:
+    commands = procfile_processes()
+    bin_dir = str(Path(sys.executable).parent)  # where the virtualenv's `chumon` entry point is
+    extra = {**extra, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    with ExitStack() as stack:
+        logs: list[IO[str]] = [stack.enter_context(tempfile.TemporaryFile(mode="w+")) for _ in commands]
+        procs = [
+            subprocess.Popen(
+                shell(c), cwd=ROOT, env=env.child_env(**extra), stdout=log, stderr=log, text=True
+            )
+            for c, log in zip(commands, logs, strict=True)
+        ]
+        stack.callback(_stop, procs)
+        _wait_registered(env.redis, commands, procs, logs)
+        yield
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_registered(
+    redis: Redis, commands: list[str], procs: list[subprocess.Popen[str]], logs: list[IO[str]]
+) -> None:
+    deadline = time.monotonic() + 60
+    workers = sum(1 for command in commands if shlex.split(command)[1] == "worker")
+    while int(redis.zcard(Keys().live_workers)) < workers:
+        for command, proc, log in zip(commands, procs, logs, strict=True):
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RunFailed(f"{command!r} exited {proc.returncode}: {log.read()[-500:]}")
+        if time.monotonic() > deadline:
+            raise RunFailed("the order flow's workers did not register within 60 s")
+        time.sleep(0.05)
+
+
+# -- phases --------------------------------------------------------------------------------------
+def place_paced(flow: Flow, rate: float, seconds: float, first: int, progress: Progress) -> list[str]:
+    """Offered load: order i is placed at start + i / rate (from one thread)."""
+    producer = flow.producer(flow.env.redis)
+    count = max(1, round(rate * seconds))
+    start = time.monotonic()
+    ids = []
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ids.append(producer.place_order(**order_request(first + i)).order_id)
+        progress.update(i + 1, "placed")
+    return ids
+
+
+def place_burst(flow: Flow, count: int, threads: int, first: int) -> list[str]:
+    """As fast as ``threads`` threads can, each with its own client and producer."""
+
+    def place_share(k: int) -> list[str]:
+        redis = Redis.from_url(flow.env.url)
+        try:
+            producer = flow.producer(redis)
+            return [
+                producer.place_order(**order_request(first + i)).order_id for i in range(k, count, threads)
+            ]
+        finally:
+            redis.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [order_id for share in pool.map(place_share, range(threads)) for order_id in share]
+
+
+def settle(flow: Flow, ids: list[str], label: str, timeout: float) -> None:
+    progress = Progress(len(ids), label)
+    try:
+        flow.log.wait_settled(ids, timeout, progress.update)
+    finally:
+        progress.close()
+    flow.placed += ids
+
+
+# -- a round ---------------------------------------------------------------------------------------
+def run_orders(env: RedisEnv, plan: Plan, label: str) -> dict[str, Any]:
+    """One round of the order flow; RunFailed unless every order ends CONFIRMED and the audit passes."""
+    with running_flow(env, plan.saga_style) as flow:
+        warm = place_burst(flow, plan.warmup_orders, 1, 0)
+        settle(flow, warm, f"{label} warm-up", 60)
+        offered = Progress(round(plan.offered_rate * plan.offered_seconds), f"{label} offered load")
+        try:
+            paced = place_paced(flow, plan.offered_rate, plan.offered_seconds, len(flow.placed), offered)
+        finally:
+            offered.close()
+        settle(flow, paced, f"{label} offered load, settling", 120)
+        started = time.time()
+        burst = place_burst(flow, plan.burst_orders, plan.placing_threads, len(flow.placed))
+        placing = time.time() - started
+        settle(flow, burst, f"{label} burst", max(120.0, plan.burst_orders / 10))
+        return _measure(flow, paced, burst, placing, plan)
+
+
+def _measure(flow: Flow, paced: list[str], burst: list[str], placing: float, plan: Plan) -> dict[str, Any]:
+    log, redis = flow.log, flow.env.redis
+    latencies = log.latencies_ms(paced)
+    total = len(flow.placed)
+    finished = sum(int(redis.zcard(Keys().finished(q))) for q in SERVICE_QUEUES)
+    _check(flow)
+    first_placed = min(log.placed_at[i] for i in burst)
+    last_confirmed = max(log.confirmed_at[i] for i in burst)
+    return {
+        "orders": total,
+        "saga_style": plan.saga_style,
+        "offered_rate": plan.offered_rate,
+        "offered_orders": len(paced),
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p99_ms": percentile(latencies, 99),
+        "latency_max_ms": latencies[-1],
+        "burst_orders": len(burst),
+        "burst_placing_rate": len(burst) / placing,
+        "sustained_rate": log.steady_rate(burst),
+        "burst_overall_rate": len(burst) / (last_confirmed - first_placed),
+        "jobs_per_order": finished / total,
+        "events_per_order": log.events / total,
+    }
+
+
+def _check(flow: Flow) -> None:
+    """Every order CONFIRMED and accounted for by every party; no job failed or dead-lettered."""
+    keys, redis = Keys(), flow.env.redis
+    problems = []
+    for queue in SERVICE_QUEUES:
+        failed = int(redis.zcard(keys.failed(queue)))
+        dead = int(redis.llen(keys.queue(dead_letter_queue(queue))))
+        if failed or dead:
+            problems.append(f"queue {queue}: {failed} failed, {dead} dead-lettered")
+    gateway, carrier = flow.services.payments, flow.services.carrier
+    assert isinstance(gateway, SimulatedGateway) and isinstance(carrier, SimulatedCarrier)
+    problems += audit_confirmed(
+        redis, OrderKeys(), gateway, carrier, flow.placed, units_ordered(len(flow.placed))
+    )
+    if problems:
+        raise RunFailed("order flow: " + "; ".join(problems))
+
+
+def units_ordered(orders: int) -> Counter[str]:
+    """Units per SKU of orders 0..orders-1 (order_request is deterministic)."""
+    units: Counter[str] = Counter()
+    for i in range(orders):
+        for sku, quantity in order_request(i)["items"]:
+            units[sku] += quantity
+    return units

@@ -1,0 +1,177 @@
+"""The table, the targets of the speed issue, and the machine-readable results.
+
+Medians over rounds with min and max, and the ratio against rq's SimpleWorker from the same
+invocation. Targets are marked met or not beside chumon's default and best rows; the
+harness reports, it never fails a run on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.results import METRICS, Results
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SYSTEM_ORDER = ("rq", "chumon", "bullmq")
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    floor: float | None = None
+    ceiling: float | None = None
+    times_rq: float | None = None  # at least this many times rq's median
+    at_most_rq: bool = False
+
+    def met(self, value: float, rq: float | None) -> bool | None:
+        """None when the comparison needs rq's figure and there is none."""
+        if (self.times_rq is not None or self.at_most_rq) and rq is None:
+            return None
+        checks = [
+            self.floor is None or value >= self.floor,
+            self.ceiling is None or value <= self.ceiling,
+            self.times_rq is None or (rq is not None and value >= self.times_rq * rq),
+            not self.at_most_rq or (rq is not None and value <= rq),
+        ]
+        return all(checks)
+
+
+TARGETS = {
+    "noop": Target(">= 2,000/s and >= 12x rq", floor=2000, times_rq=12),
+    "write": Target(">= 1,200/s and >= 8x rq", floor=1200, times_rq=8),
+    "enqueue_single": Target(">= 2,500/s", floor=2500),
+    "enqueue_bulk": Target(">= 15,000/s", floor=15000),
+    "client_commands": Target("<= 2 per job", ceiling=2),
+    "memory": Target("<= rq's", at_most_rq=True),
+    "orders_sustained": Target(">= 150/s", floor=150),
+    "latency_p99": Target("<= 250 ms", ceiling=250),
+}
+
+
+@dataclass
+class Row:
+    metric: str
+    system: str
+    unit: str
+    values: list[float]
+    median: float
+    min: float
+    max: float
+    vs_rq: float | None
+    best: bool
+    target: str
+    met: bool | None
+
+
+def _system_key(label: str) -> tuple[int, int, str]:
+    rank = next((i for i, name in enumerate(SYSTEM_ORDER) if label.startswith(name)), len(SYSTEM_ORDER))
+    match = re.search(r"c=(\d+)", label)
+    return rank, int(match.group(1)) if match else 0, label
+
+
+def rows(results: Results) -> list[Row]:
+    out: list[Row] = []
+    for metric, spec in METRICS.items():
+        systems = sorted(results.systems(metric), key=_system_key)
+        rq = next((results.median(metric, s) for s in systems if s.startswith("rq")), None)
+        chumon = [s for s in systems if s.startswith("chumon")]
+        medians = {s: results.median(metric, s) or 0.0 for s in chumon}
+        pick = max if spec.higher_is_better else min
+        best = pick(chumon, key=lambda s: medians[s]) if len(chumon) > 1 else None
+        for system in systems:
+            values = results.values[(metric, system)]
+            median = statistics.median(values)
+            target = TARGETS.get(metric) if system.startswith("chumon") else None
+            checked = target is not None and (len(chumon) == 1 or system == best or "default" in system)
+            out.append(
+                Row(
+                    metric=metric,
+                    system=system,
+                    unit=spec.unit,
+                    values=values,
+                    median=median,
+                    min=min(values),
+                    max=max(values),
+                    vs_rq=median / rq if rq and not system.startswith("rq") else None,
+                    best=system == best,
+                    target=target.text if target and checked else "",
+                    met=target.met(median, rq) if target and checked else None,
+                )
+            )
+    return out
+
+
+def number(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def table(results: Results) -> str:
+    header = ["measure", "unit", "system", "median", "min", "max", "vs rq", "target", "met?"]
+    lines: list[list[str]] = []
+    shown = ""
+    for row in rows(results):
+        title = METRICS[row.metric].title if row.metric != shown else ""
+        shown = row.metric
+        lines.append(
+            [
+                title,
+                row.unit if title else "",
+                row.system + (" [best]" if row.best else ""),
+                number(row.median),
+                number(row.min),
+                number(row.max),
+                f"{row.vs_rq:.3g}x" if row.vs_rq is not None else "",
+                row.target,
+                {True: "met", False: "NOT MET", None: ""}[row.met] if row.target else "",
+            ]
+        )
+    for system, reason in results.unavailable.items():
+        lines.append(["", "", system, "unavailable", "", "", "", "", ""])
+        lines.append(["", "", f"  ({reason})", "", "", "", "", "", ""])
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    numeric = {3, 4, 5, 6}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
+def summary(results: Results) -> str:
+    parts = [table(results), ""]
+    if results.failures:
+        parts.append(f"FAILED: {len(results.failures)} correctness check(s):")
+        parts += [f"  - {failure}" for failure in results.failures]
+    else:
+        parts.append("All correctness checks passed (exact counts, no failed, retried or duplicate jobs).")
+    return "\n".join(parts)
+
+
+def as_json(results: Results) -> dict[str, Any]:
+    return {
+        "ok": results.ok,
+        "failures": results.failures,
+        "info": results.info,
+        "unavailable": results.unavailable,
+        "rows": [asdict(row) for row in rows(results)],
+        "details": results.details,
+    }
+
+
+def write(results: Results, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(as_json(results), indent=2, default=str) + "\n")
+    return path

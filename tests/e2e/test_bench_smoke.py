@@ -1,0 +1,37 @@
+"""The benchmark harness in its smallest mode: it completes and its correctness checks pass.
+
+Never asserts on timing: the numbers of a smoke run on a busy test machine mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_smoke_mode_completes_with_exact_counts(redis_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", "--redis-url", redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        results = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"no JSON from the benchmark (exit {done.returncode}): {done.stderr[-3000:]}")
+    assert results["failures"] == [] and results["ok"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = {row["metric"] for row in results["rows"]}
+    assert {"noop", "write", "enqueue_single", "enqueue_bulk", "memory", "client_commands"} <= measured
+    assert {"orders_sustained", "latency_p99", "jobs_per_order"} <= measured
+    systems = {row["system"] for row in results["rows"] if row["metric"] == "noop"}
+    assert any(s.startswith("rq") for s in systems) and any(s.startswith("chumon") for s in systems)
