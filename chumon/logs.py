@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from workers.joblog import JobLine, set_sink
+
 EMAIL = re.compile(r"([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 TOKEN = re.compile(r"\btok_[A-Za-z0-9_]+")
 
@@ -66,6 +68,36 @@ class JsonFormatter(logging.Formatter):
         return mask(json.dumps(line, default=str))
 
 
+class BatchedJobLines:
+    """The job lines' sink: a whole batch formatted like every other line, masked, and written
+    to the handler's stream in one call (workers/joblog.py explains why)."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], fmt: str) -> None:
+        self.handler = handler
+        self.json = fmt == "json"
+        self._second = -1
+        self._stamp = ""
+
+    def __call__(self, lines: list[JobLine]) -> None:
+        text = mask("".join(self._format(line) for line in lines))
+        self.handler.acquire()
+        try:
+            self.handler.stream.write(text)
+            self.handler.flush()
+        finally:
+            self.handler.release()
+
+    def _format(self, line: JobLine) -> str:
+        if self.json:
+            at = datetime.fromtimestamp(line.at, UTC).isoformat(timespec="milliseconds")
+            head = {"time": at, "level": "INFO", "logger": "chumon.jobs", "message": line.text()}
+            return json.dumps({**head, **line.fields()}, default=str) + "\n"
+        second = int(line.at)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int(line.at % 1 * 1000):03d} INFO chumon.jobs: {line.text()}\n"
+
+
 def configure(level: str = "INFO", *, fmt: str = "text", jobs: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -73,3 +105,4 @@ def configure(level: str = "INFO", *, fmt: str = "text", jobs: bool = True) -> N
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("chumon.jobs").setLevel(logging.NOTSET if jobs else logging.WARNING)
+    set_sink(BatchedJobLines(handler, fmt))

@@ -19,7 +19,7 @@ from redis import Redis
 
 from workers.codec import decode_data, parse_iso, text, texts
 from workers.execution import Claimed, Outcome
-from workers.joblog import context_of, job_event
+from workers.joblog import JobLog, context_of
 from workers.keys import Keys
 from workers.metrics import RuntimeMetrics
 from workers.scripts import Scripts
@@ -52,6 +52,7 @@ class Reaper:
         log: logging.Logger,
         *,
         metrics: RuntimeMetrics | None = None,
+        joblog: JobLog | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -61,6 +62,7 @@ class Reaper:
         self.own_name = own_name
         self.log = log
         self.metrics = metrics
+        self.joblog = joblog or JobLog()
 
     def run(self, now: float) -> int:
         """Recover every worker silent for longer than worker_ttl; return the runs recovered."""
@@ -102,7 +104,7 @@ class Reaper:
                 continue
             if self.metrics is not None:
                 self.metrics.recovered.labels(claimed.queue).inc()
-            job_event(
+            self.joblog.record(
                 f"recovered-{action}", job_id=claimed.job_id, queue=claimed.queue,
                 job_type=outcome.job_type.name if outcome.job_type else None, attempt=claimed.attempt,
                 context=context_of(outcome.job_type.log_fields if outcome.job_type else (), outcome.payload),
@@ -114,6 +116,7 @@ class Reaper:
         )  # fmt: skip
         if dropped:
             self.log.warning("dead-letter cap removed %d old dead letter(s)", dropped)
+        self.joblog.flush()
         return recovered
 
     def _lost(self, run: str, row: list[bytes | None], worker: str) -> Outcome | None:

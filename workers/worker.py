@@ -42,7 +42,7 @@ from workers.codec import text
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.execution import Claimed, Executor, Outcome
-from workers.joblog import context_of, job_event
+from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
 from workers.keys import Keys, check_queue_name
 from workers.listener import Listener
@@ -94,6 +94,7 @@ class Worker:
         self.enqueuer = Enqueuer(redis, settings, scripts=self.scripts)
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
         self.metrics = metrics or process_metrics()
+        self.joblog = JobLog()
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log, on_start=self._started
         )
@@ -104,8 +105,9 @@ class Worker:
         self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
         self.presence = Presence(redis, self.keys, self.name, self.queues, ttl=settings.worker_ttl)
         self.reaper = Reaper(
-            redis, self.scripts, self.keys, self.settler, settings, self.name, self.log, metrics=self.metrics
-        )
+            redis, self.scripts, self.keys, self.settler, settings, self.name, self.log,
+            metrics=self.metrics, joblog=self.joblog,
+        )  # fmt: skip
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
         self.maintenance = Maintenance(redis, self.keys, self.dead_letters, self.name, self.log)
 
@@ -239,6 +241,7 @@ class Worker:
             self.log.warning("dead-letter cap removed %d old dead letter(s)", int(dropped))
         due = float(next_due)
         self._next_due = due if due >= 0 else None
+        self.joblog.flush()
         return len(jobs)
 
     def _record(self, outcomes: list[Outcome], actions: list[str], now: float) -> None:
@@ -254,7 +257,7 @@ class Worker:
                 )
             detail = f"{outcome.exc_type}: {outcome.message[:300]}" if outcome.kind == "failed" else ""
             context = context_of(job_type.log_fields if job_type else (), outcome.payload)
-            job_event(
+            self.joblog.record(
                 action, job_id=claimed.job_id, queue=claimed.queue, job_type=type_name or None,
                 attempt=claimed.attempt, context=context, detail=detail,
             )  # fmt: skip
@@ -264,12 +267,12 @@ class Worker:
             job_id, queue, job_type = text(raw_id), text(raw_queue), text(raw_type)
             self._count(outcome, 1)
             self.metrics.count(queue, job_type, outcome)
-            job_event(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+            self.joblog.record(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
 
     def _started(self, claimed: Claimed, job_type: JobType[Any], payload: dict[str, Any]) -> None:
         """Called in the runner thread once the job is decoded and about to run."""
         self.metrics.count(claimed.queue, job_type.name, "started")
-        job_event(
+        self.joblog.record(
             "started", job_id=claimed.job_id, queue=claimed.queue, job_type=job_type.name,
             attempt=claimed.attempt, context=context_of(job_type.log_fields, payload),
         )  # fmt: skip
@@ -339,6 +342,7 @@ class Worker:
         self._collect(block=0.0)
         self._settle_now()
         self.runners.stop()
+        self.joblog.flush()
         left = len(self._owned)
         try:
             self.presence.deregister(time.time())

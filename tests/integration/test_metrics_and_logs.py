@@ -152,3 +152,45 @@ def test_masking_covers_text_lines_and_tracebacks() -> None:
         record.exc_info = sys.exc_info()
     out = TextFormatter().format(record)
     assert "ada@example.com" not in out and "tok_declined" not in out and "a***@example.com" in out
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_batched_job_lines_are_formatted_masked_and_written_at_once(fmt: str) -> None:
+    from chumon.logs import BatchedJobLines
+    from workers.joblog import JobLog, set_sink
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    writes = []
+    original = stream.write
+    stream.write = lambda text: writes.append(text) or original(text)  # type: ignore[method-assign]
+    set_sink(BatchedJobLines(handler, fmt))
+    jobs_logger = logging.getLogger("chumon.jobs")
+    jobs_logger.setLevel(logging.INFO)
+    try:
+        joblog = JobLog()
+        for attempt in (1, 2):
+            joblog.record(
+                "retried", job_id="j1", queue="notifications", job_type="notifications.confirmation",
+                attempt=attempt, context={"order_id": "o1"}, detail="451 for ada@example.com, card tok_visa",
+            )  # fmt: skip
+        joblog.flush()
+    finally:
+        set_sink(None)
+        jobs_logger.setLevel(logging.NOTSET)
+    assert len(writes) == 1
+    lines = stream.getvalue().splitlines()
+    assert (
+        len(lines) == 2 and "ada@example.com" not in stream.getvalue() and "tok_visa" not in stream.getvalue()
+    )
+    if fmt == "json":
+        first = json.loads(lines[0])
+        assert (first["event"], first["order_id"], first["attempt"], first["logger"]) == (
+            "retried",
+            "o1",
+            1,
+            "chumon.jobs",
+        )
+    else:
+        expected = "retried notifications.confirmation j1 queue=notifications attempt=2 order_id=o1"
+        assert f"INFO chumon.jobs: {expected}" in lines[1]
