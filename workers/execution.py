@@ -7,6 +7,7 @@ that the worker settles in its next scripted call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -142,6 +143,15 @@ class Executor:
         self.policy_of = policy_of
         self.log = log
         self.on_start = on_start
+        self._local = threading.local()
+
+    def _client(self) -> Redis:
+        """This thread's own client, holding one connection: no contended pool lock per command."""
+        client: Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
+            self._local.client = client
+        return client
 
     def run(self, claimed: Claimed) -> Outcome:
         try:
@@ -167,7 +177,7 @@ class Executor:
             max_attempts=self.policy_of(claimed, job_type).max_attempts,
             execution_id=claimed.execution,
             idempotency_key=claimed.effect_key.partition(":")[2] or None,
-            redis=self.redis,
+            redis=self._client(),
             enqueuer=self.enqueuer,
             log=self.log,
         )
