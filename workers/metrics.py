@@ -14,6 +14,7 @@ dead letters, workers) comes from the one exporter, ``chumon metrics`` (chumon/e
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
@@ -49,9 +50,22 @@ class RuntimeMetrics:
             registry=registry,
         )
 
+        self._children: dict[tuple[str, ...], Any] = {}  # labelled children: labels() is slow per job
+
     def count(self, queue: str, job_type: str, outcome: str, n: int = 1) -> None:
         if n:
-            self.jobs.labels(queue, job_type, outcome).inc(n)
+            key = (queue, job_type, outcome)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.jobs.labels(queue, job_type, outcome)
+            child.inc(n)
+
+    def observe(self, queue: str, job_type: str, seconds: float) -> None:
+        key = (queue, job_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.duration.labels(queue, job_type)
+        child.observe(seconds)
 
 
 @cache

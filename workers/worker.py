@@ -252,9 +252,7 @@ class Worker:
             self._count(_STAT[action], 1)
             self.metrics.count(claimed.queue, type_name, action)
             if action != "released":
-                self.metrics.duration.labels(claimed.queue, type_name).observe(
-                    outcome.ended_at - claimed.started_at
-                )
+                self.metrics.observe(claimed.queue, type_name, outcome.ended_at - claimed.started_at)
             detail = f"{outcome.exc_type}: {outcome.message[:300]}" if outcome.kind == "failed" else ""
             context = context_of(job_type.log_fields if job_type else (), outcome.payload)
             self.joblog.record(
