@@ -19,7 +19,7 @@ from orders.bus import EventBus
 from orders.choreography import Choreography
 from orders.commands import PlaceOrder
 from orders.messages import new_id
-from orders.model import Order, OrderLine, OrderStatus
+from orders.model import Order, OrderLine
 from orders.saga import Saga, SagaState, SagaStatus, Step, Transition
 from orders.store import Loaded, OrderStore, Placed, UnknownOrder
 
@@ -161,6 +161,3 @@ class OrderService:
 
     def flag(self, order_id: str, reason: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.flag(o, s, reason, cause, now))
-
-    def recent(self, limit: int = 50, status: OrderStatus | None = None) -> list[Loaded]:
-        return self.store.recent(limit, status)

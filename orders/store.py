@@ -20,10 +20,10 @@ from orders.commands import CheckStepTimeout, Command
 from orders.errors import UnknownSku
 from orders.events import OrderPlaced, to_fields
 from orders.keys import OrderKeys
-from orders.model import Order, OrderStatus
+from orders.model import Order
 from orders.saga import Outgoing, SagaState, Transition
 from workers import EnqueueOptions, Enqueuer, JobType
-from workers.codec import text, texts
+from workers.codec import text
 from workers.scripts import dumps, source
 
 Router = Callable[[type[Command]], JobType[Any]]
@@ -115,22 +115,6 @@ class OrderStore:
             "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
         }
         return bool(self._transition(keys=[], args=[self.keys.lua_keyspace, dumps(plan)]))
-
-    def recent(self, limit: int, status: OrderStatus | None = None) -> list[Loaded]:
-        """The latest orders, newest first (the write side's own index; the read model serves lists)."""
-        ids = texts(self.redis.zrevrange(self.keys.orders_by_time, 0, max(limit * 4, 100)))
-        with self.redis.pipeline(transaction=False) as pipe:
-            for order_id in ids:
-                pipe.hmget(self.keys.order(order_id), ["doc", "saga", "version"])
-            rows = pipe.execute()
-        found = [
-            Loaded(Order.model_validate_json(doc), SagaState.model_validate_json(saga), int(version))
-            for doc, saga, version in rows
-            if doc is not None
-        ]
-        if status is not None:
-            found = [loaded for loaded in found if loaded.order.status is status]
-        return found[:limit]
 
     def send(self, outgoing: list[Outgoing], *, dedupe: str, now: float) -> None:
         """Enqueue commands outside a transition (a choreographed service reacting to an event).

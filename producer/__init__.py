@@ -137,9 +137,6 @@ class Producer:
         by a notification, not by polling; None or the last summary seen if ``timeout`` passes."""
         return self.view.wait_for(order_id, statuses=statuses, version=version, timeout=timeout)
 
-    def recent_orders(self, *, status: OrderStatus | None = None, limit: int = 50) -> list[OrderDetails]:
-        return [OrderDetails.of(loaded) for loaded in self.orders.recent(limit, status)]
-
     # -- jobs ---------------------------------------------------------------------------------------
     def job_type(self, job_type: JobType[Any] | str) -> JobType[Any]:
         return self.registry.get(job_type) if isinstance(job_type, str) else job_type
