@@ -33,6 +33,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from redis import Redis
+
 from orders import commands as c
 from orders import handlers as h
 from orders.errors import MailRejected
@@ -62,7 +64,8 @@ def services(ctx: JobContext) -> h.Services:
         from chumon.bootstrap import build_services
         from chumon.settings import load
 
-        _services = build_services(ctx.redis, load())
+        # ctx.redis holds one connection for its runner thread: the process's services share the pool
+        _services = build_services(Redis(connection_pool=ctx.redis.connection_pool), load())
     return _services
 
 
