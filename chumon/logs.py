@@ -84,6 +84,8 @@ class BatchedJobLines:
         try:
             self.handler.stream.write(text)
             self.handler.flush()
+        except (OSError, ValueError):  # a log that cannot be written must not stop a worker
+            pass
         finally:
             self.handler.release()
 

@@ -106,7 +106,10 @@ class JobLog:
         except Empty:
             pass
         if lines:
-            _sink(lines)
+            try:
+                _sink(lines)
+            except Exception:  # logging is never a reason for a worker to stop
+                log.debug("job lines could not be written", exc_info=True)
 
 
 def context_of(fields: tuple[str, ...], payload: dict[str, Any] | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,14 +15,21 @@ from chumon.settings import load
 from orders.keys import OrderKeys
 from orders.projector import Projector
 from orders.readmodel import ReadModel
+from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
 def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """cli.main configures the process's logging: put it back, so later tests are unaffected."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     load.cache_clear()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
     load.cache_clear()
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:

@@ -194,3 +194,20 @@ def test_batched_job_lines_are_formatted_masked_and_written_at_once(fmt: str) ->
     else:
         expected = "retried notifications.confirmation j1 queue=notifications attempt=2 order_id=o1"
         assert f"INFO chumon.jobs: {expected}" in lines[1]
+
+
+def test_a_log_that_cannot_be_written_never_stops_a_worker(redis: Redis, settings: RuntimeSettings) -> None:
+    from workers.joblog import set_sink
+
+    def broken(lines: list) -> None:
+        raise ValueError("I/O operation on closed file.")
+
+    set_sink(broken)
+    jobs_logger = logging.getLogger("chumon.jobs")
+    jobs_logger.setLevel(logging.INFO)
+    try:
+        Enqueuer(redis, settings).enqueue_many(sample.echo, [{"text": "a"}, {"text": "b"}])
+        assert run_burst(redis, sample.registry, settings).stats["done"] == 2
+    finally:
+        set_sink(None)
+        jobs_logger.setLevel(logging.NOTSET)
