@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,19 +98,31 @@ def env_for(redis_url: str, **settings: Any) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """``chumon worker`` in its own process (a real process: it can be SIGKILLed)."""
+class ChumonProcess:
+    """A ``chumon`` command in its own process (a real process: it can be SIGKILLed).
 
-    def __init__(self, redis_url: str, *args: str, app: str = "tests.apps.sample:registry", **settings: Any):
+    Its output goes to a file, not a pipe: a pipe nobody reads while the process runs fills
+    up (64 KB of job lines) and blocks the process on its next write.
+    """
+
+    def __init__(self, redis_url: str, *args: str, **settings: Any):
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by wait())
+        self._output = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chumon", "worker", "--app", app, *args],
+            [sys.executable, "-m", "chumon", *args],
             env=env_for(redis_url, **settings),
             cwd=ROOT,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.output = ""
+
+    @property
+    def output(self) -> str:
+        if self.log.closed:
+            return self._output
+        self.log.seek(0)
+        return self.log.read()
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -119,9 +132,12 @@ class WorkerProcess:
         self.wait(timeout=10)
 
     def wait(self, timeout: float = 15) -> int:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.output += out or ""
-        return self.proc.returncode
+        """Wait for the process to end; then keep its output and close the file."""
+        code = self.proc.wait(timeout=timeout)
+        if not self.log.closed:
+            self._output = self.output
+            self.log.close()
+        return code
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -131,3 +147,10 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.wait()
+
+
+class WorkerProcess(ChumonProcess):
+    """``chumon worker`` with the test app (or ``app``)."""
+
+    def __init__(self, redis_url: str, *args: str, app: str = "tests.apps.sample:registry", **settings: Any):
+        super().__init__(redis_url, "worker", "--app", app, *args, **settings)

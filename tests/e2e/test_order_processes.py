@@ -16,7 +16,7 @@ from chumon.smtpsink import SmtpSink
 from orders.keys import OrderKeys
 from producer import Producer
 from tests.flow import CATALOGUE, Flow, flow_settings, with_style
-from tests.support import ROOT, WorkerProcess, env_for, wait_until
+from tests.support import ChumonProcess, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 QUEUES = ["orders", "inventory", "payments", "shipping", "notifications"]
@@ -46,22 +46,11 @@ def mix(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return orders
 
 
-class EventsProcess(WorkerProcess):
+class EventsProcess(ChumonProcess):
     """``chumon events``: the projector, and the reactors in the choreographed style."""
 
     def __init__(self, redis_url: str, **settings: Any) -> None:
-        import subprocess
-        import sys
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chumon", "events"],
-            env=env_for(redis_url, **settings),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output = ""
+        super().__init__(redis_url, "events", **settings)
 
 
 def run_mix(redis: Redis, redis_url: str, style: str, n: int = 100) -> tuple[list[tuple[str, str]], Any]:
