@@ -59,7 +59,9 @@ def run_mix(redis: Redis, redis_url: str, style: str, n: int = 100) -> tuple[lis
     with SmtpSink(port=0, redis=redis, keys=OrderKeys()) as sink:
         settings = with_style(flow_settings(redis_url, sink.port), style)
         services = build_services(redis, settings)
-        for sku, (on_hand, price) in {**CATALOGUE, "POT": (10, 3500)}.items():
+        # plenty of TEA and MUG; only the POT's last units are contended
+        stock = {sku: (100_000, price) for sku, (_, price) in CATALOGUE.items()}
+        for sku, (on_hand, price) in {**stock, "POT": (10, 3500)}.items():
             services.inventory.set_stock(sku, on_hand, price)
         env = {
             "smtp__port": sink.port,
