@@ -262,11 +262,16 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="chumon's order flow, end to end")
     parser.add_argument("--keep", action="store_true", help="keep the processes running until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the Procfile on SIGTERM too, not just Ctrl-C
 
     smtp_port, dash_port, metrics_port = port_or_free(8025), port_or_free(9181), port_or_free(9300)
     env = dict(
