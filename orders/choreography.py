@@ -34,7 +34,6 @@ from orders.saga import (
     SagaStatus,
     Step,
     Transition,
-    compensation_event,
 )
 
 
@@ -78,20 +77,8 @@ class Choreography(Saga):
             saga.compensated.remove(step)
             saga.void_compensations.remove(step)
         msg = Messages(order, cause, now)
-        t = Transition(order, saga)
-        saga.compensating = None
-        saga.compensated.append(step)
-        if step in saga.pending_compensations:
-            saga.pending_compensations.remove(step)
-        if not facts.pop("undid", True):
-            saga.void_compensations.append(step)
-        saga.facts.update(facts)
-        t.events.append(compensation_event(msg, step, facts))
-        if saga.status is SagaStatus.NEEDS_ATTENTION:
-            order.attention = None
-            saga.status = SagaStatus.COMPENSATING
-            t.events.append(msg.make(e.AttentionCleared))
-        saga.note(now, f"{step.value} undone")
+        t = self._record_compensation(order, saga, step, facts, msg)
+        self._compensate_next(t, msg)  # here: only the saga's status, no command
         return t
 
     def compensation_dead(

@@ -185,9 +185,19 @@ class Saga:
         if saga.compensating is not step:
             return None
         msg = Messages(order, cause, now)
+        t = self._record_compensation(order, saga, step, facts, msg)
+        self._compensate_next(t, msg)
+        return t
+
+    def _record_compensation(
+        self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], msg: Messages
+    ) -> Transition:
+        """Book a compensation's answer: its event, and the flag it clears if it was stuck."""
         t = Transition(order, saga)
         saga.compensating = None
         saga.compensated.append(step)
+        if step in saga.pending_compensations:
+            saga.pending_compensations.remove(step)
         if not facts.pop("undid", True):
             saga.void_compensations.append(step)
         saga.facts.update(facts)
@@ -195,8 +205,7 @@ class Saga:
         if saga.status is SagaStatus.NEEDS_ATTENTION:
             order.attention = None
             t.events.append(msg.make(e.AttentionCleared))
-        saga.note(now, f"{COMPENSATION_NAMES[step]} done")
-        self._compensate_next(t, msg)
+        saga.note(msg.now, f"{COMPENSATION_NAMES[step]} done")
         return t
 
     def compensation_dead(
