@@ -37,10 +37,6 @@ class OrderKeys:
         """Stream of every domain event, in commit order."""
         return self._p + "events"
 
-    def emails(self, order_id: str) -> str:
-        """Hash: kind -> JSON record of the email sent for this order."""
-        return self._p + "emails:" + order_id
-
     # -- the read model ------------------------------------------------------------------------
     @property
     def view_current(self) -> str:

@@ -93,7 +93,3 @@ class Order(BaseModel):
     @property
     def item_count(self) -> int:
         return sum(line.quantity for line in self.lines)
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status is not OrderStatus.PENDING

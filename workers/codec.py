@@ -78,8 +78,10 @@ def parse_iso(text: str) -> datetime:
     return datetime.strptime(text, RQ_TIMESTAMP).replace(tzinfo=UTC)
 
 
-def encode_data(job_type: str, payload: dict[str, Any]) -> str:
-    return json.dumps([job_type, None, [payload], {}], separators=(",", ":"), ensure_ascii=False)
+def encode_data(job_type: str, payload_json: str) -> str:
+    """``data`` for a payload already dumped as JSON (the enqueue path dumps it once, for the
+    description too)."""
+    return f"[{json.dumps(job_type)},null,[{payload_json}],{{}}]"
 
 
 def describe(job_type: str, payload_json: str) -> str:

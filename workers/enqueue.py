@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
 
-from workers.codec import describe, iso
+from workers.codec import describe, encode_data, iso
 from workers.jobtypes import JobType
 from workers.keys import Keys
 from workers.options import EnqueueOptions
@@ -113,7 +113,7 @@ class Enqueuer:
         job_id = job_id or new_job_id()
         fields = [
             "created_at", stamp,
-            "data", f"[{json.dumps(job_type.name)},null,[{payload_json}],{{}}]",
+            "data", encode_data(job_type.name, payload_json),
             "description", describe(job_type.name, payload_json),
             "origin", queue,
             "timeout", str(max(1, math.ceil(timeout))),

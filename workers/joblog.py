@@ -78,10 +78,6 @@ class JobLog:
     def __init__(self) -> None:
         self._lines: SimpleQueue[JobLine] = SimpleQueue()
 
-    @staticmethod
-    def enabled() -> bool:
-        return log.isEnabledFor(logging.INFO)
-
     def record(
         self,
         event: str,

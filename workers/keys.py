@@ -130,10 +130,6 @@ class Keys:
         """Held for a minute by the worker doing housekeeping (see maintenance.py)."""
         return self._p + "maintenance:lock"
 
-    def custom(self, *parts: str) -> str:
-        """A key of the application's, under the same prefix (``orders`` builds its keys this way)."""
-        return self._p + ":".join(parts)
-
     # -- for Lua ----------------------------------------------------------------------------
     @cached_property
     def lua_keyspace(self) -> str:

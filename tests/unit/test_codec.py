@@ -19,7 +19,7 @@ from workers.codec import (
 
 
 def test_data_round_trip_in_rq_layout() -> None:
-    raw = encode_data("demo.work", {"item": 3})
+    raw = encode_data("demo.work", '{"item":3}')
     assert raw == '["demo.work",null,[{"item":3}],{}]'
     assert decode_data(raw.encode()) == ("demo.work", {"item": 3})
 
