@@ -1,11 +1,11 @@
 """``chumon dashboard``: rq-dashboard, JSON-aware, on localhost, optionally behind basic auth.
 
 rq-dashboard 0.9 has one global serializer switch, which this turns to JSON. Some of its
-code still reads jobs with rq's default (pickle) serializer, and a few of rq's assumptions do
+code still reads jobs with rq's default, binary serializer, and a few of rq's assumptions do
 not hold for chumon's data (tests/e2e/test_dashboard.py checks each point):
 
-- its Workers view reads workers without a serializer, so a worker's current job is read as
-  a pickle and the view answers HTTP 500 while a worker is busy on a JSON job (see
+- its Workers view reads workers without a serializer, so a worker's current job is decoded
+  with rq's default and the view answers HTTP 500 while a worker is busy on a JSON job (see
   shared/FACTS.md). It also answers 500 when ``current_job`` is empty (chumon's idle
   heartbeat writes it so) or names a job that has just expired;
 - its job page fetches the job without a serializer: rq then unpickles the job's ``meta``,

@@ -20,6 +20,7 @@ from redis import Redis
 from workers import JobRegistry, RetryPolicy, RuntimeSettings, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+POLL = 0.02  # seconds between two checks of a condition
 
 FAST = {
     "retry": RetryPolicy(max_attempts=3, base=0.05, factor=2.0, cap=1.0, jitter=0.0),
@@ -45,7 +46,7 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, message: 
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.02)
+        time.sleep(POLL)
 
 
 @contextmanager

@@ -323,6 +323,10 @@ class Worker:
 
     # -- shutdown -------------------------------------------------------------------------------
     def _shutdown(self) -> None:
+        self.log.info(
+            "worker %s stopping: %d job(s) running%s", self.name, len(self.runners.running()),
+            "" if self._stopping < 2 else ", not waiting for them",
+        )  # fmt: skip
         self.listener.stop()
         self._collect(block=0.0)
         self._pending += [Outcome(c, "released") for c in self.runners.take_buffered()]

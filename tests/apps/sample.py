@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from workers import DeadLetterNotice, JobContext, JobRegistry, Permanent, Retryable, RetryPolicy
 
 registry = JobRegistry(on_dead_letter="t.dead_letter_hook")
+SLICE = 0.02  # seconds a sleeping job sleeps between checks
 
 
 class Echo(BaseModel):
@@ -79,8 +80,8 @@ def keyed(payload: Keyed, ctx: JobContext) -> int:
 def sleep(payload: Sleep, ctx: JobContext) -> str:
     ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
     until = time.monotonic() + payload.seconds
-    while time.monotonic() < until:  # short slices, so a time-out or interrupt lands promptly
-        time.sleep(0.02)
+    while (left := until - time.monotonic()) > 0:  # short slices: a time-out or interrupt lands promptly
+        time.sleep(min(SLICE, left))
     ctx.redis.rpush(f"test:finished:{payload.name}", ctx.execution_id)
     return payload.name
 

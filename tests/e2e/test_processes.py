@@ -124,7 +124,7 @@ def test_second_signal_stops_at_once(redis: Redis, redis_url: str) -> None:
     worker = WorkerProcess(redis_url, "--queues", "q", drain_timeout=4)
     wait_until(lambda: redis.llen("test:started:hard") == 1, timeout=15, message="start")
     worker.signal(signal.SIGTERM)
-    time.sleep(0.2)  # let the first signal land before the second (ordering, not timing)
+    wait_until(lambda: "stopping: 1 job(s) running" in worker.output, message="the first signal to land")
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=3.5) == 0  # well before the 4 s drain
     assert status(redis, job_id) == "queued"
