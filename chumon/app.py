@@ -7,23 +7,16 @@ from typing import Any
 
 from redis import Redis
 
+from workers.connection import RedisOptions, connect
 from workers.jobtypes import JobRegistry
 
 
-def redis_client(url: str) -> Redis:
-    """The Redis client for a process. Connects lazily, on first command.
+def redis_client(url: str, options: RedisOptions | None = None) -> Redis:
+    """The Redis client for a process (workers/connection.py: time-outs, keepalive, Sentinel).
 
-    ``redis+sentinel://[:password@]host:port[,host2:port2]/service[/db]`` asks Redis Sentinel
-    for the current primary (and again after a failover), with the same URL rq-dashboard takes.
+    Connects lazily, on first command; raises ValueError for a URL it cannot use.
     """
-    if url.startswith("redis+sentinel://"):
-        from redis_sentinel_url import connect
-
-        _sentinel, client = connect(url, client_options={"health_check_interval": 30})
-        if client is None:
-            raise ValueError(f"{url!r} names no Sentinel service (add /<service name> to the URL)")
-        return client  # type: ignore[no-any-return]
-    return Redis.from_url(url, health_check_interval=30)
+    return connect(url, options)
 
 
 def load_registry(path: str) -> JobRegistry:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     @cache
     def redis() -> Redis:
-        return app.redis_client(settings.redis_url)
+        return app.redis_client(settings.redis_url, settings.redis)
 
     def registry(path: str | None) -> JobRegistry:
         return app.load_registry(path or settings.app)

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     os.environ.update(CHUMON_SMTP__PORT=str(smtp_port))
     settings = load()
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, settings.redis)
     log_path = Path(tempfile.mkdtemp(prefix="chumon-demo-")) / "procfile.log"
     dashboard = f"http://127.0.0.1:{dash_port}/   metrics: http://127.0.0.1:{metrics_port}/metrics"
     print(f"Redis at {settings.redis_url}. Starting the Procfile (logs: {log_path})", file=sys.stderr)

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     settings = load()
-    producer = Producer(redis_client(settings.redis_url), settings, demo.registry)
+    producer = Producer(redis_client(settings.redis_url, settings.redis), settings, demo.registry)
     print(
         f"Redis at {settings.redis_url}; starting 2 worker processes on queue '{demo.QUEUE}'", file=sys.stderr
     )

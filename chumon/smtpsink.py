@@ -288,16 +288,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run a sink recording to the Redis at REDIS_URL until SIGTERM or SIGINT."""
     args = parse_args(argv)
+    from chumon.app import redis_client
     from chumon.settings import load
 
     settings = load()
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url, settings.redis)
     try:
         redis.ping()
-    except (RedisError, OSError) as exc:
-        print(f"smtp-sink: Redis at REDIS_URL does not answer: {exc}", file=sys.stderr)
-        redis.close()
-        return 1
+    except (RedisError, OSError) as exc:  # it answers 451 (try later) until Redis is back
+        print(f"smtp-sink: Redis at REDIS_URL does not answer yet ({exc}); deferring mail until it does",
+              file=sys.stderr)  # fmt: skip
     keys = OrderKeys(settings.key_prefix)
     stopping = threading.Event()
 

@@ -106,7 +106,7 @@ class Transition:
 
 def timeout_job_id(order_id: str, step: Step) -> str:
     """The fixed id of a step's time-out check, so the step's answer can cancel it."""
-    return f"{order_id}.timeout.{step.value}"
+    return f"{order_id}-timeout-{step.value}"
 
 
 class Saga:

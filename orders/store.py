@@ -123,9 +123,9 @@ class OrderStore:
         repeated for a redelivered event enqueues nothing new.
         """
         specs = [self._job(out, now, dedupe=f"{dedupe}.{i}") for i, out in enumerate(outgoing)]
-        self.enqueuer.submit(specs, now=now)
+        self.enqueuer.submit(specs)
 
     def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))
         options = EnqueueOptions(delay=out.delay or None, idempotency_key=dedupe)
-        return self.enqueuer.spec(job_type, out.command, options, now, job_id=out.job_id)
+        return self.enqueuer.spec(job_type, out.command, options, job_id=out.job_id)

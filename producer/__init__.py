@@ -66,7 +66,7 @@ class Producer:
         from chumon.settings import load
 
         settings = load()
-        redis = redis_client(settings.redis_url)
+        redis = redis_client(settings.redis_url, settings.redis)
         return cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
 
     @property

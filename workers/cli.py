@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 
-from workers.codec import text
+from workers.codec import names as registry_names
 from workers.deadletter import DeadLetters
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
@@ -172,13 +172,16 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
-    names = sorted(keys.queue_name_of(text(k)) for k in redis.smembers(keys.RQ_QUEUES))
+    members = registry_names(
+        redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=logging.getLogger(__name__)
+    )
+    names = sorted(keys.queue_name_of(k) for k in members if k.startswith(keys.RQ_QUEUE))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(keys.queue(name))
             pipe.zcard(keys.scheduled(name))
             pipe.zcard(keys.wip(name))
-        counts = pipe.execute()
+        counts = [c if isinstance(c, int) else None for c in pipe.execute(raise_on_error=False)]
     rows = [
         {
             "queue": name,

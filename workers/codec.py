@@ -52,13 +52,59 @@ FETCH_FIELDS = (
 
 
 def text(value: bytes | str) -> str:
-    """A Redis reply as str (redis-py types replies as bytes or str)."""
+    """A Redis reply as str (redis-py types replies as bytes or str). Raises on bytes that are not
+    UTF-8: use it for values chumon wrote itself, and ``readable``/``names`` for anything else."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def texts(values: Any) -> list[str]:
     """A list reply (LRANGE, ZRANGE, SMEMBERS...) as str; redis-py types those replies loosely."""
     return [text(value) for value in values]
+
+
+def readable(value: bytes | str | None) -> str | None:
+    """A value read from Redis as str, or None if it is absent or not UTF-8 (garbage)."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def shown(value: bytes | str | None) -> str:
+    """Any value read from Redis as printable text, for logs and error messages (never raises)."""
+    if value is None:
+        return ""
+    raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace").encode("unicode_escape").decode("ascii")[:200]
+
+
+def names(values: Any, *, what: str, log: Any = None) -> list[str]:
+    """Members of a registry (SMEMBERS, ZRANGE...) that are readable names; garbage is skipped
+    and, given a logger, reported once per call."""
+    found, garbage = [], []
+    for value in values:
+        name = readable(value)
+        if name is None:
+            garbage.append(value)
+        else:
+            found.append(name)
+    if garbage and log is not None:
+        log.warning("%d unreadable member(s) of %s skipped: %s", len(garbage), what,
+                    ", ".join(shown(g) for g in garbage[:3]))  # fmt: skip
+    return found
+
+
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` for untrusted data: any failure (bad UTF-8, bad JSON, nesting too deep for
+    Python's stack) is a ValueError."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("not usable JSON: nested too deeply") from None
 
 
 def raw_bytes(value: bytes | str | None) -> bytes | None:
@@ -104,9 +150,9 @@ def decode_data(raw: bytes | None) -> tuple[str, dict[str, Any]]:
             "job data is a pickle (protocol header 0x80); chumon runs JSON jobs only and never unpickles"
         )
     try:
-        decoded = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadJob(f"job data is not JSON: {exc}") from None
+        decoded = loads(raw)
+    except ValueError as exc:
+        raise BadJob(f"job data is {exc}") from None
     if not (isinstance(decoded, list) and len(decoded) == 4 and isinstance(decoded[0], str)):
         raise BadJob("job data is not [job_type, instance, args, kwargs]")
     name, _instance, args, kwargs = decoded
@@ -125,7 +171,7 @@ def encode_result(value: Any) -> str:
         value = value.model_dump(mode="json")
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"job result is not JSON serializable: {exc}") from None
     return base64.b64encode(text.encode()).decode()
 
@@ -133,7 +179,7 @@ def encode_result(value: Any) -> str:
 def decode_result(b64: bytes | str | None) -> Any:
     if not b64:
         return None
-    return json.loads(base64.b64decode(b64))
+    return loads(base64.b64decode(b64))
 
 
 def encode_exc_string(text: str) -> str:
@@ -149,8 +195,8 @@ def decode_meta(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        meta = loads(raw)
+    except ValueError:
         return {}
     return meta if isinstance(meta, dict) else {}
 

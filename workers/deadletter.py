@@ -17,13 +17,15 @@ from collections.abc import Sequence
 
 from redis import Redis
 
-from workers.codec import decode_meta, iso, raw_bytes, text
+from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 log = logging.getLogger("chumon.dlq")
+CHUNK = 100  # ids per script call: each LREM reads the dead-letter list
+AGE_CHUNK = 500  # dead letters removed by age per script call
 
 
 class DeadLetters:
@@ -34,12 +36,15 @@ class DeadLetters:
         self.scripts = scripts or Scripts(redis, self.keys.lua_keyspace)
 
     def origins(self) -> list[str]:
-        """The queues that have a dead-letter queue."""
-        names = (self.keys.queue_name_of(text(key)) for key in self.redis.smembers(self.keys.RQ_QUEUES))
-        return sorted(origin_of_dead_letter_queue(name) for name in names if is_dead_letter_queue(name))
+        """The queues that have a dead-letter queue (unreadable members of rq:queues are skipped)."""
+        queues = names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=log)
+        found = (self.keys.queue_name_of(key) for key in queues if key.startswith(self.keys.RQ_QUEUE))
+        return sorted(origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name))
 
     def ids(self, queue: str) -> list[str]:
-        return [text(i) for i in self.redis.lrange(self.keys.queue(dead_letter_queue(queue)), 0, -1)]
+        """The dead letters of ``queue``, oldest first (unreadable ids are skipped)."""
+        raw = self.redis.lrange(self.keys.queue(dead_letter_queue(queue)), 0, -1)
+        return names(raw, what=f"the dead-letter queue of {queue}", log=log)
 
     def count(self, queue: str) -> int:
         return int(self.redis.llen(self.keys.queue(dead_letter_queue(queue))))
@@ -66,40 +71,59 @@ class DeadLetters:
             ]
         now = time.time()
         items = []
-        for job_id in job_ids:
-            origin, raw_meta = self.redis.hmget(self.keys.job(job_id), ["origin", "meta"])
-            if origin is None or (queue and text(origin) != queue):
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), ["origin", "meta"])
+            rows = pipe.execute(raise_on_error=False)
+        for job_id, row in zip(job_ids, rows, strict=True):
+            if isinstance(row, Exception):
+                continue  # not a hash: nothing to requeue
+            origin = readable(row[0])
+            if origin is None or (queue and origin != queue):
                 continue
-            meta = decode_meta(raw_bytes(raw_meta))
+            meta = decode_meta(raw_bytes(row[1]))
             meta.update(attempt=0, state="requeued from dead letters", next_run_at=None)
-            meta["requeued_at"] = [*meta.get("requeued_at", []), iso(now)]
-            items.append([job_id, text(origin), json.dumps(meta, separators=(",", ":"))])
-        if not items:
-            return []
-        reply = self.scripts.run("dlq_requeue", {"now_iso": iso(now), "items": items})
-        return [text(i) for i in reply]
+            history = meta.get("requeued_at")
+            meta["requeued_at"] = [*(history if isinstance(history, list) else [])[-19:], iso(now)]
+            items.append([job_id, origin, json.dumps(meta, separators=(",", ":"))])
+        requeued: list[str] = []
+        for start in range(0, len(items), CHUNK):
+            reply = self.scripts.run("dlq_requeue", {"items": items[start : start + CHUNK]})
+            requeued += [readable(i) or "" for i in reply]
+        return requeued
 
     def purge(self, queue: str | None = None, *, older_than: float | None = None) -> int:
         """Delete dead letters: all of them, or those dead-lettered more than ``older_than`` s ago."""
         removed = 0
         for origin in [queue] if queue else self.origins():
-            plan: dict[str, object] = {"origin": origin}
             if older_than is None:
-                plan["ids"] = self.ids(origin)
+                ids = self.ids(origin)
+                count = sum(
+                    int(self.scripts.run("dlq_remove", {"origin": origin, "ids": ids[i : i + CHUNK]}))
+                    for i in range(0, len(ids), CHUNK)
+                )
             else:
-                plan["before_iso"] = iso(time.time() - older_than)
-            count = int(self.scripts.run("dlq_remove", plan))
+                count = self._remove_older(origin, iso(time.time() - older_than), counted=False)
             if count:
                 log.info("purged %d dead letter(s) of queue %s", count, origin)
             removed += count
         return removed
 
+    def _remove_older(self, origin: str, before_iso: str, *, counted: bool) -> int:
+        """Remove the dead letters of ``origin`` older than ``before_iso``, oldest first, a chunk per call."""
+        removed = 0
+        while True:
+            plan = {"origin": origin, "before_iso": before_iso, "limit": AGE_CHUNK, "counted": counted}
+            count = int(self.scripts.run("dlq_remove", plan))
+            removed += count
+            if count < AGE_CHUNK:
+                return removed
+
     def enforce_retention(self, now: float) -> int:
         """Remove dead letters older than the retention; counted and logged."""
         removed = 0
         for origin in self.origins():
-            plan = {"origin": origin, "before_iso": iso(now - self.settings.dlq_retention), "counted": True}
-            count = int(self.scripts.run("dlq_remove", plan))
+            count = self._remove_older(origin, iso(now - self.settings.dlq_retention), counted=True)
             if count:
                 log.warning("retention removed %d dead letter(s) of queue %s (older than %d s)",
                             count, origin, self.settings.dlq_retention)  # fmt: skip
@@ -108,4 +132,5 @@ class DeadLetters:
 
     def dropped(self) -> dict[str, int]:
         """Dead letters removed by the cap or the retention so far, per origin queue."""
-        return {text(k): int(v) for k, v in self.redis.hgetall(self.keys.dlq_dropped).items()}
+        found = self.redis.hgetall(self.keys.dlq_dropped).items()
+        return {name: int(v) for k, v in found if (name := readable(k)) and (readable(v) or "").isdigit()}

@@ -1,33 +1,46 @@
 """Enqueue: validate a payload, then write the job in one scripted call.
 
 Validation happens entirely before anything is sent, so an invalid payload or option raises
-(pydantic's ValidationError names the field) and Redis is unchanged. A bulk enqueue is one
-script call whatever its size. Passing ``pipeline=`` queues the script on the caller's
-pipeline (``redis.pipeline(transaction=True)``), so a state change and the jobs it triggers
-commit in one MULTI/EXEC or not at all; the job ids are decided before the transaction runs.
+(pydantic's ValidationError names the field) and Redis is unchanged. Times are the server's:
+a job carries its delay (or its absolute ``run_at``), and the script decides, by Redis's
+clock, whether it is due now.
+
+A bulk enqueue is sent in chunks of ``CHUNK`` jobs, one script call each, all in one round
+trip: each chunk is atomic and no call holds Redis for long, whatever the batch's size (a
+failure between chunks leaves the earlier chunks enqueued). Passing ``pipeline=`` queues the
+scripts on the caller's pipeline (``redis.pipeline(transaction=True)``), so a state change
+and the jobs it triggers commit in one MULTI/EXEC or not at all; because that transaction
+holds Redis for its whole length, it takes at most ``MAX_ATOMIC`` jobs. The job ids are
+decided before anything is sent.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
 
-from workers.codec import describe, encode_data, iso
+from workers.codec import describe, encode_data, shown, text
+from workers.errors import RuntimeFault
 from workers.jobtypes import JobType
 from workers.keys import Keys
-from workers.options import EnqueueOptions
+from workers.options import EnqueueOptions, check_job_id
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 NO_OPTIONS = EnqueueOptions()
+CHUNK = 500
+MAX_ATOMIC = 1000
+
+
+class EnqueueRefused(RuntimeFault):
+    """Redis holds something else than a queue where a job was to be queued (nothing was written)."""
 
 
 def new_job_id() -> str:
@@ -43,13 +56,11 @@ class Enqueuer:
         settings: RuntimeSettings,
         *,
         scripts: Scripts | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.scripts = scripts or Scripts(redis, self.keys.lua_keyspace)
-        self.clock = clock
 
     def enqueue(
         self,
@@ -60,10 +71,9 @@ class Enqueuer:
         pipeline: Pipeline | None = None,
     ) -> str:
         """Enqueue one job and return its id (an earlier job's id if the idempotency key was used)."""
-        now = self.clock()
-        spec = self.spec(job_type, payload, options or NO_OPTIONS, now)
-        ids = self.submit([spec], now=now, pipeline=pipeline)
-        return ids[0] if ids else spec["id"]
+        spec = self.spec(job_type, payload, options or NO_OPTIONS)
+        ids = self.submit([spec], pipeline=pipeline)
+        return ids[0] if ids else str(spec["id"])
 
     def enqueue_many(
         self,
@@ -74,53 +84,70 @@ class Enqueuer:
         pipeline: Pipeline | None = None,
     ) -> list[str]:
         """Enqueue many jobs of one type in one round trip; all payloads are validated first."""
-        now = self.clock()
         opts = options or NO_OPTIONS
-        specs = [self.spec(job_type, payload, opts, now) for payload in payloads]
-        ids = self.submit(specs, now=now, pipeline=pipeline)
-        return ids if ids else [spec["id"] for spec in specs]
+        specs = [self.spec(job_type, payload, opts) for payload in payloads]
+        ids = self.submit(specs, pipeline=pipeline)
+        return ids if ids else [str(spec["id"]) for spec in specs]
 
-    def submit(
-        self, specs: list[dict[str, Any]], *, now: float, pipeline: Pipeline | None = None
-    ) -> list[str]:
-        """Send built specs; with a pipeline the reply arrives with the pipeline's, and [] is returned."""
+    def submit(self, specs: list[dict[str, Any]], *, pipeline: Pipeline | None = None) -> list[str]:
+        """Send built specs; with a pipeline the reply arrives with the pipeline's, and [] is returned.
+
+        Raises EnqueueRefused if a job could not be queued because its queue's keys hold
+        something else (the other jobs of its chunk are written).
+        """
         if not specs:
             return []
-        plan = {"now": now, "jobs": specs}
+        chunks = [specs[i : i + CHUNK] for i in range(0, len(specs), CHUNK)]
         if pipeline is not None:
-            self.scripts.run("enqueue", plan, client=pipeline)
+            if len(specs) > MAX_ATOMIC:
+                raise ValueError(
+                    f"an enqueue inside your transaction takes at most {MAX_ATOMIC} jobs, not {len(specs)}: "
+                    "a longer transaction would hold Redis for everyone"
+                )
+            for chunk in chunks:
+                self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline)
             return []
-        reply = self.scripts.run("enqueue", plan)
-        return [value.decode() if isinstance(value, bytes) else str(value) for value in reply]
+        if len(chunks) == 1:
+            replies = [self.scripts.run("enqueue", {"jobs": chunks[0]})]
+        else:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    self.scripts.run("enqueue", {"jobs": chunk}, client=pipe)
+                replies = pipe.execute()
+        ids: list[str] = []
+        problems: list[Any] = []
+        for ids_reply, chunk_problems in replies:
+            ids += [text(value) if value is not None else "" for value in ids_reply]
+            problems += chunk_problems
+        if "" in ids:
+            missing = [str(spec["id"]) for spec, got in zip(specs, ids, strict=True) if not got]
+            raise EnqueueRefused(
+                f"{len(missing)} job(s) not enqueued: their queue's keys hold something else "
+                f"({'; '.join(f'{shown(k)} {shown(w)}' for k, w in problems[:3])})"
+            )
+        return ids
 
     def spec(
         self,
         job_type: JobType[Any],
         payload: BaseModel | Mapping[str, Any],
         options: EnqueueOptions,
-        now: float,
         *,
         job_id: str | None = None,
     ) -> dict[str, Any]:
-        """The job as enqueue_job() in Lua takes it; raises on an invalid payload before any I/O."""
+        """The job as enqueue_job() in Lua takes it; raises on an invalid payload or id before any I/O."""
         model = _validated(job_type, payload)
         payload_dict = model.model_dump(mode="json")
         payload_json = json.dumps(payload_dict, separators=(",", ":"), ensure_ascii=False)
         queue = options.queue or job_type.queue
-        run_at = options.start_time(now)
         timeout = options.timeout or job_type.timeout or self.settings.job_timeout
-        stamp = iso(now)
-        job_id = job_id or new_job_id()
+        job_id = check_job_id(job_id) if job_id is not None else new_job_id()
         fields = [
-            "created_at", stamp,
             "data", encode_data(job_type.name, payload_json),
             "description", describe(job_type.name, payload_json),
             "origin", queue,
             "timeout", str(max(1, math.ceil(timeout))),
         ]  # fmt: skip
-        fields += (
-            ["status", "scheduled"] if run_at is not None else ["status", "queued", "enqueued_at", stamp]
-        )
         if options.retry is not None:
             fields += ["retry", options.retry.model_dump_json()]
         effect_key = job_type.effect_key(model, options.idempotency_key)
@@ -129,8 +156,10 @@ class Enqueuer:
         if options.result_ttl is not None:
             fields += ["result_ttl", str(options.result_ttl)]
         spec: dict[str, Any] = {"id": job_id, "queue": queue, "fields": fields}
-        if run_at is not None:
-            spec["run_at"] = run_at
+        if options.delay:
+            spec["delay"] = options.delay
+        elif options.run_at is not None:
+            spec["run_at"] = options.run_at.timestamp()
         if options.at_front:
             spec["at_front"] = True
         if options.idempotency_key is not None:

@@ -26,8 +26,8 @@ class Retryable(JobError):
 
     def __init__(self, message: str = "", *, delay: float | None = None) -> None:
         super().__init__(message)
-        if delay is not None and delay < 0:
-            raise ValueError("delay must not be negative")
+        if delay is not None and not (0 <= delay <= 365 * 24 * 3600):
+            raise ValueError(f"Retryable delay must be from 0 to a year in seconds, not {delay!r}")
         self.delay = delay
 
 
@@ -56,3 +56,7 @@ class UnknownJobType(RuntimeFault):
 
 class NoSuchJob(RuntimeFault):
     """A job id with no job behind it."""
+
+
+class ServerUnsupported(RuntimeFault):
+    """The Redis server cannot serve chumon (too old, or missing a feature chumon needs)."""

@@ -1,12 +1,16 @@
 """Running one claimed job: decode, validate, call the handler, classify what happened.
 
 Nothing here touches Redis except through the handler itself; the result is an ``Outcome``
-that the worker settles in its next scripted call.
+that the worker settles in its next scripted call. Nothing here raises either: a job whose
+fields cannot be read, whose type is unknown, or whose data breaks the decoder comes back as
+a failed outcome with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 import traceback
@@ -17,20 +21,28 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from redis import Redis
 
-from workers.codec import BadJob, decode_data, encode_result
+from workers.codec import BadJob, decode_data, encode_result, readable
+from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Permanent, Retryable
 from workers.jobtypes import JobContext, JobRegistry, JobType
+from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
 
+_WHOLE = re.compile(r"^-?[0-9]{1,12}$")
+DEFAULT_TIMEOUT = 180.0
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+# failures that no retry can mend: the job is dead-lettered at once
+UNREADABLE = ("MalformedJob", "InvalidPayload", "UnserializableResult", "EffectsRefused")
 
 
 @dataclass(slots=True)
 class Claimed:
-    """A job this worker claimed: its id, the execution that owns it, and the fields it needs."""
+    """A job this worker claimed: its id, the execution that owns it, and the fields it needs.
+
+    ``problems`` lists what could not be read from the job hash; such a job is not run but
+    dead-lettered with the reason.
+    """
 
     job_id: str
     execution: str
@@ -43,31 +55,75 @@ class Claimed:
     effect_key: str
     result_ttl: int | None
     started_at: float = field(default_factory=time.time)
+    problems: list[str] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Claimed:
-        """From a job as claim.lua returns it: id, exec, attempt, queue, then codec.FETCH_FIELDS."""
-        job_id, execution, attempt, queue, data, meta, _origin, timeout, retry, effect_key = row[:10]
-        result_ttl = _text(row[11])
-        return cls(
-            job_id=_text(job_id),
-            execution=_text(execution),
+        """From a job as claim.lua returns it: id, exec, attempt, queue, note, then its FETCH fields.
+
+        Never raises: the id, execution and queue were written or checked by the script; every
+        other field is read defensively and what cannot be read is noted in ``problems``.
+        """
+        job_id, execution, attempt, queue, note = row[:5]
+        data, meta, _origin, timeout, retry, effect_key, _created, result_ttl, _status, stored = row[5:15]
+        problems = [readable(note)] if note else []
+        claimed = cls(
+            job_id=readable(job_id) or "",
+            execution=readable(execution) or "",
             attempt=int(attempt),
-            queue=_text(queue),
-            data=data or b"",
-            meta=meta or b"",
-            timeout=_float(timeout),
-            retry=_text(retry),
-            effect_key=_text(effect_key),
-            result_ttl=int(result_ttl) if result_ttl.lstrip("-").isdigit() else None,
+            queue=readable(queue) or "",
+            data=_raw(data),
+            meta=_raw(meta),
+            timeout=DEFAULT_TIMEOUT,
+            retry="",
+            effect_key="",
+            result_ttl=None,
+            problems=[p for p in problems if p],
         )
+        claimed.timeout = claimed._timeout(timeout)
+        claimed.retry = claimed._text("retry", retry)
+        claimed.effect_key = claimed._text("effect_key", effect_key)
+        claimed.result_ttl = claimed._ttl(result_ttl)
+        if stored and _WHOLE.match(readable(stored) or "x") is None:
+            claimed.problems.append(f"its attempt count is not a whole number: {stored!r:.60}")
+        return claimed
+
+    def _text(self, name: str, raw: Any) -> str:
+        value = readable(raw) if raw else ""
+        if value is None:
+            self.problems.append(f"its {name} field is not UTF-8 text")
+            return ""
+        return value
+
+    def _timeout(self, raw: Any) -> float:
+        value = self._text("timeout", raw)
+        if not value:
+            return DEFAULT_TIMEOUT
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds <= MAX_TIMEOUT:  # NaN fails too
+            self.problems.append(
+                f"its timeout is not a number of seconds up to {MAX_TIMEOUT:g}: {value!r:.60}"
+            )
+            return DEFAULT_TIMEOUT
+        return seconds
+
+    def _ttl(self, raw: Any) -> int | None:
+        value = self._text("result_ttl", raw)
+        if not value:
+            return None
+        if _WHOLE.match(value) is None or not -1 <= int(value) <= MAX_TTL:
+            self.problems.append(f"its result_ttl is not a whole number from -1 to {MAX_TTL}: {value!r:.60}")
+            return None
+        return int(value)
 
 
-def _float(value: bytes | str | None, default: float = 180.0) -> float:
-    try:
-        return float(value) if value else default
-    except ValueError:
-        return default
+def _raw(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    return value or b""
 
 
 Kind = Literal["done", "failed", "released"]
@@ -88,6 +144,7 @@ class Outcome:
     retryable: bool = True
     delay: float | None = None
     ended_at: float = field(default_factory=time.time)
+    effects: list[list[str]] | None = None
 
     @classmethod
     def failure(
@@ -136,6 +193,7 @@ class Executor:
         policy_of: Callable[[Claimed, JobType[Any] | None], RetryPolicy],
         log: logging.Logger,
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
+        owned: Callable[[str], bool] = lambda key: False,
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -143,6 +201,7 @@ class Executor:
         self.policy_of = policy_of
         self.log = log
         self.on_start = on_start
+        self.owned = owned
         self._local = threading.local()
 
     def _client(self) -> Redis:
@@ -154,21 +213,39 @@ class Executor:
         return client
 
     def run(self, claimed: Claimed) -> Outcome:
+        """Run one job; every failure, the runtime's own included, is an outcome, never an exception."""
+        try:
+            return self._run(claimed)
+        except Exception as exc:  # a bug of ours must not kill a runner thread: the job fails instead
+            self.log.exception("job %s: the runtime failed to run it", claimed.job_id)
+            return Outcome.failure(claimed, "RuntimeFault", f"{type(exc).__name__}: {exc}")
+
+    def _run(self, claimed: Claimed) -> Outcome:
+        if claimed.problems:
+            return Outcome.failure(claimed, "MalformedJob", "; ".join(claimed.problems), retryable=False)
         try:
             name, payload = decode_data(claimed.data)
-            job_type = self.registry.find(name)
-            if job_type is None:
-                raise BadJob(f"no job type named {name!r} is registered with this worker")
         except BadJob as exc:
             return Outcome.failure(claimed, "MalformedJob", str(exc), retryable=False)
+        job_type = self.registry.find(name)
+        if job_type is None:  # a rolling deploy: a newer worker may know it, so retry
+            return Outcome.failure(
+                claimed, "UnknownJobType", f"no job type named {name!r} is registered with this worker",
+                payload=payload,
+            )  # fmt: skip
         try:
             model = job_type.payload.model_validate(payload)
         except ValidationError as exc:
             return Outcome.failure(
                 claimed, "InvalidPayload", str(exc), retryable=False, job_type=job_type, payload=payload
             )
+        except RecursionError:
+            return Outcome.failure(
+                claimed, "InvalidPayload", "payload nested too deeply", retryable=False, job_type=job_type
+            )
         if self.on_start is not None:
             self.on_start(claimed, job_type, payload)
+        effects = Effects(self.owned)
         ctx = JobContext(
             job_id=claimed.job_id,
             job_type=job_type.name,
@@ -180,6 +257,7 @@ class Executor:
             redis=self._client(),
             enqueuer=self.enqueuer,
             log=self.log,
+            effects=effects,
         )
         try:
             value = job_type.handler(model, ctx)
@@ -200,7 +278,9 @@ class Executor:
             return Outcome.failure(
                 claimed, "UnserializableResult", str(exc), retryable=False, job_type=job_type, payload=payload
             )
-        return Outcome(claimed, "done", job_type=job_type, payload=payload, result_b64=result)
+        done = Outcome(claimed, "done", job_type=job_type, payload=payload, result_b64=result)
+        done.effects = effects.commands or None
+        return done
 
 
 def _retryable(job_type: JobType[Any], exc: BaseException) -> bool:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.effects import Effects
 from workers.errors import UnknownJobType
 from workers.keys import check_queue_name
+from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
 
 if TYPE_CHECKING:
@@ -37,12 +40,18 @@ if TYPE_CHECKING:
     from workers.enqueue import Enqueuer
 
 P = TypeVar("P", bound=BaseModel)
+_TYPE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 Handler = Callable[[P, "JobContext"], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a running job knows about its run, and the tools to act atomically with Redis."""
+    """What a running job knows about its run, and the tools to act atomically with Redis.
+
+    ``effects`` records Redis writes that the worker applies in the same atomic step as the
+    job's completion, so they happen exactly once (workers/effects.py); writes made through
+    ``redis`` happen at once, and again if the attempt is retried.
+    """
 
     job_id: str
     job_type: str
@@ -54,6 +63,7 @@ class JobContext:
     redis: Redis
     enqueuer: Enqueuer
     log: logging.Logger
+    effects: Effects = field(default_factory=Effects)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -127,6 +137,11 @@ class JobRegistry:
     ) -> Callable[[Handler[Any]], JobType[Any]]:
         """Register the decorated handler as job type ``name``."""
 
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"job type {name!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g} s")
+        if result_ttl is not None and not -1 <= result_ttl <= MAX_TTL:
+            raise ValueError(f"job type {name!r}: result_ttl must be -1 (for ever) or 0 to {MAX_TTL} s")
+
         def register(handler: Handler[Any]) -> JobType[Any]:
             job_type: JobType[Any] = JobType(
                 name=name,
@@ -147,8 +162,10 @@ class JobRegistry:
         return register
 
     def add(self, job_type: JobType[Any]) -> None:
-        if not job_type.name or ":" in job_type.name:
-            raise ValueError(f"job type name {job_type.name!r} must be non-empty and free of ':'")
+        if not _TYPE_NAME.match(job_type.name):
+            raise ValueError(
+                f"job type name {job_type.name!r} must be 1-100 letters, digits, '.', '_' or '-'"
+            )
         if job_type.name in self._types:
             raise ValueError(f"job type {job_type.name!r} is registered twice")
         self._types[job_type.name] = job_type

@@ -130,6 +130,27 @@ class Keys:
         """Held for a minute by the worker doing housekeeping (see maintenance.py)."""
         return self._p + "maintenance:lock"
 
+    @property
+    def recovery_lock(self) -> str:
+        """Held for one recovery interval by the worker scanning for orphaned runs (recovery.py)."""
+        return self._p + "recovery:lock"
+
+    @property
+    def liveness(self) -> str:
+        """Hash: last_beat (server time of the last heartbeat of any worker), grace_until."""
+        return self._p + "liveness"
+
+    @property
+    def quarantine(self) -> str:
+        """Stream of ids found in a queue that cannot be run at all (invalid id, job key not a hash)."""
+        return self._p + "quarantine"
+
+    def runtime_owned(self, key: str) -> bool:
+        """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
+        own = ("idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
+               "quarantine")  # fmt: skip
+        return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
+
     # -- for Lua ----------------------------------------------------------------------------
     @cached_property
     def lua_keyspace(self) -> str:
@@ -155,6 +176,8 @@ class Keys:
                 "inflight_suffix": ":inflight",
                 "dlq_suffix": DLQ_SUFFIX,
                 "dlq_dropped": self.dlq_dropped,
+                "liveness": self.liveness,
+                "quarantine": self.quarantine,
             },
             separators=(",", ":"),
         )

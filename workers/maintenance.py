@@ -14,7 +14,7 @@ import logging
 
 from redis import Redis
 
-from workers.codec import text
+from workers.codec import names
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
 
@@ -36,10 +36,16 @@ class Maintenance:
         if not self.redis.set(self.keys.maintenance_lock, self.worker, nx=True, ex=INTERVAL):
             return False
         self.dead_letters.enforce_retention(now)
-        queues = [self.keys.queue_name_of(text(k)) for k in self.redis.smembers(self.keys.RQ_QUEUES)]
+        queues = [
+            self.keys.queue_name_of(k)
+            for k in names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)
+        ]
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.zremrangebyscore(self.keys.finished(queue), "-inf", now)
                 pipe.zremrangebyscore(self.keys.failed(queue), "-inf", now)
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+        broken = [r for r in replies if isinstance(r, Exception)]
+        if broken:
+            self.log.error("housekeeping: %d registry key(s) hold garbage: %s", len(broken), broken[0])
         return True

@@ -2,93 +2,156 @@
 
 rq's view (``rq:workers``, ``rq:workers:<queue>``, the ``rq:worker:<name>`` hash) keeps
 ``rq info`` and rq-dashboard's Workers tab truthful. chumon's own view is the sorted set
-``<prefix>:workers`` of name -> last heartbeat, which live workers read to find dead ones,
-and the renewal of the idempotency claims the worker's running jobs hold.
+``<prefix>:workers`` of name -> server time of the last heartbeat, which live workers read to
+find dead ones (workers/lua/presence.lua explains the liveness grace after a Redis stall).
+
+The heartbeat runs in its own thread (``Heartbeat``), on its own connection, every
+``heartbeat_interval``: a conductor busy with a slow call does not make its worker look dead.
+It is also a watchdog: if the conductor has not come round its loop for ``stuck_after``
+seconds (a deadlock, a call that never returns), the heartbeat stops, so that the other
+workers recover its runs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Sequence
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.version import VERSION as RQ_VERSION
 
-from workers.codec import iso
 from workers.keys import Keys
+from workers.scripts import Scripts
+
+Claims = Sequence[tuple[str, str]]  # (effect key, execution) of the runs the worker holds
 
 
 class Presence:
-    def __init__(self, redis: Redis, keys: Keys, name: str, queues: list[str], *, ttl: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: Keys,
+        name: str,
+        queues: list[str],
+        *,
+        ttl: float,
+        heartbeat: float,
+    ) -> None:
         self.redis = redis
+        self.scripts = scripts
         self.keys = keys
         self.name = name
         self.queues = queues
         self.ttl = ttl
-        self.key = keys.rq_worker(name)
+        self.stall_gap = max(3 * heartbeat, ttl / 2)
 
-    def register(self, now: float) -> None:
-        with self.redis.pipeline() as pipe:
-            pipe.delete(self.key)
-            pipe.hset(
-                self.key,
-                mapping={
-                    "birth": iso(now),
-                    "last_heartbeat": iso(now),
-                    "queues": ",".join(self.queues),
-                    "pid": os.getpid(),
-                    "hostname": socket.gethostname(),
-                    "ip_address": "",
-                    "version": RQ_VERSION,
-                    "python_version": sys.version,
-                    "state": "idle",
-                    "successful_job_count": 0,
-                    "failed_job_count": 0,
-                    "total_working_time": 0,
-                },
-            )
-            pipe.expire(self.key, self._rq_ttl)
-            pipe.sadd(self.keys.RQ_WORKERS, self.key)
-            for queue in self.queues:
-                pipe.sadd(self.keys.rq_workers_by_queue(queue), self.key)
-            pipe.zadd(self.keys.live_workers, {self.name: now})
-            pipe.execute()
+    def _plan(self, mode: str, **extra: object) -> dict[str, object]:
+        return {
+            "mode": mode,
+            "worker": self.name,
+            "queues": self.queues,
+            "rq_ttl": int(self.ttl) + 60,
+            "stall_gap": self.stall_gap,
+            "grace": self.ttl,
+            **extra,
+        }
 
-    def heartbeat(self, now: float, current_job: str | None, claims: Iterable[str]) -> bool:
-        """Renew liveness and the effect-key claims of running jobs.
+    def register(self) -> None:
+        info = {
+            "queues": ",".join(self.queues),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "ip_address": "",
+            "version": RQ_VERSION,
+            "python_version": sys.version,
+            "state": "idle",
+            "successful_job_count": 0,
+            "failed_job_count": 0,
+            "total_working_time": 0,
+        }
+        fields = [str(part) for pair in info.items() for part in pair]
+        self.scripts.run("presence", self._plan("register", info=fields))
+
+    def heartbeat(self, current_job: str | None, claims: Claims) -> bool:
+        """Renew liveness and the effect-key claims of the runs held.
 
         Returns False if this worker had been declared dead (and its runs recovered) meanwhile.
         """
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.live_workers, {self.name: now})
-            pipe.hset(
-                self.key, mapping={"last_heartbeat": iso(now), "state": "busy" if current_job else "idle"}
-            )
-            if current_job:
-                pipe.hset(self.key, "current_job", current_job)
-            else:
-                pipe.hdel(self.key, "current_job")  # rq's convention for an idle worker
-            pipe.expire(self.key, self._rq_ttl)
-            for effect_key in claims:
-                pipe.pexpire(self.keys.effect_key(effect_key), int(self.ttl * 1000))
-            reply = pipe.execute()
-        # ZADD added us back: another worker had declared us dead and recovered our runs
-        return bool(reply[0] == 0)
+        plan = self._plan(
+            "beat",
+            current_job=current_job,
+            claims=[list(claim) for claim in claims],
+            claim_ttl_ms=int(self.ttl * 1000),
+        )
+        return bool(self.scripts.run("presence", plan))
 
-    def deregister(self, now: float) -> None:
-        with self.redis.pipeline() as pipe:
-            pipe.srem(self.keys.RQ_WORKERS, self.key)
-            for queue in self.queues:
-                pipe.srem(self.keys.rq_workers_by_queue(queue), self.key)
-            pipe.hset(self.key, mapping={"death": iso(now), "state": "dead"})
-            pipe.hdel(self.key, "current_job")
-            pipe.expire(self.key, 60)
-            pipe.zrem(self.keys.live_workers, self.name)
-            pipe.delete(self.keys.inflight(self.name))
-            pipe.execute()
+    def leave(self) -> bool:
+        """Deregister; False if runs of this worker are left unsettled (recovery takes them at once)."""
+        return bool(self.scripts.run("presence", self._plan("leave")))
 
-    @property
-    def _rq_ttl(self) -> int:
-        return int(self.ttl) + 60
+
+class Heartbeat(threading.Thread):
+    """Beats every ``interval`` seconds while the conductor makes progress (see the module docstring)."""
+
+    def __init__(
+        self,
+        presence: Presence,
+        snapshot: Callable[[], tuple[str | None, Claims]],
+        *,
+        interval: float,
+        stuck_after: float,
+        on_forgotten: Callable[[], None],
+        log: logging.Logger,
+    ) -> None:
+        super().__init__(name="chumon-heartbeat", daemon=True)
+        self.presence = presence
+        self.snapshot = snapshot
+        self.interval = interval
+        self.stuck_after = stuck_after
+        self.on_forgotten = on_forgotten
+        self.log = log
+        self.stopped = threading.Event()
+        self.progress = time.monotonic()  # the conductor's last round, set by the conductor
+        self.failing = False
+
+    def alive(self) -> None:
+        """The conductor came round its loop."""
+        self.progress = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            stuck = time.monotonic() - self.progress
+            if stuck > self.stuck_after:
+                self.log.error(
+                    "worker %s: its loop has not moved for %.0f s; heartbeat withheld so that other "
+                    "workers recover its runs", self.presence.name, stuck,
+                )  # fmt: skip
+                continue
+            self.beat()
+
+    def beat(self) -> None:
+        current, claims = self.snapshot()
+        try:
+            known = self.presence.heartbeat(current, claims)
+        except (RedisError, OSError) as exc:
+            if not self.failing:
+                self.log.error("heartbeat: redis: %s; retrying every %.1f s", exc, self.interval)
+            self.failing = True
+            return
+        if self.failing:
+            self.log.info("heartbeat: redis answers again")
+            self.failing = False
+        if not known:
+            self.log.error("worker %s was presumed dead and its runs recovered; registered again",
+                           self.presence.name)  # fmt: skip
+            self.on_forgotten()
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,43 +1,45 @@
-"""Recovering the jobs of workers that died (SIGKILL, OOM, a lost host).
+"""Recovering the runs of workers that died (SIGKILL, OOM, a lost host, a frozen process).
 
-Every live worker, every ``recovery_interval`` seconds, looks for workers whose last
-heartbeat is older than ``worker_ttl``. Each run such a worker held counts as a failed
-attempt ("WorkerLost") and follows the retry policy like any other failure, except that the
-retry is immediate: a crash says nothing about the job, so there is nothing to back off
-from. So a job is running again within ``worker_ttl + recovery_interval`` (12 s by default)
-of its worker's death, or is dead-lettered if that was its last attempt.
+Every ``recovery_interval`` one live worker (whoever takes the recovery lock) scans rq's
+running registry of every queue for orphans: runs whose worker has not heartbeated for
+``worker_ttl`` seconds by the server's clock (workers/lua/orphans.lua). The registry itself is
+the evidence, so a run is found whatever happened to its worker's own bookkeeping (a worker
+that deregistered while a delayed call claimed a job for it, an in-flight set deleted by hand).
+
+- A run whose handler never started (it waited in the dead worker's prefetch buffer) goes
+  back to the head of its queue without using an attempt.
+- A run that started counts as a failed attempt ("WorkerLost") and follows the retry policy
+  like any other failure, except that the retry is immediate: a crash says nothing about the
+  job, so there is nothing to back off from. So a job runs again within about
+  ``worker_ttl + recovery_interval`` (7 s by default) of its worker's death, or is
+  dead-lettered if that was its last attempt.
+- Silent workers that hold no run any more are then forgotten (workers/lua/forget.lua).
+
+No live worker is presumed dead after Redis itself was stopped or stalled: the first heartbeat
+after such a gap opens a grace of ``worker_ttl`` during which nothing is recovered.
 
 rq's own recovery (a started job's registry score expiring, then registry cleanup) never
-sees chumon's runs: their started-registry score is +inf, rq's convention for "no timeout".
+sees chumon's runs: their running-registry score is +inf, rq's convention for "no timeout".
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any
 
 from redis import Redis
 
-from workers.codec import decode_data, parse_iso, text, texts
+from workers.codec import decode_data, names, parse_iso, readable, shown
 from workers.execution import Claimed, Outcome
 from workers.joblog import JobLog, context_of
-from workers.keys import Keys
+from workers.keys import Keys, is_dead_letter_queue
 from workers.metrics import RuntimeMetrics
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
 
-_FIELDS = (
-    "execution",
-    "attempt",
-    "origin",
-    "data",
-    "meta",
-    "timeout",
-    "retry",
-    "effect_key",
-    "result_ttl",
-    "started_at",
-)
+PAGE = 200  # runs read per script call: bounded work
 
 
 class Reaper:
@@ -64,43 +66,69 @@ class Reaper:
         self.metrics = metrics
         self.joblog = joblog or JobLog()
 
-    def run(self, now: float) -> int:
-        """Recover every worker silent for longer than worker_ttl; return the runs recovered."""
-        silent_since = now - self.settings.worker_ttl
-        names = texts(self.redis.zrangebyscore(self.keys.live_workers, "-inf", silent_since))
-        dead = [name for name in names if name != self.own_name]
-        return sum(self.recover(name, now, silent_since) for name in dead)
-
-    def recover(self, worker: str, now: float, silent_since: float) -> int:
-        runs = [text(member) for member in self.redis.smembers(self.keys.inflight(worker))]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for run in runs:
-                pipe.hmget(self.keys.job(run.partition(":")[0]), _FIELDS)
-            pipe.hget(self.keys.rq_worker(worker), "queues")
-            *rows, queues = pipe.execute()
-        outcomes = [
-            outcome
-            for run, row in zip(runs, rows, strict=True)
-            if (outcome := self._lost(run, row, worker)) is not None
-        ]
-        plan = self.settler.plan(outcomes, now)
-        reply = self.scripts.run(
-            "recover",
-            {
-                "ctx": settle_ctx(self.settings, worker, now),
-                "silent_since": silent_since,
-                "failed": plan.failed,
-                "queues": queues.decode().split(",") if queues else [],
-            },
-        )
-        recovered, lost, dropped = int(reply[0]), reply[1], int(reply[2])
-        if recovered < 0:
-            self.log.info("worker %s is alive again; nothing recovered", worker)
+    def run(self) -> int:
+        """Recover every orphaned run, unless another worker is doing it; return the runs recovered."""
+        lock_ms = max(100, int(self.settings.recovery_interval * 1000 * 0.9))
+        if not self.redis.set(self.keys.recovery_lock, self.own_name, nx=True, px=lock_ms):
             return 0
-        lost_ids = {text(i) for i in lost}
-        for outcome, action in zip(outcomes, plan.actions, strict=True):
+        queues = names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)
+        recovered = 0
+        for queue_key in queues:
+            queue = self.keys.queue_name_of(queue_key)
+            if queue_key.startswith(self.keys.RQ_QUEUE) and not is_dead_letter_queue(queue):
+                recovered += self.recover_queue(queue)
+        self.forget()
+        return recovered
+
+    def recover_queue(self, queue: str) -> int:
+        recovered, offset = 0, 0
+        while True:
+            plan = {"queue": queue, "offset": offset, "count": PAGE, "ttl": self.settings.worker_ttl}
+            reply = self.scripts.run("orphans", plan)
+            if reply[0] in (b"grace", "grace"):
+                return recovered
+            scanned, orphans, released, stale = int(reply[0]), reply[1], reply[2], int(reply[3])
+            if released:
+                recovered += len(released)
+                self.log.warning(
+                    "queue %s: %d run(s) of dead workers had not started; back at the head of the queue "
+                    "without using an attempt", queue, len(released),
+                )  # fmt: skip
+            if stale:
+                self.log.warning("queue %s: %d stale member(s) of the running registry removed", queue, stale)
+            recovered += self._settle(queue, orphans)
+            if scanned < PAGE:
+                return recovered
+            offset += scanned - len(orphans) - len(released) - stale
+
+    def _settle(self, queue: str, rows: list[Any]) -> int:
+        """Settle started orphans as failed attempts, one dead worker at a time."""
+        by_worker: dict[str, list[Outcome]] = {}
+        for row in rows:
+            worker = readable(row[2]) or shown(row[2])
+            by_worker.setdefault(worker, []).append(self._lost(queue, row, worker))
+        recovered = 0
+        for worker, outcomes in by_worker.items():
+            plan = self.settler.plan(outcomes, worker=worker)
+            ctx = {**settle_ctx(self.settings, worker), "ttl": self.settings.worker_ttl}
+            reply = self.scripts.run("recover", {"ctx": ctx, "failed": plan.failed})
+            count, lost = int(reply[0]), {readable(i) for i in reply[1]}
+            if count < 0:
+                return recovered  # the grace began meanwhile
+            recovered += count
+            self._report(worker, outcomes, plan.actions, lost, plan.retried, plan.dead)
+            if int(reply[3]):
+                self.log.warning("dead-letter cap removed %d old dead letter(s)", int(reply[3]))
+        self.joblog.flush()
+        return recovered
+
+    def _report(
+        self, worker: str, outcomes: list[Outcome], actions: list[str], lost: set[str | None],
+        retried: int, dead: int,
+    ) -> None:  # fmt: skip
+        for outcome, action in zip(outcomes, actions, strict=True):
             claimed = outcome.claimed
-            if claimed.job_id in lost_ids:
+            if claimed.job_id in lost:
                 continue
             if self.metrics is not None:
                 self.metrics.recovered.labels(claimed.queue).inc()
@@ -112,44 +140,56 @@ class Reaper:
             )  # fmt: skip
         self.log.warning(
             "recovered %d run(s) of dead worker %s (%d retried, %d dead-lettered, %d already settled)",
-            recovered, worker, plan.retried, plan.dead, len(lost),
+            len(outcomes) - len(lost), worker, retried, dead, len(lost),
         )  # fmt: skip
-        if dropped:
-            self.log.warning("dead-letter cap removed %d old dead letter(s)", dropped)
-        self.joblog.flush()
-        return recovered
 
-    def _lost(self, run: str, row: list[bytes | None], worker: str) -> Outcome | None:
-        job_id, _, execution = run.partition(":")
-        fields = dict(zip(_FIELDS, row, strict=True))
-        if fields["execution"] != execution.encode():
-            return None  # settled meanwhile; the script drops the stale member
-        origin = (fields["origin"] or b"").decode()
-        claimed = Claimed(
-            job_id=job_id,
-            execution=execution,
-            attempt=int(fields["attempt"] or 1),
-            queue=origin,
-            data=fields["data"] or b"",
-            meta=fields["meta"] or b"",
-            timeout=float(fields["timeout"] or 0),
-            retry=(fields["retry"] or b"").decode(),
-            effect_key=(fields["effect_key"] or b"").decode(),
-            result_ttl=None,
+    def _lost(self, queue: str, row: list[Any], worker: str) -> Outcome:
+        """The failed attempt of one started orphan (row: see workers/lua/orphans.lua)."""
+        job_id, execution, _worker, attempt, lost = row[:5]
+        data, meta, _origin, timeout, retry, effect_key, started_at = row[5:12]
+        claimed = Claimed.from_row(
+            [
+                job_id,
+                execution,
+                attempt,
+                queue,
+                "",
+                data,
+                meta,
+                queue,
+                timeout,
+                retry,
+                effect_key,
+                "",
+                "",
+                "",
+                "",
+            ]
         )
-        if fields["started_at"]:
-            claimed.started_at = parse_iso(fields["started_at"].decode()).timestamp()
+        started = readable(started_at)
+        if started:
+            with contextlib.suppress(ValueError):
+                claimed.started_at = parse_iso(started).timestamp()
         job_type, payload = None, None
         try:
             name, payload = decode_data(claimed.data)
             job_type = self.settler.registry.find(name)
         except Exception:  # an unreadable job dead-letters the same way it would on a worker
             pass
-        return Outcome.failure(
-            claimed,
-            "WorkerLost",
-            f"worker {worker} stopped heartbeating while attempt {claimed.attempt} ran",
-            delay=0.0,
-            job_type=job_type,
-            payload=payload,
-        )
+        why = f"worker {worker} stopped heartbeating while attempt {claimed.attempt} ran"
+        if int(lost) >= 3:
+            why = (
+                f"{int(lost)} runs of this job were lost before it was seen to start: it may kill its worker"
+            )
+        return Outcome.failure(claimed, "WorkerLost", why, delay=0.0, job_type=job_type, payload=payload)
+
+    def forget(self) -> None:
+        reply = self.scripts.run("forget", {"ttl": self.settings.worker_ttl, "count": 50})
+        forgotten, repaired = reply[0], int(reply[1])
+        if forgotten:
+            self.log.info("forgot %d silent worker(s) holding no run: %s", len(forgotten),
+                          ", ".join(shown(w) for w in forgotten[:5]))  # fmt: skip
+        if repaired:
+            self.log.warning(
+                "%d run(s) missing from the running registry were put back for recovery", repaired
+            )

@@ -57,11 +57,15 @@ class Runners:
         post: Callable[[Outcome], None],
         *,
         grace: float,
+        began: Callable[[Claimed], None] = lambda claimed: None,
+        clock: Callable[[], float] = time.time,
         name: str = "chumon-runner",
     ) -> None:
         self.size = size
         self.execute = execute
         self.post = post
+        self.began = began
+        self.clock = clock
         self.grace = grace
         self.name = name
         self.buffer: SimpleQueue[Claimed | None] = SimpleQueue()
@@ -142,15 +146,18 @@ class Runners:
             self._run_one(slot, claimed)
 
     def _run_one(self, slot: Slot, claimed: Claimed) -> None:
-        claimed.started_at = time.time()
+        claimed.started_at = self.clock()
         with slot.lock:
             slot.claimed, slot.flag = claimed, None
             slot.deadline = time.monotonic() + claimed.timeout
         outcome: Outcome | None
         try:
+            self.began(claimed)
             outcome = self.execute(claimed)
         except (JobTimeout, Interrupted):  # landed outside the handler's own try
             outcome = None
+        except BaseException as exc:  # nothing may end a runner thread but the runtime itself
+            outcome = Outcome.failure(claimed, "RuntimeFault", f"{type(exc).__name__}: {exc}")
         flag, abandoned = self._settle_slot(slot)
         if abandoned:
             return
@@ -159,6 +166,7 @@ class Runners:
         elif flag == TIMEOUT:
             outcome = (outcome or Outcome(claimed, "failed")).timed_out()
         if outcome is not None:
+            outcome.ended_at = self.clock()
             self.post(outcome)
 
     @staticmethod

@@ -13,21 +13,26 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.policy import RetryPolicy
+from workers.connection import RedisOptions
+from workers.policy import MAX_DELAY, RetryPolicy
+
+YEAR = 365 * 24 * 3600
+WEEK = 7 * 24 * 3600
 
 
 class RuntimeSettings(BaseSettings):
     """Settings of the job runtime. Durations are in seconds."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CHUMON_", env_nested_delimiter="__", extra="ignore", frozen=True
+        env_prefix="CHUMON_", env_nested_delimiter="__", extra="ignore", frozen=True, allow_inf_nan=False
     )
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("CHUMON_REDIS_URL", "REDIS_URL"),
-        description="Where Redis answers. redis://, rediss:// and unix:// URLs.",
+        description="Where Redis answers: redis://, rediss://, unix:// or redis+sentinel:// URLs.",
     )
+    redis: RedisOptions = Field(default_factory=RedisOptions, description="How clients talk to Redis.")
     key_prefix: str = Field(
         default="chumon",
         description="Prefix of every key chumon owns. rq's own keys keep rq's fixed 'rq:' prefix.",
@@ -38,17 +43,30 @@ class RuntimeSettings(BaseSettings):
     )
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Default retry policy.")
-    job_timeout: float = Field(default=180.0, gt=0, description="Default time limit of one attempt.")
-    result_ttl: int = Field(default=500, ge=0, description="How long a finished job and its result stay.")
+    job_timeout: float = Field(
+        default=180.0, gt=0, le=WEEK, description="Default time limit of one attempt (at most a week)."
+    )
+    result_ttl: int = Field(
+        default=500,
+        ge=0,
+        le=YEAR,
+        description="How long a finished job and its result stay (at most a year).",
+    )
 
-    dlq_retention: int = Field(default=7 * 24 * 3600, gt=0, description="How long dead letters stay.")
-    dlq_max_length: int = Field(default=10_000, gt=0, description="Dead letters kept per queue.")
+    dlq_retention: int = Field(
+        default=WEEK, gt=0, le=10 * YEAR, description="How long dead letters stay (at most ten years)."
+    )
+    dlq_max_length: int = Field(
+        default=10_000, gt=0, le=10_000_000, description="Dead letters kept per queue."
+    )
 
     dlq_alert_threshold: int = Field(
         default=100, gt=0, description="A dead-letter queue longer than this raises an alert."
     )
 
-    idempotency_ttl: int = Field(default=24 * 3600, gt=0, description="How long idempotency keys count.")
+    idempotency_ttl: int = Field(
+        default=24 * 3600, gt=0, le=YEAR, description="How long idempotency keys count (at most a year)."
+    )
 
     log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text or JSON.")
     log_jobs: bool = Field(default=True, description="One log line per job state change (chumon.jobs).")
@@ -59,21 +77,32 @@ class RuntimeSettings(BaseSettings):
     )
 
     worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one process runs at once.")
-    heartbeat_interval: float = Field(default=1.0, gt=0, description="How often a worker says it lives.")
-    worker_ttl: float = Field(
-        default=10.0, gt=0, description="A worker silent this long is dead and its jobs are recovered."
+    heartbeat_interval: float = Field(
+        default=1.0, gt=0, le=60, description="How often a worker says it lives."
     )
-    recovery_interval: float = Field(default=2.0, gt=0, description="How often workers look for dead ones.")
+    worker_ttl: float = Field(
+        default=6.0, gt=0, le=600, description="A worker silent this long is dead and its jobs are recovered."
+    )
+    recovery_interval: float = Field(
+        default=1.0, gt=0, le=600, description="How often a worker looks for runs whose worker died."
+    )
     drain_timeout: float = Field(
-        default=4.0, ge=0, description="On SIGTERM, how long in-flight jobs may finish (honcho kills at 5 s)."
+        default=4.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long in-flight jobs may finish (honcho kills at 5 s).",
     )
     timeout_grace: float = Field(
         default=5.0,
         ge=0,
+        le=3600,
         description="After a timeout, how long a stuck job thread gets before it is abandoned.",
     )
     defer_delay: float = Field(
-        default=1.0, gt=0, description="How long a job waits when its idempotency key is held by a live run."
+        default=1.0,
+        gt=0,
+        le=MAX_DELAY,
+        description="How long a job first waits when its idempotency key is held by a live run.",
     )
 
     @field_validator("key_prefix")

@@ -14,17 +14,15 @@ from typing import Any
 
 from workers.codec import Failure, append_failure, decode_meta, encode_exc_string, history_text, iso
 from workers.enqueue import NO_OPTIONS, Enqueuer
-from workers.execution import Claimed, Outcome
+from workers.execution import UNREADABLE, Claimed, Outcome
 from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
 from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, decide
 from workers.settings import RuntimeSettings
 
 
-def settle_ctx(settings: RuntimeSettings, worker: str, now: float) -> dict[str, Any]:
+def settle_ctx(settings: RuntimeSettings, worker: str) -> dict[str, Any]:
     """The ``ctx`` every settling script takes; ``worker`` is whose in-flight set holds the runs."""
     return {
-        "now": now,
-        "now_iso": iso(now),
         "worker": worker,
         "dlq_retention": settings.dlq_retention,
         "dlq_max_length": settings.dlq_max_length,
@@ -33,7 +31,7 @@ def settle_ctx(settings: RuntimeSettings, worker: str, now: float) -> dict[str, 
 
 @dataclass(slots=True)
 class Plan:
-    """The settle part of a step: one list per script section."""
+    """The settle part of a step: one list per script section (formats: workers/lua/step.lua)."""
 
     done: list[list[Any]]
     failed: list[list[Any]]
@@ -71,27 +69,21 @@ class Settler:
             return job_type.retry
         return self.settings.retry
 
-    def plan(self, outcomes: list[Outcome], now: float) -> Plan:
+    def plan(self, outcomes: list[Outcome], *, worker: str | None = None) -> Plan:
+        """Items for the scripts; ``worker`` names the (dead) worker the runs belong to, if not us."""
         plan = Plan([], [], [])
         for outcome in outcomes:
             claimed = outcome.claimed
             if outcome.kind == "done":
-                plan.done.append(
-                    [
-                        claimed.job_id,
-                        claimed.execution,
-                        claimed.queue,
-                        outcome.result_b64,
-                        self.result_ttl(claimed, outcome.job_type),
-                        self.settings.idempotency_ttl,
-                    ]
-                )
+                plan.done.append(self.done_item(outcome))
                 plan.actions.append("succeeded")
             elif outcome.kind == "released":
-                plan.released.append([claimed.job_id, claimed.execution, claimed.queue])
+                plan.released.append(
+                    [claimed.job_id, claimed.execution, claimed.queue, worker or False, False]
+                )
                 plan.actions.append("released")
             else:
-                item = self.failed_item(outcome, now)
+                item = self.failed_item(outcome, worker=worker)
                 plan.failed.append(item)
                 if item[3] == "retry":
                     plan.retried += 1
@@ -101,6 +93,35 @@ class Settler:
                     plan.actions.append("dead_lettered")
         return plan
 
+    def done_item(self, outcome: Outcome) -> list[Any]:
+        claimed = outcome.claimed
+        fallback: list[Any] | bool = False
+        if outcome.effects:
+            refused = Outcome.failure(
+                claimed,
+                "EffectsRefused",
+                "its Redis effects could not be applied (a key of another type, or a counter that is not "
+                "an integer); nothing of the attempt was written",
+                retryable=False,
+                job_type=outcome.job_type,
+                payload=outcome.payload,
+            )
+            refused.ended_at = outcome.ended_at
+            fallback = self.failed_item(refused)
+        return [
+            claimed.job_id,
+            claimed.execution,
+            claimed.queue,
+            outcome.result_b64,
+            self.result_ttl(claimed, outcome.job_type),
+            self.settings.idempotency_ttl,
+            claimed.attempt,
+            claimed.started_at,
+            outcome.ended_at,
+            outcome.effects or False,
+            fallback,
+        ]
+
     def result_ttl(self, claimed: Claimed, job_type: JobType[Any] | None) -> int:
         if claimed.result_ttl is not None:
             return claimed.result_ttl
@@ -108,8 +129,8 @@ class Settler:
             return job_type.result_ttl
         return self.settings.result_ttl
 
-    def failed_item(self, outcome: Outcome, now: float) -> list[Any]:
-        """{id, exec, queue, 'retry'|'dead', run_at, meta_json, exc_b64, hook_job?} for the scripts."""
+    def failed_item(self, outcome: Outcome, *, worker: str | None = None) -> list[Any]:
+        """The failed item of workers/lua/step.lua for a failed attempt: a retry or a dead letter."""
         claimed = outcome.claimed
         policy = self.policy_of(claimed, outcome.job_type)
         decision = decide(
@@ -119,7 +140,7 @@ class Settler:
             requested_delay=outcome.delay,
             rand=self.rand,
         )
-        if outcome.exc_type in ("MalformedJob", "InvalidPayload", "UnserializableResult"):
+        if outcome.exc_type in UNREADABLE:
             decision = DeadLetter(outcome.exc_type)
         meta = decode_meta(claimed.meta)
         history = append_failure(
@@ -142,22 +163,20 @@ class Settler:
             last_error=f"{outcome.exc_type}: {outcome.message}"[:500],
         )
         item: list[Any] = [claimed.job_id, claimed.execution, claimed.queue]
+        hook: dict[str, Any] | None = None
         if isinstance(decision, RetryAt):
-            run_at = now + decision.delay
-            meta.update(next_run_at=iso(run_at), state="retry scheduled")
-            item += ["retry", run_at]
+            meta.update(next_run_at=iso(outcome.ended_at + decision.delay), state="retry scheduled")
+            item += ["retry", decision.delay]
         else:
             meta.update(next_run_at=None, state="dead-lettered", dead_letter_reason=decision.reason)
-            item += ["dead", now]
+            item += ["dead", 0]
+            hook = self.hook_job(outcome, decision, history)
         item += [json.dumps(meta, separators=(",", ":")), encode_exc_string(history_text(history))]
-        if isinstance(decision, DeadLetter):
-            hook = self.hook_job(outcome, decision, history, now)
-            if hook is not None:
-                item.append(hook)
+        item += [hook or False, claimed.attempt, claimed.started_at, outcome.ended_at, worker or False]
         return item
 
     def hook_job(
-        self, outcome: Outcome, decision: DeadLetter, history: list[dict[str, Any]], now: float
+        self, outcome: Outcome, decision: DeadLetter, history: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
         hook = self.registry.dead_letter_hook(outcome.job_type)
         if hook is None:
@@ -171,4 +190,4 @@ class Settler:
             attempts=outcome.claimed.attempt,
             failures=[{k: v for k, v in entry.items() if k != "traceback"} for entry in history],
         )
-        return self.enqueuer.spec(hook, notice, NO_OPTIONS, now)
+        return self.enqueuer.spec(hook, notice, NO_OPTIONS)

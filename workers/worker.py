@@ -1,22 +1,32 @@
 """The worker: one process that runs up to N jobs at once on rq's data model.
 
-One thread, the conductor, talks to Redis; N runner threads run handlers (runner.py). The
-conductor's loop gathers finished attempts and, in **one scripted call** (``step.lua``),
-settles them all and claims as many new jobs as there is room for. Room is the number of
-slots plus an equal prefetch buffer, so runners never wait for a round trip. When the queues
-are empty the conductor sleeps until a signal stream says otherwise (listener.py), the next
-scheduled job is due, or a timer fires:
+One thread, the conductor, talks to Redis; N runner threads run handlers (runner.py); a
+heartbeat thread says the worker lives (presence.py); a listener thread wakes the conductor
+when work arrives (listener.py). The conductor's loop gathers finished attempts and, in
+**one scripted call** (``step.lua``), records which handlers began, settles finished
+attempts and claims as many new jobs as there is room for. Room is the number of slots plus
+an equal prefetch buffer, so runners never wait for a round trip. When the queues are empty
+the conductor sleeps until a signal says otherwise, the next scheduled job is due, or a
+timer fires:
 
-- every ``heartbeat_interval``: liveness, rq's worker hash, renewal of idempotency claims;
-- every ``recovery_interval``: recovery of dead workers' jobs (recovery.py);
+- every ``recovery_interval``: recovery of dead workers' runs (recovery.py), and a check that
+  Redis credits this worker with no run it does not know of (a reply lost in transit);
 - every minute: housekeeping (maintenance.py);
 - continuously while jobs run: time limits (runner.py).
 
 Retries and delayed jobs need no other process: every step promotes due scheduled jobs.
+Every decision about time (due, expired, silent) is made by Redis's clock inside the scripts.
+
+**It does not die of the world around it.** Any Redis error (a restart, a failover, a stall,
+a time-out) is logged once, the loop backs off (up to 5 s) and resumes by itself, keeping
+its running jobs and their finished outcomes until Redis takes them. Data it cannot read is
+dead-lettered or quarantined with the reason. It exits only on a signal, or at start on a
+configuration error it names.
 
 SIGTERM or SIGINT: stop claiming, put back unstarted jobs, let running ones finish for up to
 ``drain_timeout`` (shorter than honcho's 5 s kill), then interrupt the rest and put them back
-at the head of their queue without using an attempt. A second signal skips the wait.
+at the head of their queue without using an attempt. A second signal skips the wait. Runs it
+cannot settle (Redis down) are left, with their evidence, for recovery.
 """
 
 from __future__ import annotations
@@ -38,19 +48,21 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from workers.codec import text
+from workers.codec import readable, shown
+from workers.connection import check_server
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
+from workers.errors import ServerUnsupported
 from workers.execution import Claimed, Executor, Outcome
 from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
-from workers.keys import Keys, check_queue_name
+from workers.keys import Keys, check_queue_name, is_dead_letter_queue
 from workers.listener import Listener
 from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
 from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
-from workers.presence import Presence
+from workers.presence import Claims, Heartbeat, Presence
 from workers.recovery import Reaper
 from workers.runner import Runners
 from workers.scripts import Scripts
@@ -60,6 +72,11 @@ from workers.settle import Settler, settle_ctx
 WAKE = object()
 _STAT = {"succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released"}
 INTERRUPT_GRACE = 0.5
+SETTLE_MAX = 256  # outcomes settled per call
+CLAIM_MAX = 256  # jobs claimed per call
+BACKOFF_CAP = 5.0
+PROBLEM_LOG_EVERY = 60.0
+STUCK_AFTER = 60.0  # the heartbeat stops if the conductor's loop has not moved for this long
 
 
 class Worker:
@@ -75,6 +92,7 @@ class Worker:
         rand: RandomSource = random.random,
         log: logging.Logger | None = None,
         metrics: RuntimeMetrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.registry = registry
@@ -83,12 +101,19 @@ class Worker:
         self.queues = [check_queue_name(q) for q in (queues or registry.queues())]
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
+        dead = [q for q in self.queues if is_dead_letter_queue(q)]
+        if dead:
+            raise ValueError(f"{dead[0]!r} is a dead-letter queue: no worker serves one")
+        if concurrency is not None and not 1 <= concurrency <= 1024:
+            raise ValueError(f"concurrency must be from 1 to 1024, not {concurrency}")
         self.concurrency = concurrency or settings.worker_concurrency
         self.prefetch = self.concurrency
         self.token = secrets.token_hex(4)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{self.token}"
         self.log = log or logging.getLogger("chumon.worker")
         self.stats: Counter[str] = Counter()
+        self._local_clock = clock
+        self._offset = 0.0  # the server's clock minus ours, from every step's reply
 
         self.scripts = Scripts(redis, self.keys.lua_keyspace)
         self.enqueuer = Enqueuer(redis, settings, scripts=self.scripts)
@@ -96,14 +121,24 @@ class Worker:
         self.metrics = metrics or process_metrics()
         self.joblog = JobLog()
         self.executor = Executor(
-            registry, redis, self.enqueuer, self.settler.policy_of, self.log, on_start=self._started
-        )
+            registry, redis, self.enqueuer, self.settler.policy_of, self.log,
+            on_start=self._started, owned=self.keys.runtime_owned,
+        )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = Runners(
-            self.concurrency, self.executor.run, self.inbox.put, grace=settings.timeout_grace
-        )
+            self.concurrency, self.executor.run, self.inbox.put, grace=settings.timeout_grace,
+            began=self._began, clock=self.clock,
+        )  # fmt: skip
         self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
-        self.presence = Presence(redis, self.keys, self.name, self.queues, ttl=settings.worker_ttl)
+        self.presence = Presence(
+            redis, self.scripts, self.keys, self.name, self.queues,
+            ttl=settings.worker_ttl, heartbeat=settings.heartbeat_interval,
+        )  # fmt: skip
+        self.heartbeat = Heartbeat(
+            self.presence, self._snapshot, interval=settings.heartbeat_interval,
+            stuck_after=max(STUCK_AFTER, 3 * settings.redis.socket_timeout), on_forgotten=self._forgotten,
+            log=self.log,
+        )  # fmt: skip
         self.reaper = Reaper(
             redis, self.scripts, self.keys, self.settler, settings, self.name, self.log,
             metrics=self.metrics, joblog=self.joblog,
@@ -113,15 +148,23 @@ class Worker:
 
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
+        self._began_runs: dict[str, Claimed] = {}  # handlers that began, not yet recorded in Redis
         self._seq = 0
         self._stopping = 0  # 0 running, 1 draining, 2 stop now
         self._next_due: float | None = None
         self._reconcile = False
+        self._reregister = False
         self._woken = False
-        self._timers = {"heartbeat": 0.0, "recovery": 0.0, "maintenance": 0.0}
+        self._timers = {"recovery": 0.0, "maintenance": 0.0}
         self._backoff = 0.0
+        self._trouble: str | None = None
+        self._problems_logged: dict[tuple[str, str], float] = {}
 
     # -- control ------------------------------------------------------------------------------
+    def clock(self) -> float:
+        """Now, by the server's clock (as last measured): for the times shown on jobs."""
+        return self._local_clock() + self._offset
+
     def wake(self) -> None:
         self.inbox.put(WAKE)
 
@@ -131,55 +174,93 @@ class Worker:
         self.inbox.put(WAKE)
 
     def run(self, *, burst: bool = False) -> Counter[str]:
-        """Serve the queues until stopped (or, with ``burst``, until they are empty)."""
+        """Serve the queues until stopped (or, with ``burst``, until they are empty).
+
+        Raises ValueError (a bad registry) or ServerUnsupported (a Redis that is too old) before
+        anything is started; waits, logging, while Redis does not answer.
+        """
         self.registry.check()
-        self.presence.register(time.time())
+        restore = self._install_signals()
+        try:
+            if not self._start():
+                return self.stats
+            self.log.info(
+                "worker %s serving %s with %d slots", self.name, ",".join(self.queues), self.concurrency
+            )
+            try:
+                self._loop(burst)
+            finally:
+                self._shutdown()
+        finally:
+            restore()
+        return self.stats
+
+    def _start(self) -> bool:
+        """Check the server and register, waiting for Redis to answer; False if stopped meanwhile."""
+        while not self._stopping:
+            try:
+                check_server(self.redis)
+                self.presence.register()
+                break
+            except ServerUnsupported:
+                raise
+            except (RedisError, OSError) as exc:
+                self._redis_trouble(exc, "starting")
+        else:
+            return False
+        self._backoff, self._trouble = 0.0, None
         self.runners.start()
         self.listener.start()
-        restore = self._install_signals()
-        self.log.info(
-            "worker %s serving %s with %d slots", self.name, ",".join(self.queues), self.concurrency
-        )
-        try:
-            self._loop(burst)
-        finally:
-            try:
-                self._shutdown()
-            finally:
-                restore()
-        return self.stats
+        self.heartbeat.start()
+        return True
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self, burst: bool) -> None:
-        may_have_work = True
+        may_have_work: bool | None = True
         while not self._stopping:
-            self._collect(block=0.0)
-            woke, self._woken = self._woken, False
-            now = time.time()
-            self._periodic(now)
-            if woke or (self._next_due is not None and now >= self._next_due):
+            self.heartbeat.alive()
+            try:
+                may_have_work = self._round(burst, bool(may_have_work))
+            except (RedisError, OSError) as exc:
+                self._redis_trouble(exc, "serving")
                 may_have_work = True
-            want = self._room() if may_have_work else 0
-            if self._pending or want:
-                fetched = self._step(want, now)
-                if fetched is not None and fetched < want:
-                    may_have_work = False
-                continue  # look again at once: more may have finished meanwhile
-            if burst and not may_have_work and not self._owned and not self._pending:
+            except Exception:  # a bug of ours: logged with its traceback, and the loop goes on
+                self.log.exception("worker %s: unexpected error; carrying on", self.name)
+                self._pause()
+            if may_have_work is None:  # burst finished
                 return
-            self._collect(block=self._wait_time(now))
+
+    def _round(self, burst: bool, may_have_work: bool) -> bool | None:
+        self._collect(block=0.0)
+        woke, self._woken = self._woken, False
+        now = self.clock()
+        self._periodic(now)
+        if woke or (self._next_due is not None and now >= self._next_due):
+            may_have_work = True
+        want = min(self._room(), CLAIM_MAX) if may_have_work else 0
+        if self._pending or self._began_runs or want:
+            fetched, exhausted = self._step(want)
+            if fetched < want and not exhausted:
+                may_have_work = False
+            return may_have_work  # look again at once: more may have finished meanwhile
+        if burst and not may_have_work and not self._owned and not self._pending:
+            return None
+        self._collect(block=self._wait_time(now))
+        return may_have_work
 
     def _room(self) -> int:
         """Jobs to claim now: slots plus prefetch, less what is owned and not about to be settled."""
         return max(0, self.concurrency + self.prefetch - len(self._owned) + len(self._pending))
 
     def _collect(self, *, block: float) -> None:
-        """Move finished attempts from the inbox to pending, and note wake-ups."""
+        """Move finished attempts from the inbox to pending, note begun runs and wake-ups."""
         try:
             item = self.inbox.get(timeout=block) if block > 0 else self.inbox.get_nowait()
             while True:
                 if item is WAKE:
                     self._woken = True
+                elif isinstance(item, Claimed):
+                    self._began_runs[item.execution] = item
                 else:
                     self._pending.append(item)
                 item = self.inbox.get_nowait()
@@ -196,33 +277,50 @@ class Worker:
             wait = min(wait, deadline - time.monotonic())
         return max(0.001, min(wait, 1.0))
 
-    def _step(self, want: int, now: float) -> int | None:
-        """Settle pending outcomes and claim up to ``want`` jobs; None if Redis failed."""
-        outcomes = self._pending
-        plan = self.settler.plan(outcomes, now)
-        if self._reconcile:
-            plan.released += self._orphan_runs()
-        ctx = settle_ctx(self.settings, self.name, now)
+    def _step(self, want: int) -> tuple[int, bool]:
+        """Record begun runs, settle pending outcomes and claim up to ``want`` jobs.
+
+        Returns (jobs claimed, whether the claim budget ran out). Raises RedisError, with every
+        outcome still pending: a reply lost in transit may have claimed jobs, which the next
+        reconciliation hands back.
+        """
+        outcomes = self._pending[:SETTLE_MAX]
+        finished = {o.claimed.execution for o in outcomes}
+        started = [
+            [c.job_id, c.execution, c.attempt, c.started_at]
+            for execution, c in self._began_runs.items()
+            if execution not in finished
+        ]
+        plan = self.settler.plan(outcomes)
+        ctx = settle_ctx(self.settings, self.name)
         ctx.update(
             token=self.token,
             seq=self._seq,
             claim_ttl_ms=int(self.settings.worker_ttl * 1000),
             defer_s=self.settings.defer_delay,
             result_ttl=self.settings.result_ttl,
+            budget=want + 128,
         )
-        body = {"ctx": ctx, "done": plan.done, "failed": plan.failed, "released": plan.released}
-        try:
-            reply = self.scripts.run("step", {**body, "queues": self.queues, "n": want})
-        except RedisError as exc:
-            self._redis_trouble(exc)
-            return None
-        self._backoff = 0.0
+        body = {"ctx": ctx, "started": started, "done": plan.done, "failed": plan.failed,
+                "released": plan.released, "queues": self.queues, "n": want}  # fmt: skip
+        self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
+        reply = self.scripts.run("step", body)
         self._reconcile = False
-        self._pending = []
-        jobs, duplicates, lost, deferred, stale, dropped, next_due = reply
-        for outcome in outcomes:
+        self._recovered_from_trouble()
+        jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused = reply[:9]
+        quarantined, exhausted, problems, server_now = reply[9:13]
+        self._offset = float(server_now) - self._local_clock()
+        held_ids = {readable(i) for i in held}
+        self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[SETTLE_MAX:]
+        for claimed in self._began_runs.copy().values():
+            if claimed.execution not in finished or claimed.job_id not in held_ids:
+                del self._began_runs[claimed.execution]
+        settled = [
+            (o, a) for o, a in zip(outcomes, plan.actions, strict=True) if o.claimed.job_id not in held_ids
+        ]
+        for outcome, _action in settled:
             self._owned.pop(outcome.claimed.execution, None)
-        self._record(outcomes, plan.actions, now)
+        self._record(settled, {readable(r[0]): readable(r[1]) for r in refused})
         for row in jobs:
             claimed = Claimed.from_row(row)
             self._owned[claimed.execution] = claimed
@@ -231,29 +329,37 @@ class Worker:
         self._skipped("duplicate", duplicates)
         self._skipped("deferred", deferred)
         self._count("stale", int(stale))
+        self._count("quarantined", int(quarantined))
+        if int(quarantined):
+            self.log.error("%d job id(s) quarantined (unreadable ids or job keys): see %s",
+                           int(quarantined), self.keys.quarantine)  # fmt: skip
         if lost:
             self._count("lost", len(lost))
             self.metrics.lost.inc(len(lost))
-            self.log.error(
-                "%d attempt(s) were settled elsewhere (worker presumed dead?): %s", len(lost), lost
-            )
-        if dropped:
+            self.log.error("%d attempt(s) were settled elsewhere (worker presumed dead?): %s",
+                           len(lost), ", ".join(shown(i) for i in lost[:10]))  # fmt: skip
+        if int(dropped):
             self.log.warning("dead-letter cap removed %d old dead letter(s)", int(dropped))
+        self._log_problems(problems)
         due = float(next_due)
         self._next_due = due if due >= 0 else None
         self.joblog.flush()
-        return len(jobs)
+        return len(jobs), bool(int(exhausted))
 
-    def _record(self, outcomes: list[Outcome], actions: list[str], now: float) -> None:
+    def _record(self, settled: list[tuple[Outcome, str]], refused: dict[str | None, str | None]) -> None:
         """Count, measure and log every settled attempt (one line per state change)."""
-        for outcome, action in zip(outcomes, actions, strict=True):
+        for outcome, action in settled:
             claimed, job_type = outcome.claimed, outcome.job_type
             type_name = job_type.name if job_type else ""
+            detail = f"{outcome.exc_type}: {outcome.message[:300]}" if outcome.kind == "failed" else ""
+            if claimed.job_id in refused:
+                action, detail = "dead_lettered", f"EffectsRefused: {refused[claimed.job_id]}"
             self._count(_STAT[action], 1)
             self.metrics.count(claimed.queue, type_name, action)
             if action != "released":
-                self.metrics.observe(claimed.queue, type_name, outcome.ended_at - claimed.started_at)
-            detail = f"{outcome.exc_type}: {outcome.message[:300]}" if outcome.kind == "failed" else ""
+                self.metrics.observe(
+                    claimed.queue, type_name, max(0.0, outcome.ended_at - claimed.started_at)
+                )
             context = context_of(job_type.log_fields if job_type else (), outcome.payload)
             self.joblog.record(
                 action, job_id=claimed.job_id, queue=claimed.queue, job_type=type_name or None,
@@ -262,10 +368,14 @@ class Worker:
 
     def _skipped(self, outcome: str, entries: list[Any]) -> None:
         for raw_id, raw_queue, raw_type in entries:
-            job_id, queue, job_type = text(raw_id), text(raw_queue), text(raw_type)
+            job_id, queue, job_type = shown(raw_id), shown(raw_queue), shown(raw_type)
             self._count(outcome, 1)
             self.metrics.count(queue, job_type, outcome)
             self.joblog.record(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+
+    def _began(self, claimed: Claimed) -> None:
+        """Called in a runner thread as a handler begins: the next step records it in Redis."""
+        self.inbox.put(claimed)
 
     def _started(self, claimed: Claimed, job_type: JobType[Any], payload: dict[str, Any]) -> None:
         """Called in the runner thread once the job is decoded and about to run."""
@@ -279,47 +389,88 @@ class Worker:
         if n:
             self.stats[event] += n
 
-    def _redis_trouble(self, exc: RedisError) -> None:
-        self._backoff = min(5.0, max(0.1, self._backoff * 2))
-        self._reconcile = True  # a reply lost in transit may have claimed jobs we never saw
-        self.log.error("redis: %s; retrying in %.1f s", exc, self._backoff)
-        time.sleep(self._backoff)
+    def _log_problems(self, problems: list[Any]) -> None:
+        """Keys holding garbage: one line per key and problem per minute."""
+        now = time.monotonic()
+        for raw_key, raw_what in problems:
+            key, what = shown(raw_key), shown(raw_what)
+            if now - self._problems_logged.get((key, what), -PROBLEM_LOG_EVERY) >= PROBLEM_LOG_EVERY:
+                self._problems_logged[(key, what)] = now
+                self.log.error("redis key %s %s", key, what)
 
-    def _orphan_runs(self) -> list[list[Any]]:
-        """Runs Redis credits to this worker that it does not know of: hand them back."""
-        members = {text(m) for m in self.redis.smembers(self.keys.inflight(self.name))}
-        known = {f"{c.job_id}:{c.execution}" for c in self._owned.values()}
-        items = []
-        for run in members - known:
-            job_id, _, execution = run.partition(":")
-            origin = self.redis.hget(self.keys.job(job_id), "origin")
-            items.append([job_id, execution, text(origin) if origin else self.queues[0]])
-        return items
+    # -- trouble ------------------------------------------------------------------------------------
+    def _redis_trouble(self, exc: BaseException, doing: str) -> None:
+        """Log once per outage, back off (capped), and reconcile once Redis answers again."""
+        self._reconcile = True
+        message = f"{type(exc).__name__}: {exc}"
+        if self._trouble is None:
+            self.log.error("worker %s: redis while %s: %s; retrying, %d job(s) kept", self.name, doing,
+                           message, len(self._owned))  # fmt: skip
+        elif self._trouble != message:
+            self.log.warning("worker %s: redis: %s; still retrying", self.name, message)
+        self._trouble = message
+        self._pause()
+
+    def _pause(self) -> None:
+        self._backoff = min(BACKOFF_CAP, max(0.1, self._backoff * 2))
+        self._collect(block=self._backoff)  # a wait the inbox (and a stop) can end early
+        if self._owned:
+            self._pending += self.runners.enforce(time.monotonic())
+
+    def _recovered_from_trouble(self) -> None:
+        if self._trouble is not None:
+            self.log.info("worker %s: redis answers again", self.name)
+        self._backoff, self._trouble = 0.0, None
 
     # -- timers ---------------------------------------------------------------------------------
     def _periodic(self, now: float) -> None:
         timers = self._timers
-        try:
-            if now >= timers["heartbeat"]:
-                timers["heartbeat"] = now + self.settings.heartbeat_interval
-                self._heartbeat(now)
-            if now >= timers["recovery"]:
-                timers["recovery"] = now + self.settings.recovery_interval
-                self._count("recovered", self.reaper.run(now))
-            if now >= timers["maintenance"]:
-                timers["maintenance"] = now + MAINTENANCE_INTERVAL
-                self.maintenance.run(now)
-        except RedisError as exc:
-            self.log.error("redis during housekeeping: %s", exc)
+        if self._reregister:
+            self.presence.register()
+            self._reregister = False
+        if now >= timers["recovery"] or self._reconcile:
+            timers["recovery"] = now + self.settings.recovery_interval
+            self._reconcile_runs()
+            self._count("recovered", self.reaper.run())
+        if now >= timers["maintenance"]:
+            timers["maintenance"] = now + MAINTENANCE_INTERVAL
+            self.maintenance.run(now)
         if self._owned:
             self._pending += self.runners.enforce(time.monotonic())
 
-    def _heartbeat(self, now: float) -> None:
+    def _reconcile_runs(self) -> None:
+        """Hand back runs Redis credits to this worker that it does not know of (a lost reply)."""
+        members = self.redis.smembers(self.keys.inflight(self.name))
+        known = {f"{c.job_id}:{c.execution}" for c in self._owned.values()}
+        items = []
+        for member in members:
+            run = readable(member)
+            if run is None or run in known:
+                continue
+            job_id, _, execution = run.rpartition(":")
+            origin = readable(self.redis.hget(self.keys.job(job_id), "origin"))
+            items.append([job_id, execution, origin or self.queues[0], False, False])
+        if items:
+            reply = self.scripts.run(
+                "step", {"ctx": {**settle_ctx(self.settings, self.name), "budget": 0}, "started": [],
+                         "done": [], "failed": [], "released": items, "queues": self.queues, "n": 0},
+            )  # fmt: skip
+            self.log.warning("handed back %d run(s) claimed by a reply that never arrived",
+                             len(items) - len(reply[2]))  # fmt: skip
+        self._reconcile = False
+
+    def _snapshot(self) -> tuple[str | None, Claims]:
+        """What the heartbeat reports: a running job, and the effect-key claims of the runs held."""
         running = self.runners.running()
-        claims = [c.effect_key for c in self._owned.values() if c.effect_key]
-        if not self.presence.heartbeat(now, running[0].job_id if running else None, claims):
-            self.log.error("worker %s was presumed dead and its runs recovered; registering again", self.name)
-            self.presence.register(now)
+        owned = list(self._owned.values())
+        return (running[0].job_id if running else None), [
+            (c.effect_key, c.execution) for c in owned if c.effect_key
+        ]
+
+    def _forgotten(self) -> None:
+        """The heartbeat found this worker presumed dead: register again (its runs were recovered)."""
+        self._reregister = True
+        self.wake()
 
     # -- shutdown -------------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -342,22 +493,36 @@ class Worker:
                 self._collect(block=0.05)
             self._pending += self.runners.enforce(float("inf"))
         self._collect(block=0.0)
-        self._settle_now()
+        settle_until = time.monotonic() + max(1.0, self.settings.drain_timeout)
+        while (self._pending or self._began_runs) and time.monotonic() < settle_until:
+            if not self._settle_now():
+                self._collect(block=0.2)
         self.runners.stop()
+        self.heartbeat.stop()
         self.joblog.flush()
         left = len(self._owned)
         try:
-            self.presence.deregister(time.time())
-        except RedisError as exc:
-            self.log.error("redis during shutdown: %s", exc)
+            if not self.presence.leave():
+                left = max(left, 1)
+        except (RedisError, OSError) as exc:
+            self.log.error(
+                "worker %s: redis during shutdown: %s; its runs are left for recovery", self.name, exc
+            )
         self.log.info(
             "worker %s stopped: %s%s", self.name, dict(self.stats),
             f"; {left} run(s) left for recovery" if left else "",
         )  # fmt: skip
 
-    def _settle_now(self) -> None:
-        if self._pending:
-            self._step(0, time.time())
+    def _settle_now(self) -> bool:
+        """Settle what is pending; False if Redis did not take it."""
+        if not (self._pending or self._began_runs):
+            return True
+        try:
+            self._step(0)
+        except (RedisError, OSError) as exc:
+            self._redis_trouble(exc, "settling at shutdown")
+            return False
+        return True
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

@@ -69,7 +69,7 @@ def test_happy_path_confirms_and_sends_email_and_commit_together() -> None:
     assert run.order.status is OrderStatus.CONFIRMED and run.saga.status is SagaStatus.CONFIRMED
     assert [type(o.command).__name__ for o in last.outgoing] == ["SendConfirmationEmail", "CommitInventory"]
     assert run.names(e.Event) == ["InventoryReserved", "PaymentCharged", "ShipmentArranged", "OrderConfirmed"]
-    assert last.cancel_jobs == ["o1.timeout.arrange_shipping"]
+    assert last.cancel_jobs == ["o1-timeout-arrange_shipping"]
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,11 @@
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): {origin, ids = {id, ...} or absent, before_iso = <rq timestamp> or absent,
-                           counted = true to add the removals to the dropped counter}
-      ids         remove these ids
-      before_iso  remove, from the head (oldest first), every entry dead-lettered before this
-                  time, and every entry whose job hash is gone
+                           limit, counted = true to add the removals to the dropped counter}
+      ids         remove these ids (at most 100 per call: each LREM reads the list)
+      before_iso  remove, from the head (oldest first), up to `limit` entries dead-lettered before
+                  this time, and entries whose job hash is gone (the caller calls again while
+                  `limit` were removed)
 
   Output:
     the number of entries removed
@@ -21,6 +22,9 @@ local plan = cjson.decode(ARGV[2])
 local origin = plan.origin
 local dlq = K.queue .. origin .. K.dlq_suffix
 local removed = 0
+if not (usable(dlq, 'list') and usable(K.failed .. origin, 'zset')) then
+  return 0
+end
 
 local function drop(id)
   redis.call('ZREM', K.failed .. origin, id)
@@ -35,20 +39,20 @@ if plan.ids then
     end
   end
 elseif plan.before_iso then
-  while true do
+  while removed < plan.limit do
     local id = redis.call('LINDEX', dlq, 0)
     if not id then
       break
     end
-    local at = redis.call('HGET', K.job .. id, 'dead_lettered_at')
-    if at and at >= plan.before_iso then
+    local at = redis.pcall('HGET', K.job .. id, 'dead_lettered_at')
+    if type(at) == 'string' and at >= plan.before_iso then
       break
     end
     redis.call('LPOP', dlq)
     drop(id)
   end
 end
-if plan.counted and removed > 0 then
+if plan.counted and removed > 0 and usable(K.dlq_dropped, 'hash') then
   redis.call('HINCRBY', K.dlq_dropped, origin, removed)
 end
 return removed

@@ -3,7 +3,8 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {now_iso, items = {{id, origin, meta_json}, ...}}
+    ARGV[2]  plan (JSON): {items = {{id, origin, meta_json}, ...}}   (at most 100: each LREM
+             reads the list)
 
   Output:
     the ids that were requeued (an id no longer in its dead-letter queue is skipped)
@@ -17,11 +18,14 @@ local plan = cjson.decode(ARGV[2])
 local requeued = {}
 for _, item in ipairs(plan.items) do
   local id, origin = item[1], item[2]
-  if redis.call('LREM', K.queue .. origin .. K.dlq_suffix, 1, id) > 0 then
-    local jk = K.job .. id
-    redis.call('ZREM', K.failed .. origin, id)
-    redis.call('HDEL', jk, 'dead_lettered_at', 'execution')
-    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', plan.now_iso, 'attempt', '0', 'meta', item[3])
+  local dlq, failed, jk = K.queue .. origin .. K.dlq_suffix, K.failed .. origin, K.job .. id
+  if usable(dlq, 'list') and usable(K.queue .. origin, 'list') and usable(jk, 'hash')
+      and redis.call('LREM', dlq, 1, id) > 0 then
+    if usable(failed, 'zset') then
+      redis.call('ZREM', failed, id)
+    end
+    redis.call('HDEL', jk, 'dead_lettered_at', 'execution', 'ran', 'lost', 'deferred')
+    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()), 'attempt', '0', 'meta', item[3])
     push(origin, id, false)
     requeued[#requeued + 1] = id
   end

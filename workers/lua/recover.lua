@@ -1,52 +1,55 @@
 --[[
-  recover: settle the attempts of a worker that stopped heartbeating, and forget the worker.
+  recover: settle started runs of dead workers as failed attempts ("WorkerLost").
 
-  The caller read the dead worker's in-flight set and decided, per job, a retry (attempts
-  left) or a dead letter, exactly as for any failed attempt. This script re-checks, atomically,
-  that the worker is still silent (a worker that came back keeps its jobs) and that each run
-  still owns its job, so several live workers may race to recover the same worker safely.
+  The caller found them with orphans.lua and decided, per run, a retry (attempts left; at once,
+  since a crash says nothing about the job) or a dead letter, exactly as for any failed attempt.
+  This script re-checks, atomically, that the liveness grace does not hold, that each run's
+  worker is still silent (a worker that came back keeps its runs) and that the run still owns
+  its job, so several live workers may race to recover the same runs safely.
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): ctx (as step.lua, worker = the dead worker), silent_since,
-             failed (as step.lua), queues (the dead worker's queues)
+    ARGV[2]  plan (JSON): ctx {ttl, dlq_retention, dlq_max_length},
+             failed {<failed item as step.lua's, with the dead worker as its 12th field>, ...}
 
   Output:
-    {recovered, lost, dropped}, or {-1, {}, 0} if the worker is alive after all
+    {recovered, lost, held, dropped}, or {-1, {}, {}, 0} while the liveness grace holds
+      recovered  runs settled
+      lost       ids whose run no longer owned the job, or whose worker is alive after all
+      held       ids not settled because a key they need holds garbage
+      dropped    dead letters removed by the length cap
 
   Events:
     one entry on the signal stream of each queue that got a job back
 ]]
 --- @include "common"
 --- @include "enqueue_job"
+--- @include "effects"
 --- @include "settle"
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
-local seen = redis.call('ZSCORE', K.live_workers, ctx.worker)
-if seen and tonumber(seen) > plan.silent_since then
-  return {-1, {}, 0}
+local grace = redis.call('HGET', K.liveness, 'grace_until')
+if grace and tonumber(grace) and now() < tonumber(grace) then
+  return {-1, {}, {}, 0}
 end
 
-local recovered, lost, dropped = 0, {}, 0
+local silent_since = now() - ctx.ttl
+local recovered, lost, held, dropped = 0, {}, {}, 0
 for _, item in ipairs(plan.failed) do
-  local result = fail(ctx, item)
-  if result then
+  local seen = redis.call('ZSCORE', K.live_workers, item[12])
+  local result = false
+  if not seen or tonumber(seen) < silent_since then
+    result = fail(ctx, item)
+  end
+  if result == 'held' then
+    held[#held + 1] = item[1]
+  elseif result then
     recovered = recovered + 1
     dropped = dropped + result
   else
     lost[#lost + 1] = item[1]
   end
 end
-
--- every run the set held was passed in: settled above, or already settled elsewhere
-redis.call('DEL', inflight_key(ctx.worker))
-redis.call('ZREM', K.live_workers, ctx.worker)
-local rq_worker = K.rq_worker .. ctx.worker
-redis.call('SREM', K.rq_workers, rq_worker)
-for _, queue in ipairs(plan.queues) do
-  redis.call('SREM', K.rq_workers_by_queue .. queue, rq_worker)
-end
-redis.call('DEL', rq_worker)
 flush_touched()
-return {recovered, lost, dropped}
+return {recovered, lost, held, dropped}

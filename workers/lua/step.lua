@@ -1,53 +1,80 @@
 --[[
-  step: settle a worker's finished attempts and claim its next jobs, in one call.
+  step: record started attempts, settle a worker's finished ones and claim its next jobs, in
+  one call.
 
-  This is the worker's hot path: one call per batch, whatever the batch holds.
+  This is the worker's hot path: one call per batch, whatever the batch holds. The worker
+  sends at most 256 items to settle per call and a claim budget, so no call holds Redis for
+  more than a few milliseconds, whatever the queues hold.
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON):
-      ctx      {now, now_iso, worker, token, seq, claim_ttl_ms, defer_s, result_ttl,
-                dlq_retention, dlq_max_length}
-      done     {{id, exec, queue, result_b64, result_ttl, effect_ttl}, ...}
-      failed   {{id, exec, queue, 'retry'|'dead', run_at, meta_json, exc_b64, hook_job?}, ...}
-      released {{id, exec, queue}, ...}
+      ctx      {worker, token, seq, claim_ttl_ms, defer_s, result_ttl, budget, dlq_retention,
+                dlq_max_length}
+      started  {{id, exec, attempt, started_at}, ...}       handlers that began (settle.lua)
+      done     {{id, exec, queue, result_b64, result_ttl, effect_ttl, attempt, started_at,
+                 ended_at, effects|false, fallback|false}, ...}
+      failed   {{id, exec, queue, 'retry'|'dead', delay, meta_json, exc_b64, hook_job|false,
+                 attempt, started_at, ended_at, false}, ...}
+      released {{id, exec, queue, false, false}, ...}
       queues   queue names in priority order
       n        how many jobs to claim (0: settle only)
 
   Output:
-    {jobs, duplicates, lost, deferred, stale, dropped, next_due}
-      jobs        claimed jobs, see includes/claim.lua
-      duplicates  {id, queue, job type} of jobs finished as duplicates of a done effect key
-      lost        ids of settled attempts whose run no longer owned the job
-      deferred    {id, queue, job type} of jobs put back: a live run holds their effect key
-      stale       ids dropped from the queues with no runnable job behind them
-      dropped     dead letters removed by the length cap
-      next_due    earliest scheduled time among the queues, as a string ('-1': none)
+    {jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused, quarantined,
+     exhausted, problems, now}
+      jobs         claimed jobs, see includes/claim.lua
+      duplicates   {id, queue, job type} of jobs finished as duplicates of a done effect key
+      lost         ids of settled attempts whose run no longer owned the job
+      deferred     {id, queue, job type} of jobs put back: a live run holds their effect key
+      stale        count of ids dropped from the queues with no runnable job behind them
+      dropped      dead letters removed by the length cap
+      next_due     earliest scheduled time among the queues, as a string ('-1': none)
+      held         ids of items not settled because a key they need holds garbage (kept by the
+                   worker, tried again)
+      refused      {id, reason} of completed jobs whose Redis effects were refused (dead-lettered)
+      quarantined  count of ids quarantined (invalid id, job key not a hash)
+      exhausted    1 if the claim budget ran out (more may be waiting), else 0
+      problems     {key, what} of keys holding garbage, left alone
+      now          the server's time, as a string (workers keep their clock's offset from it)
 
   Events:
     one entry on the signal stream of each queue that got work or a scheduled job
 ]]
 --- @include "common"
 --- @include "enqueue_job"
+--- @include "effects"
 --- @include "settle"
 --- @include "claim"
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
-local lost = {}
+local lost, held, refused = {}, {}, {}
 local dropped = 0
 local done_count, failed_count = 0, 0
 
+for _, item in ipairs(plan.started) do
+  mark_started(item)
+end
 for _, item in ipairs(plan.done) do
-  if complete(ctx, item) then
+  local result = complete(ctx, item)
+  if result == true then
     done_count = done_count + 1
+  elseif result == 'held' then
+    held[#held + 1] = item[1]
+  elseif result then
+    refused[#refused + 1] = {item[1], result[2]}
+    dropped = dropped + result[3]
+    failed_count = failed_count + 1
   else
     lost[#lost + 1] = item[1]
   end
 end
 for _, item in ipairs(plan.failed) do
   local result = fail(ctx, item)
-  if result then
+  if result == 'held' then
+    held[#held + 1] = item[1]
+  elseif result then
     dropped = dropped + result
     failed_count = failed_count + 1
   else
@@ -55,22 +82,28 @@ for _, item in ipairs(plan.failed) do
   end
 end
 for _, item in ipairs(plan.released) do
-  if not release(ctx, item) then
+  local result = release(ctx, item)
+  if result == 'held' then
+    held[#held + 1] = item[1]
+  elseif not result then
     lost[#lost + 1] = item[1]
   end
 end
 
 local rq_worker = K.rq_worker .. ctx.worker
-if done_count > 0 then
-  redis.call('HINCRBY', rq_worker, 'successful_job_count', done_count)
-end
-if failed_count > 0 then
-  redis.call('HINCRBY', rq_worker, 'failed_job_count', failed_count)
+if (done_count > 0 or failed_count > 0) and usable(rq_worker, 'hash') then
+  if done_count > 0 then
+    redis.pcall('HINCRBY', rq_worker, 'successful_job_count', done_count)
+  end
+  if failed_count > 0 then
+    redis.pcall('HINCRBY', rq_worker, 'failed_job_count', failed_count)
+  end
 end
 
-local jobs, duplicates, deferred, stale = {}, {}, {}, 0
+local jobs, duplicates, deferred, stale, quarantined, exhausted = {}, {}, {}, 0, 0, false
 if plan.n > 0 then
-  jobs, duplicates, deferred, stale = claim(ctx, plan.queues, plan.n)
+  jobs, duplicates, deferred, stale, quarantined, exhausted = claim(ctx, plan.queues, plan.n)
 end
 flush_touched()
-return {jobs, duplicates, lost, deferred, stale, dropped, tostring(next_due(plan.queues))}
+return {jobs, duplicates, lost, deferred, stale, dropped, tostring(next_due(plan.queues)), held, refused,
+  quarantined, exhausted and 1 or 0, problems, string.format('%.6f', now())}

@@ -1,21 +1,97 @@
 --[[
-  Shared by every script: the keyspace and the wake-up signals.
+  Shared by every script: the keyspace, the server's clock, defensive reads, wake-up signals.
 
-  K          the key prefixes from workers/keys.py (ARGV[1] of every script)
-  touch(q)   note that queue q got work; flush_touched() then registers each touched queue
-             in rq:queues and appends one entry to its signal stream (idle workers block on it)
+  K             the key prefixes from workers/keys.py (ARGV[1] of every script)
+  now()         the server's time (TIME), read once per call: every decision about liveness,
+                due times and expiry uses it, never a client's clock
+  iso(t)        a Unix time in rq's timestamp format (2026-12-02T10:00:00.123456Z)
+  whole(raw, lo, hi)
+                a value read from Redis as a whole number within [lo, hi], or nil: nothing a
+                script reads is trusted to be what it should be
+  usable(key, type)
+                whether `key` may be written as `type` ('list', 'zset', 'hash', 'set', 'stream',
+                'string'): absent or of that type. A key of another type (hand-written garbage)
+                is reported in `problems` and left alone; the result is cached for the call
+  problems      {key, what} pairs the script could not use, returned to the caller to log
+  touch(q)      note that queue q got work; flush_touched() then registers each touched queue
+                in rq:queues and appends one entry to its signal stream (idle workers block on it)
 ]]
 local K = cjson.decode(ARGV[1])
 local touched = {}
+local problems = {}
+local checked = {}
+local NOW
+
+local function now()
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return NOW
+end
+
+local function iso(ts)
+  local secs = math.floor(ts)
+  local micro = math.floor((ts - secs) * 1000000 + 0.5)
+  if micro >= 1000000 then
+    secs, micro = secs + 1, micro - 1000000
+  end
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  -- days since 1970-01-01 to a civil date (H. Hinnant's algorithm)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, micro)
+end
+
+local function whole(raw, lo, hi)
+  local n = tonumber(raw)
+  if not n or n ~= n or n ~= math.floor(n) or n < lo or n > hi then
+    return nil
+  end
+  return n
+end
+
+local function problem(key, what)
+  problems[#problems + 1] = {key, what}
+end
+
+local function usable(key, kind)
+  local ok = checked[key]
+  if ok == nil then
+    local found = redis.call('TYPE', key)
+    found = type(found) == 'table' and found.ok or found
+    ok = found == 'none' or found == kind
+    checked[key] = ok
+    if not ok then
+      problem(key, 'holds a ' .. found .. ', not a ' .. kind .. ': left alone')
+    end
+  end
+  return ok
+end
 
 local function touch(queue)
   touched[queue] = true
 end
 
 local function flush_touched()
+  local queues_ok = usable(K.queues, 'set')
   for queue, _ in pairs(touched) do
-    redis.call('SADD', K.queues, K.queue .. queue)
-    redis.call('XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue)
+    if queues_ok then
+      redis.call('SADD', K.queues, K.queue .. queue)
+    end
+    local signal = K.signal .. queue
+    if usable(signal, 'stream') then
+      redis.call('XADD', signal, 'MAXLEN', '1', '*', 'q', queue)
+    end
   end
   touched = {}
 end

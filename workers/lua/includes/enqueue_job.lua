@@ -1,27 +1,53 @@
 --[[
-  enqueue_job(job, now): write one job and queue or schedule it.
+  enqueue_job(job): write one job and queue or schedule it, by the server's clock.
 
-  job = {id, queue, fields = {k1, v1, ...}, run_at = <unix time, absent for now>,
+  job = {id, queue, fields = {k1, v1, ...} (the job hash without status and times),
+         delay = <seconds, absent for none> or run_at = <unix time, absent for now>,
          at_front = <bool>, enqueue_key = <absent or key>, enqueue_key_ttl = <seconds>}
-  The fields already carry status ('queued' or 'scheduled'), set by the caller, which
-  decided from the same `now`.
 
-  Returns the job id, or the id of the job an earlier enqueue with the same key created.
+  The job is due at now() + delay, or at run_at; one due later than now() is scheduled
+  (status 'scheduled', in rq's scheduled registry), any other is queued now.
+
+  Returns the job id, or the id of the job an earlier enqueue with the same key created, or
+  false (nothing written) when the queue's keys hold something else than a queue (reported in
+  `problems`).
 ]]
-local function enqueue_job(job, now)
-  if job.enqueue_key then
-    local key = K.enqueue_key .. job.enqueue_key
-    local existing = redis.call('GET', key)
-    if existing then
-      return existing
-    end
-    redis.call('SET', key, job.id, 'EX', job.enqueue_key_ttl)
+local function enqueue_job(job)
+  local qk, sk = K.queue .. job.queue, K.scheduled .. job.queue
+  if not (usable(qk, 'list') and usable(sk, 'zset') and usable(K.job .. job.id, 'hash')) then
+    return false
   end
-  redis.call('HSET', K.job .. job.id, unpack(job.fields))
-  if job.run_at and job.run_at > now then
-    redis.call('ZADD', K.scheduled .. job.queue, job.run_at, job.id)
+  local ek
+  if job.enqueue_key then
+    ek = K.enqueue_key .. job.enqueue_key
+    local existing = redis.pcall('GET', ek)
+    if type(existing) == 'string' then
+      return existing
+    elseif type(existing) == 'table' then -- not a string: garbage in the key's place
+      problem(ek, 'holds no job id: replaced')
+      redis.call('DEL', ek)
+    end
+  end
+  local at = now()
+  local due = job.run_at or (job.delay and at + job.delay) or at
+  local stamp = iso(at)
+  if ek then
+    redis.call('SET', ek, job.id, 'EX', job.enqueue_key_ttl)
+  end
+  local fields = job.fields
+  fields[#fields + 1] = 'created_at'
+  fields[#fields + 1] = stamp
+  fields[#fields + 1] = 'status'
+  if due > at then
+    fields[#fields + 1] = 'scheduled'
+    redis.call('HSET', K.job .. job.id, unpack(fields))
+    redis.call('ZADD', sk, due, job.id)
     touch(job.queue)
   else
+    fields[#fields + 1] = 'queued'
+    fields[#fields + 1] = 'enqueued_at'
+    fields[#fields + 1] = stamp
+    redis.call('HSET', K.job .. job.id, unpack(fields))
     push(job.queue, job.id, job.at_front)
   end
   return job.id

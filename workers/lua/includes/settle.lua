@@ -1,147 +1,231 @@
 --[[
-  Settle an attempt: complete, fail (retry or dead-letter) or release it.
+  Settle an attempt: mark it started, complete it, fail it (retry or dead-letter) or release it.
 
   Every function first checks that execution `exec` still owns job `id` (the job hash's
   `execution` field): a run whose job was recovered from it, or already settled, changes
   nothing and is reported as lost. Settling clears `execution`, so a job is settled once.
+  Each function checks every key it will write before its first write, so an item is applied
+  whole or not at all: a key holding hand-written garbage makes the item 'held' (nothing
+  written, reported in `problems`); the worker keeps it and tries again later.
 
-  ctx = {now, now_iso, worker (the worker whose in-flight set holds the run),
+  Needs includes/effects.lua before it (check_effects, apply_effects).
+
+  Times come from the server's clock (now()); the worker sends durations and the times its
+  handler really started and ended (for display).
+
+  ctx = {worker (the worker whose in-flight set holds the runs, unless an item names another),
          dlq_retention, dlq_max_length}
 ]]
 
-local function take(ctx, id, exec, queue)
-  local jk = K.job .. id
-  local owner = redis.call('HMGET', jk, 'execution', 'effect_key')
-  if owner[1] ~= exec then
+local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
+local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
+
+local function owner_of(id, exec)
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
+  if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
-  redis.call('ZREM', K.wip .. queue, id .. ':' .. exec)
-  redis.call('SREM', inflight_key(ctx.worker), id .. ':' .. exec)
-  redis.call('HDEL', jk, 'execution')
-  return owner[2] or ''
+  return f[2] or ''
+end
+
+-- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared.
+local function take(id, exec, queue, worker)
+  local run = id .. ':' .. exec
+  if usable(K.wip .. queue, 'zset') then
+    redis.call('ZREM', K.wip .. queue, run)
+  end
+  local inflight = inflight_key(worker)
+  if usable(inflight, 'set') then
+    redis.call('SREM', inflight, run)
+  end
+  redis.call('HDEL', K.job .. id, 'execution')
 end
 
 local function release_claim(effect_key, exec)
   if effect_key ~= '' then
     local key = K.effect_key .. effect_key
-    if redis.call('GET', key) == 'r:' .. exec then
+    if redis.pcall('GET', key) == 'r:' .. exec then
       redis.call('DEL', key)
     end
   end
 end
 
-local function add_result(ctx, id, ttl, fields)
+local function add_result(id, ttl, fields)
   local rk = K.results .. id
-  redis.call('XADD', rk, 'MAXLEN', '10', '*', 'worker_name', ctx.worker, unpack(fields))
+  if not usable(rk, 'stream') then
+    redis.call('DEL', rk) -- the job's own result stream, replaced
+  end
+  redis.call('XADD', rk, 'MAXLEN', '10', '*', unpack(fields))
   if ttl < 0 then
     redis.call('PERSIST', rk)
   else
-    redis.call('EXPIRE', rk, ttl)
+    redis.call('EXPIRE', rk, math.max(1, ttl))
   end
 end
 
--- finish as successful; result_b64 '' means no return value
-local function finish(ctx, id, queue, result_b64, ttl, exec)
+-- finish as successful; result_b64 '' means no return value; ttl is checked by the caller
+local function finish(id, queue, result_b64, ttl, exec, worker)
   local jk = K.job .. id
   if ttl == 0 then
     redis.call('DEL', jk, K.results .. id)
     return
   end
-  redis.call('HSET', jk, 'status', 'finished', 'ended_at', ctx.now_iso)
+  redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(now()))
+  local fk = K.finished .. queue
   if ttl < 0 then
     redis.call('PERSIST', jk)
-    redis.call('ZADD', K.finished .. queue, '+inf', id)
+    if usable(fk, 'zset') then
+      redis.call('ZADD', fk, '+inf', id)
+    end
   else
     redis.call('EXPIRE', jk, ttl)
-    redis.call('ZADD', K.finished .. queue, ctx.now + ttl, id)
+    if usable(fk, 'zset') then
+      redis.call('ZADD', fk, now() + ttl, id)
+    end
   end
   if result_b64 ~= '' then
-    add_result(ctx, id, ttl, {'type', '1', 'return_value', result_b64, 'execution_id', exec})
+    add_result(id, ttl, {'worker_name', worker, 'type', '1', 'return_value', result_b64, 'execution_id', exec})
   end
 end
 
--- item = {id, exec, queue, result_b64, result_ttl, effect_ttl}
-local function complete(ctx, item)
-  local id, exec, queue = item[1], item[2], item[3]
-  local effect_key = take(ctx, id, exec, queue)
-  if not effect_key then
-    return false
+-- The attempt really began (the worker's handler started): it counts, even if the worker dies.
+-- item = {id, exec, attempt, started_at}
+local function mark_started(item)
+  if owner_of(item[1], item[2]) then
+    redis.call('HSET', K.job .. item[1], 'attempt', item[3], 'ran', item[2], 'started_at', iso(item[4]))
   end
-  if effect_key ~= '' then
-    redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
-  end
-  finish(ctx, id, queue, item[4], item[5], exec)
-  return true
 end
 
 -- Move a job to its queue's dead-letter queue (a real rq queue no worker serves) and to rq's
 -- failed registry of its origin queue. Returns how many old dead letters the length cap removed.
 local function dead_letter(ctx, id, queue)
   local jk = K.job .. id
-  local dlq = queue .. K.dlq_suffix
-  redis.call('HSET', jk, 'status', 'failed', 'ended_at', ctx.now_iso, 'dead_lettered_at', ctx.now_iso)
+  local dlq = K.queue .. queue .. K.dlq_suffix
+  local stamp = iso(now())
+  redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'dead_lettered_at', stamp)
   redis.call('PERSIST', jk)
-  redis.call('RPUSH', K.queue .. dlq, id)
-  redis.call('SADD', K.queues, K.queue .. dlq)
-  redis.call('ZADD', K.failed .. queue, ctx.now + ctx.dlq_retention, id)
+  redis.call('RPUSH', dlq, id)
+  if usable(K.queues, 'set') then
+    redis.call('SADD', K.queues, dlq)
+  end
+  local failed = K.failed .. queue
+  local failed_ok = usable(failed, 'zset')
+  if failed_ok then
+    redis.call('ZADD', failed, now() + ctx.dlq_retention, id)
+  end
   local dropped = 0
-  local over = redis.call('LLEN', K.queue .. dlq) - ctx.dlq_max_length
+  local over = math.min(redis.call('LLEN', dlq) - ctx.dlq_max_length, CAP_PER_CALL)
   while over > 0 do
-    local old = redis.call('LPOP', K.queue .. dlq)
-    redis.call('ZREM', K.failed .. queue, old)
+    local old = redis.call('LPOP', dlq)
+    if failed_ok then
+      redis.call('ZREM', failed, old)
+    end
     redis.call('DEL', K.job .. old, K.results .. old)
     dropped = dropped + 1
     over = over - 1
   end
-  if dropped > 0 then
+  if dropped > 0 and usable(K.dlq_dropped, 'hash') then
     redis.call('HINCRBY', K.dlq_dropped, queue, dropped)
   end
   return dropped
 end
 
--- item = {id, exec, queue, action ('retry' | 'dead'), run_at, meta_json, exc_b64, hook_job or absent}
--- Returns false if the run no longer owned the job, else the count of dead letters the cap dropped.
+-- item = {id, exec, queue, action ('retry' | 'dead'), delay (s), meta_json, exc_b64, hook_job or false,
+--         attempt, started_at, ended_at, worker or false}
+-- Returns false if the run no longer owned the job, 'held' if a key it needs holds garbage
+-- (nothing written), else the count of dead letters the cap dropped.
 local function fail(ctx, item)
   local id, exec, queue, action = item[1], item[2], item[3], item[4]
-  local effect_key = take(ctx, id, exec, queue)
+  local needed
+  if action == 'retry' then
+    needed = usable(K.queue .. queue, 'list') and usable(K.scheduled .. queue, 'zset')
+  else
+    needed = usable(K.queue .. queue .. K.dlq_suffix, 'list')
+  end
+  local effect_key = owner_of(id, exec)
   if not effect_key then
     return false
   end
+  if not needed then
+    return 'held'
+  end
+  take(id, exec, queue, item[12] or ctx.worker)
   release_claim(effect_key, exec)
   local jk = K.job .. id
-  redis.call('HSET', jk, 'meta', item[6], 'ended_at', ctx.now_iso)
-  add_result(ctx, id, ctx.dlq_retention, {'type', '2', 'exc_string', item[7], 'execution_id', exec})
+  redis.call('HSET', jk, 'meta', item[6], 'attempt', item[9], 'ran', exec,
+    'started_at', iso(item[10]), 'ended_at', iso(item[11]))
+  add_result(id, ctx.dlq_retention, {'worker_name', item[12] or ctx.worker, 'type', '2',
+    'exc_string', item[7], 'execution_id', exec})
   if action == 'retry' then
-    local run_at = item[5]
-    if run_at > ctx.now then
+    if item[5] > 0 then
       redis.call('HSET', jk, 'status', 'scheduled')
-      redis.call('ZADD', K.scheduled .. queue, run_at, id)
+      redis.call('ZADD', K.scheduled .. queue, now() + item[5], id)
       touch(queue)
     else
-      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', ctx.now_iso)
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
       push(queue, id, false)
     end
     return 0
   end
   local dropped = dead_letter(ctx, id, queue)
   if item[8] then
-    enqueue_job(item[8], ctx.now)
+    enqueue_job(item[8])
   end
   return dropped
 end
 
--- Hand an attempt back to the head of its queue without counting it (shutdown, unstarted work).
--- item = {id, exec, queue}
-local function release(ctx, item)
+-- item = {id, exec, queue, result_b64, result_ttl, effect_ttl, attempt, started_at, ended_at,
+--         effects or false, fallback (a failed item, used if the effects are refused) or false}
+-- Returns true, false (the run no longer owned the job), 'held', or {'refused', reason, dropped}.
+local function complete(ctx, item)
   local id, exec, queue = item[1], item[2], item[3]
-  local effect_key = take(ctx, id, exec, queue)
+  local effect_key = owner_of(id, exec)
   if not effect_key then
     return false
   end
+  if item[10] then
+    local refused = check_effects(item[10])
+    if refused then
+      local dropped = fail(ctx, item[11])
+      return {'refused', refused, dropped == 'held' and 0 or dropped}
+    end
+  end
+  take(id, exec, queue, ctx.worker)
+  if item[10] then
+    apply_effects(item[10])
+  end
+  if effect_key ~= '' then
+    redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
+  end
+  redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
+  finish(id, queue, item[4], item[5], exec, ctx.worker)
+  return true
+end
+
+-- Hand an attempt back to the head of its queue without counting it (shutdown, unstarted work).
+-- item = {id, exec, queue, worker or false, lost or false (the count of unstarted runs lost)}
+-- Returns true, false (the run no longer owned the job) or 'held'.
+local function release(ctx, item)
+  local id, exec, queue = item[1], item[2], item[3]
+  local effect_key = owner_of(id, exec)
+  if not effect_key then
+    return false
+  end
+  if not usable(K.queue .. queue, 'list') then
+    return 'held'
+  end
+  take(id, exec, queue, item[4] or ctx.worker)
   release_claim(effect_key, exec)
   local jk = K.job .. id
-  redis.call('HINCRBY', jk, 'attempt', -1)
-  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', ctx.now_iso)
+  local ran = redis.call('HMGET', jk, 'ran', 'attempt')
+  if ran[1] == exec then -- it had begun: the attempt it was counted as is given back
+    redis.call('HSET', jk, 'attempt', math.max(0, (whole(ran[2], 1, 1000000) or 1) - 1))
+    redis.call('HDEL', jk, 'ran')
+  end
+  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
+  if item[5] then
+    redis.call('HSET', jk, 'lost', item[5])
+  end
   push(queue, id, true)
   return true
 end

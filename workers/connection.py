@@ -1,0 +1,102 @@
+"""Connecting to Redis: the one place that decides how a client talks to the server.
+
+Every process builds its clients here, so every connection has the same protections:
+
+- **time-outs**: a connect that does not complete in ``connect_timeout`` seconds, or a reply
+  that does not arrive within ``socket_timeout`` seconds, raises ``redis.TimeoutError`` (a
+  ``RedisError``): a black-holed connection (no RST, no reply) cannot block a worker for ever;
+- **TCP keepalive**, so a peer that vanished is noticed on idle connections too;
+- **health checks** of pooled connections idle for ``health_check_interval`` seconds.
+
+No command chumon sends blocks longer than ``socket_timeout``: the listener's XREAD blocks 1 s,
+scripts are bounded to milliseconds. Callers never retry here; each long-running loop handles
+``RedisError`` itself (backs off, keeps its state, resumes).
+
+``redis+sentinel://[:password@]host:port[,host2:port2]/service[/db]`` asks Redis Sentinel for the
+current primary (and again after a failover).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from redis import Redis
+
+
+class RedisOptions(BaseModel):
+    """How clients talk to Redis (``CHUMON_REDIS__SOCKET_TIMEOUT=5``, ...). Durations in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    socket_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="A reply later than this is an error (TimeoutError)."
+    )
+    connect_timeout: float = Field(default=3.0, gt=0, le=300, description="A connect slower than this fails.")
+    keepalive: bool = Field(default=True, description="TCP keepalive on every connection.")
+    keepalive_idle: int = Field(default=10, ge=1, le=7200, description="Idle seconds before the first probe.")
+    health_check_interval: int = Field(
+        default=30, ge=0, le=3600, description="PING a pooled connection idle this long before using it."
+    )
+
+
+def client_options(options: RedisOptions) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis`` (and its connection pool) from ``options``."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "health_check_interval": options.health_check_interval,
+    }
+    if options.keepalive:
+        kwargs["socket_keepalive"] = True
+        kwargs["socket_keepalive_options"] = _keepalive_options(options.keepalive_idle)
+    return kwargs
+
+
+def _keepalive_options(idle: int) -> dict[int, int]:
+    """Probe after ``idle`` s, every ``idle/2`` s, give up after 3 (Linux names; others: defaults)."""
+    wanted = {"TCP_KEEPIDLE": idle, "TCP_KEEPINTVL": max(1, idle // 2), "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def connect(url: str, options: RedisOptions | None = None) -> Redis:
+    """A client for ``url``. Connects lazily, on the first command; raises ValueError for a bad URL."""
+    kwargs = client_options(options or RedisOptions())
+    if url.startswith("redis+sentinel://"):
+        from redis_sentinel_url import connect as sentinel_connect
+
+        sentinel_kwargs = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
+        _sentinel, client = sentinel_connect(url, sentinel_options=sentinel_kwargs, client_options=kwargs)
+        if client is None:
+            raise ValueError("the Sentinel URL names no service (add /<service name> to the URL)")
+        return client  # type: ignore[no-any-return]
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://")
+    try:
+        return Redis.from_url(url, **kwargs)
+    except ValueError as exc:  # e.g. a port that is not a number
+        raise ValueError(f"the Redis URL is not valid: {exc}") from None
+
+
+MIN_VERSION = (6, 2)
+
+
+def server_version(redis: Redis) -> tuple[int, ...]:
+    """The server's version as numbers (Valkey reports the Redis version it is compatible with)."""
+    info = redis.info("server")
+    raw = str(info.get("redis_version", "0"))
+    return tuple(int(part) for part in raw.split(".")[:3] if part.isdigit())
+
+
+def check_server(redis: Redis) -> tuple[int, ...]:
+    """Refuse a server chumon cannot serve, with one line that says why; return its version."""
+    from workers.errors import ServerUnsupported
+
+    version = server_version(redis)
+    if version < MIN_VERSION:
+        shown = ".".join(map(str, version)) or "unknown"
+        raise ServerUnsupported(
+            f"Redis {shown} is too old: chumon needs Redis 6.2 or later (or Valkey 7.2 or later)"
+        )
+    return version

@@ -1,0 +1,120 @@
+--[[
+  presence: a worker registers, heartbeats or leaves, by the server's clock.
+
+  Liveness is the sorted set K.live_workers (worker name -> time of its last heartbeat); rq's
+  registration (rq:workers, rq:workers:<queue>, the rq:worker:<name> hash) keeps `rq info` and
+  rq-dashboard truthful.
+
+  The liveness grace: every heartbeat records the time of the last heartbeat of any worker
+  (K.liveness, field last_beat). When a heartbeat finds that nobody heartbeated for
+  `stall_gap` seconds (Redis was stopped, stalled, restarted, or every worker was), it opens a
+  grace of `grace` seconds (field grace_until) during which no recovery presumes anyone dead:
+  every worker gets the time to heartbeat again first.
+
+  Input:
+    ARGV[1]  keyspace (JSON, workers/keys.py)
+    ARGV[2]  plan (JSON): {mode = 'register' | 'beat' | 'leave', worker, queues, rq_ttl,
+             stall_gap, grace, info = {field, value, ...} (register), current_job (beat, or
+             absent), claims = {{effect key, exec}, ...} (beat: renewed for claim_ttl_ms)}
+
+  Output:
+    register  1
+    beat      1, or 0 if the worker had been forgotten (presumed dead, its runs recovered): it
+              is registered again and must give up the runs it still holds
+    leave     1 when deregistered; 0 when runs of this worker are still unsettled: the worker
+              is left marked silent since the epoch, so recovery takes its runs at once
+
+  Events:
+    none
+]]
+--- @include "common"
+
+local plan = cjson.decode(ARGV[2])
+local t = now()
+local rq_worker = K.rq_worker .. plan.worker
+
+local function beat()
+  local last = tonumber(redis.call('HGET', K.liveness, 'last_beat'))
+  if last and t - last > plan.stall_gap then
+    redis.call('HSET', K.liveness, 'grace_until', t + plan.grace)
+  end
+  redis.call('HSET', K.liveness, 'last_beat', t)
+  return redis.call('ZADD', K.live_workers, t, plan.worker)
+end
+
+local function register_rq(fields)
+  if usable(rq_worker, 'hash') then
+    redis.call('HSET', rq_worker, unpack(fields))
+    redis.call('EXPIRE', rq_worker, plan.rq_ttl)
+  end
+  if usable(K.rq_workers, 'set') then
+    redis.call('SADD', K.rq_workers, rq_worker)
+  end
+  for _, queue in ipairs(plan.queues) do
+    if usable(K.rq_workers_by_queue .. queue, 'set') then
+      redis.call('SADD', K.rq_workers_by_queue .. queue, rq_worker)
+    end
+  end
+end
+
+if plan.mode == 'register' then
+  if usable(rq_worker, 'hash') then
+    redis.call('DEL', rq_worker)
+  end
+  local fields = plan.info
+  fields[#fields + 1] = 'birth'
+  fields[#fields + 1] = iso(t)
+  fields[#fields + 1] = 'last_heartbeat'
+  fields[#fields + 1] = iso(t)
+  register_rq(fields)
+  beat()
+  return 1
+end
+
+if plan.mode == 'beat' then
+  local added = beat()
+  local fields = {'last_heartbeat', iso(t), 'state', plan.current_job and 'busy' or 'idle'}
+  if plan.current_job then
+    fields[#fields + 1] = 'current_job'
+    fields[#fields + 1] = plan.current_job
+  end
+  register_rq(fields)
+  if not plan.current_job and usable(rq_worker, 'hash') then
+    redis.call('HDEL', rq_worker, 'current_job') -- rq's convention for an idle worker
+  end
+  for _, claim in ipairs(plan.claims) do
+    local key = K.effect_key .. claim[1]
+    if redis.pcall('GET', key) == 'r:' .. claim[2] then
+      redis.call('PEXPIRE', key, plan.claim_ttl_ms)
+    end
+  end
+  return added == 1 and 0 or 1
+end
+
+-- leave
+local inflight = inflight_key(plan.worker)
+local members = usable(inflight, 'set') and redis.call('SMEMBERS', inflight) or {}
+for _, run in ipairs(members) do
+  local id, exec = string.match(run, '^(.*):([^:]*)$')
+  local owner = id and redis.pcall('HGET', K.job .. id, 'execution')
+  if owner == exec then
+    redis.call('ZADD', K.live_workers, 0, plan.worker)
+    return 0
+  end
+end
+if usable(K.rq_workers, 'set') then
+  redis.call('SREM', K.rq_workers, rq_worker)
+end
+for _, queue in ipairs(plan.queues) do
+  if usable(K.rq_workers_by_queue .. queue, 'set') then
+    redis.call('SREM', K.rq_workers_by_queue .. queue, rq_worker)
+  end
+end
+if usable(rq_worker, 'hash') then
+  redis.call('HSET', rq_worker, 'death', iso(t), 'state', 'dead')
+  redis.call('HDEL', rq_worker, 'current_job')
+  redis.call('EXPIRE', rq_worker, 60)
+end
+redis.call('ZREM', K.live_workers, plan.worker)
+redis.call('DEL', inflight)
+return 1
