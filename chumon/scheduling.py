@@ -2,7 +2,7 @@
 
 rq-scheduler 0.14 has no serializer option and pickles by default. ``JSONJob`` is an rq
 ``Job`` whose serializer is JSON unless told otherwise; passed as the scheduler's job
-class, every job it creates and reads is JSON (see shared/FACTS.md).
+class, every job it creates and reads is JSON (measured: it has no serializer option of its own).
 
 How a periodic job runs:
 
@@ -15,18 +15,25 @@ How a periodic job runs:
 - Enqueuing an occurrence uses an idempotency key made of the periodic job and its slot:
   registering at every start, restarting the scheduler, or two schedulers ticking together
   never make a second run of one slot.
+
+The loop is chumon's, not rq-scheduler's: rq-scheduler's ``run`` ends on the first Redis error
+(and its signal handler writes to Redis). This one logs the error once, backs off (up to 5 s),
+registers again once Redis answers, and stops only on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
@@ -114,10 +121,48 @@ class PeriodicScheduler(Scheduler):  # type: ignore[misc]  # rq-scheduler ships 
             ),
         )
 
+    def serve(self, stop: threading.Event, *, burst: bool = False) -> None:
+        """Register, then enqueue what is due every interval until ``stop`` (or once, with ``burst``)."""
+        registered, backoff, trouble = False, 0.0, False
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                if not registered:
+                    self.register_birth()
+                    self.register()
+                    registered = True
+                self.heartbeat()
+                if self.acquire_lock():
+                    try:
+                        self.enqueue_jobs()
+                    finally:
+                        self.remove_lock()
+                    if burst:
+                        break
+            except (RedisError, OSError) as exc:
+                if not trouble:
+                    log.error("scheduler: redis: %s; retrying", exc)
+                trouble, registered = True, False
+                self._lock_acquired = False
+                backoff = min(5.0, max(0.5, backoff * 2))
+                stop.wait(backoff)
+                continue
+            if trouble:
+                log.info("scheduler: redis answers again")
+            trouble, backoff = False, 0.0
+            stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
+        try:
+            self.register_death()
+        except (RedisError, OSError) as exc:
+            log.warning("scheduler: could not record its stop: %s", exc)
+
 
 def run(
     redis: Redis, enqueuer: Enqueuer, registry: JobRegistry, *, interval: float = 5.0, burst: bool = False
 ) -> None:
-    scheduler = PeriodicScheduler(redis, enqueuer, registry, interval=interval)
-    scheduler.register()
-    scheduler.run(burst=burst)
+    """Serve until SIGTERM or SIGINT (``chumon scheduler``)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    PeriodicScheduler(redis, enqueuer, registry, interval=interval).serve(stop, burst=burst)

@@ -106,11 +106,11 @@ class ChumonProcess:
     up (64 KB of job lines) and blocks the process on its next write.
     """
 
-    def __init__(self, redis_url: str, *args: str, **settings: Any):
+    def __init__(self, redis_url: str, *args: str, wrapper: list[str] | None = None, **settings: Any):
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by wait())
         self._output = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chumon", *args],
+            [*(wrapper or []), sys.executable, "-m", "chumon", *args],
             env=env_for(redis_url, **settings),
             cwd=ROOT,
             stdout=self.log,
@@ -153,5 +153,12 @@ class ChumonProcess:
 class WorkerProcess(ChumonProcess):
     """``chumon worker`` with the test app (or ``app``)."""
 
-    def __init__(self, redis_url: str, *args: str, app: str = "tests.apps.sample:registry", **settings: Any):
-        super().__init__(redis_url, "worker", "--app", app, *args, **settings)
+    def __init__(
+        self,
+        redis_url: str,
+        *args: str,
+        app: str = "tests.apps.sample:registry",
+        wrapper: list[str] | None = None,
+        **settings: Any,
+    ):
+        super().__init__(redis_url, "worker", "--app", app, *args, wrapper=wrapper, **settings)

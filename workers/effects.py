@@ -26,13 +26,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from workers.errors import Permanent
+
 MAX_EFFECTS = 64
 MAX_ARGUMENT = 512 * 1024  # bytes of one key or value
 MAX_COUNTER = 2**53
 
 
-class EffectError(ValueError):
-    """An effect that can never be applied (bad command arguments): raised in the handler."""
+class EffectError(Permanent, ValueError):
+    """An effect that can never be applied (bad command or arguments): raised in the handler, and
+    permanent, since retrying the same code cannot mend it."""
 
 
 def _key(key: str) -> str:

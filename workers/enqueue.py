@@ -35,7 +35,7 @@ from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 NO_OPTIONS = EnqueueOptions()
-CHUNK = 500
+CHUNK = 200
 MAX_ATOMIC = 1000
 
 

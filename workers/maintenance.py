@@ -14,6 +14,7 @@ import logging
 
 from redis import Redis
 
+from workers import locks
 from workers.codec import names
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
@@ -33,7 +34,7 @@ class Maintenance:
 
     def run(self, now: float) -> bool:
         """Do the housekeeping unless another worker did within INTERVAL. True if it ran."""
-        if not self.redis.set(self.keys.maintenance_lock, self.worker, nx=True, ex=INTERVAL):
+        if not locks.take(self.redis, self.keys.maintenance_lock, self.worker, INTERVAL * 1000):
             return False
         self.dead_letters.enforce_retention(now)
         queues = [

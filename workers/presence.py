@@ -32,6 +32,12 @@ from workers.scripts import Scripts
 Claims = Sequence[tuple[str, str]]  # (effect key, execution) of the runs the worker holds
 
 
+def grace_params(ttl: float, heartbeat: float) -> dict[str, float]:
+    """The liveness grace's parameters (workers/lua/includes/liveness.lua): a silence of all
+    heartbeats longer than ``stall_gap`` opens a grace of ``grace`` seconds."""
+    return {"stall_gap": max(3 * heartbeat, ttl / 2), "grace": ttl}
+
+
 class Presence:
     def __init__(
         self,
@@ -50,7 +56,7 @@ class Presence:
         self.name = name
         self.queues = queues
         self.ttl = ttl
-        self.stall_gap = max(3 * heartbeat, ttl / 2)
+        self.grace = grace_params(ttl, heartbeat)
 
     def _plan(self, mode: str, **extra: object) -> dict[str, object]:
         return {
@@ -58,8 +64,7 @@ class Presence:
             "worker": self.name,
             "queues": self.queues,
             "rq_ttl": int(self.ttl) + 60,
-            "stall_gap": self.stall_gap,
-            "grace": self.ttl,
+            **self.grace,
             **extra,
         }
 
@@ -84,12 +89,9 @@ class Presence:
 
         Returns False if this worker had been declared dead (and its runs recovered) meanwhile.
         """
-        plan = self._plan(
-            "beat",
-            current_job=current_job,
-            claims=[list(claim) for claim in claims],
-            claim_ttl_ms=int(self.ttl * 1000),
-        )
+        plan = self._plan("beat", claims=[list(claim) for claim in claims], claim_ttl_ms=int(self.ttl * 1000))
+        if current_job:  # absent, not null: JSON null is a truthy value in Lua
+            plan["current_job"] = current_job
         return bool(self.scripts.run("presence", plan))
 
     def leave(self) -> bool:

@@ -30,11 +30,13 @@ from typing import Any
 
 from redis import Redis
 
+from workers import locks
 from workers.codec import decode_data, names, parse_iso, readable, shown
 from workers.execution import Claimed, Outcome
 from workers.joblog import JobLog, context_of
 from workers.keys import Keys, is_dead_letter_queue
 from workers.metrics import RuntimeMetrics
+from workers.presence import grace_params
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
@@ -65,11 +67,12 @@ class Reaper:
         self.log = log
         self.metrics = metrics
         self.joblog = joblog or JobLog()
+        self.grace = grace_params(settings.worker_ttl, settings.heartbeat_interval)
 
     def run(self) -> int:
         """Recover every orphaned run, unless another worker is doing it; return the runs recovered."""
         lock_ms = max(100, int(self.settings.recovery_interval * 1000 * 0.9))
-        if not self.redis.set(self.keys.recovery_lock, self.own_name, nx=True, px=lock_ms):
+        if not locks.take(self.redis, self.keys.recovery_lock, self.own_name, lock_ms):
             return 0
         queues = names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)
         recovered = 0
@@ -83,7 +86,13 @@ class Reaper:
     def recover_queue(self, queue: str) -> int:
         recovered, offset = 0, 0
         while True:
-            plan = {"queue": queue, "offset": offset, "count": PAGE, "ttl": self.settings.worker_ttl}
+            plan = {
+                "queue": queue,
+                "offset": offset,
+                "count": PAGE,
+                "ttl": self.settings.worker_ttl,
+                **self.grace,
+            }
             reply = self.scripts.run("orphans", plan)
             if reply[0] in (b"grace", "grace"):
                 return recovered
@@ -111,7 +120,7 @@ class Reaper:
         for worker, outcomes in by_worker.items():
             plan = self.settler.plan(outcomes, worker=worker)
             ctx = {**settle_ctx(self.settings, worker), "ttl": self.settings.worker_ttl}
-            reply = self.scripts.run("recover", {"ctx": ctx, "failed": plan.failed})
+            reply = self.scripts.run("recover", {"ctx": ctx, "failed": plan.failed, **self.grace})
             count, lost = int(reply[0]), {readable(i) for i in reply[1]}
             if count < 0:
                 return recovered  # the grace began meanwhile
@@ -184,7 +193,7 @@ class Reaper:
         return Outcome.failure(claimed, "WorkerLost", why, delay=0.0, job_type=job_type, payload=payload)
 
     def forget(self) -> None:
-        reply = self.scripts.run("forget", {"ttl": self.settings.worker_ttl, "count": 50})
+        reply = self.scripts.run("forget", {"ttl": self.settings.worker_ttl, "count": 50, **self.grace})
         forgotten, repaired = reply[0], int(reply[1])
         if forgotten:
             self.log.info("forgot %d silent worker(s) holding no run: %s", len(forgotten),

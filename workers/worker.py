@@ -396,7 +396,7 @@ class Worker:
             key, what = shown(raw_key), shown(raw_what)
             if now - self._problems_logged.get((key, what), -PROBLEM_LOG_EVERY) >= PROBLEM_LOG_EVERY:
                 self._problems_logged[(key, what)] = now
-                self.log.error("redis key %s %s", key, what)
+                self.log.error("%s %s", key if " " in key else f"redis key {key}", what)
 
     # -- trouble ------------------------------------------------------------------------------------
     def _redis_trouble(self, exc: BaseException, doing: str) -> None:
@@ -424,19 +424,33 @@ class Worker:
 
     # -- timers ---------------------------------------------------------------------------------
     def _periodic(self, now: float) -> None:
+        """Timers. Each task fails alone: garbage in the keys one reads must not stop the others,
+        nor the step (an outage makes the step fail too, and the loop backs off then)."""
         timers = self._timers
+        if self._trouble is not None:  # the next step probes Redis; housekeeping waits until it answers
+            if self._owned:
+                self._pending += self.runners.enforce(time.monotonic())
+            return
         if self._reregister:
-            self.presence.register()
+            self._task("registering again", self.presence.register)
             self._reregister = False
         if now >= timers["recovery"] or self._reconcile:
             timers["recovery"] = now + self.settings.recovery_interval
-            self._reconcile_runs()
-            self._count("recovered", self.reaper.run())
+            self._task("reconciling its runs", self._reconcile_runs)
+            self._task("recovering dead workers' runs", lambda: self._count("recovered", self.reaper.run()))
         if now >= timers["maintenance"]:
             timers["maintenance"] = now + MAINTENANCE_INTERVAL
-            self.maintenance.run(now)
+            self._task("housekeeping", lambda: self.maintenance.run(now))
         if self._owned:
             self._pending += self.runners.enforce(time.monotonic())
+
+    def _task(self, what: str, task: Callable[[], object]) -> None:
+        try:
+            task()
+        except (RedisError, OSError) as exc:
+            self._log_problems([(what, f"failed: {type(exc).__name__}: {exc}")])
+        except Exception:  # a bug of ours: logged, and the worker goes on
+            self.log.exception("worker %s: %s failed", self.name, what)
 
     def _reconcile_runs(self) -> None:
         """Hand back runs Redis credits to this worker that it does not know of (a lost reply)."""

@@ -37,6 +37,14 @@ class Gate(BaseModel):
     name: str
 
 
+class Deposit(BaseModel):
+    account: str
+    amount: int
+    reference: str
+    fail: bool = False
+    also: str | None = None
+
+
 @registry.job("t.echo", queue="q")
 def echo(payload: Echo, ctx: JobContext) -> dict[str, object]:
     ctx.redis.rpush("test:echo", payload.text)
@@ -48,6 +56,13 @@ def flaky(payload: Flaky, ctx: JobContext) -> int:
     ctx.redis.rpush(f"test:attempts:{payload.name}", time.time())
     if ctx.attempt <= payload.failures:
         raise RuntimeError(f"failure {ctx.attempt}")
+    return ctx.attempt
+
+
+@registry.job("t.once", queue="q", retry=RetryPolicy(max_attempts=1))
+def once(payload: Echo, ctx: JobContext) -> int:
+    """A job with a single attempt: if an attempt it never ran were counted, it would be dead."""
+    ctx.redis.rpush("test:once", payload.text)
     return ctx.attempt
 
 
@@ -86,6 +101,14 @@ def sleep(payload: Sleep, ctx: JobContext) -> str:
     return payload.name
 
 
+@registry.job("t.nap", queue="q", timeout=30)
+def nap(payload: Sleep, ctx: JobContext) -> str:
+    """Records its start, then only sleeps: its end needs no Redis (it may come during an outage)."""
+    ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
+    time.sleep(payload.seconds)
+    return payload.name
+
+
 @registry.job("t.stuck", queue="q", timeout=1)
 def stuck(payload: Sleep, ctx: JobContext) -> str:
     """One long blocking call: a time-out cannot land until it returns."""
@@ -106,3 +129,13 @@ def gated(payload: Gate, ctx: JobContext) -> str:
 @registry.job("t.dead_letter_hook", queue="hooks")
 def dead_letter_hook(payload: DeadLetterNotice, ctx: JobContext) -> None:
     ctx.redis.rpush("test:dead_letters", payload.model_dump_json())
+
+
+@registry.job("t.deposit", queue="q", idempotency_key=lambda p: p.reference)
+def deposit(payload: Deposit, ctx: JobContext) -> None:
+    """Adds to a balance through ``ctx.effects``: applied with the job's completion, once."""
+    ctx.effects.hincrby("test:balances", payload.account, payload.amount)
+    if payload.also:
+        ctx.effects.incrby(payload.also, 1)
+    if payload.fail:
+        raise RuntimeError("failed after recording its effects")

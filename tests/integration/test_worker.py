@@ -167,7 +167,7 @@ def test_pickled_and_garbage_jobs_are_dead_lettered_and_the_worker_serves_on(
     assert all(d.attempt == 1 for d in dead)
     assert worker.stats["stale"] == 1  # an id with no key
     assert worker.stats["quarantined"] == 1  # an id whose key is no job hash
-    (_id, entry), = redis.xrange("chumon:quarantine")
+    ((_id, entry),) = redis.xrange("chumon:quarantine")
     assert entry[b"id"] == b"notahash" and b"not a hash" in entry[b"reason"]
 
 

@@ -52,7 +52,7 @@ elseif plan.before_iso then
     drop(id)
   end
 end
-if plan.counted and removed > 0 and usable(K.dlq_dropped, 'hash') then
+if plan.counted and removed > 0 and own(K.dlq_dropped, 'hash') then
   redis.call('HINCRBY', K.dlq_dropped, origin, removed)
 end
 return removed

@@ -9,7 +9,7 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {ttl, count (workers per call, at most 50)}
+    ARGV[2]  plan (JSON): {ttl, count (workers per call, at most 50), stall_gap, grace}
 
   Output:
     {forgotten, repaired}: names of the workers forgotten, and how many runs were put back in
@@ -19,10 +19,10 @@
     none
 ]]
 --- @include "common"
+--- @include "liveness"
 
 local plan = cjson.decode(ARGV[2])
-local grace = redis.call('HGET', K.liveness, 'grace_until')
-if grace and tonumber(grace) and now() < tonumber(grace) then
+if grace_holds(plan.stall_gap, plan.grace) then
   return {{}, 0}
 end
 

@@ -16,7 +16,7 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl}
+    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace}
 
   Output:
     {'grace'}  while the liveness grace holds (nothing done), else
@@ -31,14 +31,14 @@
     one entry on the signal stream of the queue, when a run was put back
 ]]
 --- @include "common"
+--- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
 --- @include "settle"
 
 local LOST_LIMIT = 3
 local plan = cjson.decode(ARGV[2])
-local grace = redis.call('HGET', K.liveness, 'grace_until')
-if grace and tonumber(grace) and now() < tonumber(grace) then
+if grace_holds(plan.stall_gap, plan.grace) then
   return {'grace'}
 end
 

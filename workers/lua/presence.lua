@@ -5,11 +5,9 @@
   registration (rq:workers, rq:workers:<queue>, the rq:worker:<name> hash) keeps `rq info` and
   rq-dashboard truthful.
 
-  The liveness grace: every heartbeat records the time of the last heartbeat of any worker
-  (K.liveness, field last_beat). When a heartbeat finds that nobody heartbeated for
-  `stall_gap` seconds (Redis was stopped, stalled, restarted, or every worker was), it opens a
-  grace of `grace` seconds (field grace_until) during which no recovery presumes anyone dead:
-  every worker gets the time to heartbeat again first.
+  Every heartbeat records the time of the last heartbeat of any worker, and may open the
+  liveness grace (includes/liveness.lua): after Redis or every worker was stopped, stalled or
+  restarted, no recovery presumes anyone dead until every worker had the time to heartbeat.
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
@@ -28,21 +26,20 @@
     none
 ]]
 --- @include "common"
+--- @include "liveness"
 
 local plan = cjson.decode(ARGV[2])
 local t = now()
 local rq_worker = K.rq_worker .. plan.worker
 
 local function beat()
-  local last = tonumber(redis.call('HGET', K.liveness, 'last_beat'))
-  if last and t - last > plan.stall_gap then
-    redis.call('HSET', K.liveness, 'grace_until', t + plan.grace)
-  end
-  redis.call('HSET', K.liveness, 'last_beat', t)
+  beat_liveness(plan.stall_gap, plan.grace)
   return redis.call('ZADD', K.live_workers, t, plan.worker)
 end
 
 local function register_rq(fields)
+  own(rq_worker, 'hash')
+  own(inflight_key(plan.worker), 'set')
   if usable(rq_worker, 'hash') then
     redis.call('HSET', rq_worker, unpack(fields))
     redis.call('EXPIRE', rq_worker, plan.rq_ttl)
@@ -58,9 +55,7 @@ local function register_rq(fields)
 end
 
 if plan.mode == 'register' then
-  if usable(rq_worker, 'hash') then
-    redis.call('DEL', rq_worker)
-  end
+  redis.call('DEL', rq_worker)
   local fields = plan.info
   fields[#fields + 1] = 'birth'
   fields[#fields + 1] = iso(t)

@@ -9,7 +9,7 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): ctx {ttl, dlq_retention, dlq_max_length},
+    ARGV[2]  plan (JSON): ctx {ttl, dlq_retention, dlq_max_length}, stall_gap, grace,
              failed {<failed item as step.lua's, with the dead worker as its 12th field>, ...}
 
   Output:
@@ -23,14 +23,14 @@
     one entry on the signal stream of each queue that got a job back
 ]]
 --- @include "common"
+--- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
 --- @include "settle"
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
-local grace = redis.call('HGET', K.liveness, 'grace_until')
-if grace and tonumber(grace) and now() < tonumber(grace) then
+if grace_holds(plan.stall_gap, plan.grace) then
   return {-1, {}, {}, 0}
 end
 

@@ -44,7 +44,7 @@ local function valid_id(id)
 end
 
 local function quarantine(queue, id, reason)
-  if usable(K.quarantine, 'stream') then
+  if own(K.quarantine, 'stream') then
     redis.call('XADD', K.quarantine, 'MAXLEN', '~', '10000', '*', 'queue', queue, 'id', id,
       'reason', reason, 'at', iso(now()))
   end

@@ -12,6 +12,9 @@
                 whether `key` may be written as `type` ('list', 'zset', 'hash', 'set', 'stream',
                 'string'): absent or of that type. A key of another type (hand-written garbage)
                 is reported in `problems` and left alone; the result is cached for the call
+  own(key, type)
+                for keys only the runtime writes (liveness, in-flight sets, counters): a key of
+                another type is deleted, reported, and used afresh
   problems      {key, what} pairs the script could not use, returned to the caller to log
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
                 in rq:queues and appends one entry to its signal stream (idle workers block on it)
@@ -76,6 +79,15 @@ local function usable(key, kind)
     end
   end
   return ok
+end
+
+local function own(key, kind)
+  if not usable(key, kind) then
+    redis.call('DEL', key)
+    checked[key] = true
+    problems[#problems] = {key, 'held garbage: replaced'}
+  end
+  return true
 end
 
 local function touch(queue)

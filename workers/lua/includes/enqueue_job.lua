@@ -14,7 +14,7 @@
 ]]
 local function enqueue_job(job)
   local qk, sk = K.queue .. job.queue, K.scheduled .. job.queue
-  if not (usable(qk, 'list') and usable(sk, 'zset') and usable(K.job .. job.id, 'hash')) then
+  if not (usable(qk, 'list') and usable(sk, 'zset')) then
     return false
   end
   local ek
@@ -31,23 +31,29 @@ local function enqueue_job(job)
   local at = now()
   local due = job.run_at or (job.delay and at + job.delay) or at
   local stamp = iso(at)
-  if ek then
-    redis.call('SET', ek, job.id, 'EX', job.enqueue_key_ttl)
-  end
   local fields = job.fields
   fields[#fields + 1] = 'created_at'
   fields[#fields + 1] = stamp
   fields[#fields + 1] = 'status'
   if due > at then
     fields[#fields + 1] = 'scheduled'
-    redis.call('HSET', K.job .. job.id, unpack(fields))
-    redis.call('ZADD', sk, due, job.id)
-    touch(job.queue)
   else
     fields[#fields + 1] = 'queued'
     fields[#fields + 1] = 'enqueued_at'
     fields[#fields + 1] = stamp
-    redis.call('HSET', K.job .. job.id, unpack(fields))
+  end
+  -- the first write: if the job's key holds something else than a hash, nothing is written
+  if type(redis.pcall('HSET', K.job .. job.id, unpack(fields))) == 'table' then
+    problem(K.job .. job.id, 'holds something else than a job hash: not enqueued')
+    return false
+  end
+  if ek then
+    redis.call('SET', ek, job.id, 'EX', job.enqueue_key_ttl)
+  end
+  if due > at then
+    redis.call('ZADD', sk, due, job.id)
+    touch(job.queue)
+  else
     push(job.queue, job.id, job.at_front)
   end
   return job.id

@@ -124,7 +124,7 @@ local function dead_letter(ctx, id, queue)
     dropped = dropped + 1
     over = over - 1
   end
-  if dropped > 0 and usable(K.dlq_dropped, 'hash') then
+  if dropped > 0 and own(K.dlq_dropped, 'hash') then
     redis.call('HINCRBY', K.dlq_dropped, queue, dropped)
   end
   return dropped

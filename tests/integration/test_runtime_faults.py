@@ -1,0 +1,290 @@
+"""The runtime against a real Redis holding what it should not: garbage in every key it reads,
+fields no tool would write, runs whose worker vanished, a silence of every heartbeat.
+
+Each test writes the damage by hand, as an attacker or a broken tool would, then checks that
+the worker serves on, that what cannot be run is dead-lettered or quarantined with the reason,
+and that nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from chumon.cli import main as chumon
+from tests.apps import sample
+from tests.support import run_burst, wait_until, worker_thread
+from workers import EnqueueOptions, Enqueuer, RuntimeSettings, Worker, load_job
+from workers.deadletter import DeadLetters
+from workers.keys import Keys
+from workers.scripts import Scripts
+
+KEYS = Keys()
+
+
+def claim_for(redis: Redis, worker: str, *, n: int = 1, started: bool = True) -> list[Any]:
+    """Claim jobs of queue q for a worker that is not running (as a dead one left them)."""
+    scripts = Scripts(redis, KEYS.lua_keyspace)
+    ctx = {"worker": worker, "token": "ghost", "seq": 0, "claim_ttl_ms": 60_000, "defer_s": 1.0,
+           "result_ttl": 500, "budget": 100, "dlq_retention": 3600, "dlq_max_length": 100}  # fmt: skip
+    plan = {"ctx": ctx, "started": [], "done": [], "failed": [], "released": [], "queues": ["q"], "n": n}
+    rows = scripts.run("step", plan)[0]
+    if started:
+        begun = [[row[0].decode(), row[1].decode(), row[2], time.time()] for row in rows]
+        scripts.run("step", {**plan, "started": begun, "n": 0})
+    return rows
+
+
+def status(redis: Redis, job_id: str) -> str | None:
+    info = load_job(redis, KEYS, job_id)
+    return info.status if info else None
+
+
+# -- runs whose worker is gone ------------------------------------------------------------------------
+def test_a_run_with_no_live_owner_is_found_from_the_registry_alone(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """The worker's own bookkeeping is gone (it deregistered, or its in-flight set was deleted):
+    the running registry and the job hash are evidence enough."""
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "orphan"})
+    claim_for(redis, "ghost.1", started=False)
+    redis.delete(KEYS.inflight("ghost.1"), KEYS.live_workers)
+    assert status(redis, job_id) == "started"
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: status(redis, job_id) == "finished", message="the orphan to run")
+    info = load_job(redis, KEYS, job_id)
+    assert info.attempt == 1 and info.failures == []  # it never began: no attempt was used
+    assert redis.zcard("rq:wip:q") == 0
+
+
+def test_a_started_orphan_counts_an_attempt_and_is_retried_at_once(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "crashed"})
+    claim_for(redis, "ghost.2")
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: status(redis, job_id) == "finished", message="the retry")
+    info = load_job(redis, KEYS, job_id)
+    assert info.attempt == 2 and [f["exc_type"] for f in info.failures] == ["WorkerLost"]
+    assert "ghost.2" in info.failures[0]["message"]
+
+
+def test_a_job_that_keeps_killing_workers_before_it_starts_costs_attempts(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "poison"})
+    redis.hset(KEYS.job(job_id), "lost", 3)  # three unstarted runs of it were lost already
+    claim_for(redis, "ghost.3", started=False)
+    worker = Worker(redis, sample.registry, settings)
+    assert worker.reaper.run() == 1
+    info = load_job(redis, KEYS, job_id)
+    assert (
+        info.failures[0]["exc_type"] == "WorkerLost" and "may kill its worker" in info.failures[0]["message"]
+    )
+
+
+def test_nothing_is_recovered_while_the_liveness_grace_holds(redis: Redis, settings: RuntimeSettings) -> None:
+    """Every heartbeat stopped at once (Redis was frozen or restarted): the first scan after the
+    silence opens a grace instead of presuming every worker dead."""
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "alive after all"})
+    claim_for(redis, "busy.1")
+    now = time.time()
+    redis.zadd(KEYS.live_workers, {"busy.1": now - 100})
+    redis.hset(KEYS.liveness, "last_beat", now - 100)
+    worker = Worker(redis, sample.registry, settings)
+    assert worker.reaper.run() == 0
+    assert status(redis, job_id) == "started"
+    assert float(redis.hget(KEYS.liveness, "grace_until")) > now
+    redis.hset(KEYS.liveness, mapping={"grace_until": time.time() - 1, "last_beat": time.time()})
+    redis.delete(KEYS.recovery_lock)  # the grace is over and heartbeats flow again: busy.1 stayed silent
+    assert worker.reaper.run() == 1
+    assert status(redis, job_id) == "queued"
+
+
+# -- fields no tool would write ----------------------------------------------------------------------
+BAD_FIELDS = {
+    "retry": (b"\xff\xfe", "retry field is not UTF-8"),
+    "effect_key": (b"t.echo:\xff", "effect_key field is not UTF-8"),
+    "result_ttl": ("²", "result_ttl is not a whole number"),
+    "timeout": ("nan", "timeout is not a number"),
+    "attempt": ("many", "attempt count is not a whole number"),
+}
+
+
+def test_unreadable_fields_dead_letter_their_job_and_the_batch_runs_on(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    good = enqueuer.enqueue_many(sample.echo, [{"text": f"good {i}"} for i in range(5)])
+    bad = {}
+    for field, (value, _reason) in BAD_FIELDS.items():
+        bad[field] = enqueuer.enqueue(sample.echo, {"text": field})
+        redis.hset(KEYS.job(bad[field]), field, value)
+    nested = enqueuer.enqueue(sample.echo, {"text": "deep"})
+    redis.hset(KEYS.job(nested), "data", "[" * 100_000)
+    redis.rpush("rq:queue:q", b"\xff\xfe-not-utf8", "a:b", "a.b")
+    redis.hset("rq:job:a:b", mapping={"data": "x", "status": "queued"})
+    worker = run_burst(redis, sample.registry, settings, concurrency=4)
+    assert all(status(redis, job_id) == "finished" for job_id in good)
+    dead = {info.id: info for info in DeadLetters(redis, settings).entries("q")}
+    for field, (_value, reason) in BAD_FIELDS.items():
+        info = dead[bad[field]]
+        assert info.failures[0]["exc_type"] == "MalformedJob" and reason in info.failures[0]["message"], field
+    assert "nested too deeply" in dead[nested].failures[0]["message"]
+    assert worker.stats["quarantined"] == 3
+    reasons = [entry[b"reason"] for _id, entry in redis.xrange(KEYS.quarantine)]
+    assert all(b"not 1-128 letters" in r for r in reasons)
+    assert redis.zcard("rq:wip:q") == 0  # nothing stranded as started
+
+
+def test_garbled_registry_members_are_skipped_by_workers_and_commands(
+    redis: Redis, settings: RuntimeSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis.sadd("rq:queues", b"\xff\xfe", "rq:queue:q")
+    redis.zadd(KEYS.live_workers, {b"\xff\xfe": 0, "ghost\n": 0})
+    job_id = Enqueuer(redis, settings).enqueue(sample.permanent, {"text": "dead letter"})
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: status(redis, job_id) == "failed", message="the dead letter")
+        time.sleep(3 * settings.recovery_interval)  # recovery rounds over the garbled members
+    environment = {"REDIS_URL": settings.redis_url}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        from chumon.settings import load
+
+        load.cache_clear()
+        assert chumon(["queues", "--json"]) == 0
+        assert chumon(["dlq", "list", "--json"]) == 0
+        load.cache_clear()
+    out = capsys.readouterr().out
+    assert '"queue": "q"' in out and job_id in out
+
+
+RUNTIME_OWN = {"chumon:workers", "chumon:liveness", "chumon:quarantine", "chumon:dlq:dropped",
+               "chumon:recovery:lock", "chumon:maintenance:lock", "chumon:idem:enqueue:t.echo:e"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "rq:queue:q", "rq:scheduled:q", "rq:wip:q", "rq:finished:q", "rq:failed:q", "rq:queue:q.dlq",
+        "rq:queues", "rq:workers", "rq:workers:q", "chumon:workers", "chumon:signal:q",
+        "chumon:liveness", "chumon:quarantine", "chumon:dlq:dropped", "chumon:recovery:lock",
+        "chumon:maintenance:lock", "chumon:idem:effect:t.keyed:k", "chumon:idem:enqueue:t.echo:e",
+    ],
+)  # fmt: skip
+def test_garbage_in_any_key_the_runtime_reads_never_stops_a_worker(
+    redis: Redis, settings: RuntimeSettings, key: str
+) -> None:
+    """Each key the runtime reads, filled with a value of the wrong type: the worker serves on
+    (the other queue's work runs), and the key is reported, not overwritten."""
+    garbage = "a string" if not key.endswith(("lock", ":k", ":e")) else None
+    if garbage:
+        redis.set(key, garbage)
+    else:
+        redis.rpush(key, "a list where a string should be")
+    enqueuer = Enqueuer(redis, settings)
+    elsewhere = enqueuer.enqueue(sample.echo, {"text": "elsewhere"}, options=EnqueueOptions(queue="q2"))
+    attempts = [
+        lambda: enqueuer.enqueue(sample.echo, {"text": "here"}),
+        lambda: enqueuer.enqueue(sample.keyed, {"key": "k"}),
+        lambda: enqueuer.enqueue(sample.echo, {"text": "e"}, options=EnqueueOptions(idempotency_key="e")),
+        lambda: enqueuer.enqueue(sample.permanent, {"text": "to the dead letters"}),
+    ]
+    for attempt in attempts:
+        try:
+            attempt()
+        except Exception as exc:  # an enqueue into a garbage queue is refused, saying why
+            assert "hold something else" in str(exc) or "WRONGTYPE" in str(exc), exc
+    with worker_thread(redis, sample.registry, settings, queues=["q", "q2", "hooks"]) as worker:
+        wait_until(lambda: status(redis, elsewhere) == "finished", message="work on the other queue")
+        time.sleep(3 * settings.recovery_interval)  # rounds of recovery and housekeeping over the garbage
+        assert worker.heartbeat.is_alive()
+    if garbage and key not in RUNTIME_OWN:  # the runtime's own keys may be replaced; shared ones never
+        assert redis.get(key) == garbage.encode()  # shared with rq's tools: reported and left alone
+
+
+# -- bounded work ----------------------------------------------------------------------------------------
+def test_no_script_call_holds_redis_long_whatever_the_queues_hold(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """20,000 jobs behind one held effect key, then a 60,000-job bulk enqueue: each call stays
+    within its budget (here: under 100 ms in SLOWLOG, where the unbounded versions took seconds)."""
+    previous = redis.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    redis.config_set("slowlog-log-slower-than", 100_000)
+    redis.slowlog_reset()
+    try:
+        enqueuer = Enqueuer(redis, settings)
+        holder = enqueuer.enqueue(sample.keyed, {"key": "hot", "sleep": 3.0})
+        with worker_thread(redis, sample.registry, settings, concurrency=2) as worker:
+            wait_until(lambda: status(redis, holder) == "started", message="the holder to start")
+            enqueuer.enqueue_many(sample.keyed, [{"key": "hot"} for _ in range(20_000)])
+            wait_until(
+                lambda: worker.stats["deferred"] >= 20_000, timeout=60, message="every copy deferred once"
+            )
+        enqueuer.enqueue_many(sample.echo, [{"text": str(i)} for i in range(60_000)])
+        slow = [entry for entry in redis.slowlog_get(128) if b"EVALSHA" in entry["command"][:8]]
+        assert slow == [], [(e["duration"], e["command"][:60]) for e in slow]
+    finally:
+        redis.config_set("slowlog-log-slower-than", previous)
+
+
+# -- effects committed with completion ------------------------------------------------------------------
+def test_effects_apply_once_with_completion_and_never_in_part(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    ok = enqueuer.enqueue(sample.deposit, {"account": "a", "amount": 100, "reference": "r1"})
+    again = enqueuer.enqueue(sample.deposit, {"account": "a", "amount": 100, "reference": "r1"})
+    failing = enqueuer.enqueue(sample.deposit, {"account": "b", "amount": 5, "reference": "r2", "fail": True})
+    redis.set("test:balances:wrongtype", "x")
+    refused = enqueuer.enqueue(
+        sample.deposit, {"account": "c", "amount": 7, "reference": "r3", "also": "test:balances:wrongtype"}
+    )
+    with worker_thread(redis, sample.registry, settings):
+        wait_until(lambda: status(redis, again) == "finished", message="the second delivery")
+        wait_until(lambda: status(redis, refused) == "failed", message="the refused job")
+    assert redis.hgetall("test:balances") == {b"a": b"100"}  # once, and nothing of the others
+    assert status(redis, ok) == "finished"
+    assert load_job(redis, KEYS, failing).failures[-1]["exc_type"] == "RuntimeError"
+    info = load_job(redis, KEYS, refused)
+    assert info.status == "failed" and info.failures[0]["exc_type"] == "EffectsRefused"
+    assert not redis.hexists("test:balances", "c")  # its first, valid effect was not applied either
+
+
+def test_effects_may_not_write_the_runtimes_own_keys(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(
+        sample.deposit, {"account": "x", "amount": 1, "reference": "r4", "also": "rq:queue:q"}
+    )
+    run_burst(redis, sample.registry, settings)
+    info = load_job(redis, KEYS, job_id)
+    assert info.status == "failed" and info.failures[0]["exc_type"] == "EffectError"
+    assert "runtime's own keys" in info.failures[0]["message"]
+
+
+def test_policies_written_by_hand_cannot_overflow_the_backoff(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(sample.always_fails, {"text": "x"})
+    redis.hset(KEYS.job(job_id), "retry", json.dumps({"max_attempts": 4, "factor": 1e200, "base": 1e300}))
+    worker = run_burst(redis, sample.registry, settings)  # the bad policy is ignored: the default applies
+    assert worker.stats["retried"] == 1 and status(redis, job_id) == "scheduled"
+
+
+# -- liveness --------------------------------------------------------------------------------------------
+def test_an_idle_worker_keeps_heartbeating(redis: Redis, settings: RuntimeSettings) -> None:
+    """Idle and busy alike: its liveness entry stays fresh by the server's clock, round after round."""
+    with worker_thread(redis, sample.registry, settings) as worker:
+        wait_until(lambda: redis.zscore(KEYS.live_workers, worker.name), message="registration")
+        first = redis.zscore(KEYS.live_workers, worker.name)
+        wait_until(
+            lambda: redis.zscore(KEYS.live_workers, worker.name) > first + 2 * settings.heartbeat_interval,
+            message="heartbeats while idle",
+        )
+        seconds, micros = redis.time()
+        assert seconds + micros / 1e6 - redis.zscore(KEYS.live_workers, worker.name) < settings.worker_ttl
+        assert not worker.heartbeat.failing
