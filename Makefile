@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-runtime test lint typecheck unit clean bench bench-quick profile
+.PHONY: demo demo-runtime test lint typecheck unit chaos clean bench bench-quick profile
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -38,6 +38,11 @@ unit: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# The long fault-injection runs: real workers SIGKILLed, Redis frozen and restarted from its
+# append-only file, poison jobs; prints lost / duplicated / stuck and the recovery latency.
+chaos: $(STAMP)
+	$(BIN)/pytest tests/chaos -m chaos -s -p no:cacheprovider
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

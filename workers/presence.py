@@ -33,9 +33,10 @@ Claims = Sequence[tuple[str, str]]  # (effect key, execution) of the runs the wo
 
 
 def grace_params(ttl: float, heartbeat: float) -> dict[str, float]:
-    """The liveness grace's parameters (workers/lua/includes/liveness.lua): a silence of all
-    heartbeats longer than ``stall_gap`` opens a grace of ``grace`` seconds."""
-    return {"stall_gap": max(3 * heartbeat, ttl / 2), "grace": ttl}
+    """What the liveness scripts judge by (workers/lua/includes/liveness.lua): a worker silent
+    for ``ttl`` is dead; a silence of all heartbeats longer than ``stall_gap`` opens a grace of
+    ``grace`` seconds for the workers that beat within ``slack`` of its start."""
+    return {"ttl": ttl, "stall_gap": max(3 * heartbeat, ttl / 2), "grace": ttl, "slack": 2 * heartbeat}
 
 
 class Presence:

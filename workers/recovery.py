@@ -94,8 +94,6 @@ class Reaper:
                 **self.grace,
             }
             reply = self.scripts.run("orphans", plan)
-            if reply[0] in (b"grace", "grace"):
-                return recovered
             scanned, orphans, released, stale = int(reply[0]), reply[1], reply[2], int(reply[3])
             if released:
                 recovered += len(released)
@@ -119,11 +117,9 @@ class Reaper:
         recovered = 0
         for worker, outcomes in by_worker.items():
             plan = self.settler.plan(outcomes, worker=worker)
-            ctx = {**settle_ctx(self.settings, worker), "ttl": self.settings.worker_ttl}
+            ctx = settle_ctx(self.settings, worker)
             reply = self.scripts.run("recover", {"ctx": ctx, "failed": plan.failed, **self.grace})
             count, lost = int(reply[0]), {readable(i) for i in reply[1]}
-            if count < 0:
-                return recovered  # the grace began meanwhile
             recovered += count
             self._report(worker, outcomes, plan.actions, lost, plan.retried, plan.dead)
             if int(reply[3]):
@@ -193,7 +189,7 @@ class Reaper:
         return Outcome.failure(claimed, "WorkerLost", why, delay=0.0, job_type=job_type, payload=payload)
 
     def forget(self) -> None:
-        reply = self.scripts.run("forget", {"ttl": self.settings.worker_ttl, "count": 50, **self.grace})
+        reply = self.scripts.run("forget", {"count": 50, **self.grace})
         forgotten, repaired = reply[0], int(reply[1])
         if forgotten:
             self.log.info("forgot %d silent worker(s) holding no run: %s", len(forgotten),

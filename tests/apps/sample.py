@@ -37,6 +37,11 @@ class Gate(BaseModel):
     name: str
 
 
+class Tally(BaseModel):
+    n: int = Field(ge=0)
+    ms: float = Field(default=0.0, ge=0, le=10_000)
+
+
 class Deposit(BaseModel):
     account: str
     amount: int
@@ -139,3 +144,18 @@ def deposit(payload: Deposit, ctx: JobContext) -> None:
         ctx.effects.incrby(payload.also, 1)
     if payload.fail:
         raise RuntimeError("failed after recording its effects")
+
+
+@registry.job(
+    "t.tally",
+    queue="q",
+    idempotency_key=lambda p: f"tally-{p.n}",
+    retry=RetryPolicy(max_attempts=20, base=0.2, cap=2.0),
+)
+def tally(payload: Tally, ctx: JobContext) -> int:
+    """The chaos tier's job: its start is written at once (at least once: a retry writes again),
+    its effect with its completion (once)."""
+    ctx.redis.rpush(f"chaos:starts:{ctx.job_id}", time.time())
+    time.sleep(payload.ms / 1000)
+    ctx.effects.hincrby("chaos:effects", str(payload.n), 1)
+    return payload.n

@@ -200,3 +200,35 @@ def test_the_metrics_exporter_rides_out_a_redis_outage(server: RedisServer) -> N
         wait_until(lambda: scrape() == 200, timeout=30, message="scrapes after the outage")
     finally:
         exporter.stop()
+
+
+def test_a_black_holed_connection_times_out_and_the_worker_comes_back(server: RedisServer) -> None:
+    """No RST, no reply: only the socket time-out notices. The cut-off worker's run is recovered by
+    its peer; the cut-off worker does not hang, and serves again once the path is back."""
+    from tests.blackhole import BlackholeProxy
+
+    proxy = BlackholeProxy(server.port)
+    redis = server.client()
+    enqueuer = Enqueuer(redis, make_settings(server.url))
+    job_id = enqueuer.enqueue(sample.nap, {"name": "cut", "seconds": 4})
+    cut = WorkerProcess(proxy.url, "--queues", "q", "--concurrency", "1", redis__socket_timeout=1)
+    peer = None
+    try:
+        wait_until(lambda: redis.llen("test:started:cut") == 1, timeout=30, message="the job to start")
+        proxy.blackhole()
+        peer = WorkerProcess(server.url, "--queues", "q", "--concurrency", "1")
+        wait_until(lambda: status(redis, job_id) == "finished", timeout=60, message="the peer to recover it")
+        assert load_job(redis, KEYS, job_id).failures[0]["exc_type"] == "WorkerLost"
+        assert alive(cut), cut.output
+        proxy.restore()
+        peer.stop()
+        after = enqueuer.enqueue(sample.echo, {"text": "after the cut"})
+        wait_until(
+            lambda: status(redis, after) == "finished", timeout=60, message="the cut-off worker to serve"
+        )
+    finally:
+        cut.stop()
+        if peer is not None:
+            peer.stop()
+        proxy.close()
+    assert "TimeoutError" in cut.output and "redis answers again" in cut.output, cut.output

@@ -105,6 +105,21 @@ def test_nothing_is_recovered_while_the_liveness_grace_holds(redis: Redis, setti
     assert status(redis, job_id) == "queued"
 
 
+def test_a_worker_dead_before_an_outage_is_recovered_during_its_grace(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """Its heartbeats had stopped long before everyone's did: the outage explains nothing about it."""
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "dead before"})
+    claim_for(redis, "dead.1")
+    now = time.time()
+    redis.zadd(KEYS.live_workers, {"dead.1": now - 100})
+    redis.hset(KEYS.liveness, "last_beat", now - 50)  # the others beat until 50 s ago
+    worker = Worker(redis, sample.registry, settings)
+    assert worker.reaper.run() == 1
+    assert float(redis.hget(KEYS.liveness, "grace_until")) > now  # the grace is open, for the others
+    assert status(redis, job_id) == "queued"
+
+
 # -- fields no tool would write ----------------------------------------------------------------------
 BAD_FIELDS = {
     "retry": (b"\xff\xfe", "retry field is not UTF-8"),

@@ -5,8 +5,9 @@
   `<job id>:<execution>` of `rq:wip:<queue>` with score +inf (chumon's mark: rq's own runs have
   a finite score), and its job hash names the worker that claimed it. A run is an orphan when
   the job still belongs to that execution and the worker has not heartbeated for `ttl` seconds
-  by the server's clock. Nothing is decided while the liveness grace holds (after Redis or
-  every worker was silent: see presence.lua), so no live worker is presumed dead.
+  by the server's clock. While the liveness grace holds (after Redis or every worker was
+  silent: includes/liveness.lua), only workers that were silent before that are judged, so no
+  live worker is presumed dead.
 
   An orphan that never started (the worker claimed it into its prefetch buffer and died) goes
   back to the head of its queue here, without using an attempt, unless unstarted runs of it
@@ -16,10 +17,9 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace}
+    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace, slack}
 
   Output:
-    {'grace'}  while the liveness grace holds (nothing done), else
     {scanned, orphans, released, stale}
       scanned   members read (fewer than count: the end of the registry)
       orphans   {id, exec, worker, attempt, lost, data, meta, origin, timeout, retry, effect_key,
@@ -38,16 +38,13 @@
 
 local LOST_LIMIT = 3
 local plan = cjson.decode(ARGV[2])
-if grace_holds(plan.stall_gap, plan.grace) then
-  return {'grace'}
-end
+local since = grace_since(plan)
 
 local wk = K.wip .. plan.queue
 if not usable(wk, 'zset') then
   return {0, {}, {}, 0}
 end
 local members = redis.call('ZRANGEBYSCORE', wk, '+inf', '+inf', 'LIMIT', plan.offset, plan.count)
-local silent_since = now() - plan.ttl
 local orphans, released, stale = {}, {}, 0
 local FIELDS = {'execution', 'worker_name', 'attempt', 'ran', 'lost', 'data', 'meta', 'origin', 'timeout',
   'retry', 'effect_key', 'started_at'}
@@ -61,7 +58,7 @@ for _, run in ipairs(members) do
   else
     local worker = f[2] or ''
     local seen = redis.call('ZSCORE', K.live_workers, worker)
-    if not seen or tonumber(seen) < silent_since then
+    if presumed_dead(tonumber(seen), plan, since) then
       local lost = whole(f[5], 0, 1000000) or 0
       if f[4] == exec or lost >= LOST_LIMIT then
         local attempt = whole(f[3], 0, 1000000) or 0

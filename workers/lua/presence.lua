@@ -12,7 +12,7 @@
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): {mode = 'register' | 'beat' | 'leave', worker, queues, rq_ttl,
-             stall_gap, grace, info = {field, value, ...} (register), current_job (beat, or
+             ttl, stall_gap, grace, slack, info = {field, value, ...} (register), current_job (beat, or
              absent), claims = {{effect key, exec}, ...} (beat: renewed for claim_ttl_ms)}
 
   Output:
@@ -33,7 +33,7 @@ local t = now()
 local rq_worker = K.rq_worker .. plan.worker
 
 local function beat()
-  beat_liveness(plan.stall_gap, plan.grace)
+  beat_liveness(plan)
   return redis.call('ZADD', K.live_workers, t, plan.worker)
 end
 

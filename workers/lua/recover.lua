@@ -3,17 +3,17 @@
 
   The caller found them with orphans.lua and decided, per run, a retry (attempts left; at once,
   since a crash says nothing about the job) or a dead letter, exactly as for any failed attempt.
-  This script re-checks, atomically, that the liveness grace does not hold, that each run's
-  worker is still silent (a worker that came back keeps its runs) and that the run still owns
+  This script re-checks, atomically, that each run's worker is still presumed dead
+  (includes/liveness.lua: a worker that came back keeps its runs) and that the run still owns
   its job, so several live workers may race to recover the same runs safely.
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): ctx {ttl, dlq_retention, dlq_max_length}, stall_gap, grace,
+    ARGV[2]  plan (JSON): ctx {dlq_retention, dlq_max_length}, ttl, stall_gap, grace, slack,
              failed {<failed item as step.lua's, with the dead worker as its 12th field>, ...}
 
   Output:
-    {recovered, lost, held, dropped}, or {-1, {}, {}, 0} while the liveness grace holds
+    {recovered, lost, held, dropped}
       recovered  runs settled
       lost       ids whose run no longer owned the job, or whose worker is alive after all
       held       ids not settled because a key they need holds garbage
@@ -30,16 +30,12 @@
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
-if grace_holds(plan.stall_gap, plan.grace) then
-  return {-1, {}, {}, 0}
-end
-
-local silent_since = now() - ctx.ttl
+local since = grace_since(plan)
 local recovered, lost, held, dropped = 0, {}, {}, 0
 for _, item in ipairs(plan.failed) do
   local seen = redis.call('ZSCORE', K.live_workers, item[12])
   local result = false
-  if not seen or tonumber(seen) < silent_since then
+  if presumed_dead(tonumber(seen), plan, since) then
     result = fail(ctx, item)
   end
   if result == 'held' then
