@@ -25,7 +25,7 @@ from jobs import demo
 from producer import Producer
 from workers import EnqueueOptions
 from workers.cli import table
-from workers.codec import parse_iso, text
+from workers.codec import parse_iso
 from workers.jobview import JobInfo
 
 TIMEOUT = 90.0
@@ -63,9 +63,9 @@ def enqueue_all(producer: Producer) -> dict[str, list[str]]:
         producer.enqueue(demo.doomed, {"item": 2}),
     ]
     deposits = [
-        {"account": "alice", "amount": 100, "reference": f"{run}-r1"},
-        {"account": "bob", "amount": 50, "reference": f"{run}-r2"},
-        {"account": "alice", "amount": 100, "reference": f"{run}-r1"},  # the same deposit, submitted again
+        {"account": f"alice-{run}", "amount": 100, "reference": f"{run}-r1"},
+        {"account": f"bob-{run}", "amount": 50, "reference": f"{run}-r2"},
+        {"account": f"alice-{run}", "amount": 100, "reference": f"{run}-r1"},  # the same deposit, again
     ]
     jobs["deposit"] = [producer.enqueue(demo.deposit, d) for d in deposits]
     key = EnqueueOptions(idempotency_key=f"{run}-double-submit")
@@ -125,10 +125,11 @@ def summary(jobs: dict[str, list[str]], infos: dict[str, JobInfo], producer: Pro
         for i in (infos[j] for j in ids if j in infos)
         if i.status == "failed"
     ]
-    balances = {text(k): int(v) for k, v in producer.redis.hgetall("demo:balances").items()}
+    accounts = sorted({r["account"] for j in jobs["deposit"] if j in infos and (r := infos[j].result)})
+    balances = dict(zip(accounts, producer.redis.hmget("demo:balances", accounts), strict=True))
     deposit_results = [infos[j].result for j in jobs["deposit"] if j in infos]
     return {"groups": rows, "retries": retries, "dead_letters": dead, "deposit_results": deposit_results,
-            "balances_all_runs": balances}  # fmt: skip
+            "balances": {a: int(v) if v else 0 for a, v in balances.items()}}  # fmt: skip
 
 
 def render(data: dict[str, Any], elapsed: float) -> str:
@@ -148,9 +149,10 @@ def render(data: dict[str, Any], elapsed: float) -> str:
     out.append("\nDead-letter queue demo.dlq (chumon dlq list --queue demo):")
     for d in data["dead_letters"]:
         out.append(f"  {d['job'][:8]}  {d['type']}: {d['reason']} ({d['last_error']})")
+    balances = ", ".join(f"{a.split('-')[0]} {v}" for a, v in data["balances"].items())
     out.append(
-        "\nDuplicates: deposit r1 was submitted twice and applied once "
-        f"(results {data['deposit_results']}); the double submit with one idempotency key made one job."
+        "\nDuplicates: deposit r1 (alice, 100) was submitted twice and applied once: balances "
+        f"{balances}; the double submit with one idempotency key made one job."
     )
     out.append(
         "\nWith REDIS_URL pointing at a Redis of yours the jobs stay there: try `.venv/bin/chumon dlq list`,"

@@ -58,6 +58,14 @@ def doomed(payload: Doomed, ctx: JobContext) -> None:
 
 
 @registry.job("demo.deposit", queue=QUEUE, idempotency_key=lambda p: p.reference)
-def deposit(payload: Deposit, ctx: JobContext) -> int:
-    """Adds to a balance; the reference is its idempotency key, so each deposit counts once."""
-    return int(ctx.redis.hincrby("demo:balances", payload.account, payload.amount))
+def deposit(payload: Deposit, ctx: JobContext) -> dict[str, int | str]:
+    """Adds to a balance, exactly once per reference.
+
+    The reference is the job's idempotency key, so a second delivery of the same deposit
+    finishes as a duplicate; and the addition is a Redis effect (``ctx.effects``), applied in
+    the same atomic step that marks the job done, so a worker killed mid-job adds nothing and
+    the retry adds it once. (A direct ``ctx.redis.hincrby`` would be applied at once, and again
+    by the retry.)
+    """
+    ctx.effects.hincrby("demo:balances", payload.account, payload.amount)
+    return {"account": payload.account, "added": payload.amount}
