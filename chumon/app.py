@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from chumon.logs import mask_url
 from workers.jobtypes import JobRegistry
 
 
@@ -21,7 +22,7 @@ def redis_client(url: str) -> Redis:
 
         _sentinel, client = connect(url, client_options={"health_check_interval": 30})
         if client is None:
-            raise ValueError(f"{url!r} names no Sentinel service (add /<service name> to the URL)")
+            raise ValueError(f"{mask_url(url)!r} names no Sentinel service (add /<service name> to the URL)")
         return client  # type: ignore[no-any-return]
     return Redis.from_url(url, health_check_interval=30)
 

@@ -31,6 +31,7 @@ import jobs
 from chumon.app import redis_client
 from chumon.bootstrap import build_services
 from chumon.devredis import free_port
+from chumon.logs import mask_url
 from chumon.progress import Progress
 from chumon.settings import Settings, load
 from orders.audit import Audit, audit, sink_messages
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     redis = redis_client(settings.redis_url)
     log_path = Path(tempfile.mkdtemp(prefix="chumon-demo-")) / "procfile.log"
     dashboard = f"http://127.0.0.1:{dash_port}/   metrics: http://127.0.0.1:{metrics_port}/metrics"
-    print(f"Redis at {settings.redis_url}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
+    where = mask_url(settings.redis_url)
+    print(f"Redis at {where}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
     started = time.monotonic()
     proc = start_procfile(env, log_path)
     ok = False
