@@ -16,7 +16,8 @@ server. In its place:
   before the package's templates). ``base.html`` turns every ``<%= %>`` of every template
   into an escaping one, upstream templates included (why there: see that file), and hands
   jQuery the CSRF token; ``queues.html``, ``jobs.html`` and ``job.html`` mark dead letters
-  and keep the action buttons on screen;
+  and keep the action buttons on screen; ``scripts/jobs.js`` no longer writes the queue name
+  raw into a script (Jinja now autoescapes the ``.js`` templates as well);
 - ``serve``: refuses to start on settings that would fail open, and serves with waitress.
 """
 
@@ -39,6 +40,7 @@ def make_app(redis: Redis, settings: RuntimeSettings, guard: Guard) -> Flask:
     app.extensions["chumon.dashboard"] = views.Context(
         Reader(redis, Keys(settings.key_prefix)), settings, guard.csrf_token
     )
+    app.jinja_env.autoescape = True  # the .js templates too: Flask escapes only .html by default
     guard.install(app)
     app.register_blueprint(views.blueprint)
 
