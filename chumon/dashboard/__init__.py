@@ -42,6 +42,7 @@ def make_app(redis: Redis, settings: RuntimeSettings, guard: Guard) -> Flask:
     )
     app.jinja_env.autoescape = True  # the .js templates too: Flask escapes only .html by default
     guard.install(app)
+    app.url_map.redirect_defaults = False  # /0/view/queues answers itself, not a redirect to /
     app.register_blueprint(views.blueprint)
 
     def redis_down(exc: Exception) -> Response:
