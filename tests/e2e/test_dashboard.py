@@ -166,6 +166,10 @@ def test_dashboard_pages_in_headless_chromium(redis: Redis, redis_url: str, tmp_
         assert queues["q"][0] == ["0", "0", "1", "1", "3", "1", "0"]
         assert queues["q.dlq"][0] == ["1", "0", "0", "0", "0", "0", "0"]
         assert queues["hooks"][0][0] == "1"
+        # the dead-letter queue is marked as such; its origin queue is not
+        assert text_of(driver, "tr[data-queue='q.dlq'] td.queue-name .badge") == "dead letters"
+        assert text_of(driver, "tr[data-queue='q'] td.queue-name .badge") == ""
+        assert "A dead letter is counted twice" in text_of(driver, "p.intro")
         dlq_link = queues["q.dlq"][1][0]  # the link on its count of queued jobs
         network.collect()
 
@@ -174,6 +178,8 @@ def test_dashboard_pages_in_headless_chromium(redis: Redis, redis_url: str, tmp_
         driver.get(dlq_link)
         row = f"table#jobs tr[data-job-id='{state.dead}']"
         network.wait_until(lambda: "order-7 is refused" in text_of(driver, row), "the dead letter's row")
+        intro = text_of(driver, "#jobs-intro")
+        assert "holds the dead letters of queue q" in intro and "Failed registry of q" in intro, intro
         jobs = table(driver, "table#jobs tr[data-role=job]")
         assert len(jobs) == 1 and "t.permanent(" in text_of(driver, row)
         job_link = next(iter(jobs.values()))[1][0]
