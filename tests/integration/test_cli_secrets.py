@@ -80,7 +80,9 @@ def test_dlq_show_masks_personal_data_unless_revealed_and_prints_every_traceback
     attempt = next(i for i, line in enumerate(lines) if line.startswith("  - attempt 1 "))
     assert "Permanent: " in lines[attempt]
     assert lines[attempt + 1] == "      Traceback (most recent call last):"
-    assert any(line.startswith("      tests.apps.sample") or "sample.py" in line for line in lines[attempt + 1 :])
+    assert any(
+        line.startswith("      tests.apps.sample") or "sample.py" in line for line in lines[attempt + 1 :]
+    )
 
     assert cli.main(["dlq", "show", job_id, "--reveal"]) == 0
     revealed, _ = capsys.readouterr()
