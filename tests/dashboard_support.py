@@ -1,6 +1,7 @@
-"""Helpers for the rq-dashboard tests: ``chumon dashboard`` in its own process, plain HTTP
-requests that record every answer, and a queue state worth looking at (a dead letter, a
-scheduled retry, finished jobs, a busy worker and an idle one)."""
+"""Helpers for the dashboard tests: ``chumon dashboard`` in its own process, plain HTTP
+requests that record every answer (and actions sent as its own pages send them, with the
+CSRF token), a queue state worth looking at (a dead letter, a scheduled retry, finished jobs,
+a busy worker and an idle one), and headless Chromium with its network log."""
 
 from __future__ import annotations
 
