@@ -10,6 +10,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from chumon import app, logs, ops_cli, order_cli
+from chumon.logs import mask
 from chumon.settings import load
 from workers import cli as runtime_cli
 from workers.jobtypes import JobRegistry
@@ -39,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     def registry(path: str | None) -> JobRegistry:
         return app.load_registry(path or settings.app)
 
-    ctx = runtime_cli.CliContext(settings=settings, redis=redis, registry=registry)
+    ctx = runtime_cli.CliContext(settings=settings, redis=redis, registry=registry, mask=mask)
     try:
         return int(args.func(args, ctx))
     except RedisError as exc:
-        print(f"chumon: redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(mask(f"chumon: redis at {settings.redis_url}: {exc}"), file=sys.stderr)
         return 3
 
 

@@ -31,6 +31,7 @@ import jobs
 from chumon.app import redis_client
 from chumon.bootstrap import build_services
 from chumon.devredis import free_port
+from chumon.logs import mask, mask_url
 from chumon.progress import Progress
 from chumon.settings import Settings, load
 from orders.audit import Audit, audit, sink_messages
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     redis = redis_client(settings.redis_url, settings.redis)
     log_path = Path(tempfile.mkdtemp(prefix="chumon-demo-")) / "procfile.log"
     dashboard = f"http://127.0.0.1:{dash_port}/   metrics: http://127.0.0.1:{metrics_port}/metrics"
-    print(f"Redis at {settings.redis_url}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
+    where = mask_url(settings.redis_url)
+    print(f"Redis at {where}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
     started = time.monotonic()
     proc = start_procfile(env, log_path)
     ok = False
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             dashboard,
             time.monotonic() - started,
         )
-        print(json.dumps(data, indent=2) if args.json else render(data))
+        print(mask(json.dumps(data, indent=2) if args.json else render(data)))  # as the logs: no raw emails
         ok = checked.ok and all(settled(o) for o in orders.values()) and len(orders) == len(ids)
         if args.keep:
             print(f"\nStill running: {dashboard}   (Ctrl-C stops everything)", file=sys.stderr)

@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from chumon.app import redis_client
+from chumon.logs import mask_url
 from chumon.progress import Progress
 from chumon.settings import load
 from jobs import demo
@@ -168,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load()
     producer = Producer(redis_client(settings.redis_url, settings.redis), settings, demo.registry)
-    print(
-        f"Redis at {settings.redis_url}; starting 2 worker processes on queue '{demo.QUEUE}'", file=sys.stderr
-    )
+    where = mask_url(settings.redis_url)
+    print(f"Redis at {where}; starting 2 worker processes on queue '{demo.QUEUE}'", file=sys.stderr)
     started = time.monotonic()
     workers = start_workers(2)
     try:

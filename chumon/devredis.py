@@ -25,6 +25,8 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
+from chumon.logs import mask_url
+
 
 def answers(url: str, timeout: float = 1.0) -> bool:
     try:
@@ -99,7 +101,8 @@ def ensure_redis(explicit_url: str | None) -> Iterator[str]:
         yield explicit_url
         return
     if explicit_url:
-        print(f"REDIS_URL={explicit_url} does not answer; starting a private redis-server", file=sys.stderr)
+        where = mask_url(explicit_url)
+        print(f"REDIS_URL={where} does not answer; starting a private redis-server", file=sys.stderr)
     with private_server() as url:
         yield url
 

@@ -1,8 +1,10 @@
 """Logging for the command line: readable text by default, JSON lines when configured.
 
 Whatever the format, every line is masked before it is written: email addresses keep their
-first character and domain (``a***@example.com``) and payment tokens their prefix
-(``tok_***``), so neither reaches a log file, a traceback included.
+first character and domain (``a***@example.com``), payment tokens their prefix (``tok_***``)
+and URLs their user name but not their password (``redis://u:***@host``), so none of them
+reaches a log file, a traceback included. ``mask_url`` is the same rule for what a command
+prints.
 """
 
 from __future__ import annotations
@@ -19,10 +21,32 @@ from workers.joblog import JobLine, set_sink
 
 EMAIL = re.compile(r"([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 TOKEN = re.compile(r"\btok_[A-Za-z0-9_]+")
+# scheme://userinfo@ (greedy up to the last '@' before the path: a password may hold a raw '@')
+URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^/\s]*)@")
+URL_PASSWORD_PARAM = re.compile(r"([?&](?:[a-z_]*password)=)[^&#\s]*", re.IGNORECASE)
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it masked: ``redis://u:***@host/0``.
+
+    A URL whose user part has no ``:`` (``redis://secret@host``) may carry a password there
+    (redis-py reads it as a user name), so it is masked whole; so is a ``password=`` (or
+    ``sentinel_password=``) query parameter.
+    """
+
+    def userinfo(match: re.Match[str]) -> str:
+        user, colon, _password = match.group(2).partition(":")
+        return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+
+    text = URL_USERINFO.sub(userinfo, text)
+    return URL_PASSWORD_PARAM.sub(r"\1***", text)
 
 
 def mask(text: str) -> str:
-    """The text with email addresses and payment tokens masked (cheap when there are none)."""
+    """The text with URL passwords, email addresses and payment tokens masked (cheap when
+    there are none)."""
+    if "://" in text:
+        text = mask_url(text)
     if "@" in text:
         text = EMAIL.sub(r"\1***@\2", text)
     if "tok_" in text:

@@ -18,20 +18,13 @@ def _settings(ctx: CliContext) -> Settings:
 
 
 def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
-    from chumon import dashboard
+    from chumon.dashboard import serve
 
-    config = _settings(ctx).dashboard
-    password = config.password.get_secret_value() if config.password else None
-    if config.username and not password:
-        raise SystemExit("chumon: CHUMON_DASHBOARD__USERNAME is set but CHUMON_DASHBOARD__PASSWORD is not")
-    dashboard.run(
-        ctx.settings.redis_url,
-        settings=ctx.settings,
-        host=args.host or config.host,
-        port=args.port or config.port,
-        username=config.username,
-        password=password,
-    )
+    try:
+        options = serve.options(_settings(ctx).dashboard, host=args.host, port=args.port)
+    except serve.Refused as exc:
+        raise SystemExit(f"chumon dashboard: refusing to start: {exc}") from None
+    serve.serve(ctx.redis(), ctx.settings, options)
     return 0
 
 
@@ -98,7 +91,7 @@ def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def register(sub: Any) -> None:
-    dash = sub.add_parser("dashboard", help="rq-dashboard for chumon's JSON jobs (localhost by default)")
+    dash = sub.add_parser("dashboard", help="rq-dashboard's pages for chumon's jobs (localhost by default)")
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
     dash.add_argument("--port", type=int, help="port (default CHUMON_DASHBOARD__PORT, 9181)")
     dash.set_defaults(func=cmd_dashboard)

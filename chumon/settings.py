@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from orders.config import EventsConfig, SagaConfig, SimulationConfig, SmtpConfig
 from workers.settings import RuntimeSettings
 
 
 class DashboardConfig(BaseModel):
-    """rq-dashboard as ``chumon dashboard`` serves it: localhost unless told otherwise."""
+    """rq-dashboard as ``chumon dashboard`` serves it: localhost unless told otherwise.
+
+    ``allowed_hosts``: host names (comma-separated in the environment) the dashboard answers
+    to besides localhost and IP addresses, e.g. the name a reverse proxy forwards. Any other
+    ``Host`` header is refused (DNS rebinding). See docs/operations.md.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -25,6 +32,14 @@ class DashboardConfig(BaseModel):
     port: int = Field(default=9181, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class Settings(RuntimeSettings):

@@ -1,6 +1,7 @@
-"""Helpers for the rq-dashboard tests: ``chumon dashboard`` in its own process, plain HTTP
-requests that record every answer, and a queue state worth looking at (a dead letter, a
-scheduled retry, finished jobs, a busy worker and an idle one)."""
+"""Helpers for the dashboard tests: ``chumon dashboard`` in its own process, plain HTTP
+requests that record every answer (and actions sent as its own pages send them, with the
+CSRF token), a queue state worth looking at (a dead letter, a scheduled retry, finished jobs,
+a busy worker and an idle one), and headless Chromium with its network log."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,9 +95,10 @@ class Dashboard:
         *,
         method: str = "GET",
         auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         record: bool = True,
     ) -> Response:
-        headers = {}
+        headers = dict(headers or {})
         if auth is not None:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -108,6 +111,19 @@ class Dashboard:
         if record:
             self.responses.append(response)
         return response
+
+    def csrf_token(self, **kwargs: Any) -> str:
+        """The token every page hands its scripts (base.html)."""
+        page = self.request("/", **kwargs)
+        assert page.status == 200, page
+        found = re.search(rb'"X-CSRFToken": "([^"]+)"', page.body)
+        assert found, "no CSRF token in the page"
+        return found.group(1).decode()
+
+    def action(self, path: str, **kwargs: Any) -> Response:
+        """A POST as the dashboard's own page sends it: same origin, with the page's token."""
+        headers = {"Origin": self.url, "X-CSRFToken": self.csrf_token(**kwargs)}
+        return self.request(path, method="POST", headers=headers, **kwargs)
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         response = self.request(path, **kwargs)
@@ -200,3 +216,96 @@ def listening_addresses(port: int) -> set[str]:
                         words = [bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, 32, 8)]
                         found.add(socket.inet_ntop(socket.AF_INET6, b"".join(words)))
     return found
+
+
+# -- the browser ------------------------------------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1024",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves: nothing leaves the host
+]
+
+
+@contextmanager
+def chromium(profile: Path, log: Path) -> Iterator[Any]:
+    """Headless Chromium driven by Debian's chromedriver, with its network events recorded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), log_output=str(log)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Network:
+    """What the browser asked of the dashboard and how it answered, from chromedriver's
+    performance log. Requests elsewhere (Debian's Chromium opens its search engine's start
+    page in the first tab; the host resolver rules send it nowhere) are not the dashboard's."""
+
+    def __init__(self, driver: Any, origin: str) -> None:
+        self.driver = driver
+        self.origin = origin
+        self.urls: dict[str, str] = {}  # request id -> url, requests to the dashboard only
+        self.responses: list[tuple[str, int]] = []
+        self.failures: list[tuple[str, str]] = []
+        self.console: list[dict[str, Any]] = []
+
+    def collect(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            event = json.loads(entry["message"])["message"]
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Network.requestWillBeSent" and params["request"]["url"].startswith(self.origin):
+                self.urls[params["requestId"]] = params["request"]["url"]
+            elif method == "Network.responseReceived" and params["requestId"] in self.urls:
+                self.responses.append((params["response"]["url"], int(params["response"]["status"])))
+            elif method == "Network.loadingFailed" and params["requestId"] in self.urls:
+                # a poll cut short by leaving the page is no error
+                failure = (self.urls[params["requestId"]], params["errorText"])
+                self.failures += [] if params.get("canceled") else [failure]
+        self.console += [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+    def wait_until(self, condition: Callable[[], Any], message: str) -> Any:
+        """``tests.support.wait_until``; at the deadline, says what the dashboard answered amiss."""
+        try:
+            return wait_until(condition, message=message)
+        except AssertionError as exc:
+            self.collect()
+            amiss = [(url, status) for url, status in self.responses if status >= 400] + self.failures
+            raise AssertionError(f"{exc}; the dashboard's error responses: {amiss}") from None
+
+    def status_of(self, url: str) -> list[int]:
+        return [status for seen, status in self.responses if seen == url]
+
+
+def table(driver: Any, selector: str) -> dict[str, tuple[list[str], list[str]]]:
+    """Rows matching ``selector`` by their ``data-queue`` or else the text of their first cell: the
+    other cells' text and the row's links, read in one script (so a table the page re-renders
+    never goes stale under us)."""
+    script = """
+        return Array.from(document.querySelectorAll(arguments[0])).map(r => [
+            r.dataset.queue || r.cells[0].innerText.trim(),
+            Array.from(r.cells).map(c => c.innerText.trim()),
+            Array.from(r.querySelectorAll('a')).map(a => a.href)]);"""
+    rows = driver.execute_script(script, selector)
+    return {key: (cells[1:], links) for key, cells, links in rows}
+
+
+def text_of(driver: Any, selector: str) -> str:
+    script = "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
+    return str(driver.execute_script(script, selector))

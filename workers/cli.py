@@ -30,11 +30,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def unmasked(text: str) -> str:
+    return text
+
+
 @dataclass
 class CliContext:
     settings: RuntimeSettings
     redis: Callable[[], Redis]
     registry: Callable[[str | None], JobRegistry]
+    mask: Callable[[str], str] = unmasked  # the app's masking of personal data (dlq show, dlq list)
 
 
 def parse_duration(text: str) -> float:
@@ -45,15 +50,17 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+def emit(
+    data: Any, as_json: bool, render: Callable[[Any], str], mask: Callable[[str], str] = unmasked
+) -> None:
     if as_json:
         if isinstance(data, BaseModel):
             data = data.model_dump(mode="json")
         elif isinstance(data, list):
             data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
-        print(json.dumps(data, indent=2, default=str))
+        print(mask(json.dumps(data, indent=2, default=str)))
     else:
-        print(render(data))
+        print(mask(render(data)))
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -85,6 +92,8 @@ def render_job(info: JobInfo) -> str:
             f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "
             f"{failure.get('exc_type')}: {failure.get('message')}"
         )
+        trace = str(failure.get("traceback") or "").rstrip()
+        lines.extend("      " + line for line in trace.splitlines())
     return "\n".join(lines)
 
 
@@ -133,7 +142,7 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
     entries = DeadLetters(ctx.redis(), ctx.settings).entries(args.queue)
-    emit(entries, args.json, render_dead_letters)
+    emit(entries, args.json, render_dead_letters, unmasked if args.reveal else ctx.mask)
     return 0
 
 
@@ -142,7 +151,7 @@ def cmd_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
     if info is None:
         print(f"no job {args.job_id}", file=sys.stderr)
         return 1
-    emit(info, args.json, render_job)
+    emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
     return 0
 
 
@@ -220,10 +229,12 @@ def register(sub: Any) -> None:
     listing = dlq.add_parser("list", help="list dead letters")
     listing.add_argument("--queue", metavar="Q")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     listing.set_defaults(func=cmd_dlq_list)
-    show = dlq.add_parser("show", help="one dead letter with its failure history")
+    show = dlq.add_parser("show", help="one dead letter with every attempt's failure and traceback")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     show.set_defaults(func=cmd_dlq_show)
     requeue = dlq.add_parser("requeue", help="back to the origin queue with a fresh attempt budget")
     requeue.add_argument("job_ids", nargs="*", metavar="JOB_ID")

@@ -12,8 +12,6 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +19,21 @@ import pytest
 from redis import Redis
 
 from tests.dashboard_support import (
+    CHROMIUM,
     KEYS,
     Dashboard,
+    Network,
     State,
+    chromium,
     dashboard_state,
     listening_addresses,
     running_dashboard,
+    table,
+    text_of,
 )
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1024",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves: nothing leaves the host
-]
 
 
 def ids(listing: dict[str, Any]) -> list[str]:
@@ -143,7 +131,7 @@ def check_never_unpickles(redis: Redis, dash: Dashboard, state: State, marker: P
 
 def check_requeue_is_chumons(redis: Redis, dash: Dashboard, state: State) -> None:
     """The Requeue button takes the job off q.dlq with a fresh budget, as ``chumon dlq requeue``."""
-    reply = dash.request(f"/job/{state.dead}/requeue", method="POST")
+    reply = dash.action(f"/job/{state.dead}/requeue")
     assert (reply.status, reply.json()) == (200, {"status": "OK"})
 
     def meta() -> dict[str, Any]:
@@ -155,79 +143,6 @@ def check_requeue_is_chumons(redis: Redis, dash: Dashboard, state: State) -> Non
     wait_until(lambda: len(meta()["failures"]) == 2, message="the requeued job to fail again")
     assert meta()["requeued_at"] and meta()["state"] == "dead-lettered"
     assert redis.lrange("rq:queue:q.dlq", 0, -1) == [state.dead.encode()]  # once, not twice
-
-
-@contextmanager
-def chromium(profile: Path, log: Path) -> Iterator[Any]:
-    """Headless Chromium driven by Debian's chromedriver, with its network events recorded."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), log_output=str(log)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-class Network:
-    """What the browser asked of the dashboard and how it answered, from chromedriver's
-    performance log. Requests elsewhere (Debian's Chromium opens its search engine's start
-    page in the first tab; the host resolver rules send it nowhere) are not the dashboard's."""
-
-    def __init__(self, driver: Any, origin: str) -> None:
-        self.driver = driver
-        self.origin = origin
-        self.urls: dict[str, str] = {}  # request id -> url, requests to the dashboard only
-        self.responses: list[tuple[str, int]] = []
-        self.failures: list[tuple[str, str]] = []
-        self.console: list[dict[str, Any]] = []
-
-    def collect(self) -> None:
-        for entry in self.driver.get_log("performance"):
-            event = json.loads(entry["message"])["message"]
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Network.requestWillBeSent" and params["request"]["url"].startswith(self.origin):
-                self.urls[params["requestId"]] = params["request"]["url"]
-            elif method == "Network.responseReceived" and params["requestId"] in self.urls:
-                self.responses.append((params["response"]["url"], int(params["response"]["status"])))
-            elif method == "Network.loadingFailed" and params["requestId"] in self.urls:
-                # a poll cut short by leaving the page is no error
-                failure = (self.urls[params["requestId"]], params["errorText"])
-                self.failures += [] if params.get("canceled") else [failure]
-        self.console += [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
-
-    def wait_until(self, condition: Callable[[], Any], message: str) -> Any:
-        """``tests.support.wait_until``; at the deadline, says what the dashboard answered amiss."""
-        try:
-            return wait_until(condition, message=message)
-        except AssertionError as exc:
-            self.collect()
-            amiss = [(url, status) for url, status in self.responses if status >= 400] + self.failures
-            raise AssertionError(f"{exc}; the dashboard's error responses: {amiss}") from None
-
-    def status_of(self, url: str) -> list[int]:
-        return [status for seen, status in self.responses if seen == url]
-
-
-def table(driver: Any, selector: str) -> dict[str, tuple[list[str], list[str]]]:
-    """Rows matching ``selector`` by the text of their first cell: the other cells' text and the
-    row's links, read in one script (so a table the page re-renders never goes stale under us)."""
-    script = """
-        return Array.from(document.querySelectorAll(arguments[0])).map(r => [
-            Array.from(r.cells).map(c => c.innerText.trim()),
-            Array.from(r.querySelectorAll('a')).map(a => a.href)]);"""
-    return {cells[0]: (cells[1:], links) for cells, links in driver.execute_script(script, selector)}
-
-
-def text_of(driver: Any, selector: str) -> str:
-    script = "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
-    return str(driver.execute_script(script, selector))
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: .ci/install-chromium installs Debian's")
@@ -251,6 +166,10 @@ def test_dashboard_pages_in_headless_chromium(redis: Redis, redis_url: str, tmp_
         assert queues["q"][0] == ["0", "0", "1", "1", "3", "1", "0"]
         assert queues["q.dlq"][0] == ["1", "0", "0", "0", "0", "0", "0"]
         assert queues["hooks"][0][0] == "1"
+        # the dead-letter queue is marked as such; its origin queue is not
+        assert text_of(driver, "tr[data-queue='q.dlq'] td.queue-name .badge") == "dead letters"
+        assert text_of(driver, "tr[data-queue='q'] td.queue-name .badge") == ""
+        assert "A dead letter is counted twice" in text_of(driver, "p.intro")
         dlq_link = queues["q.dlq"][1][0]  # the link on its count of queued jobs
         network.collect()
 
@@ -259,6 +178,8 @@ def test_dashboard_pages_in_headless_chromium(redis: Redis, redis_url: str, tmp_
         driver.get(dlq_link)
         row = f"table#jobs tr[data-job-id='{state.dead}']"
         network.wait_until(lambda: "order-7 is refused" in text_of(driver, row), "the dead letter's row")
+        intro = text_of(driver, "#jobs-intro")
+        assert "holds the dead letters of queue q" in intro and "Failed registry of q" in intro, intro
         jobs = table(driver, "table#jobs tr[data-role=job]")
         assert len(jobs) == 1 and "t.permanent(" in text_of(driver, row)
         job_link = next(iter(jobs.values()))[1][0]
