@@ -161,9 +161,9 @@ local function fail(ctx, item)
       redis.call('HSET', jk, 'status', 'scheduled')
       redis.call('ZADD', K.scheduled .. queue, now() + item[5], id)
       touch(queue)
-    else
+    else -- at once: a run that was cut off (WorkerLost) goes ahead of work not yet begun
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
-      push(queue, id, false)
+      push(queue, id, true)
     end
     return 0
   end
