@@ -160,7 +160,8 @@ class Chaos:
     def _add_poison(self, enqueuer: Enqueuer) -> None:
         while True:
             try:
-                job_id = enqueuer.enqueue(sample.echo, {"text": "poison"})
+                # scheduled a moment ahead, so no worker can run it before its data is garbled
+                job_id = enqueuer.enqueue(sample.echo, {"text": "poison"}, options=EnqueueOptions(delay=2))
                 enqueuer.redis.hset(KEYS.job(job_id), "data", b"\x80\x04garbage")
                 self.poison.append(job_id)
                 return

@@ -145,7 +145,7 @@ def check_requeue_is_chumons(redis: Redis, dash: Dashboard, state: State) -> Non
     assert redis.lrange("rq:queue:q.dlq", 0, -1) == [state.dead.encode()]  # once, not twice
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: .ci/install-chromium installs Debian's")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: .ci/install-test-tools installs Debian's")
 def test_dashboard_pages_in_headless_chromium(redis: Redis, redis_url: str, tmp_path: Path) -> None:
     with (
         running_dashboard(redis_url, tmp_path / "dashboard.log") as dash,

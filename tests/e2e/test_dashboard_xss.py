@@ -32,7 +32,7 @@ from workers import Enqueuer, load_job
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"no {CHROMIUM}: .ci/install-chromium installs Debian's"
+        not CHROMIUM.exists(), reason=f"no {CHROMIUM}: .ci/install-test-tools installs Debian's"
     ),
 ]
 
