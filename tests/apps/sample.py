@@ -3,6 +3,7 @@ so tests can count them across processes."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from pydantic import BaseModel, Field
@@ -11,6 +12,7 @@ from workers import DeadLetterNotice, JobContext, JobRegistry, Permanent, Retrya
 
 registry = JobRegistry(on_dead_letter="t.dead_letter_hook")
 SLICE = 0.02  # seconds a sleeping job sleeps between checks
+_PAUSE = threading.Event()  # never set: waited on for a slice
 
 
 class Echo(BaseModel):
@@ -101,7 +103,7 @@ def sleep(payload: Sleep, ctx: JobContext) -> str:
     ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
     until = time.monotonic() + payload.seconds
     while (left := until - time.monotonic()) > 0:  # short slices: a time-out or interrupt lands promptly
-        time.sleep(min(SLICE, left))
+        _PAUSE.wait(min(SLICE, left))  # not time.sleep: libfaketime (a skewed clock) breaks it
     ctx.redis.rpush(f"test:finished:{payload.name}", ctx.execution_id)
     return payload.name
 

@@ -118,6 +118,7 @@ def test_a_prefetched_job_costs_no_attempt_when_its_worker_dies(server: RedisSer
     waiting = enqueuer.enqueue(sample.once, {"text": "in the buffer"})  # max_attempts=1
     victim = WorkerProcess(server.url, "--queues", "q", "--concurrency", "1")
     wait_until(lambda: redis.llen("test:started:running") == 1, timeout=30, message="the first job to start")
+    wait_until(lambda: load_job(redis, KEYS, running).attempt == 1, timeout=10, message="its start recorded")
     wait_until(lambda: status(redis, waiting) == "started", timeout=10, message="the second to be prefetched")
     victim.kill()
     rescuer = WorkerProcess(server.url, "--queues", "q", "--concurrency", "2")
@@ -141,9 +142,10 @@ def test_a_worker_whose_clock_is_off_presumes_nobody_dead(server: RedisServer, s
     jobs = [enqueuer.enqueue(sample.sleep, {"name": f"s{i}", "seconds": 3}) for i in range(2)]
     later = enqueuer.enqueue(sample.echo, {"text": "later"}, options=EnqueueOptions(delay=20))
     honest = WorkerProcess(server.url, "--queues", "q", "--concurrency", "1")
-    skewed = WorkerProcess(
-        server.url, "--queues", "q", "--concurrency", "1", wrapper=["faketime", "-f", skew]
-    )
+    # the wall clock only, as a drifting host has it: libfaketime's monotonic clock would also
+    # move the deadlines of every timed wait, which no real host does
+    wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", skew]
+    skewed = WorkerProcess(server.url, "--queues", "q", "--concurrency", "1", wrapper=wrapper)
     try:
         wait_until(lambda: all(status(redis, j) == "finished" for j in jobs), timeout=60, message="both jobs")
         time.sleep(1)  # recovery scans every 0.3 s in the tests' settings: give them rounds to misjudge
@@ -152,7 +154,9 @@ def test_a_worker_whose_clock_is_off_presumes_nobody_dead(server: RedisServer, s
         honest.stop()
         skewed.stop()
     for i in range(2):
-        assert redis.llen(f"test:started:s{i}") == 1, f"job s{i} started twice"
+        assert redis.llen(f"test:started:s{i}") == 1, (
+            f"job s{i} started twice:\n{honest.output}\n{skewed.output}"
+        )
     assert "recovered" not in (honest.output + skewed.output).lower()
 
 
@@ -215,6 +219,9 @@ def test_a_black_holed_connection_times_out_and_the_worker_comes_back(server: Re
     peer = None
     try:
         wait_until(lambda: redis.llen("test:started:cut") == 1, timeout=30, message="the job to start")
+        wait_until(
+            lambda: load_job(redis, KEYS, job_id).attempt == 1, timeout=10, message="its start recorded"
+        )
         proxy.blackhole()
         peer = WorkerProcess(server.url, "--queues", "q", "--concurrency", "1")
         wait_until(lambda: status(redis, job_id) == "finished", timeout=60, message="the peer to recover it")

@@ -305,3 +305,35 @@ def test_an_idle_worker_keeps_heartbeating(redis: Redis, settings: RuntimeSettin
         seconds, micros = redis.time()
         assert seconds + micros / 1e6 - redis.zscore(KEYS.live_workers, worker.name) < settings.worker_ttl
         assert not worker.heartbeat.failing
+
+
+def test_a_server_too_old_is_refused_in_one_line(
+    redis: Redis,
+    settings: RuntimeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from redis import Redis as Client
+
+    real_info = Client.info
+    monkeypatch.setattr(
+        Client,
+        "info",
+        lambda self, *a, **k: (
+            {"redis_version": "6.0.16"} if a[:1] == ("server",) else real_info(self, *a, **k)
+        ),
+    )
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    from chumon.settings import load
+
+    load.cache_clear()
+    try:
+        assert chumon(["queues"]) == 2
+        with pytest.raises(Exception, match=r"Redis 6\.0\.16 is too old: chumon needs Redis 6\.2 or later"):
+            Worker(redis, sample.registry, settings).run(burst=True)
+    finally:
+        load.cache_clear()
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "chumon: Redis 6.0.16 is too old: chumon needs Redis 6.2 or later (or Valkey 7.2 or later)"
+    ]
