@@ -18,6 +18,7 @@ worker's and the events process's own endpoint (``--metrics-port``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -30,10 +31,12 @@ from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.projector import GROUP
 from orders.readmodel import ReadModel
-from workers.codec import parse_iso, text, texts
+from workers.codec import names, parse_iso, readable
 from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
 from workers.settings import RuntimeSettings
 from workers.streams import GroupReader
+
+log = logging.getLogger("chumon.metrics")
 
 
 class RedisCollector(Collector):
@@ -48,10 +51,12 @@ class RedisCollector(Collector):
         yield from self._orders()
 
     def _queues(self) -> Iterator[Metric]:
+        """Queue, dead-letter and worker state. Garbage in a key reads as 0, never as a failed scrape."""
         keys, now = self.keys, time.time()
-        names = sorted(keys.queue_name_of(q) for q in texts(self.redis.smembers(keys.RQ_QUEUES)))
-        work = [n for n in names if not is_dead_letter_queue(n)]
-        dead = [n for n in names if is_dead_letter_queue(n)]
+        members = names(self.redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=log)
+        queues = sorted(keys.queue_name_of(q) for q in members if q.startswith(keys.RQ_QUEUE))
+        work = [n for n in queues if not is_dead_letter_queue(n)]
+        dead = [n for n in queues if is_dead_letter_queue(n)]
         with self.redis.pipeline(transaction=False) as pipe:
             for name in work:
                 pipe.llen(keys.queue(name))
@@ -62,13 +67,18 @@ class RedisCollector(Collector):
                 pipe.llen(keys.queue(name))
             pipe.hgetall(keys.dlq_dropped)
             pipe.zcount(keys.live_workers, now - self.settings.worker_ttl, "+inf")
-            replies = pipe.execute()
+            pipe.xlen(keys.quarantine)
+            replies = pipe.execute(raise_on_error=False)
         per_queue, rest = replies[: 4 * len(work)], replies[4 * len(work) :]
-        heads = {name: text(per_queue[4 * i + 1]) for i, name in enumerate(work) if per_queue[4 * i + 1]}
+        heads = {
+            name: head
+            for i, name in enumerate(work)
+            if isinstance(per_queue[4 * i + 1], bytes) and (head := readable(per_queue[4 * i + 1]))
+        }
         with self.redis.pipeline(transaction=False) as pipe:
             for head in heads.values():
                 pipe.hget(keys.job(head), "enqueued_at")
-            enqueued = dict(zip(heads, pipe.execute(), strict=True))
+            enqueued = dict(zip(heads, pipe.execute(raise_on_error=False), strict=True))
         depth = GaugeMetricFamily("chumon_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
         age = GaugeMetricFamily(
             "chumon_queue_oldest_age_seconds", "Wait of the job at the head.", labels=["queue"]
@@ -76,11 +86,10 @@ class RedisCollector(Collector):
         scheduled = GaugeMetricFamily("chumon_queue_scheduled", "Retries and delayed jobs.", labels=["queue"])
         started = GaugeMetricFamily("chumon_queue_started", "Jobs running now.", labels=["queue"])
         for i, name in enumerate(work):
-            depth.add_metric([name], per_queue[4 * i])
-            at = enqueued.get(name)
-            age.add_metric([name], max(0.0, now - parse_iso(text(at)).timestamp()) if at else 0.0)
-            scheduled.add_metric([name], per_queue[4 * i + 2])
-            started.add_metric([name], per_queue[4 * i + 3])
+            depth.add_metric([name], _number(per_queue[4 * i]))
+            age.add_metric([name], _age(enqueued.get(name), now))
+            scheduled.add_metric([name], _number(per_queue[4 * i + 2]))
+            started.add_metric([name], _number(per_queue[4 * i + 3]))
         yield from (depth, age, scheduled, started)
         letters = GaugeMetricFamily("chumon_dead_letters", "Dead letters per origin queue.", labels=["queue"])
         alert = GaugeMetricFamily(
@@ -88,18 +97,25 @@ class RedisCollector(Collector):
         )
         for name, count in zip(dead, rest[: len(dead)], strict=True):
             origin = origin_of_dead_letter_queue(name)
-            letters.add_metric([origin], count)
-            alert.add_metric([origin], 1.0 if count > self.settings.dlq_alert_threshold else 0.0)
+            letters.add_metric([origin], _number(count))
+            alert.add_metric([origin], 1.0 if _number(count) > self.settings.dlq_alert_threshold else 0.0)
         dropped = CounterMetricFamily(
             "chumon_dead_letters_dropped",
             "Dead letters removed by the cap or the retention.",
             labels=["queue"],
         )
-        for origin, count in (rest[len(dead)] or {}).items():
-            dropped.add_metric([text(origin)], int(count))
+        counted = rest[len(dead)] if isinstance(rest[len(dead)], dict) else {}
+        for origin, count in counted.items():
+            if (queue := readable(origin)) and (readable(count) or "").isdigit():
+                dropped.add_metric([queue], int(count))
         alive = GaugeMetricFamily("chumon_workers_alive", "Workers that heartbeated within worker_ttl.")
-        alive.add_metric([], rest[len(dead) + 1])
-        yield from (letters, alert, dropped, alive)
+        alive.add_metric([], _number(rest[len(dead) + 1]))
+        quarantined = GaugeMetricFamily(
+            "chumon_quarantined",
+            "Ids found in queues that can never be run (chumon:quarantine, last 10,000).",
+        )
+        quarantined.add_metric([], _number(rest[len(dead) + 2]))
+        yield from (letters, alert, dropped, alive, quarantined)
 
     def _orders(self) -> Iterator[Metric]:
         behind, seconds = GroupReader(self.redis, self.order_keys.events, GROUP).lag()
@@ -116,6 +132,19 @@ class RedisCollector(Collector):
         for status, count in zip(OrderStatus, counts, strict=True):
             orders.add_metric([status.value], count)
         yield orders
+
+
+def _age(enqueued_at: object, now: float) -> float:
+    stamp = readable(enqueued_at) if isinstance(enqueued_at, bytes | str) else None
+    try:
+        return max(0.0, now - parse_iso(stamp).timestamp()) if stamp else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _number(reply: object) -> float:
+    """A count from a pipelined reply; 0 where the key held garbage (the reply is an error)."""
+    return float(reply) if isinstance(reply, int | float) else 0.0
 
 
 def registry(redis: Redis, settings: RuntimeSettings) -> CollectorRegistry:

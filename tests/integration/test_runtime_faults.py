@@ -337,3 +337,21 @@ def test_a_server_too_old_is_refused_in_one_line(
     assert err.strip().splitlines() == [
         "chumon: Redis 6.0.16 is too old: chumon needs Redis 6.2 or later (or Valkey 7.2 or later)"
     ]
+
+
+def test_the_exporter_reads_garbage_as_zero_and_never_fails_a_scrape(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    from chumon.exporter import RedisCollector
+
+    Enqueuer(redis, settings).enqueue(sample.echo, {"text": "counted"})
+    redis.sadd("rq:queues", b"\xff", "rq:queue:broken", "rq:queue:broken.dlq")
+    redis.set("rq:queue:broken", "not a list")
+    redis.set("rq:queue:broken.dlq", "not a list")
+    redis.set(KEYS.dlq_dropped, "not a hash")
+    redis.rpush(KEYS.quarantine, "not a stream")
+    redis.rpush("rq:queue:q", b"\xff\xfe")
+    metrics = {m.name: m for m in RedisCollector(redis, settings).collect()}
+    depth = {s.labels["queue"]: s.value for s in metrics["chumon_queue_depth"].samples}
+    assert depth == {"broken": 0.0, "q": 2.0}
+    assert metrics["chumon_quarantined"].samples[0].value == 0.0
