@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 from redis import Redis
@@ -19,14 +21,35 @@ def redis_client(url: str, options: RedisOptions | None = None) -> Redis:
     return connect(url, options)
 
 
+class AppNotFound(ValueError):
+    """``--app`` / ``CHUMON_APP`` names no JobRegistry; the message says what went wrong."""
+
+
 def load_registry(path: str) -> JobRegistry:
-    """``module:attribute`` -> the JobRegistry it names (the operator's choice, never a job's)."""
+    """``module:attribute`` -> the JobRegistry it names (the operator's choice, never a job's).
+
+    The module is imported from the current folder first, as ``rq worker`` and ``celery -A`` do:
+    ``chumon worker --app myapp:registry`` finds ``./myapp.py``. A callable attribute is called
+    (an app factory) and must return a JobRegistry.
+    """
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise ValueError(f"app {path!r} must look like module:attribute")
-    value: Any = getattr(importlib.import_module(module_name), attribute)
+        raise AppNotFound(f"--app / CHUMON_APP {path!r} must look like module:attribute, e.g. myapp:registry")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise AppNotFound(
+            f"--app / CHUMON_APP {path!r}: no module named {exc.name!r} (looked in {os.getcwd()} and the "
+            "installed packages)"
+        ) from None
+    try:
+        value: Any = getattr(module, attribute)
+    except AttributeError:
+        raise AppNotFound(f"--app / CHUMON_APP {path!r}: module {module_name} has no {attribute!r}") from None
     if callable(value) and not isinstance(value, JobRegistry):
         value = value()
     if not isinstance(value, JobRegistry):
-        raise TypeError(f"{path} is not a JobRegistry")
+        raise AppNotFound(f"--app / CHUMON_APP {path!r} is a {type(value).__name__}, not a JobRegistry")
     return value

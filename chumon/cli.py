@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from functools import cache
 
+from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 
 from chumon import app, logs, ops_cli, order_cli
-from chumon.logs import mask
+from chumon.app import AppNotFound
+from chumon.logs import mask, mask_url
 from chumon.settings import load
 from workers import cli as runtime_cli
+from workers.cli import Exit, NotFound, UsageError
 from workers.connection import check_server
 from workers.errors import ServerUnsupported
 from workers.jobtypes import JobRegistry
@@ -33,12 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = load()
+    try:
+        settings = load()
+    except ValidationError as exc:
+        return fail(settings_error(exc), Exit.USAGE)
     logs.configure(args.log_level, fmt=settings.log_format, jobs=settings.log_jobs)
 
     @cache
     def redis() -> Redis:
-        client = app.redis_client(settings.redis_url, settings.redis)
+        try:
+            client = app.redis_client(settings.redis_url, settings.redis)
+        except ValueError as exc:
+            raise UsageError(f"REDIS_URL: {exc}") from None
         # a server too old to serve is refused at once, in one line; one not reachable yet is not
         # an error here (long-running commands wait for it; the others report it below)
         with contextlib.suppress(RedisError, OSError):
@@ -52,11 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, ctx))
     except RedisError as exc:
-        print(mask(f"chumon: redis at {settings.redis_url}: {exc}"), file=sys.stderr)
-        return 3
-    except ServerUnsupported as exc:
-        print(f"chumon: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"redis at {mask_url(settings.redis_url)}: {exc}", Exit.REDIS)
+    except (ServerUnsupported, UsageError, AppNotFound) as exc:
+        return fail(str(exc), Exit.USAGE)
+    except NotFound as exc:
+        return fail(str(exc), Exit.NOT_FOUND)
+    except BrokenPipeError:  # `chumon ... | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.OK
+
+
+def fail(message: str, code: int) -> int:
+    print(mask(f"chumon: {message}"), file=sys.stderr)
+    return code
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A settings error as one line naming the environment variable: CHUMON_WORKER_TTL: ..."""
+    problems = []
+    for error in exc.errors():
+        path = "__".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"CHUMON_{path}: {error['msg']}")
+    return "; ".join(problems) or str(exc)
 
 
 if __name__ == "__main__":

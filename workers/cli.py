@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +26,22 @@ from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, is_dead_letter_queue
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
+
+
+class Exit(IntEnum):
+    """Every command's exit codes (the README lists them)."""
+
+    OK = 0
+    NOT_FOUND = 1  # no job, order, SKU or queue by that name; some ids given were not found
+    USAGE = 2  # a bad flag, argument or setting, named in the message (argparse uses 2 as well)
+    REDIS = 3  # Redis did not answer, or refused the command
+    CANCELLED = 4  # order place --wait: the order ended cancelled
+    TIMED_OUT = 5  # order place --wait: no end within --timeout
+
+
+class UsageError(ValueError):
+    """A user's mistake, in a message that names the flag or setting: printed as one line, exit 2."""
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -127,17 +144,31 @@ def serve_metrics(port: int | None, host: str) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
+    registry = ctx.registry(args.app)
+    try:
+        worker = Worker(
+            ctx.redis(),
+            registry,
+            ctx.settings,
+            queues=args.queues,
+            concurrency=args.concurrency,
+            name=args.name,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--queues: {exc}") from None
     serve_metrics(args.metrics_port, ctx.settings.metrics_host)
-    worker = Worker(
-        ctx.redis(),
-        ctx.registry(args.app),
-        ctx.settings,
-        queues=args.queues,
-        concurrency=args.concurrency,
-        name=args.name,
-    )
     worker.run(burst=args.burst)
-    return 0
+    return Exit.OK
+
+
+def concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of slots from 1 to 1024")
+    return value
 
 
 def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -156,18 +187,38 @@ def cmd_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_dlq_requeue(args: argparse.Namespace, ctx: CliContext) -> int:
-    if not args.job_ids and not args.all:
-        print("give JOB_ID... or --all", file=sys.stderr)
-        return 2
-    ids = DeadLetters(ctx.redis(), ctx.settings).requeue(args.job_ids, queue=args.queue, all_=args.all)
-    emit({"requeued": ids}, args.json, lambda d: f"requeued {len(d['requeued'])} job(s)")
-    return 0
+    if bool(args.job_ids) == bool(args.all):
+        raise UsageError("give JOB_ID... or --all (not both)")
+    dead = DeadLetters(ctx.redis(), ctx.settings)
+    _known_queue(dead, args.queue)
+    ids = dead.requeue(args.job_ids, queue=args.queue, all_=args.all)
+    missing = [job_id for job_id in args.job_ids if job_id not in ids]
+    report = {"requeued": ids, "not_dead_letters": missing}
+
+    def render(d: dict[str, Any]) -> str:
+        lines = [f"requeued {len(d['requeued'])} dead letter(s)"]
+        lines += [f"not a dead letter{' of ' + args.queue if args.queue else ''}: {i}" for i in missing]
+        return "\n".join(lines)
+
+    emit(report, args.json, render)
+    return Exit.NOT_FOUND if missing else Exit.OK
 
 
 def cmd_dlq_purge(args: argparse.Namespace, ctx: CliContext) -> int:
-    removed = DeadLetters(ctx.redis(), ctx.settings).purge(args.queue, older_than=args.older_than)
+    dead = DeadLetters(ctx.redis(), ctx.settings)
+    _known_queue(dead, args.queue)
+    removed = dead.purge(args.queue, older_than=args.older_than)
     emit({"purged": removed}, args.json, lambda d: f"purged {d['purged']} dead letter(s)")
-    return 0
+    return Exit.OK
+
+
+class NotFound(LookupError):
+    """Nothing by that name: printed as one line, exit 1."""
+
+
+def _known_queue(dead: DeadLetters, queue: str | None) -> None:
+    if queue is not None and queue not in dead.origins():
+        raise NotFound(f"queue {queue!r} has no dead letters (see `chumon queues`)")
 
 
 def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -216,7 +267,9 @@ def register(sub: Any) -> None:
     """Add the runtime's commands to an argparse subparsers object."""
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument("--queues", "-q", nargs="+", metavar="Q", help="queues in priority order")
-    worker.add_argument("--concurrency", "-c", type=int, metavar="N", help="jobs run at once")
+    worker.add_argument(
+        "--concurrency", "-c", type=concurrency, metavar="N", help="jobs run at once, 1-1024 (default 8)"
+    )
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry to serve")
     worker.add_argument("--name", help="worker name (default: host.pid.random)")

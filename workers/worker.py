@@ -98,12 +98,13 @@ class Worker:
         self.registry = registry
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.queues = [check_queue_name(q) for q in (queues or registry.queues())]
-        if not self.queues:
-            raise ValueError("a worker needs at least one queue")
-        dead = [q for q in self.queues if is_dead_letter_queue(q)]
+        wanted = list(queues or registry.queues())
+        dead = [q for q in wanted if is_dead_letter_queue(q)]
         if dead:
             raise ValueError(f"{dead[0]!r} is a dead-letter queue: no worker serves one")
+        self.queues = [check_queue_name(q) for q in wanted]
+        if not self.queues:
+            raise ValueError("a worker needs at least one queue")
         if concurrency is not None and not 1 <= concurrency <= 1024:
             raise ValueError(f"concurrency must be from 1 to 1024, not {concurrency}")
         self.concurrency = concurrency or settings.worker_concurrency
