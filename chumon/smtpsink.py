@@ -20,7 +20,8 @@ Behaviours chosen by the recipient's local part, like a hosted test SMTP service
 - ``bounce...@``: ``550 5.1.1 mailbox unavailable`` at RCPT, always.
 - anything else: accepted.
 
-Other switches: ``tls_context`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the
+The sink offers SMTPUTF8 (RFC 6531: addresses with a non-ASCII local part) unless built with
+``smtputf8=False``. Other switches: ``tls_context`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the
 first byte instead (SMTPS); ``credentials=(user, password)`` offers AUTH (PLAIN, LOGIN) and
 refuses MAIL from a client that has not logged in (``530``). Without credentials AUTH is only
 offered after STARTTLS and always fails. If Redis cannot be written, the message is
@@ -203,6 +204,7 @@ class SmtpSink:
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         if implicit_tls and tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
@@ -210,6 +212,7 @@ class SmtpSink:
         self._requested_port = port
         self._tls_context = tls_context
         self._implicit_tls = implicit_tls
+        self._smtputf8 = smtputf8
         self._store = _Store(redis, keys or OrderKeys())
         self._handler = _Handler(self._store, credentials)
         self._controller: _Controller | None = None
@@ -270,6 +273,7 @@ class SmtpSink:
             tls_context=starttls,
             authenticator=self._handler.authenticate,
             auth_require_tls=self._handler.credentials is None,
+            enable_SMTPUTF8=self._smtputf8,
         )
 
 
