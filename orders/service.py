@@ -198,4 +198,5 @@ class OrderService:
 def fingerprint(request: PlaceOrder) -> str:
     """What an idempotency key is bound to: the request, without the key (sha256 of its JSON)."""
     body = request.model_dump(mode="json", exclude={"idempotency_key"})
+    body["customer"]["email"] = body["customer"]["email"].lower()  # the scope is case-blind too
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -37,6 +37,8 @@ def flow_settings(redis_url: str, smtp_port: int, **overrides: Any) -> Settings:
         "simulation": SimulationConfig(gateway_timeout=0.2, seed=7),
         "saga": SagaConfig(step_timeout=30),
     }
+    if "smtp" in overrides:  # keep the sink's port
+        overrides["smtp"] = overrides["smtp"].model_copy(update={"port": smtp_port})
     values.update(overrides)
     return Settings(**values)
 

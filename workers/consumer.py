@@ -43,7 +43,7 @@ class StreamConsumer(Protocol):
         """Process the entries and acknowledge them (all, or raise)."""
 
     def give_up(self, items: list[tuple[Entry, str]]) -> None:
-        """Park these entries with their reasons (and acknowledge them)."""
+        """Park these entries with their reasons (and acknowledge them), and log it."""
 
 
 def consume(consumer: StreamConsumer, log: logging.Logger) -> int:
@@ -54,9 +54,7 @@ def consume(consumer: StreamConsumer, log: logging.Logger) -> int:
         return 0
     capped = [(entry, reader.give_up_reason(entry)) for entry in batch if reader.over_cap(entry)]
     if capped:
-        consumer.give_up(capped)
-        for entry, reason in capped:
-            log.error("%s: parked entry %s: %s", reader.group, entry.id, reason)
+        consumer.give_up(capped)  # it says so in its log
     live = [entry for entry in batch if not reader.over_cap(entry)]
     if not live:
         return len(capped)

@@ -213,7 +213,10 @@ def test_a_compensation_that_keeps_finding_nothing_after_a_late_answer_asks_a_pe
         run.undone(Step.CHARGE, refund_id=None, undid=False)
         assert run.saga.status is SagaStatus.COMPENSATING
     run.undone(Step.CHARGE, refund_id=None, undid=False)
-    assert run.saga.status is SagaStatus.NEEDS_ATTENTION and "found nothing to undo 4 times" in run.order.attention
+    assert (
+        run.saga.status is SagaStatus.NEEDS_ATTENTION
+        and "found nothing to undo 4 times" in run.order.attention
+    )
 
 
 @pytest.mark.parametrize("flow", ["orchestrated", "choreographed"])
@@ -270,9 +273,11 @@ def test_every_waiting_state_has_a_deadline_and_the_watchdog_flags_it_once() -> 
     assert run.saga.deadline is None and saga.stalled(run.order, run.saga, "w", 80) is None  # once
     t = saga.compensated(run.order, run.saga, Step.RESERVE, {"undid": True}, "x", 90)  # it moves again
     saga.track(before, t, 90)
-    assert t.order.attention is None and t.saga.stalled is None and "AttentionCleared" in [
-        type(ev).__name__ for ev in t.events
-    ]
+    assert (
+        t.order.attention is None
+        and t.saga.stalled is None
+        and "AttentionCleared" in [type(ev).__name__ for ev in t.events]
+    )
     assert t.order.status is OrderStatus.CANCELLED and t.saga.deadline == 150  # the cancellation email
 
 
