@@ -324,3 +324,53 @@ def test_a_job_of_a_type_this_worker_does_not_know_flags_its_order(redis: Redis,
         assert flow.order(order_id).saga.status is SagaStatus.CONFIRMED
         foreign = notice.model_copy(update={"payload": {"order_id": "no-such-order"}})
         assert jobs.orders.on_dead_letter(foreign, None) == "no order no-such-order"  # type: ignore[arg-type]
+
+
+def test_a_compensation_that_makes_no_progress_flags_the_order_until_it_moves(
+    redis: Redis, redis_url: str, style: str
+) -> None:
+    """Issue 11, 9: the refund's job is lost (dead-lettered without its hook, or gone): the
+    order is not left compensating for ever, unflagged. When it moves again, the flag goes."""
+    with running_flow(
+        redis, redis_url, style=style, workers=0,
+        saga=SagaConfig(step_timeout=30, stall_after=1.0, watchdog_interval=0.1),
+    ) as flow:  # fmt: skip
+        s = flow.services
+        order_id = flow.place(("MUG", 1), ship_to="4 Nowhere Row")
+        h.reserve_inventory(take(flow, "inventory.reserve", order_id), s)
+        h.charge_payment(take(flow, "payments.charge", order_id), s)
+        h.arrange_shipping(take(flow, "shipping.arrange", order_id), s)  # refused: refund, release
+        lost = take(flow, "payments.refund", order_id)  # and its job is lost
+        flagged = wait_until(
+            lambda: flow.order(order_id).attention, timeout=20, message="the watchdog's flag"
+        )
+        assert flagged.startswith("no progress for 1 s: compensating: refund_payment")
+        assert "payments" in flagged and flow.order(order_id).saga.stalled == flagged
+        assert flow.producer.get_order_summary(order_id) is not None
+        h.refund_payment(lost, s)  # someone found it and ran it: the saga moves
+        assert flow.order(order_id).attention is None
+        settle_with_workers(flow, s, order_id)
+        assert flow.order(order_id).status.value == "CANCELLED" and flow.audit().ok
+
+
+def test_a_step_whose_job_and_time_out_are_both_lost_flags_the_order(
+    redis: Redis, redis_url: str, style: str
+) -> None:
+    with running_flow(
+        redis, redis_url, style=style, workers=0,
+        saga=SagaConfig(step_timeout=0.5, stall_after=1.0, watchdog_interval=0.1),
+    ) as flow:  # fmt: skip
+        order_id = flow.place(("TEA", 1))
+        take(flow, "inventory.reserve", order_id)
+        take(flow, "orders.check_timeout", order_id, step=Step.RESERVE.value)
+        flagged = wait_until(
+            lambda: flow.order(order_id).attention, timeout=20, message="the watchdog's flag"
+        )
+        assert flagged == "no progress for 1 s: waiting for reserve_inventory"
+        assert flow.order(order_id).saga.status is SagaStatus.RUNNING  # flagged, not given up
+        summary = wait_until(
+            lambda: (v := flow.producer.get_order_summary(order_id)) and v.attention and v,
+            timeout=20,
+            message="the flag in the read model",
+        )
+        assert summary.attention == flagged
