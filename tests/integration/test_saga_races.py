@@ -374,3 +374,26 @@ def test_a_step_whose_job_and_time_out_are_both_lost_flags_the_order(
             message="the flag in the read model",
         )
         assert summary.attention == flagged
+
+
+def test_an_email_on_record_is_not_sent_again_and_a_second_copy_is_counted(
+    redis: Redis, redis_url: str
+) -> None:
+    """Issue 11, 2: the retry of an email job whose EmailSent was committed (its worker died
+    before the job settled) does not send again; and the audit counts raw messages, so a second
+    copy (the crash window) is seen, not hidden behind the Message-ID it shares."""
+    from orders.commands import SendConfirmationEmail
+    from orders.notifications import confirmation_email
+
+    with running_flow(redis, redis_url) as flow:
+        order_id = flow.place(("TEA", 1))
+        order = flow.settled(order_id)
+        command = SendConfirmationEmail(order_id=order_id, correlation_id="c", at=0.0)  # the retry
+        assert h.send_confirmation_email(command, flow.services).startswith("skipped")
+        assert len(flow.sink.messages()) == 1 and flow.audit().ok
+        loaded = flow.services.orders.get(order_id)
+        assert loaded is not None and order.emails
+        flow.services.mailer.send(confirmation_email(loaded.order, "chumon.example"))  # the window hit
+        report = flow.audit()
+        assert report.duplicate_emails == {f"{order_id} confirmation": 2} and report.emails_unique == 1
+        assert [v for v in report.violations if "confirmation emails: 2 received" in v]
