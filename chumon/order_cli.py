@@ -161,6 +161,12 @@ def render_order(order: OrderDetails) -> str:
         f"  compensations   {undone}"
         + (f" (running: {COMPENSATION_NAMES[saga.compensating]})" if saga.compensating else ""),
     ]
+    if saga.late:
+        lines.append(f"  late answers    {', '.join(s.value for s in saga.late)} (being undone)")
+    if saga.deadline:
+        lines.append(
+            f"  deadline  {_when(saga.deadline)} (a person is asked to look if nothing moves by then)"
+        )
     if saga.failure:
         lines.append(f"  failure   {saga.failed_step.value if saga.failed_step else '?'}: {saga.failure}")
     emails = ", ".join(f"{kind} {mid}" for kind, mid in order.emails.items()) or "none yet"

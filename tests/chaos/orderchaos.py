@@ -83,11 +83,13 @@ class ChaosReport:
     kills_in_window: int
     window_ms: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         mail = sum(1 for _, role in self.kills if role == "mail")
         return (
-            f"{self.style}: {self.orders} orders {self.by_status} in {self.seconds:.0f} s; "
+            f"{self.style}: {self.orders} orders {self.by_status} in {self.seconds:.0f} s "
+            f"(cancelled because: {self.reasons}); "
             f"{len(self.kills)} SIGKILLs ({mail} of the mail worker), "
             f"{self.kills_in_window} inside an email's crash window; duplicate emails {len(self.duplicates)} "
             f"(unexplained {len(self.unexplained_duplicates)}); window {self.window_ms}; "
@@ -164,7 +166,7 @@ class Workers:
         self.redis_url, self.env = redis_url, env
         self.all: list[ChumonProcess] = []
         self.current = {"steps": self._start("steps"), "mail": self._start("mail")}
-        self.steady = self._spawn(["--queues", *STEP_QUEUES, "--concurrency", "4"])  # never killed
+        self.steady = self._spawn(["--queues", *STEP_QUEUES, "--concurrency", "16"])  # never killed
 
     def _spawn(self, args: list[str]) -> ChumonProcess:
         process = WorkerProcess(self.redis_url, *args, app="jobs:registry", **self.env)
@@ -173,7 +175,7 @@ class Workers:
 
     def _start(self, role: str) -> ChumonProcess:
         queues = STEP_QUEUES if role == "steps" else ["notifications"]
-        return self._spawn(["--queues", *queues, "--concurrency", "8"])
+        return self._spawn(["--queues", *queues, "--concurrency", "16"])
 
     def kill(self, role: str) -> float:
         """SIGKILL the role's worker, note when, start a fresh one."""
@@ -323,8 +325,11 @@ def _report(
         }
     orders = [flow.order(i) for i in ids]
     by_status: dict[str, int] = defaultdict(int)
+    reasons: dict[str, int] = defaultdict(int)
     for order in orders:
         by_status[order.status.value] += 1
+        if order.reason:
+            reasons[order.reason.split(":")[0].split(" within")[0]] += 1
     return ChaosReport(
         style=style,
         orders=len(ids),
@@ -339,6 +344,7 @@ def _report(
         kills_in_window=hits,
         window_ms=window,
         seconds=seconds,
+        reasons=dict(reasons),
     )
 
 
