@@ -12,16 +12,14 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
-from tests.chaos.orderchaos import ChaosPlan, assert_clean, run_chaos
+from tests.chaos.orderchaos import ChaosPlan, assert_clean, run_chaos, skip_unless_chaos
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.fixture(autouse=True)
 def chaos_tier(request: pytest.FixtureRequest) -> None:
-    """Long: only when the chaos tier is asked for (`make chaos`, or pytest -m chaos)."""
-    if "chaos" not in (request.config.option.markexpr or ""):
-        pytest.skip("the long chaos tier: run it with `make chaos` (pytest -m chaos)")
+    skip_unless_chaos(request.config)
 
 
 @pytest.mark.timeout(900)
