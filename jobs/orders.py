@@ -41,7 +41,7 @@ from orders import commands as c
 from orders import handlers as h
 from orders.errors import MailRejected
 from orders.messages import Message
-from orders.saga import Step
+from orders.saga import COMMIT_FAILED, Step
 from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RetryPolicy
 
 registry = JobRegistry()
@@ -180,7 +180,7 @@ def on_dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> str:
     elif notice.job_type in EMAIL_JOBS:
         s.orders.email_failed(order_id, EMAIL_JOBS[notice.job_type], why, cause=cause)
     elif notice.job_type == "inventory.commit":
-        s.orders.flag(order_id, f"inventory could not be committed: {why}", cause=cause)
+        s.orders.flag(order_id, COMMIT_FAILED + why, cause=cause)
     elif notice.job_type in KNOWN_WITHOUT_CONSEQUENCE:
         return f"nothing to do for {notice.job_type}"
     else:  # a type this version does not know: a person must see what it was for

@@ -168,13 +168,13 @@ def send_cancellation_email(cmd: c.SendCancellationEmail, s: Services) -> str:
 
 
 def _send_once(cmd: c.Command, s: Services, render: Callable[[Loaded], Email]) -> str:
-    """Send the email unless the saga has it on record as sent (or as refused for good)."""
+    """Send the email unless the saga has it on record as sent. (One on record as refused is
+    sent: only a person requeueing its dead letter sends it again, the cause fixed.)"""
     loaded = s.orders.get(cmd.order_id)
     if loaded is None:
         raise UnknownOrder(cmd.order_id)
     email = render(loaded)
-    facts = loaded.saga.facts
-    if email.kind in facts.get("emails", {}) or email.kind in facts.get("email_failures", {}):
+    if email.kind in loaded.saga.facts.get("emails", {}):
         return f"skipped: the {email.kind} email is on record already"
     # -- the crash window opens when the server has the whole message (docs/orders.md) --
     sent = s.mailer.send(email)

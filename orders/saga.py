@@ -125,6 +125,11 @@ class Transition:
 MAX_REPEATS = 3
 """How often a compensation is sent again because its step answered late; then a person looks."""
 
+EMAIL_FAILED = "{kind} email could not be delivered: {reason}"
+COMMIT_FAILED = "inventory could not be committed: "
+"""The beginnings of two flags, taken back when the email or the commit goes through at last
+(its dead letter requeued by a person)."""
+
 
 def timeout_job_id(order_id: str, step: Step) -> str:
     """The fixed id of a step's time-out check, so the step's answer can cancel it.
@@ -306,7 +311,10 @@ class Saga:
             return None
         saga.facts["inventory_committed"] = True
         saga.note(now, "inventory committed")
-        return Transition(order, saga, events=[Messages(order, cause, now).make(e.InventoryCommitted)])
+        msg = Messages(order, cause, now)
+        t = Transition(order, saga, events=[msg.make(e.InventoryCommitted)])
+        _take_back(t, msg, COMMIT_FAILED)  # a requeued commit went through
+        return t
 
     def email_sent(
         self, order: Order, saga: SagaState, kind: str, message_id: str, cause: str, now: float
@@ -315,9 +323,12 @@ class Saga:
         if kind in emails:
             return None
         emails[kind] = message_id
+        saga.facts.get("email_failures", {}).pop(kind, None)  # a requeued email went through
         saga.note(now, f"{kind} email sent")
-        event = Messages(order, cause, now).make(e.EmailSent, kind=kind, message_id=message_id)
-        return Transition(order, saga, events=[event])
+        msg = Messages(order, cause, now)
+        t = Transition(order, saga, events=[msg.make(e.EmailSent, kind=kind, message_id=message_id)])
+        _take_back(t, msg, EMAIL_FAILED.format(kind=kind, reason=""))
+        return t
 
     def email_failed(
         self, order: Order, saga: SagaState, kind: str, reason: str, cause: str, now: float
@@ -329,7 +340,7 @@ class Saga:
         msg = Messages(order, cause, now)
         t = Transition(order, saga, events=[msg.make(e.EmailFailed, kind=kind, reason=reason)])
         if not order.attention:
-            order.attention, order.updated_at = f"{kind} email could not be delivered: {reason}", now
+            order.attention, order.updated_at = EMAIL_FAILED.format(kind=kind, reason=reason), now
             t.events.append(msg.make(e.OrderNeedsAttention, reason=order.attention))
         saga.note(now, f"{kind} email failed: {reason}")
         return t
@@ -492,6 +503,13 @@ class Messages:
         }
         message: Message = message_type(**base, **fields)
         return message
+
+
+def _take_back(t: Transition, msg: Messages, flag: str) -> None:
+    """Clear the order's flag if it is the one beginning with ``flag``: its cause is dealt with."""
+    if t.order.attention and t.order.attention.startswith(flag):
+        t.order.attention = None
+        t.events.append(msg.make(e.AttentionCleared))
 
 
 def _progress(saga: SagaState) -> tuple[Any, ...]:

@@ -46,6 +46,7 @@ from producer import Producer
 from tests.apps.upgrade import wrap_gift
 from tests.flow import CATALOGUE, Flow, flow_settings, read_side_differences, with_style
 from tests.support import ROOT, ChumonProcess, WorkerProcess, env_for, wait_until
+from workers.deadletter import DeadLetters
 
 STEP_QUEUES = ["orders", "inventory", "payments", "shipping"]
 GROUPS = [
@@ -84,12 +85,14 @@ class ChaosReport:
     window_ms: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    requeued: int = 0
 
     def summary(self) -> str:
         mail = sum(1 for _, role in self.kills if role == "mail")
         return (
             f"{self.style}: {self.orders} orders {self.by_status} in {self.seconds:.0f} s "
             f"(cancelled because: {self.reasons}); "
+            f"{self.requeued} dead letters requeued as an operator would (attempts used up by kills); "
             f"{len(self.kills)} SIGKILLs ({mail} of the mail worker), "
             f"{self.kills_in_window} inside an email's crash window; duplicate emails {len(self.duplicates)} "
             f"(unexplained {len(self.unexplained_duplicates)}); window {self.window_ms}; "
@@ -206,6 +209,7 @@ def run_chaos(redis: Redis, redis_url: str, style: str, plan: ChaosPlan) -> Chao
         producer = Producer(redis, settings, jobs.registry, services.orders)
         flow = Flow(redis, settings, services, producer, sink, OrderKeys())
         kills: list[tuple[float, str]] = []
+        requeued: list[str] = []
         try:
             _ready(redis, style)
             stop = threading.Event()
@@ -220,13 +224,15 @@ def run_chaos(redis: Redis, redis_url: str, style: str, plan: ChaosPlan) -> Chao
                 stop.wait(plan.place_every)
             killer.join(timeout=120)
             events = _upgrade(redis_url, env, events)
-            _settle(flow, ids, style)
+            _settle(flow, ids, style, requeued)
         finally:
             stop.set()
             workers.stop()
             events.stop()
         report = flow.audit()
-        return _report(style, flow, ids, kills, report, time.monotonic() - started)
+        chaos = _report(style, flow, ids, kills, report, time.monotonic() - started)
+        chaos.requeued = len(requeued)
+        return chaos
 
 
 def _ready(redis: Redis, style: str) -> None:
@@ -260,11 +266,28 @@ def _upgrade(redis_url: str, env: dict[str, Any], events: ChumonProcess) -> Chum
     return upgraded
 
 
-def _settle(flow: Flow, ids: list[str], style: str) -> None:
+def _settle(flow: Flow, ids: list[str], style: str, requeued: list[str]) -> None:
+    """Wait until every order is done. Meanwhile, as an operator would, requeue what the runtime
+    dead-lettered: a job whose attempts all ended in SIGKILLs (the runtime counts a lost worker,
+    and a prefetched job of it, as an attempt) flags its order, and its requeue must clear it."""
+    dead = DeadLetters(flow.redis, flow.settings)
+    next_look = [time.monotonic() + 5]
+
     def done() -> bool:
+        if time.monotonic() >= next_look[0]:
+            next_look[0] = time.monotonic() + 5
+            requeued.extend(dead.requeue(all_=True))
         return not _stuck(flow, ids) and not read_side_differences(flow.producer, ids) and not _parked(flow)
 
-    wait_until(done, timeout=240, message=f"every order to settle ({style})")
+    try:
+        wait_until(done, timeout=240, message=f"every order to settle ({style})")
+    except AssertionError as exc:  # say what is left, order by order
+        details = {
+            "stuck": [(s, flow.order(s.split()[0]).saga.history[-6:]) for s in _stuck(flow, ids)],
+            "read side": read_side_differences(flow.producer, ids),
+            "parked": _parked(flow),
+        }
+        raise AssertionError(f"{exc}: {details}") from None
 
 
 def _stuck(flow: Flow, ids: list[str]) -> list[str]:

@@ -289,3 +289,17 @@ def test_a_finished_saga_waits_for_nothing() -> None:
     run.apply(SAGA.email_sent(run.order, run.saga, "confirmation", "<m>", "x", 5))
     run.apply(SAGA.inventory_committed(run.order, run.saga, "x", 6))
     assert SAGA.deadline_for(run.order, run.saga, 7) is None
+
+
+def test_a_requeued_email_or_commit_that_goes_through_takes_its_flag_back() -> None:
+    run = Run()
+    for step in (Step.RESERVE, Step.CHARGE, Step.SHIP):
+        run.ok(step, charge_id="ch", shipment_id="sh")
+    run.apply(SAGA.email_failed(run.order, run.saga, "confirmation", "attempts exhausted", "x", 5))
+    assert run.order.attention == "confirmation email could not be delivered: attempts exhausted"
+    run.apply(SAGA.email_sent(run.order, run.saga, "confirmation", "<m>", "x", 6))  # a person requeued it
+    assert run.order.attention is None and run.names(e.Event)[-1] == "AttentionCleared"
+    assert "confirmation" not in run.saga.facts["email_failures"]
+    run.apply(SAGA.flag(run.order, run.saga, "inventory could not be committed: gone", "x", 7))
+    run.apply(SAGA.inventory_committed(run.order, run.saga, "x", 8))
+    assert run.order.attention is None
