@@ -16,6 +16,7 @@ from orders.payments import SimulatedGateway
 from orders.saga import Saga
 from orders.service import OrderService
 from orders.shipping import SimulatedCarrier
+from orders.simulation import SlowInventory
 from orders.store import OrderStore
 from workers import Enqueuer
 
@@ -30,19 +31,30 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
     process_saga_metrics().subscribe(bus)
     return OrderService(
         store,
-        flow(settings.saga.step_timeout),
+        flow(settings.saga.step_timeout, settings.saga.stall_after),
         currency=settings.saga.currency,
         idempotency_ttl=settings.idempotency_ttl,
         saga_hold=settings.saga.reservation_hold,
+        smtputf8=settings.smtp.smtputf8,
         bus=bus,
     )
+
+
+def inventory(redis: Redis, settings: Settings) -> Inventory:
+    """The inventory; slowed down as configured when the simulation asks for it (tests, demo)."""
+    keys, sim = OrderKeys(settings.key_prefix), settings.simulation
+    slow = (sim.request_latency.reserve, sim.request_latency.release, sim.response_latency.reserve,
+            sim.response_latency.release)  # fmt: skip
+    if any(slow):
+        return SlowInventory(redis, keys, sim.request_latency, sim.response_latency)
+    return Inventory(redis, keys)
 
 
 def build_services(redis: Redis, settings: Settings) -> Services:
     keys = OrderKeys(settings.key_prefix)
     return Services(
         orders=order_service(redis, settings),
-        inventory=Inventory(redis, keys),
+        inventory=inventory(redis, settings),
         payments=SimulatedGateway(redis, keys, settings.simulation),
         carrier=SimulatedCarrier(redis, keys, settings.simulation),
         mailer=SmtpMailer(settings.smtp),

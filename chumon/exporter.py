@@ -10,7 +10,10 @@ Read at every scrape (a few pipelined round trips), never cached:
   ``chumon_dead_letters_dropped_total{queue}``: removed by the cap or the retention;
 - ``chumon_workers_alive``: workers that heartbeated within ``worker_ttl``;
 - ``chumon_projector_lag_events``, ``chumon_projector_lag_seconds``: how far the read model is
-  behind the event log; ``chumon_orders{status}``: orders in the read model by status.
+  behind the event log; ``chumon_orders{status}``: orders in the read model by status;
+- ``chumon_events_dead_letters{group}``: entries parked by each consumer group of the event
+  log (the projector, the reactors), waiting for ``chumon events dlq retry``;
+- ``chumon_sagas_overdue``: sagas past their deadline (the watchdog flags them).
 
 Per-process counters (jobs by outcome, durations, recoveries, saga outcomes) come from each
 worker's and the events process's own endpoint (``--metrics-port``).
@@ -30,6 +33,7 @@ from redis import Redis
 from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.projector import GROUP
+from orders.reactors import SERVICES
 from orders.readmodel import ReadModel
 from workers.codec import names, parse_iso, readable
 from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
@@ -132,6 +136,24 @@ class RedisCollector(Collector):
         for status, count in zip(OrderStatus, counts, strict=True):
             orders.add_metric([status.value], count)
         yield orders
+        yield from self._parked()
+
+    def _parked(self) -> Iterator[Metric]:
+        groups = [GROUP, *(f"reactor-{service}" for service in SERVICES)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.xlen(self.order_keys.parked_events(group))
+            pipe.zcount(self.order_keys.saga_deadlines, "-inf", time.time())
+            *depths, overdue = pipe.execute()
+        parked = GaugeMetricFamily(
+            "chumon_events_dead_letters",
+            "Entries parked by a consumer group of the event log.",
+            labels=["group"],
+        )
+        for group, depth in zip(groups, depths, strict=True):
+            parked.add_metric([group], depth)
+        yield parked
+        yield GaugeMetricFamily("chumon_sagas_overdue", "Sagas past their deadline.", value=overdue)
 
 
 def _age(enqueued_at: object, now: float) -> float:

@@ -1,13 +1,16 @@
-"""The operators' processes: ``dashboard``, ``scheduler``, ``smtp-sink``."""
+"""The operators' processes: ``dashboard``, ``scheduler``, ``events``, ``metrics``; and the
+event consumers' dead letters: ``events dlq list|show|retry``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import time
 from typing import Any
 
 from chumon.settings import Settings
-from workers.cli import CliContext, serve_metrics
+from workers.cli import CliContext, emit, serve_metrics, table
 
 log = logging.getLogger("chumon.events")
 
@@ -40,15 +43,25 @@ def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    """The event consumers and the saga watchdog, until SIGTERM or SIGINT, whatever Redis does;
+    exits 2 on a configuration error it names (refused credentials, a server lacking a command)."""
+    if getattr(args, "events_command", None):
+        return int(args.events_func(args, ctx))
     import signal
     import threading
+
+    from redis.exceptions import RedisError
 
     from chumon.bootstrap import order_service
     from orders.eventsproc import EventProcessors
     from orders.keys import OrderKeys
 
     settings = _settings(ctx)
-    redis = ctx.redis()
+    try:
+        redis = ctx.redis()
+    except ValueError as exc:
+        print(f"chumon events: REDIS_URL {settings.redis_url!r} cannot be used: {exc}", file=sys.stderr)
+        return 2
     processors = EventProcessors(
         redis,
         OrderKeys(settings.key_prefix),
@@ -56,6 +69,8 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
         choreographed=settings.saga.style == "choreographed",
         step_timeout=settings.saga.step_timeout,
         claim_after=settings.events.claim_after,
+        max_deliveries=settings.events.max_deliveries,
+        watchdog_interval=settings.saga.watchdog_interval,
     )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,17 +78,113 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
     serve_metrics(args.metrics_port, settings.metrics_host)
     processors.start()
     log.info(
-        "events: projector%s running (%s style)",
-        f" and {len(processors.reactors)} reactors" if processors.reactors else "",
+        "events: projector%s and the saga watchdog running (%s style)",
+        f", {len(processors.reactors)} reactors" if processors.reactors else "",
         settings.saga.style,
     )
-    while not done.wait(30):
-        behind, seconds = processors.projector.lag()
+    next_status = time.monotonic() + settings.events.status_interval
+    while not done.wait(0.2) and not processors.stopped.is_set():
+        if time.monotonic() < next_status:
+            continue
+        next_status = time.monotonic() + settings.events.status_interval
+        try:
+            behind, seconds = processors.projector.lag()
+        except RedisError:  # the consumers' loops say so (once per outage) and wait it out
+            continue
+        parked = sum(processors.parked().values())
         log.info(
-            "projector: %d applied, %d events behind (%.1f s)", processors.projector.applied, behind, seconds
-        )
+            "projector: %d applied, %d events behind (%.1f s); %d entries parked since start",
+            processors.projector.applied, behind, seconds, parked,
+        )  # fmt: skip
     processors.stop()
+    if processors.fatal:
+        print(f"chumon events: {processors.fatal}", file=sys.stderr)
+        return 2
     return 0
+
+
+# -- the event consumers' dead letters ---------------------------------------------------------------
+def _groups(settings: Settings, only: str | None) -> list[str]:
+    from orders.projector import GROUP
+    from orders.reactors import SERVICES
+
+    groups = [GROUP, *(f"reactor-{service}" for service in SERVICES)]
+    if only is not None and only not in groups:
+        raise SystemExit(f"chumon: no consumer group {only!r}; the groups are {', '.join(groups)}")
+    return [only] if only else groups
+
+
+def _parked_entries(ctx: CliContext, group: str) -> Any:
+    from orders.keys import OrderKeys
+    from workers.streams import ParkedEntries
+
+    keys = OrderKeys(ctx.settings.key_prefix)
+    return ParkedEntries(ctx.redis(), group, keys.parking(group))
+
+
+def _parked_row(parked: Any) -> dict[str, Any]:
+    return {**parked.as_dict(), "order_id": parked.fields.get("order_id"), "type": parked.fields.get("type")}
+
+
+def cmd_events_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    rows = [
+        _parked_row(parked)
+        for group in _groups(_settings(ctx), args.group)
+        for parked in _parked_entries(ctx, group).read(args.limit)
+    ]
+
+    def render(found: list[dict[str, Any]]) -> str:
+        if not found:
+            return "no parked entries"
+        cells = [
+            (r["group"], r["id"], r["order_id"] or "-", r["type"] or "-", r["deliveries"], r["reason"][:60])
+            for r in found
+        ]
+        return table(cells, ["group", "parked id", "order", "event", "deliveries", "reason"])
+
+    emit(rows, args.json, render)
+    return 0
+
+
+def cmd_events_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    for group in _groups(_settings(ctx), args.group):
+        parked = _parked_entries(ctx, group).get(args.parked_id)
+        if parked is not None:
+            row = _parked_row(parked)
+            emit(row, args.json, lambda r: "\n".join(f"{k:<11} {v}" for k, v in r.items()))
+            return 0
+    print(f"chumon: no parked entry {args.parked_id}", file=sys.stderr)
+    return 1
+
+
+def cmd_events_dlq_retry(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.parked_ids and not args.all:
+        print("chumon: name parked entries to retry, or pass --all", file=sys.stderr)
+        return 2
+    retried: dict[str, list[str]] = {}
+    wanted = set(args.parked_ids)
+    for group in _groups(_settings(ctx), args.group):
+        parked = _parked_entries(ctx, group)
+        ids = [p.id for p in parked.read(100_000) if args.all or p.id in wanted]
+        sent = parked.retry(ids)
+        if sent:
+            retried[group] = sent
+        wanted -= set(sent)
+    emit(
+        {"retried": retried, "not_found": sorted(wanted)},
+        args.json,
+        lambda r: (
+            "\n".join(
+                [
+                    f"{group}: {len(ids)} entr{'y' if len(ids) == 1 else 'ies'} sent back"
+                    for group, ids in retried.items()
+                ]
+                or ["nothing to retry"]
+            )
+            + (f"\nnot found: {', '.join(sorted(wanted))}" if wanted else "")
+        ),
+    )
+    return 1 if wanted else 0
 
 
 def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -99,11 +210,35 @@ def register(sub: Any) -> None:
     sched.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
     sched.set_defaults(func=cmd_scheduler)
-    events = sub.add_parser("events", help="the event log's consumers: the projector (and reactors)")
+    events = sub.add_parser(
+        "events",
+        help="the event log's consumers (projector, reactors, watchdog); `events dlq` their dead letters",
+    )
     events.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"
     )
     events.set_defaults(func=cmd_events)
+    dlq = (
+        events.add_subparsers(dest="events_command")
+        .add_parser("dlq", help="entries the event consumers parked")
+        .add_subparsers(dest="dlq_command", required=True)
+    )
+    listing = dlq.add_parser("list", help="parked entries, oldest first")
+    listing.add_argument("--group", help="one consumer group (projector, reactor-payments, ...)")
+    listing.add_argument("--limit", type=int, default=100, help="per group (default 100)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(events_func=cmd_events_dlq_list)
+    show = dlq.add_parser("show", help="one parked entry, with its fields and reason")
+    show.add_argument("parked_id")
+    show.add_argument("--group")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(events_func=cmd_events_dlq_show)
+    retry = dlq.add_parser("retry", help="send parked entries back to their group (after a fix or upgrade)")
+    retry.add_argument("parked_ids", nargs="*", metavar="PARKED_ID")
+    retry.add_argument("--group", help="only this group's entries")
+    retry.add_argument("--all", action="store_true", help="every parked entry (of --group, or of all)")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(events_func=cmd_events_dlq_retry)
     metrics = sub.add_parser("metrics", help="Prometheus exporter of queue, dead-letter and read-model state")
     metrics.add_argument("--port", type=int, help="port (default CHUMON_METRICS_PORT, 9300)")
     metrics.set_defaults(func=cmd_metrics)

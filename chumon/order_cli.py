@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from chumon.bootstrap import order_service
 from chumon.settings import Settings
-from orders.errors import UnknownSku
+from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
 from orders.inventory import Inventory, StockLevel
 from orders.keys import OrderKeys
 from orders.model import OrderStatus
@@ -102,10 +102,23 @@ def cmd_order_place(args: argparse.Namespace, ctx: CliContext) -> int:
             payment_token=args.payment_token,
             idempotency_key=args.idempotency_key,
         )
-    except (ValidationError, UnknownSku) as exc:
+    except (ValidationError, UnknownSku, OrderTooLarge) as exc:
         print(f"chumon: order refused, nothing was written:\n{exc}", file=sys.stderr)
         return 2
-    result: dict[str, Any] = {"order_id": placed.order_id, "created": placed.created}
+    except IdempotencyConflict as exc:
+        print(f"chumon: order refused: {exc}", file=sys.stderr)
+        return 2
+    result: dict[str, Any] = {
+        "order_id": placed.order_id,
+        "created": placed.created,
+        "already_placed": not placed.created,
+    }
+    if not placed.created:  # on stderr: stdout stays the bare order id, for scripts
+        print(
+            f"chumon: already placed: idempotency key {args.idempotency_key!r} gave order "
+            f"{placed.order_id} for the same request before; no new order",
+            file=sys.stderr,
+        )
     if args.wait:
         summary = _producer(ctx).wait_for_order(placed.order_id, timeout=args.timeout)
         result["summary"] = summary.model_dump(mode="json") if summary else None
@@ -148,6 +161,12 @@ def render_order(order: OrderDetails) -> str:
         f"  compensations   {undone}"
         + (f" (running: {COMPENSATION_NAMES[saga.compensating]})" if saga.compensating else ""),
     ]
+    if saga.late:
+        lines.append(f"  late answers    {', '.join(s.value for s in saga.late)} (being undone)")
+    if saga.deadline:
+        lines.append(
+            f"  deadline  {_when(saga.deadline)} (a person is asked to look if nothing moves by then)"
+        )
     if saga.failure:
         lines.append(f"  failure   {saga.failed_step.value if saga.failed_step else '?'}: {saga.failure}")
     emails = ", ".join(f"{kind} {mid}" for kind, mid in order.emails.items()) or "none yet"
@@ -164,6 +183,8 @@ def render_summary(summary: OrderSummary) -> str:
     ]
     if summary.attention:
         lines.append(f"  NEEDS ATTENTION: {summary.attention}")
+    if summary.unreadable_note:
+        lines.append(f"  NEEDS ATTENTION: {summary.unreadable_note}")
     lines += [
         f"  customer  {summary.customer_name} <{summary.customer_email}>",
         f"  {summary.item_count} item(s), {format_amount(summary.total, summary.currency)}",
@@ -176,6 +197,14 @@ def render_summary(summary: OrderSummary) -> str:
 
 
 def cmd_order_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    try:
+        return _show(args, ctx)
+    except CorruptOrder as exc:
+        print(f"chumon: {exc}", file=sys.stderr)
+        return 1
+
+
+def _show(args: argparse.Namespace, ctx: CliContext) -> int:
     producer = _producer(ctx)
     if args.consistent:
         order = producer.get_order(args.order_id)
@@ -198,14 +227,15 @@ def cmd_order_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def order_row(order: OrderSummary) -> tuple[Any, ...]:
-    status = order.status.value + (" (attention)" if order.attention else "")
+    flagged = order.attention or order.unreadable_note
+    status = order.status.value + (" (attention)" if flagged else "")
     return (
         order.order_id,
         status,
         order.customer_name,
         order.item_count,
         format_amount(order.total, order.currency),
-        (order.reason or order.attention or "")[:50],
+        (order.reason or flagged or "")[:50],
     )
 
 
@@ -215,7 +245,7 @@ def cmd_order_list(args: argparse.Namespace, ctx: CliContext) -> int:
     limit = args.limit if wanted != "NEEDS_ATTENTION" else 10_000
     orders = _producer(ctx).list_orders(customer=args.customer, status=status, limit=limit)
     if wanted == "NEEDS_ATTENTION":
-        orders = [o for o in orders if o.attention][: args.limit]
+        orders = [o for o in orders if o.attention or o.unreadable][: args.limit]
     headers = ["order", "status", "customer", "items", "total", "why"]
     emit(
         orders, args.json, lambda _: table([order_row(o) for o in orders], headers) if orders else "no orders"
@@ -295,7 +325,11 @@ def register(sub: Any) -> None:
     )
     place.add_argument("--ship-to", default="1 Main Street, Springfield", help="delivery address")
     place.add_argument("--payment-token", default="tok_ok", help="tok_ok, tok_declined, tok_transient_2, ...")
-    place.add_argument("--idempotency-key", help="a double submit with the same key gives the same order")
+    place.add_argument(
+        "--idempotency-key",
+        help="per customer: the same key with the same request gives the same order; with another "
+        "request it is refused",
+    )
     place.add_argument("--wait", action="store_true", help="wait until the order is confirmed or cancelled")
     place.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     place.add_argument("--json", action="store_true")

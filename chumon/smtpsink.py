@@ -18,9 +18,15 @@ Behaviours chosen by the recipient's local part, like a hosted test SMTP service
   Message-IDs were deferred is remembered in memory and, with Redis, in the set
   ``smtp_sink("tempfailed")``, so a restarted sink does not defer them again.
 - ``bounce...@``: ``550 5.1.1 mailbox unavailable`` at RCPT, always.
+- ``slowrcpt...@``: the reply to RCPT comes ``slow_reply`` seconds late (1 s): the sender waits
+  before it has sent anything of the message.
+- ``slowack...@``: the message is recorded at once, the ``250`` to DATA comes ``slow_reply``
+  seconds later: a slow server, or a reply lost on its way. The sender's crash window
+  (docs/orders.md) is then that wide, for the tests that measure it.
 - anything else: accepted.
 
-Other switches: ``tls_context`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the
+The sink offers SMTPUTF8 (RFC 6531: addresses with a non-ASCII local part) unless built with
+``smtputf8=False``. Other switches: ``tls_context`` offers STARTTLS, ``implicit_tls=True`` speaks TLS from the
 first byte instead (SMTPS); ``credentials=(user, password)`` offers AUTH (PLAIN, LOGIN) and
 refuses MAIL from a client that has not logged in (``530``). Without credentials AUTH is only
 offered after STARTTLS and always fails. If Redis cannot be written, the message is
@@ -56,6 +62,8 @@ from orders.keys import OrderKeys
 
 TEMPFAIL_PREFIX = "tempfail"
 BOUNCE_PREFIX = "bounce"
+SLOW_RCPT_PREFIX = "slowrcpt"
+SLOW_ACK_PREFIX = "slowack"
 TEMPFAIL_REPLY = "451 4.3.0 try again later"
 BOUNCE_REPLY = "550 5.1.1 mailbox unavailable"
 STORAGE_REPLY = "451 4.3.0 sink storage unavailable, try again later"
@@ -105,9 +113,10 @@ class _Store:
 class _Handler:
     """aiosmtpd's handler hooks. They run on the controller's event loop thread."""
 
-    def __init__(self, store: _Store, credentials: tuple[str, str] | None) -> None:
+    def __init__(self, store: _Store, credentials: tuple[str, str] | None, slow_reply: float = 1.0) -> None:
         self.store = store
         self.credentials = credentials
+        self.slow_reply = slow_reply
 
     async def handle_MAIL(
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -123,6 +132,8 @@ class _Handler:
     ) -> str:
         if local_part(address).startswith(BOUNCE_PREFIX):
             return BOUNCE_REPLY
+        if local_part(address).startswith(SLOW_RCPT_PREFIX):
+            await asyncio.sleep(self.slow_reply)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"
@@ -136,6 +147,8 @@ class _Handler:
             self.store.record(message)
         except RedisError:
             return STORAGE_REPLY
+        if any(local_part(rcpt).startswith(SLOW_ACK_PREFIX) for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(self.slow_reply)
         return f"250 2.0.0 OK {message['message_id'] or ''}".rstrip()
 
     def _defer(self, rcpt_tos: list[str], message_id: str | None, content: bytes) -> bool:
@@ -203,6 +216,8 @@ class SmtpSink:
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = True,
+        slow_reply: float = 1.0,
     ) -> None:
         if implicit_tls and tls_context is None:
             raise ValueError("implicit_tls needs a tls_context")
@@ -210,8 +225,9 @@ class SmtpSink:
         self._requested_port = port
         self._tls_context = tls_context
         self._implicit_tls = implicit_tls
+        self._smtputf8 = smtputf8
         self._store = _Store(redis, keys or OrderKeys())
-        self._handler = _Handler(self._store, credentials)
+        self._handler = _Handler(self._store, credentials, slow_reply)
         self._controller: _Controller | None = None
         self._port: int | None = None
 
@@ -270,6 +286,7 @@ class SmtpSink:
             tls_context=starttls,
             authenticator=self._handler.authenticate,
             auth_require_tls=self._handler.credentials is None,
+            enable_SMTPUTF8=self._smtputf8,
         )
 
 

@@ -3,6 +3,10 @@
 - ``maintenance.release_stale_holds``: stock held longer than ``saga.reservation_hold`` for an
   order still in flight is given up through the saga (the step it waits for fails without
   an answer), so the usual compensations run: refund if charged, release the stock, cancel.
+  Stock still held by an order whose saga has let go of it (cancelled, or compensated
+  without its reservation: a reserve that landed late) is released, and the release recorded
+  on the order; that of a confirmed order whose commit never happened is committed. An order
+  whose release is under way, or that a person has been asked to look at, is left alone.
 - ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, trimming
   of the event log to ``events.retention_days`` (when set), and an alert (a log line, and the
   ``chumon_dlq_alert`` metric) for every dead-letter queue longer than ``dlq_alert_threshold``.
@@ -12,11 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 from pydantic import BaseModel
 from redis import Redis
 
+from orders.handlers import Services
 from orders.keys import OrderKeys
+from orders.model import OrderStatus
+from orders.saga import SagaStatus, Step
 from workers import JobContext, JobRegistry, RetryPolicy
 from workers.deadletter import DeadLetters
 from workers.keys import Keys, dead_letter_queue
@@ -36,19 +44,33 @@ def release_stale_holds(payload: NoArguments, ctx: JobContext) -> dict[str, int]
     from jobs.orders import services
 
     s = services(ctx)
-    hold = s.orders.saga_hold
-    given_up = 0
-    stale = s.inventory.stale_holds(hold)
-    for order_id in stale:
-        if s.orders.hold_expired(order_id, hold, cause=ctx.job_id):
-            given_up += 1
-        else:
-            log.warning(
-                "order %s holds stock past %.0f s but its saga is not waiting on a step", order_id, hold
-            )
+    stale = s.inventory.stale_holds(s.orders.saga_hold)
+    outcomes = Counter(settle_stale_hold(s, order_id, ctx.job_id) for order_id in stale)
     if stale:
-        log.info("stale stock holds: %d found, %d given up", len(stale), given_up)
-    return {"stale": len(stale), "given_up": given_up}
+        log.info("stale stock holds: %d found: %s", len(stale), dict(outcomes))
+    return {"stale": len(stale), **outcomes}
+
+
+def settle_stale_hold(s: Services, order_id: str, cause: str) -> str:
+    """What to do with stock ``order_id`` has held past its hold time; returns what was done."""
+    loaded = s.orders.get(order_id)
+    if loaded is None:  # no order at all: nothing can ever need this stock
+        s.inventory.release(order_id)
+        return "released"
+    saga, order = loaded.saga, loaded.order
+    if saga.status is SagaStatus.RUNNING:
+        return "given_up" if s.orders.hold_expired(order_id, s.orders.saga_hold, cause=cause) else "left"
+    if order.status is OrderStatus.CONFIRMED:
+        s.inventory.commit(order_id)
+        s.orders.inventory_committed(order_id, cause=cause)
+        return "committed"
+    releasing = saga.compensating is Step.RESERVE or Step.RESERVE in saga.pending_compensations
+    if releasing or saga.status is SagaStatus.NEEDS_ATTENTION:
+        log.warning("order %s holds stock past its hold time; its release is under way or flagged", order_id)
+        return "left"
+    if s.inventory.release(order_id) == "released":
+        s.orders.stale_hold_released(order_id, cause=cause)
+    return "released"
 
 
 @registry.job("maintenance.housekeeping", queue="orders", retry=RETRY, result_ttl=3600)

@@ -24,7 +24,9 @@ Every job type is keyed on its command's id (the runtime's effect key), so a dup
 delivery of a command finishes as a duplicate without running; the services themselves are
 called with keys derived from the order, so a retry gets the service's first answer. When a
 job of the order flow is dead-lettered, ``orders.dead_letter`` tells the saga: a step
-without an answer has failed, a compensation that cannot succeed needs a person.
+without an answer has failed, a compensation that cannot succeed needs a person. It is also
+the registry-wide hook (jobs/__init__.py): a job of a type it does not know (a newer
+version's, met during a rolling deploy) whose payload names an order flags that order.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from orders import commands as c
 from orders import handlers as h
 from orders.errors import MailRejected
 from orders.messages import Message
-from orders.saga import Step
+from orders.saga import COMMIT_FAILED, Step
 from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RetryPolicy
 
 registry = JobRegistry()
@@ -161,9 +163,11 @@ EMAIL_JOBS = {"notifications.confirmation": "confirmation", "notifications.cance
 def on_dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> str:
     """A job of the order flow was dead-lettered: tell the saga, so no order is stuck silently."""
     order_id = (notice.payload or {}).get("order_id")
-    if not order_id or notice.job_type is None:
+    if not order_id or not isinstance(order_id, str):
         return "not an order job"
     s, cause = services(ctx), str((notice.payload or {}).get("id") or notice.job_id)
+    if s.orders.get(order_id) is None:
+        return f"no order {order_id}"
     last = notice.failures[-1] if notice.failures else {}
     why = f"{notice.reason}; last error {last.get('exc_type', '?')}: {last.get('message', '')}"[:300]
     if notice.job_type in STEP_JOBS:
@@ -176,7 +180,18 @@ def on_dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> str:
     elif notice.job_type in EMAIL_JOBS:
         s.orders.email_failed(order_id, EMAIL_JOBS[notice.job_type], why, cause=cause)
     elif notice.job_type == "inventory.commit":
-        s.orders.flag(order_id, f"inventory could not be committed: {why}", cause=cause)
-    else:
+        s.orders.flag(order_id, COMMIT_FAILED + why, cause=cause)
+    elif notice.job_type in KNOWN_WITHOUT_CONSEQUENCE:
         return f"nothing to do for {notice.job_type}"
+    else:  # a type this version does not know: a person must see what it was for
+        reason = (
+            f"job {notice.job_id} of type {notice.job_type or '(unreadable)'} (unknown to this worker) "
+            f"was dead-lettered from queue {notice.queue}: {why}"
+        )[:400]
+        s.orders.flag(order_id, reason, cause=cause)
     return f"reported to the saga of order {order_id}"
+
+
+KNOWN_WITHOUT_CONSEQUENCE = frozenset({"orders.check_timeout", HOOK})
+"""Order jobs whose death needs no report: a lost time-out check is covered by the saga's
+deadline (the watchdog flags the order), and the hook does not report on itself."""

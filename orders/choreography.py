@@ -43,6 +43,7 @@ class Choreography(Saga):
     def start(self, order: Order, now: float) -> tuple[SagaState, list[Outgoing]]:
         saga = SagaState()
         saga.note(now, "order placed; the inventory service reacts")
+        saga.deadline = self.deadline_for(order, saga, now)
         return saga, []
 
     def confirm(self, order: Order, saga: SagaState, cause: str, now: float) -> Transition | None:
@@ -71,13 +72,21 @@ class Choreography(Saga):
     def compensated(
         self, order: Order, saga: SagaState, step: Step, facts: dict[str, Any], cause: str, now: float
     ) -> Transition | None:
+        """A compensation's answer. Several may arrive for one step (its failure and its late
+        answer each make the service undo it): the first that undid settles it."""
+        facts = dict(facts)
+        undid = bool(facts.pop("undid", True))
         if step in saga.compensated and step not in saga.void_compensations:
             return None
-        if step in saga.compensated:  # it found nothing before; now it undid a late effect
-            saga.compensated.remove(step)
-            saga.void_compensations.remove(step)
         msg = Messages(order, cause, now)
-        t = self._record_compensation(order, saga, step, facts, msg)
+        if step in saga.compensated:
+            if not undid:
+                return None  # nothing found, again: already booked so
+            saga.compensated.remove(step)  # it found nothing before; now it undid a late effect
+            saga.void_compensations.remove(step)
+        elif not undid and step in saga.late:
+            return self._compensate_again(order, saga, step, facts, msg)
+        t = self._record_compensation(order, saga, step, facts, undid, msg)
         self._compensate_next(t, msg)  # here: only the saga's status, no command
         return t
 
@@ -92,6 +101,9 @@ class Choreography(Saga):
     # the saga's internals, reduced to bookkeeping
     def _run_step(self, msg: Messages, order: Order, step: Step) -> list[Outgoing]:
         return []
+
+    def _ask_again(self, t: Transition, msg: Messages, step: Step) -> None:
+        """Nothing to send: the service reacts to the CompensationRepeated event itself."""
 
     def _confirm(self, t: Transition, msg: Messages) -> None:
         t.saga.current = None

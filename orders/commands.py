@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orders.messages import Message
 from orders.model import Customer, LineRequest
+from orders.money import MAX_AMOUNT
 
 
 class ReserveInventory(Message):
@@ -25,7 +26,7 @@ class CommitInventory(Message):
 
 
 class ChargePayment(Message):
-    amount: int = Field(ge=0)
+    amount: int = Field(ge=0, le=MAX_AMOUNT)
     currency: str
     token: str
 

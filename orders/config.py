@@ -22,6 +22,14 @@ class SmtpConfig(BaseModel):
     sender: str = "Chumon Shop <orders@chumon.example>"
     message_id_domain: str = Field(default="chumon.example", description="right-hand side of Message-IDs")
     timeout: float = Field(default=10.0, gt=0, description="seconds for connect and each SMTP command")
+    smtputf8: bool = Field(
+        default=True,
+        description=(
+            "the mail server takes internationalized addresses (RFC 6531 SMTPUTF8): an address with a "
+            "non-ASCII local part (ü@example.com) is sent with it; false: such addresses are refused "
+            "when the order is placed"
+        ),
+    )
 
 
 class EventsConfig(BaseModel):
@@ -35,10 +43,43 @@ class EventsConfig(BaseModel):
     claim_after: float = Field(
         default=5.0, gt=0, description="seconds before a crashed consumer's entries are taken over"
     )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="deliveries of one entry to a consumer group before it is parked in the group's "
+        "dead-letter stream",
+    )
+    status_interval: float = Field(
+        default=30.0, gt=0, description="seconds between two progress lines of `chumon events`"
+    )
+
+
+class Latency(BaseModel):
+    """Seconds one kind of call to a simulated party takes, per operation (0: at once)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    charge: float = Field(default=0.0, ge=0, le=600)
+    refund: float = Field(default=0.0, ge=0, le=600)
+    arrange: float = Field(default=0.0, ge=0, le=600)
+    cancel: float = Field(default=0.0, ge=0, le=600)
+    reserve: float = Field(default=0.0, ge=0, le=600)
+    release: float = Field(default=0.0, ge=0, le=600)
+
+    def of(self, operation: str) -> float:
+        value = getattr(self, operation, 0.0)
+        return float(value)
 
 
 class SimulationConfig(BaseModel):
-    """The simulated payment gateway and carrier (no real provider is reachable here)."""
+    """The simulated payment gateway and carrier (no real provider is reachable here).
+
+    Latency, per operation, read as ``CHUMON_SIMULATION__REQUEST_LATENCY__CHARGE=1.5``:
+    ``request_latency`` passes before the party acts (the request travels, or the party is
+    slow), ``response_latency`` after it acted and before the caller hears (the answer
+    travels): the effect then exists while the caller does not know it yet.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -49,6 +90,20 @@ class SimulationConfig(BaseModel):
         default=0.0, ge=0, le=1, description="share of calls that fail transiently"
     )
     gateway_timeout: float = Field(default=2.0, gt=0, description="how long a call to tok_timeout hangs")
+    slow_for: float = Field(
+        default=1.5,
+        ge=0,
+        le=600,
+        description="how long a tok_slow charge, or an arrangement to a Slowboat address, takes before "
+        "it succeeds",
+    )
+    request_latency: Latency = Field(default_factory=Latency, description="before the party acts")
+    response_latency: Latency = Field(default_factory=Latency, description="after it acted")
+    voids: bool = Field(
+        default=True,
+        description="a compensation that finds nothing to undo voids the step's key, so the step "
+        "cannot act later (a cancelled payment intent); false plays a party without that",
+    )
     seed: int | None = Field(default=None, description="seed of the fault injection, for repeatable runs")
 
 
@@ -64,4 +119,13 @@ class SagaConfig(BaseModel):
     )
     reservation_hold: float = Field(
         default=900.0, gt=0, description="stock held longer than this for a pending order is given up"
+    )
+    stall_after: float = Field(
+        default=300.0,
+        gt=0,
+        description="a saga that makes no progress this long (on top of step_timeout while a step "
+        "runs) flags its order for a person",
+    )
+    watchdog_interval: float = Field(
+        default=5.0, gt=0, description="how often `chumon events` looks for sagas past their deadline"
     )

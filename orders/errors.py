@@ -38,3 +38,35 @@ class UnknownSku(ValueError):
     def __init__(self, sku: str) -> None:
         super().__init__(f"unknown SKU {sku!r}: not in the catalogue")
         self.sku = sku
+
+
+class OrderTooLarge(ValueError):
+    """An order's total would exceed the largest amount the shop stores (orders.money.MAX_AMOUNT)."""
+
+    def __init__(self, total: int, limit: int) -> None:
+        super().__init__(
+            f"total: the order comes to {total} minor units, above the largest allowed total of "
+            f"{limit} ({limit // 100}.{limit % 100:02d}); nothing was written"
+        )
+        self.total = total
+        self.limit = limit
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key was used before, by the same customer, for a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used by this customer for a different order request "
+            "(other items, address, payment token or name); use a new key for a new order. "
+            "Nothing was written"
+        )
+        self.key = key
+
+
+class CorruptOrder(ValueError):
+    """An order's stored record cannot be read back (written by a bug, or by hand)."""
+
+    def __init__(self, order_id: str, detail: str) -> None:
+        super().__init__(f"order {order_id!r}: its stored record cannot be read: {detail}")
+        self.order_id = order_id

@@ -80,6 +80,13 @@ class ShipmentCancelled(Event):
     cancellation_id: str | None = Field(description="None when there was no shipment to cancel")
 
 
+class CompensationRepeated(Event):
+    """A compensation found nothing to undo, but its step had answered late: it is asked again."""
+
+    step: str
+    reason: str
+
+
 class OrderCancelled(Event):
     reason: str
 
@@ -156,6 +163,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         InventoryReleased,
         PaymentRefunded,
         ShipmentCancelled,
+        CompensationRepeated,
         OrderCancelled,
         OrderNeedsAttention,
         AttentionCleared,

@@ -1,27 +1,59 @@
-"""The event log's consumers in one process (``chumon events``): the projector, and in the
-choreographed style the five services' reactors, each in its own thread and consumer group.
+"""The event log's consumers in one process (``chumon events``): the projector, in the
+choreographed style the five services' reactors, and the saga watchdog, each in a thread.
 
-Each can as well run in a process of its own; several copies of one consumer share its
-group's work, and take over each other's unacknowledged entries when one dies.
+Each consumer can as well run in a process of its own; several copies of one consumer share
+its group's work, and take over each other's unacknowledged entries when one dies.
+
+The process outlives Redis: every loop catches every Redis error, backs off (capped at 5 s)
+and tries again, and the process logs one line when Redis goes away and one when it answers
+again (``workers.consumer.Outage``). A group that Redis lost (restarted without its data) is
+created again. Only a configuration error (refused credentials, a missing ACL permission, a
+command the server lacks) stops it: ``fatal`` names it, and ``chumon events`` exits with it.
+
+The watchdog looks every ``saga.watchdog_interval`` seconds for sagas past their deadline
+(``OrderService.overdue``) and flags each for a person (``Saga.stalled``): a step or a
+compensation whose job was lost, dead-lettered without its hook, or stuck anywhere else.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from orders.keys import OrderKeys
+from orders.metrics import process_consumer_metrics
 from orders.projector import Projector
 from orders.reactors import SERVICES, Reactions, Reactor
 from orders.readmodel import ReadModel
 from orders.service import OrderService
+from workers.consumer import TRANSIENT, Outage, configuration_error
 
 log = logging.getLogger("chumon.events")
+
+
+class Watchdog:
+    """Flags the orders whose saga is past its deadline."""
+
+    def __init__(self, orders: OrderService, *, interval: float) -> None:
+        self.orders = orders
+        self.interval = interval
+        self.flagged = 0
+
+    def step(self) -> int:
+        """One look; returns how many orders it flagged."""
+        flagged = 0
+        for order_id in self.orders.overdue():
+            try:
+                if self.orders.stalled(order_id, cause="watchdog"):
+                    flagged += 1
+                    log.warning("order %s: saga past its deadline: flagged for a person", order_id)
+            except LookupError as exc:  # the order is gone: nothing to watch
+                log.error("watchdog: %s", exc)
+        self.flagged += flagged
+        return flagged
 
 
 class EventProcessors:
@@ -34,47 +66,88 @@ class EventProcessors:
         choreographed: bool,
         step_timeout: float,
         claim_after: float = 5.0,
+        max_deliveries: int = 5,
+        watchdog_interval: float = 5.0,
     ) -> None:
         self.view = ReadModel(redis, keys)
-        self.projector = Projector(redis, keys, self.view, claim_after=claim_after)
+        self.projector = Projector(
+            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries
+        )
         reactions = Reactions(orders, step_timeout=step_timeout)
         self.reactors = (
-            [Reactor(service, reactions, keys, claim_after=claim_after) for service in SERVICES]
+            [
+                Reactor(service, reactions, keys, claim_after=claim_after, max_deliveries=max_deliveries)
+                for service in SERVICES
+            ]
             if choreographed
             else []
         )
+        self.watchdog = Watchdog(orders, interval=watchdog_interval)
+        self.outage = Outage(log)
         self.stopped = threading.Event()
+        self.fatal: str | None = None
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        loops: list[tuple[str, Callable[[], int]]] = [("projector", self.projector.step)]
-        loops += [(f"reactor-{r.service}", r.step) for r in self.reactors]
-        self.projector.reader.ensure_group()
-        for reactor in self.reactors:
-            reactor.reader.ensure_group()
-        for name, step in loops:
-            thread = threading.Thread(target=self._loop, args=(name, step), name=name, daemon=True)
-            thread.start()
-            self.threads.append(thread)
+        consumers: list[Projector | Reactor] = [self.projector, *self.reactors]
+        for consumer in consumers:
+            name = consumer.reader.group
+            self._spawn(name, self._consumer_loop(consumer))
+        self._spawn("watchdog", self._watchdog_loop)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped.set()
         for thread in self.threads:
             thread.join(timeout)
 
-    def _loop(self, name: str, step: Callable[[], int]) -> None:
-        pause = 0.0
-        while not self.stopped.is_set():
-            try:
-                step()
-                pause = 0.0
-            except (RedisError, OSError, ValueError) as exc:
-                if self.stopped.is_set():
-                    return
-                pause = min(5.0, max(0.1, pause * 2))
-                log.error("%s: %s; retrying in %.1f s", name, exc, pause)
-                time.sleep(pause)
-            except Exception:
-                pause = min(5.0, max(0.1, pause * 2))
-                log.exception("%s failed; retrying in %.1f s", name, pause)
-                time.sleep(pause)
+    def parked(self) -> dict[str, int]:
+        """Entries each consumer parked since the process started."""
+        consumers: list[Projector | Reactor] = [self.projector, *self.reactors]
+        return {c.reader.group: c.parked for c in consumers}
+
+    def _spawn(self, name: str, loop: Callable[[], None]) -> None:
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _consumer_loop(self, consumer: Projector | Reactor) -> Callable[[], None]:
+        group = consumer.reader.group
+        counter = process_consumer_metrics().parked.labels(group)
+
+        def loop() -> None:
+            ready, parked = False, 0
+            while not self.stopped.is_set():
+                if not ready:
+                    ready = self._guarded(group, consumer.reader.ensure_group)
+                    continue
+                if self._guarded(group, consumer.step) and consumer.parked != parked:
+                    counter.inc(consumer.parked - parked)
+                    parked = consumer.parked
+
+        return loop
+
+    def _watchdog_loop(self) -> None:
+        while not self.stopped.wait(self.watchdog.interval):
+            self._guarded("watchdog", self.watchdog.step)
+
+    def _guarded(self, name: str, step: Callable[[], object]) -> bool:
+        """Run one step; on a failure, log it, wait the backoff, and return False."""
+        try:
+            step()
+        except TRANSIENT as exc:
+            if self.stopped.is_set():
+                return False
+            problem = configuration_error(exc)
+            if problem is not None:
+                self.fatal = self.fatal or problem
+                log.error("%s: %s", name, problem)
+                self.stopped.set()
+                return False
+            self.stopped.wait(self.outage.failed(name, exc))
+            return False
+        except Exception:
+            log.exception("%s failed; retrying", name)
+            self.stopped.wait(1.0)
+            return False
+        self.outage.ok(name)
+        return True

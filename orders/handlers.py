@@ -6,20 +6,30 @@ given up does not act), call the service with an idempotency key derived from th
 to the saga. A transient failure (``orders.errors.TransientError``) propagates: the job
 runtime retries it with backoff; when retries run out, the dead-letter hook reports the
 step as failed without an answer.
+
+A step the saga gave up does not act, but it still looks (a lookup, not a call that acts):
+if an earlier attempt of it did act (its worker died after the service took it, before the
+answer was reported), that effect is reported now, as a late answer, so it is undone.
+
+An email is sent only if the order's saga has not recorded it yet. What is left is the crash
+window of docs/orders.md: from the moment the mail server has the whole message to the
+commit of ``EmailSent``, a worker that dies (or a reply that is lost) means the same
+Message-ID is sent once more on retry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orders import commands as c
-from orders.inventory import Inventory
-from orders.notifications import Mailer, cancellation_email, confirmation_email
+from orders.inventory import Inventory, ReservationState
+from orders.notifications import Email, Mailer, cancellation_email, confirmation_email
 from orders.payments import PaymentGateway
 from orders.saga import Step
 from orders.service import OrderService
 from orders.shipping import Carrier
-from orders.store import UnknownOrder
+from orders.store import Loaded, UnknownOrder
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,16 @@ def shipment_key(order_id: str) -> str:
 # -- steps --------------------------------------------------------------------------------------
 def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
     if not s.orders.awaits(cmd.order_id, Step.RESERVE):
+        held = s.inventory.reservation(cmd.order_id)
+        if held is not None and held.state in (ReservationState.RESERVED, ReservationState.COMMITTED):
+            s.orders.step_succeeded(cmd.order_id, Step.RESERVE, {}, cause=cmd.id)
         return "skipped: the saga no longer waits for the reservation"
     result = s.inventory.reserve(cmd.order_id, cmd.lines)
-    if result.state == "rejected":
+    if result.state is ReservationState.VOID:
+        reason = "reservation void: the order let go of its stock before it was reserved"
+        s.orders.step_failed(cmd.order_id, Step.RESERVE, reason, definite=True, cause=cmd.id)
+        return "void"
+    if result.state is ReservationState.REJECTED:
         shortage = [item.model_dump() for item in result.shortage]
         short = ", ".join(f"{i['sku']} (asked {i['requested']}, {i['available']} left)" for i in shortage)
         s.orders.step_failed(
@@ -65,6 +82,9 @@ def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
 
 def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
     if not s.orders.awaits(cmd.order_id, Step.CHARGE):
+        found = s.payments.find_charge(charge_key(cmd.order_id))
+        if found is not None and found.status == "succeeded":
+            s.orders.step_succeeded(cmd.order_id, Step.CHARGE, {"charge_id": found.charge_id}, cause=cmd.id)
         return "skipped: the saga no longer waits for the payment"
     charge = s.payments.charge(
         idempotency_key=charge_key(cmd.order_id),
@@ -83,6 +103,10 @@ def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
 
 def arrange_shipping(cmd: c.ArrangeShipping, s: Services) -> str:
     if not s.orders.awaits(cmd.order_id, Step.SHIP):
+        found = s.carrier.find_shipment(shipment_key(cmd.order_id))
+        if found is not None and found.status == "arranged":
+            facts = {"shipment_id": found.shipment_id}
+            s.orders.step_succeeded(cmd.order_id, Step.SHIP, facts, cause=cmd.id)
         return "skipped: the saga no longer waits for the shipment"
     items = [(line.sku, line.quantity) for line in cmd.lines]
     shipment = s.carrier.arrange(
@@ -134,18 +158,26 @@ def commit_inventory(cmd: c.CommitInventory, s: Services) -> str | None:
 
 
 def send_confirmation_email(cmd: c.SendConfirmationEmail, s: Services) -> str:
-    loaded = s.orders.get(cmd.order_id)
-    if loaded is None:
-        raise UnknownOrder(cmd.order_id)
-    sent = s.mailer.send(confirmation_email(loaded.order, s.message_id_domain))
-    s.orders.email_sent(cmd.order_id, "confirmation", sent.message_id, cause=cmd.id)
-    return sent.message_id
+    return _send_once(cmd, s, lambda loaded: confirmation_email(loaded.order, s.message_id_domain))
 
 
 def send_cancellation_email(cmd: c.SendCancellationEmail, s: Services) -> str:
+    return _send_once(
+        cmd, s, lambda loaded: cancellation_email(loaded.order, cmd.reason, s.message_id_domain)
+    )
+
+
+def _send_once(cmd: c.Command, s: Services, render: Callable[[Loaded], Email]) -> str:
+    """Send the email unless the saga has it on record as sent. (One on record as refused is
+    sent: only a person requeueing its dead letter sends it again, the cause fixed.)"""
     loaded = s.orders.get(cmd.order_id)
     if loaded is None:
         raise UnknownOrder(cmd.order_id)
-    sent = s.mailer.send(cancellation_email(loaded.order, cmd.reason, s.message_id_domain))
-    s.orders.email_sent(cmd.order_id, "cancellation", sent.message_id, cause=cmd.id)
+    email = render(loaded)
+    if email.kind in loaded.saga.facts.get("emails", {}):
+        return f"skipped: the {email.kind} email is on record already"
+    # -- the crash window opens when the server has the whole message (docs/orders.md) --
+    sent = s.mailer.send(email)
+    s.orders.email_sent(cmd.order_id, email.kind, sent.message_id, cause=cmd.id)
+    # -- and closes here, with EmailSent committed --
     return sent.message_id

@@ -8,7 +8,9 @@ A SKU's stock is a hash (``OrderKeys.stock``) of integer counts:
 - ``price``: the catalogue unit price in minor units.
 
 An order holds stock through its reservation record (``OrderKeys.reservation``), which moves
-``reserved`` -> ``released`` or ``committed``, or is ``rejected`` from the start. Every change is
+``reserved`` -> ``released`` or ``committed``, or is ``rejected`` from the start, or ``void``
+when a release came before any reserve (the reserve that arrives later holds nothing). Every
+change is
 one Lua script (``orders/lua``), so a reservation takes all of its lines or none, concurrent
 orders never oversell, and calling reserve, release or commit again for the same order changes
 nothing: each returns the outcome the order already has.
@@ -29,6 +31,7 @@ from redis.commands.core import Script
 from orders.errors import UnknownSku
 from orders.keys import OrderKeys
 from orders.model import LineRequest, check_sku
+from orders.money import MAX_AMOUNT
 from workers.codec import texts
 from workers.scripts import dumps, source
 
@@ -43,6 +46,7 @@ class ReservationState(StrEnum):
     RELEASED = "released"
     COMMITTED = "committed"
     REJECTED = "rejected"
+    VOID = "void"
 
 
 class StockLine(BaseModel):
@@ -79,8 +83,8 @@ class ReservationResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """True unless the reservation was rejected (it held the stock, even if no longer)."""
-        return self.state is not ReservationState.REJECTED
+        """True unless the reservation was rejected or void (it held the stock, even if no longer)."""
+        return self.state not in (ReservationState.REJECTED, ReservationState.VOID)
 
 
 class Reservation(ReservationResult):
@@ -113,10 +117,10 @@ def aggregate(lines: Iterable[LineRequest | tuple[str, int]]) -> list[StockLine]
     return [StockLine(sku=sku, quantity=quantity) for sku, quantity in totals.items()]
 
 
-def check_count(what: str, sku: str, value: int) -> int:
-    """Return ``value`` if it is a whole number from 0 to MAX_UNITS; raise ValueError naming the SKU."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UNITS:
-        raise ValueError(f"{what} of SKU {sku!r} must be a whole number from 0 to {MAX_UNITS}, not {value!r}")
+def check_count(what: str, sku: str, value: int, limit: int = MAX_UNITS) -> int:
+    """Return ``value`` if it is a whole number from 0 to ``limit``; raise ValueError naming the SKU."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{what} of SKU {sku!r} must be a whole number from 0 to {limit}, not {value!r}")
     return value
 
 
@@ -190,8 +194,9 @@ class Inventory:
     def release(self, order_id: str) -> ReservationState | None:
         """Give back the units ``order_id`` holds. Only a ``reserved`` reservation changes.
 
-        Returns the state afterwards (``released``, or the one it was left in), None without a
-        reservation.
+        Returns the state afterwards: ``released``; ``void`` when the order had no reservation
+        (one is recorded, holding nothing, so a reserve arriving later holds nothing either);
+        or the state it was left in.
         """
         return self._transition("release", order_id)
 
@@ -233,7 +238,7 @@ class Inventory:
         """
         plan: dict[str, Any] = {"sku": check_sku(sku), "on_hand": check_count("on_hand", sku, on_hand)}
         if price is not None:
-            plan["price"] = check_count("price", sku, price)
+            plan["price"] = check_count("price", sku, price, MAX_AMOUNT)
         outcome, *values = self._scripts.run("set_stock", plan)
         outcome = _text(outcome)
         if outcome == "no_price":

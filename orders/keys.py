@@ -7,10 +7,12 @@ own data on purpose.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cached_property
 
 from workers.keys import Keys
+from workers.streams import Parking
 
 
 class OrderKeys:
@@ -28,14 +30,39 @@ class OrderKeys:
         """Sorted set: order id -> time placed."""
         return self._p + "orders"
 
-    def order_idempotency(self, key: str) -> str:
-        """place_order's idempotency key -> the order it created."""
-        return self._p + "idem:order:" + key
+    def order_idempotency(self, scope: str, key: str) -> str:
+        """Hash: order_id, fingerprint: what place_order's ``key`` created within ``scope`` (the
+        customer's email, lower-cased: see OrderService.place). The scope is hashed, so any email
+        gives a plain key."""
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
+        return f"{self._p}idem:order:{digest}:{key}"
+
+    @property
+    def saga_deadlines(self) -> str:
+        """Sorted set: order id -> when its saga must have made progress (only while it must)."""
+        return self._p + "saga-deadlines"
 
     @property
     def events(self) -> str:
         """Stream of every domain event, in commit order."""
         return self._p + "events"
+
+    def parked_events(self, group: str) -> str:
+        """Stream: the entries consumer group ``group`` gave up on (its dead-letter stream)."""
+        return f"{self._p}events-dlq:{group}"
+
+    def replayed_events(self, group: str) -> str:
+        """Stream: parked entries sent back to ``group`` by ``chumon events dlq retry``."""
+        return f"{self._p}events-replay:{group}"
+
+    def parking(self, group: str) -> Parking:
+        """The dead-letter and replay streams of consumer group ``group``."""
+        return Parking(parked=self.parked_events(group), replay=self.replayed_events(group))
+
+    @property
+    def parked_events_pattern(self) -> str:
+        """Every consumer group's dead-letter stream (SCAN pattern)."""
+        return f"{self._p}events-dlq:*"
 
     # -- the read model ------------------------------------------------------------------------
     @property
@@ -59,6 +86,11 @@ class OrderKeys:
     def view_parked(self, gen: int, order_id: str) -> str:
         """Hash: sequence -> event, for events that arrived before their predecessors."""
         return f"{self._p}view:{gen}:parked:{order_id}"
+
+    def view_history(self, gen: int, order_id: str) -> str:
+        """Hash: sequence -> event, every event applied since the order's first unreadable one
+        (kept only while one is unreadable, to fold the summary again once it can be read)."""
+        return f"{self._p}view:{gen}:history:{order_id}"
 
     def view_all(self, gen: int) -> str:
         """Sorted set: order id -> time placed."""
@@ -114,7 +146,7 @@ class OrderKeys:
         space.update(
             order=self._p + "order:",
             orders_by_time=self.orders_by_time,
-            order_idempotency=self._p + "idem:order:",
+            saga_deadlines=self.saga_deadlines,
             events=self.events,
             stock=self._p + "stock:",
             skus=self.skus,

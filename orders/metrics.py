@@ -4,6 +4,10 @@
 needs_attention; reason is the kind of a cancellation ("out of stock", "payment declined",
 "carrier refused", "no answer from charge_payment", ...). Each process counts the
 transitions it committed; sum over processes in Prometheus.
+
+``chumon_events_parked_total{group}``: entries a consumer group of the event log parked in
+its dead-letter stream, counted by the ``chumon events`` process that parked them (the
+exporter's ``chumon_events_dead_letters{group}`` says how many are parked now).
 """
 
 from __future__ import annotations
@@ -40,3 +44,18 @@ class SagaMetrics:
 @cache
 def process_saga_metrics() -> SagaMetrics:
     return SagaMetrics(REGISTRY)
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.parked = Counter(
+            "chumon_events_parked",
+            "Entries a consumer group of the event log parked in its dead-letter stream.",
+            ["group"],
+            registry=registry,
+        )
+
+
+@cache
+def process_consumer_metrics() -> ConsumerMetrics:
+    return ConsumerMetrics(REGISTRY)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
+
+from orders.money import MAX_AMOUNT
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _SKU = re.compile(SKU_PATTERN)
@@ -40,6 +42,19 @@ class Customer(BaseModel):
             raise ValueError("name must not be blank")
         return value.strip()
 
+    @field_validator("email")
+    @classmethod
+    def _deliverable(cls, value: str, info: ValidationInfo) -> str:
+        """With the context ``{"smtputf8": False}`` (a mail server without SMTPUTF8), refuse an
+        address whose local part is not ASCII: no such server can ever deliver to it."""
+        context = info.context or {}
+        if context.get("smtputf8", True) is False and not value.rpartition("@")[0].isascii():
+            raise ValueError(
+                f"{value!r} has a non-ASCII local part; the shop's mail server cannot send to it "
+                "(it does not offer SMTPUTF8): give an ASCII address"
+            )
+        return value
+
 
 class LineRequest(BaseModel):
     """A line as the customer asks for it: what and how many."""
@@ -58,7 +73,7 @@ class LineRequest(BaseModel):
 class OrderLine(LineRequest):
     """A line of a placed order, priced from the catalogue."""
 
-    unit_price: int = Field(ge=0, description="minor units")
+    unit_price: int = Field(ge=0, le=MAX_AMOUNT, description="minor units")
 
     @property
     def total(self) -> int:
@@ -75,7 +90,7 @@ class Order(BaseModel):
     ship_to: str = Field(min_length=5, max_length=300)
     lines: list[OrderLine] = Field(min_length=1)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    total: int = Field(ge=0, description="minor units")
+    total: int = Field(ge=0, le=MAX_AMOUNT, description="minor units")
     payment_token: str
     status: OrderStatus = OrderStatus.PENDING
     reason: str | None = None

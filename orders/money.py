@@ -1,10 +1,21 @@
-"""Money as integer minor units (cents): no float ever touches an amount."""
+"""Money as integer minor units (cents): no float ever touches an amount.
+
+Every amount the shop stores is at most ``MAX_AMOUNT``: 9,999,999,999,999 minor units
+(99,999,999,999.99), thirteen digits. The place script prices an order in Lua, whose
+numbers are doubles (exact to 2^53, about 9.007e15), and writes it back through Redis's
+cjson, which prints numbers with ``%.14g``: fourteen significant digits. A thirteen-digit
+integer survives both exactly; a larger one would come back as ``9.99899999999e+15``. So a
+price above the bound is refused when it is set, and an order whose total would exceed it
+is refused when it is placed (``orders.errors.OrderTooLarge``), before anything is written.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
 MINOR_UNITS = 100  # every currency the shop sells in has two decimals
+MAX_AMOUNT = 10**13 - 1
+"""The largest price or order total, in minor units (see the module docstring)."""
 
 
 def parse_amount(text: str) -> int:

@@ -4,6 +4,12 @@ Rendering is pure: an order in, an :class:`Email` out. Every email carries a Mes
 derived from the order id and the kind of email, so a retry or a duplicate delivery sends
 the very same Message-ID and a receiver can drop the copy.
 
+Addresses: an address whose local part is ASCII is sent as ASCII (an international domain
+name goes out in its IDNA form, ``ada@xn--bcher-kva.example``), so any server takes it. One
+whose local part is not ASCII (``ü@example.com``) is sent with SMTPUTF8 (RFC 6531), which the
+server must offer; with ``CHUMON_SMTP__SMTPUTF8=false`` such addresses are refused when the
+order is placed instead (``orders.model.Customer``).
+
 Sending classifies the mail server's answer for the job runtime: "try again later" (a 4xx
 reply, a server that cannot be reached or drops the connection) raises
 :class:`~orders.errors.MailTransient`, which the job turns into a retry with backoff; a
@@ -20,6 +26,7 @@ from collections.abc import Callable, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 from email.utils import formatdate, parseaddr
 from typing import Literal, Protocol
 from urllib.parse import quote
@@ -167,6 +174,18 @@ def _order_summary(order: Order) -> list[str]:
     return [*table, f"  {'Total':<{label_width}}  {total:>{amount}}"]
 
 
+def deliverable(address: str) -> str:
+    """The address as it goes on the wire: ASCII whenever the local part is (the domain in its
+    IDNA form); else unchanged, to be sent with SMTPUTF8."""
+    local, _, domain = address.rpartition("@")
+    if not local.isascii() or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:  # not expressible in IDNA 2003: leave it to SMTPUTF8
+        return address
+
+
 def _indented(text: str) -> list[str]:
     return ["  " + line.strip() for line in text.splitlines() if line.strip()]
 
@@ -219,7 +238,7 @@ class SmtpMailer:
         try:
             with self._connect() as smtp:
                 self._secure_and_login(smtp)
-                refused = smtp.send_message(message, self._envelope_sender, [str(email.to)])
+                refused = smtp.send_message(message, self._envelope_sender, [deliverable(str(email.to))])
         except (smtplib.SMTPException, OSError) as exc:
             raise self._classify(exc, email) from None
         if refused:  # only possible with several recipients: kept for completeness
@@ -233,9 +252,11 @@ class SmtpMailer:
         )
 
     def build_message(self, email: Email) -> EmailMessage:
-        message = EmailMessage(policy=SMTP_POLICY)
+        to = deliverable(str(email.to))
+        message = EmailMessage(policy=SMTP_POLICY if to.isascii() else SMTPUTF8_POLICY)
+        local, _, domain = to.rpartition("@")
         message["From"] = self.config.sender
-        message["To"] = Address(display_name=email.to_name, addr_spec=str(email.to))
+        message["To"] = Address(display_name=email.to_name, username=local, domain=domain)
         message["Subject"] = email.subject
         message["Date"] = formatdate(self._clock(), usegmt=True)
         message["Message-ID"] = email.message_id
@@ -267,6 +288,11 @@ class SmtpMailer:
             return MailTransient(f"{where} closed the connection while sending {what}: {self._scrub(exc)}")
         if isinstance(exc, smtplib.SMTPResponseException):
             return self._reply(exc, where, what)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):  # no SMTPUTF8 for a non-ASCII address
+            return MailRejected(
+                f"{where} cannot send {what}: {self._scrub(exc)} (set CHUMON_SMTP__SMTPUTF8=false to "
+                "refuse such addresses when orders are placed)"
+            )
         if isinstance(exc, smtplib.SMTPException):  # STARTTLS or AUTH not offered: configuration
             return MailRejected(f"{where} cannot send {what}: {self._scrub(exc)}")
         return MailTransient(f"could not talk to {where} while sending {what}: {type(exc).__name__}: {exc}")

@@ -5,6 +5,8 @@ under ``OrderKeys.sim("payments", ...)``, because several worker processes call 
 
 - ``charges`` and ``refunds``: hashes, idempotency key -> the JSON record of the result;
 - ``refunded``: hash, charge key -> the idempotency key of the refund that refunded it;
+- ``voided``: hash, charge key -> the idempotency key of the refund that found no charge under
+  it, and so voided it (see below);
 - ``attempts``: hash, idempotency key -> calls made with a ``tok_transient_N`` token;
 - ``calls``: hash, operation (``charge``, ``refund``) -> number of calls.
 
@@ -15,6 +17,13 @@ raises ValueError. A decline is a result, recorded like a success; a second atte
 needs a new key. A charge can be refunded once, in full; refunding it again under another
 key raises ValueError, as real gateways refuse a second full refund.
 
+A refund that finds no charge under its charge key *voids* that key, as cancelling a payment
+intent does at a real gateway: a charge that arrives later under the key (a request that was
+still on its way when the order gave it up) is answered ``status="voided"`` and takes no
+money. The charge and the void race for the key in one script (``orders/lua/put_first.lua``),
+so exactly one of them wins. ``SimulationConfig.voids=False`` plays a gateway without voids:
+the late charge then succeeds, and it is the saga's job to refund it.
+
 Test tokens, in the style of a card processor's:
 
 - ``tok_ok`` succeeds; so does any token not listed here.
@@ -23,11 +32,15 @@ Test tokens, in the style of a card processor's:
   GatewayUnavailable (nothing recorded); later calls succeed.
 - ``tok_timeout`` hangs ``SimulationConfig.gateway_timeout`` seconds, then raises
   GatewayTimeout; it never charges.
+- ``tok_slow`` takes ``SimulationConfig.slow_for`` seconds, then succeeds: with a short step
+  time-out, the charge lands after the order gave it up.
 
-Refunds of charges made with any token succeed. On top of the tokens, a share
-``SimulationConfig.payment_fault_rate`` of all calls fails with GatewayUnavailable: half of
-those before processing (nothing recorded), half after the record is written (the response
-is "lost": a retry with the same key returns the recorded result).
+Refunds of charges made with any token succeed. Every call also takes the configured
+latencies of its operation (``request_latency.charge``, ``response_latency.refund``, ...). On
+top of the tokens, a share ``SimulationConfig.payment_fault_rate`` of all calls fails with
+GatewayUnavailable: half of those before processing (nothing recorded), half after the
+record is written (the response is "lost": a retry with the same key returns the recorded
+result).
 
 The machinery it shares with the simulated carrier is in ``orders.simulation``.
 """
@@ -52,19 +65,21 @@ from workers.policy import RandomSource
 TOKEN_OK = "tok_ok"
 TOKEN_DECLINED = "tok_declined"
 TOKEN_TIMEOUT = "tok_timeout"
+TOKEN_SLOW = "tok_slow"
 _TOKEN_TRANSIENT = re.compile(r"^tok_transient_([1-9])$")
 DECLINE_REASON = "insufficient_funds"
 
 
 class ChargeResult(BaseModel):
-    """The gateway's answer to a charge: succeeded or declined."""
+    """The gateway's answer to a charge: succeeded, declined, or voided (its key was voided by a
+    refund that came first: no money moved, and nothing is recorded)."""
 
     model_config = ConfigDict(frozen=True)
 
     charge_id: str
     idempotency_key: str
     order_id: str
-    status: Literal["succeeded", "declined"]
+    status: Literal["succeeded", "declined", "voided"]
     amount: int = Field(ge=0, description="minor units")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     decline_reason: str | None = None
@@ -93,8 +108,12 @@ class PaymentGateway(Protocol):
     ) -> ChargeResult: ...
 
     def refund(self, *, idempotency_key: str, charge_key: str) -> RefundResult | None:
-        """Refund in full the successful charge made under ``charge_key``; None (and nothing
-        recorded) if there is none."""
+        """Refund in full the successful charge made under ``charge_key``; None if there is none
+        (and, at a gateway that can, no charge can be made under ``charge_key`` any more)."""
+        ...
+
+    def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        """The charge made under ``idempotency_key``, if any (a lookup: it charges nothing)."""
         ...
 
 
@@ -127,7 +146,11 @@ class SimulatedGateway:
             sleep=sleep,
             hang_for=config.gateway_timeout,
             clock=clock,
+            request_latency=config.request_latency,
+            response_latency=config.response_latency,
         )
+        self.voids = config.voids
+        self.slow_for = config.slow_for
 
     # -- the gateway ----------------------------------------------------------------------------
     def charge(
@@ -140,10 +163,13 @@ class SimulatedGateway:
 
     def refund(self, *, idempotency_key: str, charge_key: str) -> RefundResult | None:
         with self.sim.call("refund", idempotency_key):
-            charge = self.recorded_charge(charge_key)
+            charge = self._charge_or_void(charge_key, idempotency_key)
             if charge is None or charge.status != "succeeded":
                 return None
             return self._record_refund(idempotency_key, charge_key, charge)
+
+    def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return self.recorded_charge(idempotency_key)
 
     # -- for tests and the demo -------------------------------------------------------------------
     def charges(self) -> list[ChargeResult]:
@@ -160,6 +186,10 @@ class SimulatedGateway:
 
     def recorded_charge(self, idempotency_key: str) -> ChargeResult | None:
         return self.sim.record("charges", idempotency_key, ChargeResult)
+
+    def voided(self) -> dict[str, str]:
+        """Charge keys voided by a refund that found no charge -> that refund's key."""
+        return dict(self.sim.items("voided"))
 
     def charges_for(self, order_id: str) -> list[ChargeResult]:
         return [c for c in self.charges() if c.order_id == order_id]
@@ -184,6 +214,8 @@ class SimulatedGateway:
 
     def _play_token(self, token: str, key: str) -> None:
         """Fail as the test token says (see the module docstring); return if it lets the call through."""
+        if token == TOKEN_SLOW:
+            self.sim.sleep(self.slow_for)
         if token == TOKEN_TIMEOUT:
             self.sim.hang()
             raise GatewayTimeout(f"simulated gateway did not answer charge {key!r} in time")
@@ -192,11 +224,25 @@ class SimulatedGateway:
             raise GatewayUnavailable(f"simulated gateway unavailable ({token}) for charge {key!r}")
 
     def _record_charge(self, candidate: ChargeResult) -> ChargeResult:
-        stored = ChargeResult.model_validate_json(
-            self.sim.put_once("charges", candidate.idempotency_key, candidate.model_dump_json())
-        )
+        key, record = candidate.idempotency_key, candidate.model_dump_json()
+        if self.voids:
+            charged, stored_json = self.sim.put_first("charges", "voided", key, record)
+            if not charged:  # a refund found nothing under this key first, and voided it
+                return candidate.model_copy(
+                    update={"status": "voided", "decline_reason": f"voided by refund {stored_json!r}"}
+                )
+        else:
+            stored_json = self.sim.put_once("charges", key, record)
+        stored = ChargeResult.model_validate_json(stored_json)
         _refuse_reuse(stored, candidate)
         return stored
+
+    def _charge_or_void(self, charge_key: str, refund_key: str) -> ChargeResult | None:
+        """The charge under ``charge_key``; if there is none, void the key (when voids are on)."""
+        if not self.voids:
+            return self.recorded_charge(charge_key)
+        voided, stored = self.sim.put_first("voided", "charges", charge_key, refund_key)
+        return None if voided else ChargeResult.model_validate_json(stored)
 
     def _record_refund(self, key: str, charge_key: str, charge: ChargeResult) -> RefundResult:
         record = self.sim.get("refunds", key)

@@ -4,6 +4,11 @@
 with the next event of that order (``event.sequence == summary.version + 1``; the
 projector sees to that, holding back events that arrive early), so applying is simple and
 the result depends only on the order's history: a rebuild by replay gives the same view.
+
+``skip(summary, seq, kind, at)`` stands in for an event this projector cannot read (a type
+a newer writer added): the summary moves past it, so the order's later events still show,
+and it records the gap (``unreadable``) until the event, read at last after an upgrade, is
+folded in its place (orders/readmodel.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ class TimelineEntry(BaseModel):
     text: str
 
 
+class Unreadable(BaseModel):
+    """An event of the order this projector could not read: parked, not applied (yet)."""
+
+    seq: int
+    type: str
+
+
 class OrderSummary(BaseModel):
     """One order, denormalized for reading. Written only by the projector."""
 
@@ -40,6 +52,20 @@ class OrderSummary(BaseModel):
     updated_at: float
     version: int = Field(description="sequence of the last event applied")
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    unreadable: list[Unreadable] = Field(
+        default_factory=list, description="events skipped because this projector cannot read them"
+    )
+
+    @property
+    def unreadable_note(self) -> str | None:
+        """Why a person should look, when events of the order could not be read."""
+        if not self.unreadable:
+            return None
+        which = ", ".join(f"{u.type} (#{u.seq})" for u in self.unreadable)
+        return (
+            f"event(s) {which} could not be read by the projector: this summary lacks them; they are "
+            "parked (chumon events dlq list --group projector) until an upgrade reads them"
+        )
 
 
 def apply(summary: OrderSummary | None, event: e.Event) -> OrderSummary:
@@ -54,6 +80,22 @@ def apply(summary: OrderSummary | None, event: e.Event) -> OrderSummary:
     summary.updated_at = max(summary.updated_at, event.at)
     summary.timeline.append(
         TimelineEntry(seq=event.sequence, at=event.at, event=event.type_name(), text=describe(event))
+    )
+    return summary
+
+
+def skip(summary: OrderSummary, seq: int, kind: str, at: float | None) -> OrderSummary:
+    """Move past event ``seq`` (of type ``kind``), which cannot be read: record the gap."""
+    summary = summary.model_copy(deep=True)
+    summary.unreadable.append(Unreadable(seq=seq, type=kind))
+    summary.version = seq
+    summary.timeline.append(
+        TimelineEntry(
+            seq=seq,
+            at=at if at is not None else summary.updated_at,
+            event=kind,
+            text=f"{kind}: could not be read by this projector (parked)",
+        )
     )
     return summary
 
@@ -106,7 +148,7 @@ def describe(event: e.Event) -> str:
             if event.cancellation_id
             else "no shipment to cancel"
         )
-    if isinstance(event, e.OrderCancelled | e.OrderNeedsAttention):
+    if isinstance(event, e.OrderCancelled | e.OrderNeedsAttention | e.CompensationRepeated):
         return f"{type(event).__name__}: {event.reason}"
     if isinstance(event, e.EmailSent):
         return f"{event.kind} email sent {event.message_id}"

@@ -4,6 +4,11 @@ The projector is a consumer group (``projector``) on the event stream: it reads 
 folds it into every active generation of the view, and acknowledges it in the same
 script. Several projector processes may run; a crashed one's unacknowledged entries are
 taken over by the others after ``claim_after`` seconds.
+
+An entry it cannot read is parked in its dead-letter stream (``chumon events dlq``) in the
+same script, and its order's summary moves past it, marked (orders/readmodel.py). One it
+fails on again and again (a bug) is parked once delivered ``max_deliveries`` times
+(workers/consumer.py). ``chumon events dlq retry`` sends parked entries back.
 """
 
 from __future__ import annotations
@@ -19,18 +24,34 @@ from redis import Redis
 from orders.keys import OrderKeys
 from orders.readmodel import ReadModel
 from workers.codec import texts
-from workers.streams import GroupReader, entries
+from workers.consumer import consume
+from workers.streams import Entry, GroupReader, entries
 
 log = logging.getLogger("chumon.projector")
 GROUP = "projector"
 
 
 class Projector:
-    def __init__(self, redis: Redis, keys: OrderKeys, view: ReadModel, *, claim_after: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: OrderKeys,
+        view: ReadModel,
+        *,
+        claim_after: float = 5.0,
+        max_deliveries: int = 5,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.view = view
-        self.reader = GroupReader(redis, keys.events, GROUP, claim_after=claim_after)
+        self.reader = GroupReader(
+            redis,
+            keys.events,
+            GROUP,
+            claim_after=claim_after,
+            parking=keys.parking(GROUP),
+            max_deliveries=max_deliveries,
+        )
         self.applied = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -39,12 +60,20 @@ class Projector:
             self.step()
 
     def step(self) -> int:
-        entries = self.reader.read()
-        if not entries:
-            return 0
-        applied = self.view.project(entries, gens=self.view.active(), ack=(self.keys.events, GROUP))
-        self.applied += applied
-        return applied
+        """One round: returns how many entries it settled (applied, skipped as duplicates, parked)."""
+        return consume(self, log)
+
+    def process(self, batch: list[Entry]) -> None:
+        self.applied += self.view.project(batch, gens=self.view.active(), reader=self.reader)
+
+    def give_up(self, items: list[tuple[Entry, str]]) -> None:
+        reasons = {entry.id: reason for entry, reason in items}
+        batch = [entry for entry, _ in items]
+        self.view.project(batch, gens=self.view.active(), reader=self.reader, give_up=reasons)
+
+    @property
+    def parked(self) -> int:
+        return self.view.parked
 
     def lag(self) -> tuple[int, float]:
         """(events not yet projected, seconds the oldest of them has waited)."""
@@ -79,6 +108,9 @@ def rebuild(
        summaries are carried over from the old generation.
     4. One MULTI/EXEC makes the new generation current and drops the old one from the
        active set (unless ``keep_old``: then the live projector keeps both, for comparing).
+    5. The old generation is deleted. No reader is left on it: every read checks the current
+       generation in the same MULTI/EXEC (orders/readmodel.py), and the projector's script
+       writes no generation that is not active any more.
     """
     started = time.monotonic()
     old = view.current(fresh=True)
@@ -138,7 +170,7 @@ def _carry_over(redis: Redis, keys: OrderKeys, view: ReadModel, old: int, new: i
 
 
 def drop_generation(redis: Redis, keys: OrderKeys, gen: int) -> int:
-    """Delete every key of a generation no longer current (readers cache the current one ~1 s)."""
+    """Delete every key of a generation no longer current (readers check, so none reads it)."""
     redis.srem(keys.view_generations, gen)
     removed = 0
     batch: list[str] = []

@@ -13,7 +13,15 @@ transitions of the order itself. Entries are acknowledged after their reactions 
 - shipping arranges on PaymentCharged; cancels on ShipmentFailed (no answer) or a late shipment;
 - orders confirm on ShipmentArranged; cancel on InventoryReservationFailed (definite) or
   InventoryReleased;
-- notifications email on OrderConfirmed and OrderCancelled.
+- notifications email on OrderConfirmed and OrderCancelled;
+- each service undoes its step again on CompensationRepeated for it (its compensation found
+  nothing, but the step had answered late).
+
+An entry a reactor cannot read (a type a newer writer added) is parked in its group's
+dead-letter stream, and the order is flagged for a person (the reaction it would have had
+may be missing: the saga could wait for ever). One whose reaction fails every time is parked
+once delivered ``max_deliveries`` times, and flagged the same way. ``chumon events dlq retry``
+sends parked entries back; a reaction that then goes through takes the flag back.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from orders import commands as c
 from orders import events as e
 from orders.bus import EventBus
+from orders.errors import CorruptOrder
 from orders.events import from_fields
 from orders.keys import OrderKeys
 from orders.model import Order, OrderStatus
@@ -40,7 +50,9 @@ from orders.saga import (
     timeout_job_id,
 )
 from orders.service import OrderService
-from workers.streams import GroupReader
+from orders.store import UnknownOrder
+from workers.consumer import consume
+from workers.streams import Entry, GroupReader
 
 log = logging.getLogger("chumon.reactors")
 SERVICES = ("inventory", "payments", "shipping", "orders", "notifications")
@@ -66,6 +78,13 @@ def always(event: e.Event) -> bool:
     return True
 
 
+def repeated(step: Step) -> Callable[[e.CompensationRepeated], bool]:
+    def of_step(event: e.CompensationRepeated) -> bool:
+        return event.step == step.value
+
+    return of_step
+
+
 class Reactions:
     """What each service does when it sees an event."""
 
@@ -87,6 +106,7 @@ class Reactions:
                 (e.PaymentRefunded, always, self.undo(Step.RESERVE)),
                 (e.InventoryReservationFailed, uncertain, self.undo(Step.RESERVE)),
                 (e.InventoryReserved, late, self.undo(Step.RESERVE)),
+                (e.CompensationRepeated, repeated(Step.RESERVE), self.undo(Step.RESERVE)),
                 (e.OrderConfirmed, always, self.send(lambda msg, order: msg.make(c.CommitInventory))),
             ],
             "payments": [
@@ -95,11 +115,13 @@ class Reactions:
                 (e.ShipmentFailed, definite, self.undo(Step.CHARGE)),
                 (e.ShipmentCancelled, always, self.undo(Step.CHARGE)),
                 (e.PaymentCharged, late, self.undo(Step.CHARGE)),
+                (e.CompensationRepeated, repeated(Step.CHARGE), self.undo(Step.CHARGE)),
             ],
             "shipping": [
                 (e.PaymentCharged, on_time, self.step(Step.SHIP)),
                 (e.ShipmentFailed, uncertain, self.undo(Step.SHIP)),
                 (e.ShipmentArranged, late, self.undo(Step.SHIP)),
+                (e.CompensationRepeated, repeated(Step.SHIP), self.undo(Step.SHIP)),
             ],
             "orders": [
                 (e.ShipmentArranged, on_time, self.confirm),
@@ -171,14 +193,28 @@ class Reactor:
     """One service's consumer group on the event stream."""
 
     def __init__(
-        self, service: str, reactions: Reactions, keys: OrderKeys, *, claim_after: float = 5.0
+        self,
+        service: str,
+        reactions: Reactions,
+        keys: OrderKeys,
+        *,
+        claim_after: float = 5.0,
+        max_deliveries: int = 5,
     ) -> None:
         self.service = service
+        self.group = f"reactor-{service}"
+        self.orders = reactions.orders
         self.bus = reactions.bus(service)
         self.reader = GroupReader(
-            reactions.orders.store.redis, keys.events, f"reactor-{service}", claim_after=claim_after
+            reactions.orders.store.redis,
+            keys.events,
+            self.group,
+            claim_after=claim_after,
+            parking=keys.parking(self.group),
+            max_deliveries=max_deliveries,
         )
         self.reacted = 0
+        self.parked = 0
 
     def run(self, stop: threading.Event) -> None:
         self.reader.ensure_group()
@@ -186,19 +222,51 @@ class Reactor:
             self.step()
 
     def step(self) -> int:
-        done = []
-        for entry in self.reader.read():
+        """One round: returns how many entries it settled (reacted to, or parked)."""
+        return consume(self, log)
+
+    def process(self, batch: list[Entry]) -> None:
+        done, unreadable = [], []
+        for entry in batch:
             try:
                 event = from_fields(entry.fields)
-            except Exception as exc:  # an unreadable event: nothing any service can do with it
-                log.error("%s: event %s cannot be read, skipped: %s", self.service, entry.id, exc)
-                done.append(entry.id)
+            except Exception as exc:  # a type this version does not know, or a broken entry
+                unreadable.append((entry, f"cannot be read: {_why(exc)}"))
                 continue
-            try:
-                self.reacted += self.bus.publish(event)
-                done.append(entry.id)
-            except Exception:
-                log.exception("%s: reacting to %s of order %s failed; it will be retried",
-                              self.service, type(event).__name__, event.order_id)  # fmt: skip
+            self.reacted += self.bus.publish(event)
+            done.append(entry)
+            if self._replayed(entry) and self.orders.get(event.order_id) is not None:
+                self.orders.unflag(event.order_id, self.flag_reason(entry), cause=event.id)  # done at last
         self.reader.ack(done)
-        return len(done)
+        self.give_up(unreadable)
+
+    def give_up(self, items: list[tuple[Entry, str]]) -> None:
+        """Flag each entry's order, then park the entry (flag first: a crash in between flags
+        again on redelivery, and never leaves a parked entry without its flag)."""
+        for entry, reason in items:
+            order_id = entry.fields.get("order_id")
+            log.error("%s: event %s (order %s) parked: %s", self.group, entry.id, order_id, reason)
+            if order_id:
+                with suppress(UnknownOrder, CorruptOrder):  # no order to flag
+                    self.orders.flag(
+                        order_id, self.flag_reason(entry), cause=entry.fields.get("id") or entry.id
+                    )
+        self.reader.dead_letter(items)
+        self.parked += len(items)
+
+    def _replayed(self, entry: Entry) -> bool:
+        return self.reader.parking is not None and entry.stream == self.reader.parking.replay
+
+    def flag_reason(self, entry: Entry) -> str:
+        """The flag an entry raises on its order: the same for the entry wherever it comes from."""
+        kind = entry.fields.get("type", "?")
+        return (
+            f"{self.group} could not process event {kind} ({entry.origin}); it is parked: fix or "
+            f"upgrade, then chumon events dlq retry --group {self.group}"
+        )
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"unknown event type or missing field {exc}"
+    return f"{type(exc).__name__}: {exc}"[:300]

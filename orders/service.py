@@ -3,6 +3,14 @@
 After a commit, the transition's events go to the process's in-process bus (``self.bus``),
 for listeners inside the process: the saga-outcome metrics subscribe there.
 
+Idempotency of ``place``: a client's key is scoped to the customer (their email, lower-cased)
+and bound to a fingerprint of the request. Why the customer: the key comes from a checkout
+page, and a checkout belongs to one customer; scoped so, another customer who happens to use
+the same key (or guesses it) gets an order of their own and never learns someone else's
+order id. The same key with the same request returns the first order (``created=False``); the
+same key with a different request is refused (``IdempotencyConflict``: an HTTP front answers
+409 Conflict), because answering it with the first order would silently drop what was asked.
+
 Every answer a step or a compensation gives comes through here. ``apply`` reads the order
 (one round trip), lets the pure saga decide, and commits with optimistic concurrency (one
 script call): if another answer for the same order committed in between, it reads again
@@ -11,6 +19,8 @@ and decides again. The decision is a pure function of the state, so deciding twi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +46,7 @@ class OrderService:
         currency: str,
         idempotency_ttl: int,
         saga_hold: float = 900.0,
+        smtputf8: bool = True,
         clock: Callable[[], float] = time.time,
         bus: EventBus | None = None,
     ) -> None:
@@ -44,6 +55,7 @@ class OrderService:
         self.currency = currency
         self.idempotency_ttl = idempotency_ttl
         self.saga_hold = saga_hold
+        self.smtputf8 = smtputf8
         self.clock = clock
         self.bus = bus or EventBus()
 
@@ -64,14 +76,20 @@ class OrderService:
             updated_at=now,
         )
         saga, outgoing = self.saga.start(order, now)
+        key = request.idempotency_key
         return self.store.place(
             order,
             saga,
             outgoing,
-            idempotency_key=request.idempotency_key,
+            idempotency=None if key is None else (request.customer.email.lower(), key, fingerprint(request)),
             idempotency_ttl=self.idempotency_ttl,
             now=now,
         )
+
+    @property
+    def validation_context(self) -> dict[str, Any]:
+        """What validating a PlaceOrder must know of the shop (see ``Customer._deliverable``)."""
+        return {"smtputf8": self.smtputf8}
 
     def get(self, order_id: str) -> Loaded | None:
         return self.store.load(order_id)
@@ -92,6 +110,7 @@ class OrderService:
             transition = decide(loaded.order.model_copy(deep=True), loaded.saga.model_copy(deep=True), now)
             if transition is None:
                 return None
+            self.saga.track(loaded.saga, transition, now)
             if self.store.commit(loaded, transition, now):
                 for event in transition.events:  # committed: tell this process's listeners
                     self.bus.publish(event)
@@ -161,3 +180,23 @@ class OrderService:
 
     def flag(self, order_id: str, reason: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.flag(o, s, reason, cause, now))
+
+    def unflag(self, order_id: str, reason: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.unflag(o, s, reason, cause, now))
+
+    def stalled(self, order_id: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.stalled(o, s, cause, now))
+
+    def stale_hold_released(self, order_id: str, cause: str) -> Transition | None:
+        return self.apply(order_id, lambda o, s, now: self.saga.stale_hold_released(o, s, cause, now))
+
+    def overdue(self, *, limit: int = 100) -> list[str]:
+        """Orders whose saga is past its deadline (the watchdog's work list)."""
+        return self.store.overdue(self.clock(), limit=limit)
+
+
+def fingerprint(request: PlaceOrder) -> str:
+    """What an idempotency key is bound to: the request, without the key (sha256 of its JSON)."""
+    body = request.model_dump(mode="json", exclude={"idempotency_key"})
+    body["customer"]["email"] = body["customer"]["email"].lower()  # the scope is case-blind too
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -6,12 +6,16 @@ simulated payment gateway (``orders.payments``). Its state lives in Redis under
 
 - ``shipments`` and ``cancellations``: hashes, idempotency key -> the JSON record;
 - ``cancelled``: hash, arrange key -> the idempotency key of the cancellation that cancelled it;
+- ``voided``: hash, arrange key -> the idempotency key of the cancellation that found no
+  shipment under it, and so voided it;
 - ``calls``: hash, operation (``arrange``, ``cancel``) -> number of calls.
 
 The same idempotency key always returns the same shipment (the first writer wins); reusing
 it for another order, address or items raises ValueError. A refusal is a result, recorded
 like an arranged shipment. A shipment can be cancelled once; cancelling it again under
-another key raises ValueError.
+another key raises ValueError. A cancellation that finds no shipment voids the arrange key,
+as the payment gateway's refund does (``orders.payments``): an arrangement arriving later is
+answered ``status="voided"`` and arranges nothing (``SimulationConfig.voids``).
 
 Test addresses:
 
@@ -19,9 +23,12 @@ Test addresses:
   ``refusal_reason="undeliverable address"``;
 - an address containing ``Slowpoke`` (any case) hangs ``SimulationConfig.gateway_timeout``
   seconds, then raises CarrierUnavailable; it never arranges anything;
+- an address containing ``Slowboat`` (any case) takes ``SimulationConfig.slow_for`` seconds,
+  then is arranged;
 - any other address is arranged.
 
-Cancellations of any arranged shipment succeed. A share ``SimulationConfig.carrier_fault_rate``
+Cancellations of any arranged shipment succeed. Every call takes the configured latencies of
+its operation (``arrange``, ``cancel``). A share ``SimulationConfig.carrier_fault_rate``
 of all calls fails with CarrierUnavailable: half before processing (nothing recorded), half
 after the record is written (a retry with the same key returns the recorded result).
 """
@@ -44,6 +51,7 @@ from workers.policy import RandomSource
 
 ADDRESS_REFUSED = "nowhere"
 ADDRESS_SLOW = "slowpoke"
+ADDRESS_SLOWBOAT = "slowboat"
 REFUSAL_REASON = "undeliverable address"
 
 
@@ -55,14 +63,15 @@ class ShipmentItem(BaseModel):
 
 
 class Shipment(BaseModel):
-    """The carrier's answer to a request for a shipment: arranged or refused."""
+    """The carrier's answer to a request for a shipment: arranged, refused, or voided (its key
+    was voided by a cancellation that came first: nothing arranged, nothing recorded)."""
 
     model_config = ConfigDict(frozen=True)
 
     shipment_id: str
     idempotency_key: str
     order_id: str
-    status: Literal["arranged", "refused"]
+    status: Literal["arranged", "refused", "voided"]
     address: str = Field(min_length=1)
     refusal_reason: str | None = None
     items: list[ShipmentItem] = Field(min_length=1)
@@ -87,8 +96,12 @@ class Carrier(Protocol):
     ) -> Shipment: ...
 
     def cancel(self, *, idempotency_key: str, arrange_key: str) -> ShipmentCancellation | None:
-        """Cancel the shipment arranged under ``arrange_key``; None (and nothing recorded) if there
-        is none."""
+        """Cancel the shipment arranged under ``arrange_key``; None if there is none (and, at a
+        carrier that can, none can be arranged under ``arrange_key`` any more)."""
+        ...
+
+    def find_shipment(self, idempotency_key: str) -> Shipment | None:
+        """The shipment arranged (or refused) under ``idempotency_key``, if any (a lookup)."""
         ...
 
 
@@ -115,7 +128,11 @@ class SimulatedCarrier:
             sleep=sleep,
             hang_for=config.gateway_timeout,
             clock=clock,
+            request_latency=config.request_latency,
+            response_latency=config.response_latency,
         )
+        self.voids = config.voids
+        self.slow_for = config.slow_for
 
     # -- the carrier ----------------------------------------------------------------------------
     def arrange(
@@ -128,10 +145,13 @@ class SimulatedCarrier:
 
     def cancel(self, *, idempotency_key: str, arrange_key: str) -> ShipmentCancellation | None:
         with self.sim.call("cancel", idempotency_key):
-            shipment = self.recorded_shipment(arrange_key)
+            shipment = self._shipment_or_void(arrange_key, idempotency_key)
             if shipment is None or shipment.status != "arranged":
                 return None
             return self._record_cancellation(idempotency_key, arrange_key, shipment)
+
+    def find_shipment(self, idempotency_key: str) -> Shipment | None:
+        return self.recorded_shipment(idempotency_key)
 
     # -- for tests and the demo -------------------------------------------------------------------
     def shipments(self) -> list[Shipment]:
@@ -148,6 +168,10 @@ class SimulatedCarrier:
 
     def recorded_shipment(self, idempotency_key: str) -> Shipment | None:
         return self.sim.record("shipments", idempotency_key, Shipment)
+
+    def voided(self) -> dict[str, str]:
+        """Arrange keys voided by a cancellation that found no shipment -> that cancellation's key."""
+        return dict(self.sim.items("voided"))
 
     def shipments_for(self, order_id: str) -> list[Shipment]:
         return [s for s in self.shipments() if s.order_id == order_id]
@@ -173,17 +197,33 @@ class SimulatedCarrier:
         )
 
     def _play_address(self, address: str, key: str) -> None:
-        """Hang and fail for a ``Slowpoke`` address; return for any other."""
+        """Hang and fail for a ``Slowpoke`` address, take long for a ``Slowboat`` one."""
+        if ADDRESS_SLOWBOAT in address.lower():
+            self.sim.sleep(self.slow_for)
         if ADDRESS_SLOW in address.lower():
             self.sim.hang()
             raise CarrierUnavailable(f"simulated carrier did not answer arrange {key!r} in time")
 
     def _record_shipment(self, candidate: Shipment) -> Shipment:
-        stored = Shipment.model_validate_json(
-            self.sim.put_once("shipments", candidate.idempotency_key, candidate.model_dump_json())
-        )
+        key, record = candidate.idempotency_key, candidate.model_dump_json()
+        if self.voids:
+            arranged, stored_json = self.sim.put_first("shipments", "voided", key, record)
+            if not arranged:  # a cancellation found nothing under this key first, and voided it
+                return candidate.model_copy(
+                    update={"status": "voided", "refusal_reason": f"voided by cancellation {stored_json!r}"}
+                )
+        else:
+            stored_json = self.sim.put_once("shipments", key, record)
+        stored = Shipment.model_validate_json(stored_json)
         _refuse_reuse(stored, candidate)
         return stored
+
+    def _shipment_or_void(self, arrange_key: str, cancel_key: str) -> Shipment | None:
+        """The shipment under ``arrange_key``; if there is none, void the key (when voids are on)."""
+        if not self.voids:
+            return self.recorded_shipment(arrange_key)
+        voided, stored = self.sim.put_first("voided", "shipments", arrange_key, cancel_key)
+        return None if voided else Shipment.model_validate_json(stored)
 
     def _record_cancellation(self, key: str, arrange_key: str, shipment: Shipment) -> ShipmentCancellation:
         record = self.sim.get("cancellations", key)

@@ -3,23 +3,33 @@
 Records are hashes under ``OrderKeys.sim(system, name)``, written once (HSETNX: the first
 writer wins, as a real provider's idempotency store). Every call is counted, and a share of
 calls fails at random: before the call is processed (nothing recorded) or after (the record
-exists, the response is "lost").
+exists, the response is "lost"). Every call takes its operation's configured latency:
+``request_latency`` before it acts, ``response_latency`` after (``SimulationConfig``).
+
+``SlowInventory`` gives the shop's own inventory the same latencies, so the order flow's
+races with a slow reservation can be played from outside too.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 from redis import Redis
+from redis.commands.core import Script
 
+from orders.config import Latency
 from orders.errors import TransientError
+from orders.inventory import Inventory, ReservationResult, ReservationState
 from orders.keys import OrderKeys
+from orders.model import LineRequest
 from workers.codec import text as _text
 from workers.policy import RandomSource
+from workers.scripts import dumps, source
 
 Fault = Literal["before", "after"]
 M = TypeVar("M", bound=BaseModel)
@@ -56,6 +66,8 @@ class SimulatedSystem:
         sleep: Callable[[float], None],
         hang_for: float,
         clock: Callable[[], float],
+        request_latency: Latency | None = None,
+        response_latency: Latency | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -66,20 +78,30 @@ class SimulatedSystem:
         self.sleep = sleep
         self.hang_for = hang_for
         self.clock = clock
+        self.request_latency = request_latency or Latency()
+        self.response_latency = response_latency or Latency()
+        self._put_first: Script = redis.register_script(source("put_first", "orders"))
 
     def key(self, name: str) -> str:
         return self.keys.sim(self.system, name)
 
     @contextmanager
     def call(self, operation: str, idempotency_key: str) -> Iterator[None]:
-        """Count a call to ``operation``; fail it at random before or after its body runs."""
+        """Count a call to ``operation``; take its latencies; fail it at random before or after
+        its body runs."""
         self.redis.hincrby(self.key("calls"), operation, 1)
+        self._wait(self.request_latency.of(operation))
         fault = draw_fault(self.rand, self.fault_rate)
         if fault == "before":
             raise self.unavailable(f"simulated {self.system} fault before {operation} {idempotency_key!r}")
         yield
+        self._wait(self.response_latency.of(operation))
         if fault == "after":
             raise self.unavailable(f"simulated {self.system} fault: response to {operation} lost")
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.sleep(seconds)
 
     def hang(self) -> None:
         """Take as long as a provider that does not answer."""
@@ -93,6 +115,14 @@ class SimulatedSystem:
         _, stored = pipe.execute()
         return _text(stored)
 
+    def put_first(self, name: str, rival: str, field: str, value: str) -> tuple[bool, str]:
+        """Store ``value`` under ``field`` in ``name`` unless ``name`` or ``rival`` has the field
+        (orders/lua/put_first.lua). Returns (True, what ``name`` holds) or (False, what
+        ``rival`` holds): the first of the two to be written wins for good."""
+        plan = {"target": self.key(name), "rival": self.key(rival), "field": field, "value": value}
+        where, stored = self._put_first(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+        return _text(where) == "target", _text(stored)
+
     def get(self, name: str, field: str) -> str | None:
         value = self.redis.hget(self.key(name), field)
         return None if value is None else _text(value)
@@ -105,6 +135,9 @@ class SimulatedSystem:
     def record(self, name: str, field: str, model: type[M]) -> M | None:
         raw = self.get(name, field)
         return None if raw is None else model.model_validate_json(raw)
+
+    def items(self, name: str) -> list[tuple[str, str]]:
+        return [(_text(k), _text(v)) for k, v in self.redis.hgetall(self.key(name)).items()]
 
     def values(self, name: str) -> list[str]:
         return [_text(value) for value in self.redis.hvals(self.key(name))]
@@ -121,3 +154,43 @@ class SimulatedSystem:
     def calls(self, operation: str | None = None) -> int:
         counts = {_text(k): int(v) for k, v in self.redis.hgetall(self.key("calls")).items()}
         return counts.get(operation, 0) if operation else sum(counts.values())
+
+
+class SlowInventory(Inventory):
+    """The inventory, with ``reserve`` and ``release`` taking the configured latencies.
+
+    Built by ``chumon.bootstrap`` only when a latency for them is set (tests and the demo use it
+    to play a reservation that lands after its order gave it up).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: OrderKeys,
+        request_latency: Latency,
+        response_latency: Latency,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(redis, keys)
+        self.request_latency = request_latency
+        self.response_latency = response_latency
+        self.sleep = sleep
+
+    def reserve(
+        self, order_id: str, lines: Sequence[LineRequest] | Sequence[tuple[str, int]]
+    ) -> ReservationResult:
+        self._wait(self.request_latency.reserve)
+        result = super().reserve(order_id, lines)
+        self._wait(self.response_latency.reserve)
+        return result
+
+    def release(self, order_id: str) -> ReservationState | None:
+        self._wait(self.request_latency.release)
+        state = super().release(order_id)
+        self._wait(self.response_latency.release)
+        return state
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.sleep(seconds)

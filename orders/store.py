@@ -13,17 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from redis import Redis
 from redis.commands.core import Script
 
 from orders.commands import CheckStepTimeout, Command
-from orders.errors import UnknownSku
+from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
 from orders.events import OrderPlaced, to_fields
 from orders.keys import OrderKeys
 from orders.model import Order
+from orders.money import MAX_AMOUNT
 from orders.saga import Outgoing, SagaState, Transition
 from workers import EnqueueOptions, Enqueuer, JobType
-from workers.codec import text
+from workers.codec import text, texts
 from workers.scripts import dumps, source
 
 Router = Callable[[type[Command]], JobType[Any]]
@@ -59,10 +61,14 @@ class OrderStore:
         self._transition: Script = redis.register_script(source("transition", "orders"))
 
     def load(self, order_id: str) -> Loaded | None:
+        """The order and its saga; None if there is none; CorruptOrder if its record cannot be read."""
         doc, saga, version = self.redis.hmget(self.keys.order(order_id), ["doc", "saga", "version"])
         if doc is None or saga is None or version is None:
             return None
-        return Loaded(Order.model_validate_json(doc), SagaState.model_validate_json(saga), int(version))
+        try:
+            return Loaded(Order.model_validate_json(doc), SagaState.model_validate_json(saga), int(version))
+        except (ValidationError, ValueError) as exc:
+            raise CorruptOrder(order_id, str(exc).replace("\n", "; ")) from None
 
     def place(
         self,
@@ -70,11 +76,15 @@ class OrderStore:
         saga: SagaState,
         outgoing: list[Outgoing],
         *,
-        idempotency_key: str | None,
+        idempotency: tuple[str, str, str] | None,
         idempotency_ttl: int,
         now: float,
     ) -> Placed:
-        """Store ``order`` (lines unpriced) and start its saga; raises UnknownSku, writing nothing."""
+        """Store ``order`` (lines unpriced) and start its saga.
+
+        ``idempotency`` is (scope, key, fingerprint of the request). Raises UnknownSku,
+        OrderTooLarge or IdempotencyConflict, and then nothing is written.
+        """
         event = OrderPlaced(
             order_id=order.id, correlation_id=order.correlation_id, at=now, order={}, sequence=1
         )
@@ -84,16 +94,35 @@ class OrderStore:
             "now": now,
             "doc": order.model_dump_json(),
             "saga": saga.model_dump_json(),
+            "deadline": saga.deadline,
+            "max_total": MAX_AMOUNT,
             "event": fields[: fields.index("data")],
             "jobs": [self._job(out, now) for out in outgoing],
         }
-        if idempotency_key is not None:
-            plan.update(idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl)
+        if idempotency is not None:
+            scope, key, fingerprint = idempotency
+            plan["idempotency"] = {
+                "key": self.keys.order_idempotency(scope, key),
+                "fingerprint": fingerprint,
+                "ttl": idempotency_ttl,
+            }
         reply = self._place(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
-        outcome, value = text(reply[0]), text(reply[1])
+        outcome, values = text(reply[0]), texts(reply[1:])
         if outcome == "unknown_sku":
-            raise UnknownSku(value)
-        return Placed(value, created=outcome == "placed")
+            raise UnknownSku(values[0])
+        if outcome == "too_large":
+            total = sum(int(price) * line.quantity for price, line in zip(values, order.lines, strict=True))
+            raise OrderTooLarge(total, MAX_AMOUNT)
+        if outcome == "conflict":
+            assert idempotency is not None
+            raise IdempotencyConflict(idempotency[1])
+        if outcome == "bad_price":
+            raise ValueError(f"SKU {values[0]!r}: its catalogue price is not a whole amount: {values[1]!r}")
+        return Placed(values[0], created=outcome == "placed")
+
+    def overdue(self, now: float, *, limit: int = 100) -> list[str]:
+        """Orders whose saga deadline has passed, oldest deadline first."""
+        return texts(self.redis.zrangebyscore(self.keys.saga_deadlines, "-inf", now, start=0, num=limit))
 
     def commit(self, loaded: Loaded, transition: Transition, now: float) -> bool:
         """Commit ``transition`` if the order is still at ``loaded.version``; False if it moved on."""
@@ -110,6 +139,7 @@ class OrderStore:
             "doc": transition.order.model_dump_json(),
             "saga": transition.saga.model_dump_json(),
             "status": transition.order.status.value,
+            "deadline": transition.saga.deadline,
             "events": fields,
             "jobs": [self._job(out, now) for out in transition.outgoing],
             "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],

@@ -88,9 +88,14 @@ class Producer:
     ) -> Placed:
         """Validate, store the order and start its saga in one round trip.
 
-        Raises pydantic's ValidationError naming the field, or ``orders.errors.UnknownSku``
-        naming the SKU, and then nothing is written. With an ``idempotency_key``, a repeated
-        call (a double submit) returns the first order, with ``created=False``.
+        Raises pydantic's ValidationError naming the field, ``orders.errors.UnknownSku``
+        naming the SKU, or ``orders.errors.OrderTooLarge`` (the total would pass the largest
+        amount the shop stores), and then nothing is written.
+
+        ``idempotency_key`` is scoped to the customer (their email) and bound to the request: a
+        repeated call with the same request (a double submit) returns the first order, with
+        ``created=False``; the same key with a different request raises
+        ``orders.errors.IdempotencyConflict`` naming the key, and nothing is written.
         """
         request = PlaceOrder.model_validate(
             {
@@ -99,7 +104,8 @@ class Producer:
                 "ship_to": ship_to,
                 "payment_token": payment_token,
                 "idempotency_key": idempotency_key,
-            }
+            },
+            context=self.orders.validation_context,
         )
         return self.orders.place(request)
 

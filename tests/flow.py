@@ -37,6 +37,8 @@ def flow_settings(redis_url: str, smtp_port: int, **overrides: Any) -> Settings:
         "simulation": SimulationConfig(gateway_timeout=0.2, seed=7),
         "saga": SagaConfig(step_timeout=30),
     }
+    if "smtp" in overrides:  # keep the sink's port
+        overrides["smtp"] = overrides["smtp"].model_copy(update={"port": smtp_port})
     values.update(overrides)
     return Settings(**values)
 
@@ -82,6 +84,21 @@ class Flow:
         assert isinstance(gateway, SimulatedGateway) and isinstance(carrier, SimulatedCarrier)
         return audit(self.redis, self.keys, self.services.orders.store, gateway, carrier)
 
+    def read_side_differences(self, order_ids: list[str]) -> list[str]:
+        """Orders whose summary in the read model disagrees with the write side."""
+        return read_side_differences(self.producer, order_ids)
+
+
+def read_side_differences(producer: Producer, order_ids: list[str]) -> list[str]:
+    differ = []
+    for order_id in order_ids:
+        order, summary = producer.get_order(order_id), producer.get_order_summary(order_id)
+        wrote = order and (order.status.value, order.reason, order.attention, order.version)
+        read = summary and (summary.status.value, summary.reason, summary.attention, summary.version)
+        if wrote != read or (summary and summary.unreadable):
+            differ.append(f"{order_id}: write side {wrote}, read side {read}")
+    return differ
+
 
 def with_style(settings: Settings, style: str) -> Settings:
     return settings.model_copy(update={"saga": settings.saga.model_copy(update={"style": style})})
@@ -116,6 +133,8 @@ def running_flow(
             choreographed=style == "choreographed",
             step_timeout=settings.saga.step_timeout,
             claim_after=1.0,
+            max_deliveries=settings.events.max_deliveries,
+            watchdog_interval=settings.saga.watchdog_interval,
         )
         processors.start()
         stack.callback(processors.stop)

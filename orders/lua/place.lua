@@ -5,16 +5,25 @@
     ARGV[1]  keyspace (JSON, orders/keys.py)
     ARGV[2]  plan (JSON):
       order_id, now
-      idempotency_key, idempotency_ttl   absent when the client gave no key
-      doc     the order (JSON), each line's unit_price and the total still 0
-      saga    the saga state (JSON)
-      event   the OrderPlaced stream entry as a flat field list, without `data`
-      jobs    the saga's first commands, as enqueue_job() takes them
+      idempotency   absent when the client gave no key; else {key (the full Redis key, built by
+                    orders/keys.py: scoped to the customer), fingerprint (of the request), ttl}
+      doc       the order (JSON), each line's unit_price and the total still 0
+      saga      the saga state (JSON)
+      deadline  when the saga must have moved on (unix time), or null
+      max_total the largest total allowed (orders/money.py MAX_AMOUNT: 13 digits, so the total
+                is exact in Lua's doubles and in cjson's %.14g)
+      event     the OrderPlaced stream entry as a flat field list, without `data`
+      jobs      the saga's first commands, as enqueue_job() takes them
 
   Output:
-    {'placed', order_id, total}    stored, event appended, first jobs enqueued
-    {'exists', order_id}           the idempotency key was used before: that order, nothing written
-    {'unknown_sku', sku}           a line names a SKU without a catalogue price: nothing written
+    {'placed', order_id}          stored, event appended, first jobs enqueued
+    {'exists', order_id}          the key was used before for the same request: that order,
+                                  nothing written
+    {'conflict'}                  the key was used before for another request: nothing written
+    {'unknown_sku', sku}          a line names a SKU without a catalogue price: nothing written
+    {'bad_price', sku, price}     a catalogue price is not a whole number from 0 to max_total
+    {'too_large', price, ...}     the total would exceed max_total: each line's unit price, in
+                                  order (the caller computes the exact total); nothing written
 
   Events:
     OrderPlaced on the event stream; signal streams of the queues that got jobs
@@ -23,34 +32,49 @@
 --- @include "enqueue_job"
 
 local plan = cjson.decode(ARGV[2])
-local idem_key
-if plan.idempotency_key then
-  idem_key = K.order_idempotency .. plan.idempotency_key
-  local existing = redis.call('GET', idem_key)
-  if existing then
-    return {'exists', existing}
+local idem = plan.idempotency
+if idem then
+  local existing = redis.call('HMGET', idem.key, 'order_id', 'fingerprint')
+  if existing[1] then
+    if existing[2] == idem.fingerprint then
+      return {'exists', existing[1]}
+    end
+    return {'conflict'}
   end
 end
 
 -- price every line before writing anything
 local order = cjson.decode(plan.doc)
 local total = 0
-for _, line in ipairs(order.lines) do
+local prices = {}
+for i, line in ipairs(order.lines) do
   local price = redis.call('HGET', K.stock .. line.sku, 'price')
   if not price then
     return {'unknown_sku', line.sku}
   end
-  line.unit_price = tonumber(price)
-  total = total + line.unit_price * line.quantity
+  local unit = tonumber(price)
+  if not unit or unit < 0 or unit ~= math.floor(unit) or unit > plan.max_total then
+    return {'bad_price', line.sku, price}
+  end
+  prices[i] = price
+  line.unit_price = unit
+  total = total + unit * line.quantity
+end
+if total > plan.max_total then
+  return {'too_large', unpack(prices)}
 end
 order.total = total
 local doc = cjson.encode(order)
 
-if idem_key then
-  redis.call('SET', idem_key, plan.order_id, 'EX', plan.idempotency_ttl)
+if idem then
+  redis.call('HSET', idem.key, 'order_id', plan.order_id, 'fingerprint', idem.fingerprint)
+  redis.call('EXPIRE', idem.key, idem.ttl)
 end
 redis.call('HSET', K.order .. plan.order_id, 'doc', doc, 'saga', plan.saga, 'version', 1, 'status', order.status)
 redis.call('ZADD', K.orders_by_time, plan.now, plan.order_id)
+if plan.deadline ~= cjson.null and plan.deadline then
+  redis.call('ZADD', K.saga_deadlines, plan.deadline, plan.order_id)
+end
 local event = plan.event
 event[#event + 1] = 'data'
 event[#event + 1] = '{"order":' .. doc .. '}'
@@ -59,4 +83,4 @@ for _, job in ipairs(plan.jobs) do
   enqueue_job(job, plan.now)
 end
 flush_touched()
-return {'placed', plan.order_id, tostring(total)}
+return {'placed', plan.order_id}

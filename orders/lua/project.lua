@@ -1,6 +1,7 @@
 --[[
   project: write a batch of order summaries to the read model, all or nothing, if none of
-  them changed since it was read; then acknowledge the events they came from.
+  them changed since it was read; park the entries the projector cannot read in its
+  dead-letter stream; then acknowledge the batch.
 
   The projector decides everything (orders/readmodel.py); this script only checks versions
   and writes. All keys come in the plan, built by orders/keys.py.
@@ -8,11 +9,19 @@
   Input:
     ARGV[1]  keyspace (JSON, orders/keys.py; unused but for uniformity)
     ARGV[2]  plan (JSON):
-      writes  {{key, expected, doc?, version?, id, placed_at, status_key?, old_status_key?,
+      writes  {{gen, key, expected, doc?, version?, id, placed_at, status_key?, old_status_key?,
                 all_key, customer_key, parked_key, park = {{seq, event}, ...}, unpark = {seq, ...},
-                channel?}, ...}
+                channel?, base?, base_clear?, history_key, history_add = {{seq, event}, ...},
+                history_clear}, ...}
               expected: the summary's version when read (-1: none yet)
-      stream, group, ack   the entries to acknowledge (optional)
+              base: the summary before the order's first unreadable event (kept until it is read)
+      generations, current   the keys of the active generations (set) and the current one
+      park    {stream, entries = {{field, value, ...}, ...}}: entries to park (optional)
+      acks    {{stream, group, {id, ...}, delete}, ...}: entries to acknowledge (and delete,
+              for a replay stream) (optional)
+
+  A write to a generation that is no longer active (dropped after a rebuild while this batch
+  was being decided) is left out: a dropped generation never comes back.
 
   Output:
     {1} when written; {0, {indexes of the writes whose summary had changed}} when not
@@ -22,10 +31,15 @@
 ]]
 local plan = cjson.decode(ARGV[2])
 
+local current = tonumber(redis.call('GET', plan.current) or '1')
+local function active(gen)
+  return gen == current or redis.call('SISMEMBER', plan.generations, tostring(gen)) == 1
+end
+
 local conflicts = {}
 for i, w in ipairs(plan.writes) do
   local have = redis.call('HGET', w.key, 'version')
-  if (have and tonumber(have) or -1) ~= w.expected then
+  if active(w.gen) and (have and tonumber(have) or -1) ~= w.expected then
     conflicts[#conflicts + 1] = i
   end
 end
@@ -34,26 +48,49 @@ if #conflicts > 0 then
 end
 
 for _, w in ipairs(plan.writes) do
-  if w.doc then
-    redis.call('HSET', w.key, 'doc', w.doc, 'version', w.version)
-    if w.old_status_key and w.old_status_key ~= w.status_key then
-      redis.call('ZREM', w.old_status_key, w.id)
+  if active(w.gen) then
+    if w.doc then
+      redis.call('HSET', w.key, 'doc', w.doc, 'version', w.version)
+      if w.old_status_key and w.old_status_key ~= w.status_key then
+        redis.call('ZREM', w.old_status_key, w.id)
+      end
+      redis.call('ZADD', w.status_key, w.placed_at, w.id)
+      redis.call('ZADD', w.all_key, w.placed_at, w.id)
+      redis.call('ZADD', w.customer_key, w.placed_at, w.id)
+      if w.channel then
+        redis.call('PUBLISH', w.channel, w.version .. ' ' .. w.status)
+      end
     end
-    redis.call('ZADD', w.status_key, w.placed_at, w.id)
-    redis.call('ZADD', w.all_key, w.placed_at, w.id)
-    redis.call('ZADD', w.customer_key, w.placed_at, w.id)
-    if w.channel then
-      redis.call('PUBLISH', w.channel, w.version .. ' ' .. w.status)
+    if w.base then
+      redis.call('HSET', w.key, 'base', w.base)
+    elseif w.base_clear then
+      redis.call('HDEL', w.key, 'base')
     end
-  end
-  for _, parked in ipairs(w.park) do
-    redis.call('HSET', w.parked_key, parked[1], parked[2])
-  end
-  if #w.unpark > 0 then
-    redis.call('HDEL', w.parked_key, unpack(w.unpark))
+    if w.history_clear then
+      redis.call('DEL', w.history_key)
+    end
+    for _, kept in ipairs(w.history_add) do
+      redis.call('HSET', w.history_key, kept[1], kept[2])
+    end
+    for _, parked in ipairs(w.park) do
+      redis.call('HSET', w.parked_key, parked[1], parked[2])
+    end
+    if #w.unpark > 0 then
+      redis.call('HDEL', w.parked_key, unpack(w.unpark))
+    end
   end
 end
-if plan.ack and #plan.ack > 0 then
-  redis.call('XACK', plan.stream, plan.group, unpack(plan.ack))
+if plan.park then
+  for _, fields in ipairs(plan.park.entries) do
+    redis.call('XADD', plan.park.stream, '*', unpack(fields))
+  end
+end
+for _, ack in ipairs(plan.acks or {}) do
+  if #ack[3] > 0 then
+    redis.call('XACK', ack[1], ack[2], unpack(ack[3]))
+    if ack[4] then
+      redis.call('XDEL', ack[1], unpack(ack[3]))
+    end
+  end
 end
 return {1}

@@ -14,7 +14,8 @@
     {state, lines, shortage}: state is 'reserved' or 'rejected', lines the reservation's lines
     as JSON ({sku, quantity}), shortage the short lines as JSON ({sku, requested, available};
     '[]' when reserved). When the order already has a reservation record, that record's
-    outcome is returned and nothing is written, whatever the plan's lines.
+    outcome is returned and nothing is written, whatever the plan's lines: among them 'void',
+    written by a release that came first (release.lua): this reserve holds nothing.
 
   Errors (raised before anything is written):
     no lines, a quantity that is not a positive integer, a stock count that is not an integer

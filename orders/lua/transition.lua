@@ -8,6 +8,8 @@
       order_id, now
       expected  the order's version when it was read (optimistic concurrency)
       doc, saga, status   the new order (JSON), saga state (JSON) and status
+      deadline  when the saga must have moved on (unix time; indexed in K.saga_deadlines for the
+                watchdog), or null: it waits for nothing, or a person has been asked
       events    stream entries as flat field lists; the order's version grows by their number
       jobs      commands to enqueue, as enqueue_job() takes them
       cancel    {{queue, job id}, ...} scheduled jobs to withdraw (a step's time-out check)
@@ -28,6 +30,11 @@ if tonumber(redis.call('HGET', key, 'version')) ~= plan.expected then
 end
 redis.call('HSET', key, 'doc', plan.doc, 'saga', plan.saga, 'status', plan.status,
   'version', plan.expected + #plan.events)
+if plan.deadline ~= cjson.null and plan.deadline then
+  redis.call('ZADD', K.saga_deadlines, plan.deadline, plan.order_id)
+else
+  redis.call('ZREM', K.saga_deadlines, plan.order_id)
+end
 for _, fields in ipairs(plan.events) do
   redis.call('XADD', K.events, '*', unpack(fields))
 end

@@ -4,6 +4,7 @@ worker killed mid-run, in both saga styles: the outcomes must agree order by ord
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -15,6 +16,7 @@ from chumon.bootstrap import build_services
 from chumon.smtpsink import SmtpSink
 from orders.keys import OrderKeys
 from producer import Producer
+from tests.chaos.orderchaos import email_windows, explained_violations
 from tests.flow import CATALOGUE, Flow, flow_settings, with_style
 from tests.support import ChumonProcess, WorkerProcess, wait_until
 
@@ -79,6 +81,7 @@ def run_mix(redis: Redis, redis_url: str, style: str, n: int = 100) -> tuple[lis
             flow = Flow(redis, settings, services, producer, sink, OrderKeys())
             ids = [producer.place_order(**order).order_id for order in mix(random.Random(11), n)]
             wait_until(lambda: _settled(flow, ids) >= n // 4, timeout=60, message="a quarter of the orders")
+            killed_at = time.time()
             processes[0].kill()  # mid-run: its jobs must be recovered by the others
             processes.append(WorkerProcess(redis_url, *command, app="jobs:registry", **env))
             wait_until(
@@ -93,7 +96,12 @@ def run_mix(redis: Redis, redis_url: str, style: str, n: int = 100) -> tuple[lis
             for process in processes:
                 process.stop()
         outcomes = [(flow.order(i).status.value, _why(flow.order(i).reason)) for i in ids]
-        return outcomes, flow.audit()
+        report = flow.audit()
+        windows = email_windows(flow, [killed_at])  # a duplicate email only from the kill, inside its window
+        assert windows.unexplained == [], windows.unexplained
+        return outcomes, report.model_copy(
+            update={"violations": explained_violations(report.violations, windows)}
+        )
 
 
 def _why(reason: str | None) -> str:

@@ -67,7 +67,7 @@ def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str], redis: Re
         capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
         "--item", "TEA-01:2", "--idempotency-key", "k1", "--json",
     )  # fmt: skip
-    assert again == {"order_id": placed["order_id"], "created": False}
+    assert again == {"order_id": placed["order_id"], "created": False, "already_placed": True}
     code, order, _ = run(capsys, "order", "show", placed["order_id"], "--json")
     assert code == 0 and order["status"] == "PENDING" and order["total"] == 900
     assert order["saga"]["current"] == "reserve_inventory" and "payment_token" not in json.dumps(order)

@@ -239,10 +239,19 @@ def test_release_and_commit_leave_a_rejection_alone(fake, inv) -> None:
     assert snapshot(fake) == before
 
 
-def test_without_a_reservation_release_and_commit_return_none(fake, inv) -> None:
-    assert inv.release("o-404") is None
+def test_without_a_reservation_commit_returns_none_and_writes_nothing(fake, inv) -> None:
     assert inv.commit("o-404") is None
     assert fake.dbsize() == 0
+
+
+def test_a_release_before_any_reserve_voids_the_order_so_a_late_reserve_holds_nothing(fake, inv) -> None:
+    """The race of a reservation given up while on its way: the release comes first."""
+    inv.set_stock("A", 5, price=100)
+    assert inv.release("o-late") == "void"
+    late = inv.reserve("o-late", [("A", 2)])
+    assert late.state == "void" and not late.ok and late.lines == []
+    assert inv.levels("A")[0].reserved == 0 and inv.stale_holds(-1) == []
+    assert inv.release("o-late") == "void" and inv.commit("o-late") == "void"
 
 
 # -- the reservation record -----------------------------------------------------------------------

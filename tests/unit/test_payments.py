@@ -236,12 +236,43 @@ def pay_until_answered(gateway: SimulatedGateway, token: str) -> ChargeResult:
     raise AssertionError("no answer in 10 calls")
 
 
-def test_refund_of_a_missing_charge_is_none_and_records_nothing(
+def test_refund_of_a_missing_charge_is_none_and_voids_its_key(
     fake: fakeredis.FakeRedis, gateway: SimulatedGateway
 ) -> None:
     assert gateway.refund(idempotency_key="r1", charge_key="never") is None
-    assert gateway.refunds() == []
-    assert {k.decode() for k in fake.keys("*")} == {KEYS.sim("payments", "calls")}
+    assert gateway.refunds() == [] and gateway.voided() == {"never": "r1"}
+    assert {k.decode() for k in fake.keys("*")} == {KEYS.sim("payments", n) for n in ("calls", "voided")}
+
+
+def test_a_charge_that_arrives_after_its_key_was_voided_takes_no_money(gateway: SimulatedGateway) -> None:
+    """The late charge: the order gave the charge up and refunded nothing; then it lands."""
+    assert gateway.refund(idempotency_key="r1", charge_key="k1") is None
+    late = pay(gateway)
+    assert late.status == "voided" and "r1" in (late.decline_reason or "")
+    assert gateway.charges() == [] and gateway.find_charge("k1") is None
+    assert pay(gateway).status == "voided"  # and so on every retry
+    assert gateway.refund(idempotency_key="r1", charge_key="k1") is None
+
+
+def test_without_voids_a_late_charge_succeeds_and_the_refund_finds_it() -> None:
+    gateway = SimulatedGateway(fakeredis.FakeRedis(), KEYS, SimulationConfig(voids=False))
+    assert gateway.refund(idempotency_key="r1", charge_key="k1") is None
+    assert pay(gateway).status == "succeeded" and gateway.voided() == {}
+    assert gateway.refund(idempotency_key="r1", charge_key="k1") is not None
+
+
+def test_tok_slow_succeeds_after_slow_for_and_latencies_are_taken(fake: fakeredis.FakeRedis) -> None:
+    from orders.config import Latency
+
+    sleeps: list[float] = []
+    config = SimulationConfig(
+        slow_for=1.5, request_latency=Latency(charge=0.25), response_latency=Latency(refund=0.75)
+    )
+    gateway = SimulatedGateway(fake, KEYS, config, sleep=sleeps.append)
+    assert pay(gateway, token="tok_slow").status == "succeeded"
+    assert sleeps == [0.25, 1.5]
+    gateway.refund(idempotency_key="r1", charge_key="k1")
+    assert sleeps == [0.25, 1.5, 0.75]
 
 
 def test_refund_of_a_declined_charge_is_none(gateway: SimulatedGateway) -> None:

@@ -168,12 +168,24 @@ def test_cancellation_is_idempotent(carrier: SimulatedCarrier) -> None:
     assert carrier.calls("cancel") == 2 and carrier.calls() == 3
 
 
-def test_cancel_of_a_missing_shipment_is_none_and_records_nothing(
+def test_cancel_of_a_missing_shipment_is_none_and_voids_its_key(
     fake: fakeredis.FakeRedis, carrier: SimulatedCarrier
 ) -> None:
     assert carrier.cancel(idempotency_key="c1", arrange_key="never") is None
-    assert carrier.cancellations() == []
-    assert {k.decode() for k in fake.keys("*")} == {KEYS.sim("carrier", "calls")}
+    assert carrier.cancellations() == [] and carrier.voided() == {"never": "c1"}
+    assert {k.decode() for k in fake.keys("*")} == {KEYS.sim("carrier", n) for n in ("calls", "voided")}
+
+
+def test_an_arrangement_after_its_key_was_voided_arranges_nothing(carrier: SimulatedCarrier) -> None:
+    assert carrier.cancel(idempotency_key="c1", arrange_key="s1") is None
+    late = ship(carrier)
+    assert late.status == "voided" and carrier.shipments() == [] and carrier.find_shipment("s1") is None
+
+
+def test_a_slowboat_address_is_arranged_after_slow_for(fake: fakeredis.FakeRedis) -> None:
+    sleeps: list[float] = []
+    carrier = SimulatedCarrier(fake, KEYS, SimulationConfig(slow_for=2.5), sleep=sleeps.append)
+    assert ship(carrier, address="1 Slowboat Quay").status == "arranged" and sleeps == [2.5]
 
 
 def test_cancel_of_a_refused_shipment_is_none(carrier: SimulatedCarrier) -> None:
