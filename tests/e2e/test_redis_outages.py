@@ -89,7 +89,7 @@ def test_a_frozen_redis_does_not_make_live_workers_look_dead(server: RedisServer
     """SIGSTOP longer than worker_ttl: every heartbeat is late, nobody may be presumed dead."""
     redis = server.client()
     enqueuer = Enqueuer(redis, make_settings(server.url))
-    jobs = [enqueuer.enqueue(sample.sleep, {"name": f"f{i}", "seconds": 5}) for i in range(2)]
+    jobs = [enqueuer.enqueue(sample.sleep, {"name": f"f{i}", "seconds": 3}) for i in range(2)]
     workers = [WorkerProcess(server.url, "--queues", "q", "--concurrency", "1") for _ in range(2)]
     try:
         wait_until(
