@@ -27,7 +27,7 @@ def check(plan: Plan, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.timeout(300)
 def test_short_chaos_run_loses_nothing_and_repeats_no_effect(capsys: pytest.CaptureFixture[str]) -> None:
     check(
-        Plan(jobs=300, workers=2, kills=2, freezes=1, restarts=1, poison=5, seed=11, job_ms=(50, 400)), capsys
+        Plan(jobs=200, workers=2, kills=2, freezes=1, restarts=1, poison=5, seed=11, job_ms=(50, 400)), capsys
     )
 
 
