@@ -35,6 +35,7 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
         currency=settings.saga.currency,
         idempotency_ttl=settings.idempotency_ttl,
         saga_hold=settings.saga.reservation_hold,
+        payment_ttl=settings.saga.payment_method_ttl,
         smtputf8=settings.smtp.smtputf8,
         bus=bus,
     )

@@ -17,10 +17,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from orders.privacy import EMAIL, TOKEN
 from workers.joblog import JobLine, set_sink
 
-EMAIL = re.compile(r"([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
-TOKEN = re.compile(r"\btok_[A-Za-z0-9_]+")
 # scheme://userinfo@ (greedy up to the last '@' before the path: a password may hold a raw '@')
 URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^/\s]*)@")
 URL_PASSWORD_PARAM = re.compile(r"([?&](?:[a-z_]*password)=)[^&#\s]*", re.IGNORECASE)

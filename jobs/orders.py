@@ -41,6 +41,7 @@ from orders import commands as c
 from orders import handlers as h
 from orders.errors import MailRejected
 from orders.messages import Message
+from orders.privacy import mask_personal
 from orders.saga import COMMIT_FAILED, Step
 from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RetryPolicy
 
@@ -169,7 +170,8 @@ def on_dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> str:
     if s.orders.get(order_id) is None:
         return f"no order {order_id}"
     last = notice.failures[-1] if notice.failures else {}
-    why = f"{notice.reason}; last error {last.get('exc_type', '?')}: {last.get('message', '')}"[:300]
+    why = f"{notice.reason}; last error {last.get('exc_type', '?')}: {last.get('message', '')}"
+    why = mask_personal(why)[:300]  # a mail server's refusal quotes the address: kept with the order
     if notice.job_type in STEP_JOBS:
         step = STEP_JOBS[notice.job_type]
         s.orders.step_failed(

@@ -6,7 +6,9 @@ Every command here travels as the payload of a job on its service's queue (see
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orders.messages import Message
 from orders.model import Customer, LineRequest
@@ -28,7 +30,17 @@ class CommitInventory(Message):
 class ChargePayment(Message):
     amount: int = Field(ge=0, le=MAX_AMOUNT)
     currency: str
-    token: str
+    payment_hint: str = Field(
+        default="", description="the token, masked; the handler fetches the token itself"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token(cls, data: Any) -> Any:
+        """A command queued before tokens left the job data still carries one: it is dropped, unread."""
+        if isinstance(data, dict) and "token" in data:
+            data = {k: v for k, v in data.items() if k != "token"}
+        return data
 
 
 class RefundPayment(Message):

@@ -120,6 +120,12 @@ class SagaConfig(BaseModel):
     reservation_hold: float = Field(
         default=900.0, gt=0, description="stock held longer than this for a pending order is given up"
     )
+    payment_method_ttl: int = Field(
+        default=86_400,
+        gt=0,
+        le=30 * 86_400,
+        description="at most this long a payment token is kept (it goes as soon as the charge step is over)",
+    )
     stall_after: float = Field(
         default=300.0,
         gt=0,

@@ -86,10 +86,15 @@ def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
         if found is not None and found.status == "succeeded":
             s.orders.step_succeeded(cmd.order_id, Step.CHARGE, {"charge_id": found.charge_id}, cause=cmd.id)
         return "skipped: the saga no longer waits for the payment"
+    token = s.orders.payment_method(cmd.order_id)
+    if token is None:  # kept only while the charge may run: it expired, or the saga moved on meanwhile
+        reason = "payment declined: the payment method is no longer on file"
+        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id)
+        return "no payment method"
     charge = s.payments.charge(
         idempotency_key=charge_key(cmd.order_id),
         order_id=cmd.order_id,
-        token=cmd.token,
+        token=token,
         amount=cmd.amount,
         currency=cmd.currency,
     )

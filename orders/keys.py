@@ -15,6 +15,11 @@ from workers.keys import Keys
 from workers.streams import Parking
 
 
+def customer_digest(email: str) -> str:
+    """The name a customer's email takes in key names: a SHA-256 of it, lower-cased (32 hex digits)."""
+    return hashlib.sha256(email.lower().encode()).hexdigest()[:32]
+
+
 class OrderKeys:
     def __init__(self, prefix: str = "chumon") -> None:
         self.runtime = Keys(prefix)
@@ -36,6 +41,12 @@ class OrderKeys:
         gives a plain key."""
         digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
         return f"{self._p}idem:order:{digest}:{key}"
+
+    def payment_method(self, order_id: str) -> str:
+        """String: the payment token ``place_order`` was given, kept only until the charge step has
+        answered (or the saga ended, or its TTL passed). Nothing else stores the token: the order,
+        its events and the charge command carry a masked hint (see orders/model.py)."""
+        return self._p + "payment-method:" + order_id
 
     @property
     def saga_deadlines(self) -> str:
@@ -100,7 +111,9 @@ class OrderKeys:
         return f"{self._p}view:{gen}:status:{status}"
 
     def view_customer(self, gen: int, email: str) -> str:
-        return f"{self._p}view:{gen}:customer:{email.lower()}"
+        """Sorted set: a customer's orders. The email is hashed (lower-cased): no address is part
+        of a key name, where it would show in every key listing, SCAN and MONITOR."""
+        return f"{self._p}view:{gen}:customer:{customer_digest(email)}"
 
     def view_pattern(self, gen: int) -> str:
         """Every key of one generation (for deleting a replaced generation with SCAN)."""
@@ -145,6 +158,7 @@ class OrderKeys:
         space = json.loads(self.runtime.lua_keyspace)
         space.update(
             order=self._p + "order:",
+            payment_method=self._p + "payment-method:",
             orders_by_time=self.orders_by_time,
             saga_deadlines=self.saga_deadlines,
             events=self.events,

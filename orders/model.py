@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
 
@@ -80,6 +81,12 @@ class OrderLine(LineRequest):
         return self.unit_price * self.quantity
 
 
+def payment_hint(token: str) -> str:
+    """What the shop keeps of a payment token: enough for a person to tell two apart, never the token
+    (``tok_transient_2`` -> ``tok_…nt_2``)."""
+    return "tok_…" + token[-4:] if len(token) > 8 else "tok_…"
+
+
 class Order(BaseModel):
     """An order as the write side keeps it."""
 
@@ -91,13 +98,22 @@ class Order(BaseModel):
     lines: list[OrderLine] = Field(min_length=1)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     total: int = Field(ge=0, le=MAX_AMOUNT, description="minor units")
-    payment_token: str
+    payment_hint: str = Field(description="the payment token, masked: the token itself is not kept here")
     status: OrderStatus = OrderStatus.PENDING
     reason: str | None = None
     attention: str | None = Field(default=None, description="set when a person must step in")
     correlation_id: str
     placed_at: float
     updated_at: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_to_hint(cls, data: Any) -> Any:
+        """Orders stored before tokens left the order document carry ``payment_token``: masked here."""
+        if isinstance(data, dict) and "payment_token" in data and "payment_hint" not in data:
+            data = {**data, "payment_hint": payment_hint(str(data["payment_token"]))}
+            del data["payment_token"]
+        return data
 
     @model_validator(mode="after")
     def _total_matches_lines(self) -> Order:

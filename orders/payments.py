@@ -59,6 +59,7 @@ from redis import Redis
 from orders.config import SimulationConfig
 from orders.errors import GatewayTimeout, GatewayUnavailable
 from orders.keys import OrderKeys
+from orders.model import payment_hint
 from orders.simulation import SimulatedSystem, new_id
 from workers.policy import RandomSource
 
@@ -221,7 +222,8 @@ class SimulatedGateway:
             raise GatewayTimeout(f"simulated gateway did not answer charge {key!r} in time")
         failures = transient_failures(token)
         if failures and self.sim.bump("attempts", key) <= failures:
-            raise GatewayUnavailable(f"simulated gateway unavailable ({token}) for charge {key!r}")
+            hint = payment_hint(token)  # a gateway's messages never echo the token itself
+            raise GatewayUnavailable(f"simulated gateway unavailable ({hint}) for charge {key!r}")
 
     def _record_charge(self, candidate: ChargeResult) -> ChargeResult:
         key, record = candidate.idempotency_key, candidate.model_dump_json()

@@ -99,6 +99,11 @@ class SagaState(BaseModel):
     stalled: str | None = Field(default=None, description="the flag the watchdog raised, while raised")
     history: list[tuple[float, str]] = Field(default_factory=list)
 
+    @property
+    def may_charge(self) -> bool:
+        """Whether the charge step may still run: until then the payment token is kept (store.py)."""
+        return self.status is SagaStatus.RUNNING and self.current in (Step.RESERVE, Step.CHARGE)
+
     def note(self, now: float, text: str) -> None:
         self.history.append((now, text))
         del self.history[:-30]
@@ -547,7 +552,7 @@ def step_command(msg: Messages, order: Order, step: Step) -> c.Command:
         command: c.Command = msg.make(c.ReserveInventory, lines=_requests(order))
     elif step is Step.CHARGE:
         command = msg.make(
-            c.ChargePayment, amount=order.total, currency=order.currency, token=order.payment_token
+            c.ChargePayment, amount=order.total, currency=order.currency, payment_hint=order.payment_hint
         )
     else:
         command = msg.make(c.ArrangeShipping, ship_to=order.ship_to, lines=_requests(order))

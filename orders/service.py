@@ -29,7 +29,7 @@ from orders.bus import EventBus
 from orders.choreography import Choreography
 from orders.commands import PlaceOrder
 from orders.messages import new_id
-from orders.model import Order, OrderLine
+from orders.model import Order, OrderLine, payment_hint
 from orders.saga import Saga, SagaState, SagaStatus, Step, Transition
 from orders.store import Loaded, OrderStore, Placed, UnknownOrder
 
@@ -46,6 +46,7 @@ class OrderService:
         currency: str,
         idempotency_ttl: int,
         saga_hold: float = 900.0,
+        payment_ttl: int = 86_400,
         smtputf8: bool = True,
         clock: Callable[[], float] = time.time,
         bus: EventBus | None = None,
@@ -55,6 +56,7 @@ class OrderService:
         self.currency = currency
         self.idempotency_ttl = idempotency_ttl
         self.saga_hold = saga_hold
+        self.payment_ttl = payment_ttl
         self.smtputf8 = smtputf8
         self.clock = clock
         self.bus = bus or EventBus()
@@ -70,7 +72,7 @@ class OrderService:
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=0) for line in request.lines],
             currency=self.currency,
             total=0,
-            payment_token=request.payment_token,
+            payment_hint=payment_hint(request.payment_token),
             correlation_id=new_id(),
             placed_at=now,
             updated_at=now,
@@ -83,6 +85,8 @@ class OrderService:
             outgoing,
             idempotency=None if key is None else (request.customer.email.lower(), key, fingerprint(request)),
             idempotency_ttl=self.idempotency_ttl,
+            payment_token=request.payment_token,
+            payment_ttl=self.payment_ttl,
             now=now,
         )
 
@@ -90,6 +94,10 @@ class OrderService:
     def validation_context(self) -> dict[str, Any]:
         """What validating a PlaceOrder must know of the shop (see ``Customer._deliverable``)."""
         return {"smtputf8": self.smtputf8}
+
+    def payment_method(self, order_id: str) -> str | None:
+        """The order's payment token, while its charge step may still need it (never stored elsewhere)."""
+        return self.store.payment_method(order_id)
 
     def get(self, order_id: str) -> Loaded | None:
         return self.store.load(order_id)

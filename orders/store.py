@@ -25,7 +25,7 @@ from orders.model import Order
 from orders.money import MAX_AMOUNT
 from orders.saga import Outgoing, SagaState, Transition
 from workers import EnqueueOptions, Enqueuer, JobType
-from workers.codec import text, texts
+from workers.codec import readable, text, texts
 from workers.scripts import dumps, source
 
 Router = Callable[[type[Command]], JobType[Any]]
@@ -78,7 +78,9 @@ class OrderStore:
         *,
         idempotency: tuple[str, str, str] | None,
         idempotency_ttl: int,
+        payment_token: str,
         now: float,
+        payment_ttl: int = 86_400,
     ) -> Placed:
         """Store ``order`` (lines unpriced) and start its saga.
 
@@ -98,6 +100,7 @@ class OrderStore:
             "max_total": MAX_AMOUNT,
             "event": fields[: fields.index("data")],
             "jobs": [self._job(out, now) for out in outgoing],
+            "payment_method": {"token": payment_token, "ttl": payment_ttl},
         }
         if idempotency is not None:
             scope, key, fingerprint = idempotency
@@ -143,8 +146,14 @@ class OrderStore:
             "events": fields,
             "jobs": [self._job(out, now) for out in transition.outgoing],
             "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
+            "forget_payment_method": not transition.saga.may_charge,
         }
         return bool(self._transition(keys=[], args=[self.keys.lua_keyspace, dumps(plan)]))
+
+    def payment_method(self, order_id: str) -> str | None:
+        """The payment token place_order was given, while the charge step may still need it."""
+        raw = self.redis.get(self.keys.payment_method(order_id))
+        return readable(raw) if raw is not None else None
 
     def send(self, outgoing: list[Outgoing], *, dedupe: str, now: float) -> None:
         """Enqueue commands outside a transition (a choreographed service reacting to an event).

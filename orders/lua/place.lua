@@ -71,6 +71,7 @@ if idem then
   redis.call('EXPIRE', idem.key, idem.ttl)
 end
 redis.call('HSET', K.order .. plan.order_id, 'doc', doc, 'saga', plan.saga, 'version', 1, 'status', order.status)
+redis.call('SET', K.payment_method .. plan.order_id, plan.payment_method.token, 'EX', plan.payment_method.ttl)
 redis.call('ZADD', K.orders_by_time, plan.now, plan.order_id)
 if plan.deadline ~= cjson.null and plan.deadline then
   redis.call('ZADD', K.saga_deadlines, plan.deadline, plan.order_id)

@@ -13,6 +13,7 @@
       events    stream entries as flat field lists; the order's version grows by their number
       jobs      commands to enqueue, as enqueue_job() takes them
       cancel    {{queue, job id}, ...} scheduled jobs to withdraw (a step's time-out check)
+      forget_payment_method  true once the charge step can no longer run: its token is deleted
 
   Output:
     1 when committed, 0 when the order's version was not `expected` (nothing written)
@@ -34,6 +35,9 @@ if plan.deadline ~= cjson.null and plan.deadline then
   redis.call('ZADD', K.saga_deadlines, plan.deadline, plan.order_id)
 else
   redis.call('ZREM', K.saga_deadlines, plan.order_id)
+end
+if plan.forget_payment_method then -- the charge step can no longer run: the token goes
+  redis.call('DEL', K.payment_method .. plan.order_id)
 end
 for _, fields in ipairs(plan.events) do
   redis.call('XADD', K.events, '*', unpack(fields))

@@ -204,9 +204,7 @@ def test_handlers_called_again_directly_change_nothing(flow: Flow) -> None:
     order = flow.settled(order_id)
     version = order.version
     common = {"order_id": order_id, "correlation_id": "c", "at": 0.0}
-    handlers.charge_payment(
-        ChargePayment(**common, amount=order.total, currency="EUR", token="tok_ok"), flow.services
-    )
+    handlers.charge_payment(ChargePayment(**common, amount=order.total, currency="EUR"), flow.services)
     handlers.refund_payment(RefundPayment(**common, reason="again"), flow.services)
     handlers.release_inventory(ReleaseInventory(**common, reason="again"), flow.services)
     assert flow.order(order_id).version == version

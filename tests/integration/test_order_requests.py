@@ -27,6 +27,13 @@ def flow(redis: Redis, redis_url: str) -> Iterator[Flow]:
         yield running
 
 
+@pytest.fixture
+def idle_flow(redis: Redis, redis_url: str) -> Iterator[Flow]:
+    """No worker runs: nothing but the test writes (what was written can be compared exactly)."""
+    with running_flow(redis, redis_url, workers=0) as running:
+        yield running
+
+
 def place(flow: Flow, key: str | None, **overrides: Any) -> Any:
     request: dict[str, Any] = {
         "customer_name": "Ada",
@@ -72,7 +79,8 @@ def test_the_same_key_and_request_is_the_first_order(flow: Flow) -> None:
         {"customer_name": "Ada L."},
     ],
 )
-def test_the_same_key_with_a_different_request_is_refused(flow: Flow, change: dict[str, Any]) -> None:
+def test_the_same_key_with_a_different_request_is_refused(idle_flow: Flow, change: dict[str, Any]) -> None:
+    flow = idle_flow
     first = place(flow, "checkout-3")
     before = written(flow)
     with pytest.raises(IdempotencyConflict, match="'checkout-3'") as refused:
