@@ -3,17 +3,34 @@
 Generic: it knows nothing of orders. Its public surface is re-exported here.
 """
 
+from workers.control import CancelResult, Control
+from workers.effects import EffectError, Effects
 from workers.enqueue import Enqueuer
-from workers.errors import Interrupted, JobTimeout, NoSuchJob, Permanent, Retryable, UnknownJobType
+from workers.errors import (
+    Cancelled,
+    Interrupted,
+    JobTimeout,
+    NoSuchJob,
+    Permanent,
+    RateLimited,
+    Retryable,
+    UnknownJobType,
+)
 from workers.jobtypes import DeadLetterNotice, JobContext, JobRegistry, JobType
 from workers.jobview import JobInfo, load_job
+from workers.limits import RateLimit
 from workers.options import EnqueueOptions
 from workers.policy import RetryPolicy, backoff_delay
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
 __all__ = [
+    "CancelResult",
+    "Cancelled",
+    "Control",
     "DeadLetterNotice",
+    "EffectError",
+    "Effects",
     "EnqueueOptions",
     "Enqueuer",
     "Interrupted",
@@ -24,6 +41,8 @@ __all__ = [
     "JobType",
     "NoSuchJob",
     "Permanent",
+    "RateLimit",
+    "RateLimited",
     "RetryPolicy",
     "Retryable",
     "RuntimeSettings",

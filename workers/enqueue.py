@@ -147,6 +147,7 @@ class Enqueuer:
             "description", describe(job_type.name, payload_json),
             "origin", queue,
             "timeout", str(max(1, math.ceil(timeout))),
+            "job_type", job_type.name,
         ]  # fmt: skip
         if options.retry is not None:
             fields += ["retry", options.retry.model_dump_json()]
@@ -162,6 +163,9 @@ class Enqueuer:
             spec["run_at"] = options.run_at.timestamp()
         if options.at_front:
             spec["at_front"] = True
+        if options.priority is not None:
+            spec["priority"] = options.priority
+            fields += ["priority", str(options.priority)]
         if options.idempotency_key is not None:
             spec["enqueue_key"] = f"{job_type.name}:{options.idempotency_key}"
             spec["enqueue_key_ttl"] = self.settings.idempotency_ttl

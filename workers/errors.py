@@ -31,6 +31,25 @@ class Retryable(JobError):
         self.delay = delay
 
 
+class RateLimited(JobError):
+    """The other side asked to slow down (an HTTP 429, an SMTP 421): wait ``delay`` seconds.
+
+    Uses no attempt. The job's type, if it has a rate limit, else its queue, is paused for
+    ``delay`` seconds for every worker (workers/limits.py).
+    """
+
+    def __init__(self, message: str = "", *, delay: float) -> None:
+        super().__init__(message)
+        if not 0 < delay <= 24 * 3600:
+            raise ValueError(f"RateLimited delay must be above 0 and at most a day in seconds, not {delay!r}")
+        self.delay = delay
+
+
+class Cancelled(JobError):
+    """Raised by a job that saw ``ctx.cancelled`` (someone asked it to stop): it ends cancelled,
+    not failed; it is neither retried nor dead-lettered."""
+
+
 class Permanent(JobError):
     """A failure no retry can fix (a declined card, a rejected address, a 5xx from SMTP)."""
 

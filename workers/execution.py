@@ -24,7 +24,7 @@ from redis import Redis
 from workers.codec import BadJob, decode_data, encode_result, readable
 from workers.effects import Effects
 from workers.enqueue import Enqueuer
-from workers.errors import Permanent, Retryable
+from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
@@ -56,6 +56,8 @@ class Claimed:
     result_ttl: int | None
     started_at: float = field(default_factory=time.time)
     problems: list[str] = field(default_factory=list)
+    job_type: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when asked to stop
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Claimed:
@@ -66,6 +68,7 @@ class Claimed:
         """
         job_id, execution, attempt, queue, note = row[:5]
         data, meta, _origin, timeout, retry, effect_key, _created, result_ttl, _status, stored = row[5:15]
+        job_type = row[17] if len(row) > 17 else ""
         problems = [readable(note)] if note else []
         claimed = cls(
             job_id=readable(job_id) or "",
@@ -84,6 +87,7 @@ class Claimed:
         claimed.retry = claimed._text("retry", retry)
         claimed.effect_key = claimed._text("effect_key", effect_key)
         claimed.result_ttl = claimed._ttl(result_ttl)
+        claimed.job_type = readable(job_type) or "" if job_type else ""
         if stored and _WHOLE.match(readable(stored) or "x") is None:
             claimed.problems.append(f"its attempt count is not a whole number: {stored!r:.60}")
         return claimed
@@ -126,7 +130,7 @@ def _raw(value: Any) -> bytes:
     return value or b""
 
 
-Kind = Literal["done", "failed", "released"]
+Kind = Literal["done", "failed", "released", "throttled", "cancelled"]
 
 
 @dataclass(slots=True)
@@ -258,9 +262,16 @@ class Executor:
             enqueuer=self.enqueuer,
             log=self.log,
             effects=effects,
+            cancel=claimed.cancel,
         )
         try:
             value = job_type.handler(model, ctx)
+        except RateLimited as exc:  # the other side asked to slow down: no attempt used
+            throttled = Outcome(claimed, "throttled", job_type=job_type, payload=payload, message=str(exc))
+            throttled.delay = exc.delay
+            return throttled
+        except Cancelled as exc:
+            return Outcome(claimed, "cancelled", job_type=job_type, payload=payload, message=str(exc))
         except BaseException as exc:  # the job's failure, whatever it is, is an outcome, not a crash
             return Outcome.failure(
                 claimed,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workers.effects import Effects
 from workers.errors import UnknownJobType
 from workers.keys import check_queue_name
+from workers.limits import RateLimit
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
 
@@ -64,10 +66,17 @@ class JobContext:
     enqueuer: Enqueuer
     log: logging.Logger
     effects: Effects = field(default_factory=Effects)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """Someone asked this job to stop (``chumon job cancel``): check it between steps of long
+        work, and ``raise Cancelled()`` to end the job cancelled (it is not retried)."""
+        return self.cancel.is_set()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -85,6 +94,7 @@ class JobType(Generic[P]):
     on_dead_letter: str | None = None
     result_ttl: int | None = None
     log_fields: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
 
     def __call__(self, payload: P, ctx: JobContext) -> Any:
         return self.handler(payload, ctx)
@@ -134,6 +144,7 @@ class JobRegistry:
         on_dead_letter: str | None = None,
         result_ttl: int | None = None,
         log_fields: tuple[str, ...] = (),
+        rate_limit: RateLimit | str | None = None,
     ) -> Callable[[Handler[Any]], JobType[Any]]:
         """Register the decorated handler as job type ``name``."""
 
@@ -155,6 +166,7 @@ class JobRegistry:
                 on_dead_letter=on_dead_letter,
                 result_ttl=result_ttl,
                 log_fields=log_fields,
+                rate_limit=RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
             )
             self.add(job_type)
             return job_type
@@ -189,6 +201,10 @@ class JobRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
+
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """The rate limits the job types declare, by job type name."""
+        return {t.name: t.rate_limit for t in self if t.rate_limit is not None}
 
     def queues(self) -> list[str]:
         return sorted({job_type.queue for job_type in self})

@@ -57,6 +57,7 @@ class Keys:
     RQ_FINISHED = "rq:finished:"
     RQ_FAILED = "rq:failed:"
     RQ_SCHEDULED = "rq:scheduled:"
+    RQ_CANCELED = "rq:canceled:"
     RQ_RESULTS = "rq:results:"
     RQ_WORKER = "rq:worker:"
     RQ_WORKERS = "rq:workers"
@@ -87,6 +88,9 @@ class Keys:
 
     def scheduled(self, queue: str) -> str:
         return self.RQ_SCHEDULED + queue
+
+    def canceled(self, queue: str) -> str:
+        return self.RQ_CANCELED + queue
 
     def results(self, job_id: str) -> str:
         return self.RQ_RESULTS + job_id
@@ -145,10 +149,37 @@ class Keys:
         """Stream of ids found in a queue that cannot be run at all (invalid id, job key not a hash)."""
         return self._p + "quarantine"
 
+    def limiter(self, kind: str, name: str) -> str:
+        """Counter of jobs started in the current window of a rate limit (``kind``: queue or type)."""
+        return f"{self._p}limiter:{kind}:{name}"
+
+    def throttle(self, kind: str, name: str) -> str:
+        """Present while a queue or job type is paused because a job said the other side is busy."""
+        return f"{self._p}throttle:{kind}:{name}"
+
+    @property
+    def paused(self) -> str:
+        """Set of queue names no worker claims from (``chumon queues pause``)."""
+        return self._p + "paused"
+
+    def prioritized(self, queue: str) -> str:
+        """Sorted set of a queue's jobs that have a numeric priority: score priority * 2**32 + seq."""
+        return self._p + "prioritized:" + queue
+
+    def priority_seq(self, queue: str) -> str:
+        """Counter that keeps jobs of equal priority in FIFO order."""
+        return self._p + "priority-seq:" + queue
+
+    def cancel_requests(self) -> str:
+        """Set of job ids whose running attempt was asked to stop (``chumon job cancel``)."""
+        return self._p + "cancel"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
-        own = ("idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
-               "quarantine")  # fmt: skip
+        own = (
+            "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
+            "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
+        )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
     # -- for Lua ----------------------------------------------------------------------------
@@ -164,6 +195,7 @@ class Keys:
                 "finished": self.RQ_FINISHED,
                 "failed": self.RQ_FAILED,
                 "scheduled": self.RQ_SCHEDULED,
+                "canceled": self.RQ_CANCELED,
                 "results": self.RQ_RESULTS,
                 "rq_worker": self.RQ_WORKER,
                 "rq_workers": self.RQ_WORKERS,
@@ -178,6 +210,12 @@ class Keys:
                 "dlq_dropped": self.dlq_dropped,
                 "liveness": self.liveness,
                 "quarantine": self.quarantine,
+                "limiter": self._p + "limiter:",
+                "throttle": self._p + "throttle:",
+                "paused": self.paused,
+                "prioritized": self._p + "prioritized:",
+                "priority_seq": self._p + "priority-seq:",
+                "cancel": self.cancel_requests(),
             },
             separators=(",", ":"),
         )

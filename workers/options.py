@@ -25,6 +25,7 @@ from workers.policy import MAX_DELAY, RetryPolicy
 
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_TTL = 365 * 24 * 3600
+MAX_PRIORITY = 2**21
 _KEY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -42,10 +43,11 @@ def check_job_id(job_id: str) -> str:
 class EnqueueOptions(BaseModel):
     """Options of one enqueue. Every field is optional; the job type's defaults fill the rest.
 
-    Priority: a queue is a FIFO list (rq's model), so there are no numeric priorities. A job
-    may jump its queue with ``at_front``; for priority classes, use queues and list them in
-    order of importance when starting a worker (``--queues high default low``): a worker
-    always drains the earlier queues first.
+    Priority: ``priority=N`` (1 first, up to 2,097,152, as BullMQ) orders a queue's prioritized
+    jobs, FIFO among equals; jobs without a priority are on the queue's rq list and come first,
+    so the common case costs nothing more. ``at_front`` puts a job at the head of its line. For
+    priority classes across queues, list them in order when starting a worker
+    (``--queues high default low``): a worker drains the earlier queues first.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -72,6 +74,12 @@ class EnqueueOptions(BaseModel):
         description="Time limit of one attempt, in seconds (at most a week).",
     )
     at_front: bool = Field(default=False, description="Put the job at the head of its queue.")
+    priority: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PRIORITY,
+        description="1 (first) to 2,097,152; jobs without a priority come before any with one.",
+    )
     result_ttl: int | None = Field(
         default=None,
         ge=-1,

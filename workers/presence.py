@@ -26,10 +26,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.version import VERSION as RQ_VERSION
 
+from workers.codec import readable
 from workers.keys import Keys
 from workers.scripts import Scripts
 
 Claims = Sequence[tuple[str, str]]  # (effect key, execution) of the runs the worker holds
+Snapshot = tuple[str | None, Claims, list[str]]  # a running job, the claims, every job id held
 
 
 def grace_params(ttl: float, heartbeat: float) -> dict[str, float]:
@@ -85,15 +87,19 @@ class Presence:
         fields = [str(part) for pair in info.items() for part in pair]
         self.scripts.run("presence", self._plan("register", info=fields))
 
-    def heartbeat(self, current_job: str | None, claims: Claims) -> bool:
+    def heartbeat(self, current_job: str | None, claims: Claims, watch: list[str]) -> tuple[bool, list[str]]:
         """Renew liveness and the effect-key claims of the runs held.
 
-        Returns False if this worker had been declared dead (and its runs recovered) meanwhile.
+        Returns whether this worker was still known (False: it had been declared dead and its runs
+        recovered meanwhile), and the ids among ``watch`` that someone asked to stop.
         """
-        plan = self._plan("beat", claims=[list(claim) for claim in claims], claim_ttl_ms=int(self.ttl * 1000))
+        plan = self._plan(
+            "beat", claims=[list(claim) for claim in claims], claim_ttl_ms=int(self.ttl * 1000), watch=watch
+        )
         if current_job:  # absent, not null: JSON null is a truthy value in Lua
             plan["current_job"] = current_job
-        return bool(self.scripts.run("presence", plan))
+        known, asked = self.scripts.run("presence", plan)
+        return bool(known), [readable(i) or "" for i in asked]
 
     def leave(self) -> bool:
         """Deregister; False if runs of this worker are left unsettled (recovery takes them at once)."""
@@ -106,12 +112,13 @@ class Heartbeat(threading.Thread):
     def __init__(
         self,
         presence: Presence,
-        snapshot: Callable[[], tuple[str | None, Claims]],
+        snapshot: Callable[[], Snapshot],
         *,
         interval: float,
         stuck_after: float,
         on_forgotten: Callable[[], None],
         log: logging.Logger,
+        on_cancel: Callable[[list[str]], None] = lambda ids: None,
     ) -> None:
         super().__init__(name="chumon-heartbeat", daemon=True)
         self.presence = presence
@@ -119,6 +126,7 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.stuck_after = stuck_after
         self.on_forgotten = on_forgotten
+        self.on_cancel = on_cancel
         self.log = log
         self.stopped = threading.Event()
         self.progress = time.monotonic()  # the conductor's last round, set by the conductor
@@ -140,9 +148,9 @@ class Heartbeat(threading.Thread):
             self.beat()
 
     def beat(self) -> None:
-        current, claims = self.snapshot()
+        current, claims, held = self.snapshot()
         try:
-            known = self.presence.heartbeat(current, claims)
+            known, asked = self.presence.heartbeat(current, claims, held)
         except (RedisError, OSError) as exc:
             if not self.failing:
                 self.log.error("heartbeat: redis: %s; retrying every %.1f s", exc, self.interval)
@@ -151,6 +159,8 @@ class Heartbeat(threading.Thread):
         if self.failing:
             self.log.info("heartbeat: redis answers again")
             self.failing = False
+        if asked:
+            self.on_cancel(asked)
         if not known:
             self.log.error("worker %s was presumed dead and its runs recovered; registered again",
                            self.presence.name)  # fmt: skip

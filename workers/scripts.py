@@ -52,7 +52,9 @@ def dumps(plan: Any) -> str:
 class Scripts:
     """The runtime's scripts, bound to one Redis client (and usable on its pipelines)."""
 
-    NAMES = ("enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove")
+    NAMES = (
+        "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
+    )  # fmt: skip
 
     def __init__(self, redis: Redis, keyspace: str) -> None:
         self._keyspace = keyspace

@@ -8,12 +8,13 @@ it down. The application's settings (``chumon.settings.Settings``) extend this c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.connection import RedisOptions
+from workers.limits import RateLimit, parse_limits
 from workers.policy import MAX_DELAY, RetryPolicy
 
 YEAR = 365 * 24 * 3600
@@ -98,12 +99,25 @@ class RuntimeSettings(BaseSettings):
         le=3600,
         description="After a timeout, how long a stuck job thread gets before it is abandoned.",
     )
+    queue_rate_limits: Annotated[dict[str, RateLimit], NoDecode] = Field(
+        default_factory=dict,
+        description='Rate limits per queue, every worker the same: "payments=50/s,shipping=20/s".',
+    )
+    job_rate_limits: Annotated[dict[str, RateLimit], NoDecode] = Field(
+        default_factory=dict,
+        description="Rate limits per job type, over the code's own: notifications.confirmation=10/s",
+    )
     defer_delay: float = Field(
         default=1.0,
         gt=0,
         le=MAX_DELAY,
         description="How long a job first waits when its idempotency key is held by a live run.",
     )
+
+    @field_validator("queue_rate_limits", "job_rate_limits", mode="before")
+    @classmethod
+    def _limits(cls, value: object) -> object:
+        return parse_limits(value) if isinstance(value, str | dict) or value is None else value
 
     @field_validator("key_prefix")
     @classmethod

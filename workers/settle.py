@@ -16,7 +16,7 @@ from workers.codec import Failure, append_failure, decode_meta, encode_exc_strin
 from workers.enqueue import NO_OPTIONS, Enqueuer
 from workers.execution import UNREADABLE, Claimed, Outcome
 from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
-from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, decide
+from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, clamp_delay, decide
 from workers.settings import RuntimeSettings
 
 
@@ -36,11 +36,13 @@ class Plan:
     done: list[list[Any]]
     failed: list[list[Any]]
     released: list[list[Any]]
+    throttled: list[list[Any]] = field(default_factory=list)
+    cancelled: list[list[Any]] = field(default_factory=list)
     retried: int = 0
     dead: int = 0
     actions: list[str] = field(
         default_factory=list
-    )  # per outcome: succeeded, retried, dead_lettered, released
+    )  # per outcome: succeeded, retried, dead_lettered, released, throttled, cancelled
 
 
 class Settler:
@@ -82,6 +84,12 @@ class Settler:
                     [claimed.job_id, claimed.execution, claimed.queue, worker or False, False]
                 )
                 plan.actions.append("released")
+            elif outcome.kind == "throttled":
+                plan.throttled.append(self.throttled_item(outcome, worker))
+                plan.actions.append("throttled")
+            elif outcome.kind == "cancelled":
+                plan.cancelled.append([claimed.job_id, claimed.execution, claimed.queue, worker or False])
+                plan.actions.append("cancelled")
             else:
                 item = self.failed_item(outcome, worker=worker)
                 plan.failed.append(item)
@@ -92,6 +100,15 @@ class Settler:
                     plan.dead += 1
                     plan.actions.append("dead_lettered")
         return plan
+
+    def throttled_item(self, outcome: Outcome, worker: str | None) -> list[Any]:
+        """A job told to slow down: it waits, and its type (if rate-limited) or else its queue pauses."""
+        claimed, job_type = outcome.claimed, outcome.job_type
+        name = job_type.name if job_type else claimed.job_type
+        limited = name in self.settings.job_rate_limits or (job_type is not None and job_type.rate_limit)
+        target = ["type", name] if limited else ["queue", claimed.queue]
+        delay = clamp_delay(outcome.delay or 1.0)
+        return [claimed.job_id, claimed.execution, claimed.queue, delay, worker or False, [target]]
 
     def done_item(self, outcome: Outcome) -> list[Any]:
         claimed = outcome.claimed

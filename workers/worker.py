@@ -62,7 +62,7 @@ from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
 from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
-from workers.presence import Claims, Heartbeat, Presence
+from workers.presence import Heartbeat, Presence, Snapshot
 from workers.recovery import Reaper
 from workers.runner import Runners
 from workers.scripts import Scripts
@@ -70,7 +70,10 @@ from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
 
 WAKE = object()
-_STAT = {"succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released"}
+_STAT = {
+    "succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released",
+    "throttled": "throttled", "cancelled": "cancelled",
+}  # fmt: skip
 INTERRUPT_GRACE = 0.5
 SETTLE_MAX = 256  # outcomes settled per call
 CLAIM_MAX = 256  # jobs claimed per call
@@ -138,7 +141,7 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.presence, self._snapshot, interval=settings.heartbeat_interval,
             stuck_after=max(STUCK_AFTER, 3 * settings.redis.socket_timeout), on_forgotten=self._forgotten,
-            log=self.log,
+            log=self.log, on_cancel=self._cancel,
         )  # fmt: skip
         self.reaper = Reaper(
             redis, self.scripts, self.keys, self.settler, settings, self.name, self.log,
@@ -147,6 +150,10 @@ class Worker:
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
         self.maintenance = Maintenance(redis, self.keys, self.dead_letters, self.name, self.log)
 
+        limits = settings.queue_rate_limits
+        self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
+        type_limits = {**registry.rate_limits(), **settings.job_rate_limits}
+        self._type_limits = {name: limit.plan() for name, limit in type_limits.items()}
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
         self._began_runs: dict[str, Claimed] = {}  # handlers that began, not yet recorded in Redis
@@ -301,9 +308,12 @@ class Worker:
             defer_s=self.settings.defer_delay,
             result_ttl=self.settings.result_ttl,
             budget=want + 128,
+            limits=self._limits,
+            type_limits=self._type_limits,
         )
         body = {"ctx": ctx, "started": started, "done": plan.done, "failed": plan.failed,
-                "released": plan.released, "queues": self.queues, "n": want}  # fmt: skip
+                "released": plan.released, "throttled": plan.throttled, "cancelled": plan.cancelled,
+                "queues": self.queues, "n": want}  # fmt: skip
         self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
         reply = self.scripts.run("step", body)
         self._reconcile = False
@@ -474,13 +484,19 @@ class Worker:
                              len(items) - len(reply[2]))  # fmt: skip
         self._reconcile = False
 
-    def _snapshot(self) -> tuple[str | None, Claims]:
-        """What the heartbeat reports: a running job, and the effect-key claims of the runs held."""
+    def _snapshot(self) -> Snapshot:
+        """What the heartbeat reports: a running job, the effect-key claims, the ids of the runs held."""
         running = self.runners.running()
         owned = list(self._owned.values())
-        return (running[0].job_id if running else None), [
-            (c.effect_key, c.execution) for c in owned if c.effect_key
-        ]
+        claims = [(c.effect_key, c.execution) for c in owned if c.effect_key]
+        return (running[0].job_id if running else None), claims, [c.job_id for c in owned]
+
+    def _cancel(self, job_ids: list[str]) -> None:
+        """Someone asked these jobs to stop: their handlers see ``ctx.cancelled``."""
+        wanted = set(job_ids)
+        for claimed in list(self._owned.values()):
+            if claimed.job_id in wanted:
+                claimed.cancel.set()
 
     def _forgotten(self) -> None:
         """The heartbeat found this worker presumed dead: register again (its runs were recovered)."""

@@ -8,7 +8,16 @@ import time
 
 from pydantic import BaseModel, Field
 
-from workers import DeadLetterNotice, JobContext, JobRegistry, Permanent, Retryable, RetryPolicy
+from workers import (
+    Cancelled,
+    DeadLetterNotice,
+    JobContext,
+    JobRegistry,
+    Permanent,
+    RateLimited,
+    Retryable,
+    RetryPolicy,
+)
 
 registry = JobRegistry(on_dead_letter="t.dead_letter_hook")
 SLICE = 0.02  # seconds a sleeping job sleeps between checks
@@ -161,3 +170,43 @@ def tally(payload: Tally, ctx: JobContext) -> int:
     time.sleep(payload.ms / 1000)
     ctx.effects.hincrby("chaos:effects", str(payload.n), 1)
     return payload.n
+
+
+class Mark(BaseModel):
+    name: str
+    seconds: float = 0.0
+
+
+@registry.job("t.record", queue="q")
+def record(payload: Mark, ctx: JobContext) -> str:
+    """Appends its name to ``test:order`` as it starts: the order jobs ran in."""
+    ctx.redis.rpush("test:order", payload.name)
+    return payload.name
+
+
+@registry.job("t.busy_peer", queue="q")
+def busy_peer(payload: Mark, ctx: JobContext) -> str:
+    """Told to slow down by the other side the first time it runs (an HTTP 429)."""
+    if ctx.redis.set(f"test:told:{payload.name}", 1, nx=True):
+        raise RateLimited("429 Too Many Requests", delay=payload.seconds or 1.0)
+    ctx.redis.rpush("test:order", payload.name)
+    return f"passed on attempt {ctx.attempt}"
+
+
+@registry.job("t.cancellable", queue="q", timeout=30)
+def cancellable(payload: Mark, ctx: JobContext) -> str:
+    """Works in slices until done or asked to stop."""
+    ctx.redis.rpush(f"test:started:{payload.name}", ctx.execution_id)
+    until = time.monotonic() + payload.seconds
+    while time.monotonic() < until:
+        if ctx.cancelled:
+            raise Cancelled("asked to stop")
+        _PAUSE.wait(SLICE)
+    return "ran to the end"
+
+
+@registry.job("t.limited", queue="limited", rate_limit="5/s")
+def limited(payload: Mark, ctx: JobContext) -> None:
+    """A job type with a rate limit of its own."""
+    seconds, micros = ctx.redis.time()
+    ctx.redis.rpush("test:limited", seconds + micros / 1e6)

@@ -26,7 +26,7 @@ for _, item in ipairs(plan.items) do
     end
     redis.call('HDEL', jk, 'dead_lettered_at', 'execution', 'ran', 'lost', 'deferred')
     redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()), 'attempt', '0', 'meta', item[3])
-    push(origin, id, false)
+    requeue(origin, id, false)
     requeued[#requeued + 1] = id
   end
 end

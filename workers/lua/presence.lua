@@ -12,13 +12,15 @@
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): {mode = 'register' | 'beat' | 'leave', worker, queues, rq_ttl,
-             ttl, stall_gap, grace, slack, info = {field, value, ...} (register), current_job (beat, or
-             absent), claims = {{effect key, exec}, ...} (beat: renewed for claim_ttl_ms)}
+             ttl, stall_gap, grace, slack, info = {field, value, ...} (register), current_job (beat,
+             or absent), claims = {{effect key, exec}, ...} (beat: renewed for claim_ttl_ms),
+             watch = {job id, ...} (beat: the jobs it holds)}
 
   Output:
     register  1
-    beat      1, or 0 if the worker had been forgotten (presumed dead, its runs recovered): it
-              is registered again and must give up the runs it still holds
+    beat      {1, asked}, or {0, asked} if the worker had been forgotten (presumed dead, its runs
+              recovered): it is registered again and must give up the runs it still holds.
+              `asked`: the ids among `watch` (the jobs it holds) someone asked to stop (K.cancel)
     leave     1 when deregistered; 0 when runs of this worker are still unsettled: the worker
               is left marked silent since the epoch, so recovery takes its runs at once
 
@@ -83,7 +85,16 @@ if plan.mode == 'beat' then
       redis.call('PEXPIRE', key, plan.claim_ttl_ms)
     end
   end
-  return added == 1 and 0 or 1
+  local asked = {}
+  if #plan.watch > 0 and usable(K.cancel, 'set') then
+    local flags = redis.call('SMISMEMBER', K.cancel, unpack(plan.watch))
+    for i, flag in ipairs(flags) do
+      if flag == 1 then
+        asked[#asked + 1] = plan.watch[i]
+      end
+    end
+  end
+  return {added == 1 and 0 or 1, asked}
 end
 
 -- leave

@@ -16,6 +16,8 @@
                  ended_at, effects|false, fallback|false}, ...}
       failed   {{id, exec, queue, 'retry'|'dead', delay, meta_json, exc_b64, hook_job|false,
                  attempt, started_at, ended_at, false}, ...}
+      throttled {{id, exec, queue, delay, false, {{kind, name}, ...}}, ...}   (RateLimited)
+      cancelled {{id, exec, queue, false}, ...}      (the job raised Cancelled)
       released {{id, exec, queue, false, false}, ...}
       queues   queue names in priority order
       n        how many jobs to claim (0: settle only)
@@ -29,7 +31,8 @@
       deferred     {id, queue, job type} of jobs put back: a live run holds their effect key
       stale        count of ids dropped from the queues with no runnable job behind them
       dropped      dead letters removed by the length cap
-      next_due     earliest scheduled time among the queues, as a string ('-1': none)
+      next_due     earliest scheduled time among the queues, or when a rate limit or throttle
+                   that held a queue back lifts, as a string ('-1': none)
       held         ids of items not settled because a key they need holds garbage (kept by the
                    worker, tried again)
       refused      {id, reason} of completed jobs whose Redis effects were refused (dead-lettered)
@@ -81,6 +84,22 @@ for _, item in ipairs(plan.failed) do
     lost[#lost + 1] = item[1]
   end
 end
+for _, item in ipairs(plan.throttled or {}) do
+  local result = throttle(ctx, item)
+  if result == 'held' then
+    held[#held + 1] = item[1]
+  elseif not result then
+    lost[#lost + 1] = item[1]
+  end
+end
+for _, item in ipairs(plan.cancelled or {}) do
+  local result = cancel_run(ctx, item)
+  if result == 'held' then
+    held[#held + 1] = item[1]
+  elseif not result then
+    lost[#lost + 1] = item[1]
+  end
+end
 for _, item in ipairs(plan.released) do
   local result = release(ctx, item)
   if result == 'held' then
@@ -100,10 +119,14 @@ if (done_count > 0 or failed_count > 0) and usable(rq_worker, 'hash') then
   end
 end
 
-local jobs, duplicates, deferred, stale, quarantined, exhausted = {}, {}, {}, 0, 0, false
+local jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until = {}, {}, {}, 0, 0, false, -1
 if plan.n > 0 then
-  jobs, duplicates, deferred, stale, quarantined, exhausted = claim(ctx, plan.queues, plan.n)
+  jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until = claim(ctx, plan.queues, plan.n)
 end
 flush_touched()
-return {jobs, duplicates, lost, deferred, stale, dropped, tostring(next_due(plan.queues)), held, refused,
+local due = next_due(plan.queues)
+if limited_until >= 0 and (due < 0 or limited_until < due) then
+  due = limited_until
+end
+return {jobs, duplicates, lost, deferred, stale, dropped, string.format('%.6f', due), held, refused,
   quarantined, exhausted and 1 or 0, problems, string.format('%.6f', now())}

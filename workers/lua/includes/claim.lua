@@ -21,19 +21,30 @@
   hash are read defensively; anything the worker cannot use is reported back and the worker
   dead-letters the job with the reason. A queue whose keys hold garbage is reported and skipped.
 
-  ctx = {worker, token, seq, claim_ttl_ms, defer_s, result_ttl, budget}
+  Which queues give work: a paused queue (K.paused) gives none; nor does a throttled one (a job
+  said the other side asked to slow down: K.throttle), nor one whose rate limit is used up for
+  its window (K.limiter, a fixed window per limit, counted here as jobs start). A queue's
+  jobs without a priority (its rq list) come first, then its prioritized jobs (K.prioritized,
+  lowest priority number first, FIFO among equals): the common case costs nothing more. A job
+  whose type is rate-limited or throttled waits in the scheduled registry until its window
+  ends, without using an attempt. `limited_until` says when the earliest limit lifts.
+
+  ctx = {worker, token, seq, claim_ttl_ms, defer_s, result_ttl, budget,
+         limits = {queue = {max, ms}}, type_limits = {type = {max, ms}}}
 
   Returns jobs (each {id, exec, attempt, queue, note, <FETCH values>}), duplicates and deferred
   jobs (each {id, queue, job type}), the number of stale ids dropped (no job hash behind them,
-  or a job already running or settled), the number quarantined, and whether the budget ran out.
+  or a job already running or settled), the number quarantined, whether the budget ran out,
+  and the server time when the earliest limit or throttle lifts (-1: none held a queue back).
 ]]
 
 local FETCH = {'data', 'meta', 'origin', 'timeout', 'retry', 'effect_key', 'created_at', 'result_ttl',
-  'status', 'attempt', 'lost', 'deferred'}
+  'status', 'attempt', 'lost', 'deferred', 'job_type'}
 -- statuses a job may be claimed in; an id met in any other (a stray second copy of an id that
 -- is already running or settled) is dropped from the queue and counted as stale
 local RUNNABLE = {queued = true, scheduled = true, deferred = true, created = true}
 local PROMOTE_MAX = 256
+local MAX_PRIORITY = 2097152 -- 2^21, as BullMQ: with a 2^32 sequence, scores stay exact below 2^53
 local DEFER_MAX = 30
 local MAX_COUNT = 1000000
 
@@ -64,9 +75,17 @@ local function promote_due(ctx, queue)
   local stamp = iso(now())
   for _, id in ipairs(due) do
     local jk = K.job .. id
-    if redis.call('EXISTS', jk) == 1 then
-      redis.pcall('HSET', jk, 'status', 'queued', 'enqueued_at', stamp) -- garbage: the claim quarantines it
-      redis.call('RPUSH', K.queue .. queue, id)
+    local f = redis.pcall('HMGET', jk, 'status', 'priority')
+    if type(f) ~= 'table' or f.err then
+      redis.call('RPUSH', K.queue .. queue, id) -- not a hash: the claim quarantines it
+    elseif f[1] then
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', stamp)
+      local priority = whole(f[2], 1, MAX_PRIORITY)
+      if priority then
+        redis.call('ZADD', K.prioritized .. queue, priority_score(queue, priority, false), id)
+      else
+        redis.call('RPUSH', K.queue .. queue, id)
+      end
     end
   end
   redis.call('ZREM', sk, unpack(due))
@@ -80,6 +99,44 @@ local function job_type_of(data)
     return decoded[1]
   end
   return ''
+end
+
+-- A job whose type may not start now (rate limit, throttle): it waits `ms`, using no attempt.
+local function hold_back(id, queue, ms)
+  redis.call('HSET', K.job .. id, 'status', 'scheduled')
+  redis.call('ZADD', K.scheduled .. queue, now() + ms / 1000, id)
+  touch(queue)
+end
+
+-- How many jobs a rate limit still allows in its window, and when the window ends (ms from now).
+local function allowance(kind, name, limit)
+  local throttled = redis.call('PTTL', K.throttle .. kind .. ':' .. name)
+  if throttled > 0 then
+    return 0, throttled
+  end
+  if not limit then
+    return nil, 0
+  end
+  local key = K.limiter .. kind .. ':' .. name
+  local used = whole(redis.pcall('GET', key), 0, 1e12) or 0
+  local left = limit.max - used
+  if left > 0 then
+    return left, 0
+  end
+  local ttl = redis.call('PTTL', key)
+  return 0, ttl > 0 and ttl or limit.ms
+end
+
+-- Count `count` jobs started against a limit's window (the window opens with its first job).
+local function spend(kind, name, limit, count)
+  if limit and count > 0 then
+    local key = K.limiter .. kind .. ':' .. name
+    if type(redis.pcall('SET', key, 0, 'PX', limit.ms, 'NX')) == 'table' then
+      redis.call('DEL', key) -- garbage in its place
+      redis.call('SET', key, 0, 'PX', limit.ms)
+    end
+    redis.call('INCRBY', key, count)
+  end
 end
 
 local function defer(ctx, id, queue, times)
@@ -105,10 +162,24 @@ end
 local function claim(ctx, queues, n)
   local jobs, duplicates, deferred, stale, quarantined = {}, {}, {}, 0, 0
   local seq = ctx.seq
-  local open = {}
+  local open, paused, limited_until = {}, {}, -1
+  local limits, type_limits = ctx.limits or {}, ctx.type_limits or {}
+  local type_left, type_used = {}, {}
+  if usable(K.paused, 'set') then
+    for _, name in ipairs(redis.call('SMEMBERS', K.paused)) do
+      paused[name] = true
+    end
+  end
+  local function lifts_in(ms)
+    local at = now() + ms / 1000
+    if limited_until < 0 or at < limited_until then
+      limited_until = at
+    end
+  end
   for _, queue in ipairs(queues) do
-    local qk, sk, wk = K.queue .. queue, K.scheduled .. queue, K.wip .. queue
-    open[queue] = usable(qk, 'list') and usable(sk, 'zset') and usable(wk, 'zset')
+    local qk, sk, wk, pk = K.queue .. queue, K.scheduled .. queue, K.wip .. queue, K.prioritized .. queue
+    open[queue] = not paused[queue] and usable(qk, 'list') and usable(sk, 'zset') and usable(wk, 'zset')
+      and usable(pk, 'zset')
     if open[queue] then
       promote_due(ctx, queue)
     end
@@ -116,11 +187,23 @@ local function claim(ctx, queues, n)
   local inflight = inflight_key(ctx.worker)
   local inflight_ok = usable(inflight, 'set')
   for _, queue in ipairs(queues) do
-    local qk = K.queue .. queue
-    while open[queue] and #jobs < n and spent < ctx.budget do
+    local qk, pk = K.queue .. queue, K.prioritized .. queue
+    local left, wait = nil, 0
+    if open[queue] then
+      left, wait = allowance('queue', queue, limits[queue])
+      if wait > 0 then
+        lifts_in(wait)
+      end
+    end
+    local started = 0
+    while open[queue] and #jobs < n and spent < ctx.budget and (left == nil or started < left) do
       local id = redis.call('LPOP', qk)
       if not id then
-        break
+        local first = redis.call('ZPOPMIN', pk)
+        id = first[1]
+        if not id then
+          break
+        end
       end
       spent = spent + 1
       local jk = K.job .. id
@@ -135,44 +218,79 @@ local function claim(ctx, queues, n)
         stale = stale + 1
       else
         local state, stored, note = 'free', nil, ''
-        if f[6] then
-          state, stored = effect_state(f[6])
-          if state == 'garbage' then
-            state, note = 'free', 'its idempotency key holds something else than a chumon marker'
+        local job_type = f[13] or ''
+        if next(type_limits) ~= nil or job_type == '' then
+          job_type = job_type ~= '' and job_type or job_type_of(f[1])
+        end
+        if type_left[job_type] == nil then
+          local type_wait
+          type_left[job_type], type_wait = allowance('type', job_type, type_limits[job_type])
+          type_used[job_type] = 0
+          if type_wait > 0 then
+            type_left[job_type] = -type_wait -- negative: held back this many ms
           end
         end
-        if state == 'done' then
-          local ttl = whole(f[8], -1, 31536000) or ctx.result_ttl
-          finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
-          duplicates[#duplicates + 1] = {id, queue, job_type_of(f[1])}
-        elseif state == 'held' then
-          defer(ctx, id, queue, whole(f[12], 0, MAX_COUNT) or 0)
-          deferred[#deferred + 1] = {id, queue, job_type_of(f[1])}
+        local tl = type_left[job_type]
+        if tl ~= nil and tl <= 0 then
+          local ms = tl < 0 and -tl or (type_limits[job_type] and type_limits[job_type].ms or 1000)
+          hold_back(id, queue, ms)
+          lifts_in(ms)
+          deferred[#deferred + 1] = {id, queue, job_type}
         else
-          seq = seq + 1
-          local exec = ctx.token .. '.' .. seq
-          if f[6] and note == '' then
-            redis.call('SET', K.effect_key .. f[6], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
+          if f[6] then
+            state, stored = effect_state(f[6])
+            if state == 'garbage' then
+              state, note = 'free', 'its idempotency key holds something else than a chumon marker'
+            end
           end
-          redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
-            'last_heartbeat', iso(now()))
-          redis.call('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
-          if inflight_ok then
-            redis.call('SADD', inflight, id .. ':' .. exec)
+          if state == 'done' then
+            local ttl = whole(f[8], -1, 31536000) or ctx.result_ttl
+            finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
+            duplicates[#duplicates + 1] = {id, queue, job_type}
+          elseif state == 'held' then
+            defer(ctx, id, queue, whole(f[12], 0, MAX_COUNT) or 0)
+            deferred[#deferred + 1] = {id, queue, job_type}
+          else
+            seq = seq + 1
+            started = started + 1
+            if tl ~= nil then
+              type_left[job_type] = tl - 1
+              type_used[job_type] = type_used[job_type] + 1
+            end
+            local exec = ctx.token .. '.' .. seq
+            if f[6] and note == '' then
+              redis.call('SET', K.effect_key .. f[6], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
+            end
+            redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
+              'last_heartbeat', iso(now()))
+            redis.call('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
+            if inflight_ok then
+              redis.call('SADD', inflight, id .. ':' .. exec)
+            end
+            local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note}
+            for i = 1, #FETCH do
+              job[#job + 1] = f[i] or ''
+            end
+            jobs[#jobs + 1] = job
           end
-          local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note}
-          for i = 1, #FETCH do
-            job[#job + 1] = f[i] or ''
-          end
-          jobs[#jobs + 1] = job
         end
+      end
+    end
+    spend('queue', queue, limits[queue], started)
+    if left ~= nil and started >= left then
+      local _, wait_after = allowance('queue', queue, limits[queue])
+      if wait_after > 0 then
+        lifts_in(wait_after)
       end
     end
     if #jobs >= n or spent >= ctx.budget then
       break
     end
   end
-  return jobs, duplicates, deferred, stale, quarantined, spent >= ctx.budget
+  for job_type, used in pairs(type_used) do
+    spend('type', job_type, type_limits[job_type], used)
+  end
+  return jobs, duplicates, deferred, stale, quarantined, spent >= ctx.budget, limited_until
 end
 
 -- The earliest due time among the queues' scheduled jobs, or -1.

@@ -16,6 +16,9 @@
                 for keys only the runtime writes (liveness, in-flight sets, counters): a key of
                 another type is deleted, reported, and used afresh
   problems      {key, what} pairs the script could not use, returned to the caller to log
+  push(q, id, front), requeue(q, id, front)
+                put a job on its queue's list; requeue also honours the job's priority (its
+                queue's prioritized set), for retries, hand-backs and requeued dead letters
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
                 in rq:queues and appends one entry to its signal stream (idle workers block on it)
 ]]
@@ -115,6 +118,28 @@ local function push(queue, id, at_front)
     redis.call('RPUSH', K.queue .. queue, id)
   end
   touch(queue)
+end
+
+local SEQ_SPAN = 4294967296 -- 2^32 places per priority: FIFO among equal priorities
+
+-- The prioritized set's score of a job: its priority, then its place among equals (`front`:
+-- ahead of them all, for a job handed back or retried at once).
+local function priority_score(queue, priority, front)
+  if front then
+    return priority * SEQ_SPAN
+  end
+  return priority * SEQ_SPAN + redis.call('INCR', K.priority_seq .. queue) % SEQ_SPAN
+end
+
+-- Put a job (back) in line: its queue's list, or its prioritized set if it has a priority.
+local function requeue(queue, id, at_front)
+  local priority = whole(redis.pcall('HGET', K.job .. id, 'priority'), 1, 2097152)
+  if priority and usable(K.prioritized .. queue, 'zset') then
+    redis.call('ZADD', K.prioritized .. queue, priority_score(queue, priority, at_front), id)
+    touch(queue)
+  else
+    push(queue, id, at_front)
+  end
 end
 
 local function inflight_key(worker)

@@ -3,7 +3,8 @@
 
   job = {id, queue, fields = {k1, v1, ...} (the job hash without status and times),
          delay = <seconds, absent for none> or run_at = <unix time, absent for now>,
-         at_front = <bool>, enqueue_key = <absent or key>, enqueue_key_ttl = <seconds>}
+         at_front = <bool>, priority = <1..2^21, absent for none: its queue's list>,
+         enqueue_key = <absent or key>, enqueue_key_ttl = <seconds>}
 
   The job is due at now() + delay, or at run_at; one due later than now() is scheduled
   (status 'scheduled', in rq's scheduled registry), any other is queued now.
@@ -14,7 +15,7 @@
 ]]
 local function enqueue_job(job)
   local qk, sk = K.queue .. job.queue, K.scheduled .. job.queue
-  if not (usable(qk, 'list') and usable(sk, 'zset')) then
+  if not (usable(qk, 'list') and usable(sk, 'zset') and usable(K.prioritized .. job.queue, 'zset')) then
     return false
   end
   local ek
@@ -52,6 +53,9 @@ local function enqueue_job(job)
   end
   if due > at then
     redis.call('ZADD', sk, due, job.id)
+    touch(job.queue)
+  elseif job.priority then
+    redis.call('ZADD', K.prioritized .. job.queue, priority_score(job.queue, job.priority, job.at_front), job.id)
     touch(job.queue)
   else
     push(job.queue, job.id, job.at_front)

@@ -163,7 +163,7 @@ local function fail(ctx, item)
       touch(queue)
     else -- at once: a run that was cut off (WorkerLost) goes ahead of work not yet begun
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
-      push(queue, id, true)
+      requeue(queue, id, true)
     end
     return 0
   end
@@ -202,6 +202,71 @@ local function complete(ctx, item)
   return true
 end
 
+-- A job that will not run (any more): status canceled, in rq's canceled registry, kept `ttl` s.
+local function mark_canceled(id, queue, ttl)
+  local jk = K.job .. id
+  redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
+  redis.call('EXPIRE', jk, ttl)
+  if usable(K.canceled .. queue, 'zset') then
+    redis.call('ZADD', K.canceled .. queue, now() + ttl, id)
+  end
+  if usable(K.cancel, 'set') then
+    redis.call('SREM', K.cancel, id)
+  end
+end
+
+-- If run `exec` had begun, the attempt it was counted as is given back.
+local function unstart(jk, exec)
+  local ran = redis.call('HMGET', jk, 'ran', 'attempt')
+  if ran[1] == exec then
+    redis.call('HSET', jk, 'attempt', math.max(0, (whole(ran[2], 1, 1000000) or 1) - 1))
+    redis.call('HDEL', jk, 'ran')
+  end
+end
+
+-- The other side asked the job to slow down (RateLimited): it waits `delay` seconds without
+-- using an attempt, and its queue (and its type) pause that long for every worker.
+-- item = {id, exec, queue, delay, worker or false, {{kind, name}, ...}}
+-- Returns true, false (the run no longer owned the job) or 'held'.
+local function throttle(ctx, item)
+  local id, exec, queue, delay = item[1], item[2], item[3], item[4]
+  local effect_key = owner_of(id, exec)
+  if not effect_key then
+    return false
+  end
+  if not usable(K.scheduled .. queue, 'zset') then
+    return 'held'
+  end
+  take(id, exec, queue, item[5] or ctx.worker)
+  release_claim(effect_key, exec)
+  local jk = K.job .. id
+  unstart(jk, exec)
+  redis.call('HSET', jk, 'status', 'scheduled')
+  redis.call('ZADD', K.scheduled .. queue, now() + delay, id)
+  touch(queue)
+  for _, target in ipairs(item[6]) do
+    local key = K.throttle .. target[1] .. ':' .. target[2]
+    redis.call('DEL', key)
+    redis.call('SET', key, 1, 'PX', math.max(1, math.floor(delay * 1000)))
+  end
+  return true
+end
+
+-- The job stopped because someone asked it to (Cancelled): it ends canceled, in rq's canceled
+-- registry, neither retried nor dead-lettered. item = {id, exec, queue, worker or false}
+-- Returns true, false (the run no longer owned the job) or 'held'.
+local function cancel_run(ctx, item)
+  local id, exec, queue = item[1], item[2], item[3]
+  local effect_key = owner_of(id, exec)
+  if not effect_key then
+    return false
+  end
+  take(id, exec, queue, item[4] or ctx.worker)
+  release_claim(effect_key, exec)
+  mark_canceled(id, queue, ctx.dlq_retention)
+  return true
+end
+
 -- Hand an attempt back to the head of its queue without counting it (shutdown, unstarted work).
 -- item = {id, exec, queue, worker or false, lost or false (the count of unstarted runs lost)}
 -- Returns true, false (the run no longer owned the job) or 'held'.
@@ -217,15 +282,11 @@ local function release(ctx, item)
   take(id, exec, queue, item[4] or ctx.worker)
   release_claim(effect_key, exec)
   local jk = K.job .. id
-  local ran = redis.call('HMGET', jk, 'ran', 'attempt')
-  if ran[1] == exec then -- it had begun: the attempt it was counted as is given back
-    redis.call('HSET', jk, 'attempt', math.max(0, (whole(ran[2], 1, 1000000) or 1) - 1))
-    redis.call('HDEL', jk, 'ran')
-  end
+  unstart(jk, exec)
   redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
   if item[5] then
     redis.call('HSET', jk, 'lost', item[5])
   end
-  push(queue, id, true)
+  requeue(queue, id, true)
   return true
 end

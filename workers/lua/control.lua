@@ -1,0 +1,51 @@
+--[[
+  control: an operator's action on one job, whatever state it is in. Idempotent.
+
+  cancel  a queued, prioritized, scheduled or deferred job leaves its queue and ends canceled
+          (rq's canceled registry, kept `ttl` seconds); a running one is asked to stop: its id
+          joins K.cancel, which its worker's heartbeat reads, and the job sees `ctx.cancelled`;
+          it ends canceled if it raises Cancelled, or as it would have otherwise
+  a finished, failed or canceled job is left as it is
+
+  Input:
+    ARGV[1]  keyspace (JSON, workers/keys.py)
+    ARGV[2]  plan (JSON): {action = 'cancel', id, ttl}
+
+  Output:
+    {status before, what was done}: what is 'removed', 'asked' (running), 'nothing' or 'missing'
+
+  Events:
+    none
+]]
+--- @include "common"
+
+local plan = cjson.decode(ARGV[2])
+local id = plan.id
+local jk = K.job .. id
+local f = redis.pcall('HMGET', jk, 'status', 'origin')
+if type(f) ~= 'table' or f.err or not f[1] then
+  return {'', 'missing'}
+end
+local status, queue = f[1], f[2] or ''
+if status == 'started' then
+  redis.call('SADD', K.cancel, id)
+  return {status, 'asked'}
+end
+if status ~= 'queued' and status ~= 'scheduled' and status ~= 'deferred' and status ~= 'created' then
+  return {status, 'nothing'}
+end
+local removed = 0
+if usable(K.queue .. queue, 'list') then
+  removed = removed + redis.call('LREM', K.queue .. queue, 0, id)
+end
+for _, key in ipairs({K.prioritized .. queue, K.scheduled .. queue}) do
+  if usable(key, 'zset') then
+    removed = removed + redis.call('ZREM', key, id)
+  end
+end
+redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
+redis.call('EXPIRE', jk, plan.ttl)
+if usable(K.canceled .. queue, 'zset') then
+  redis.call('ZADD', K.canceled .. queue, now() + plan.ttl, id)
+end
+return {status, 'removed'}
