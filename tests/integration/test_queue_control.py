@@ -78,7 +78,7 @@ def test_a_prioritized_job_keeps_its_priority_through_a_retry(
     enqueuer = Enqueuer(redis, settings)
     Control(redis, settings).pause("q")
     flaky = enqueuer.enqueue(sample.gated, {"name": "g"}, options=EnqueueOptions(priority=2))
-    redis.hset(KEYS.job(flaky), "retry", '{"max_attempts": 5, "base": 0, "cap": 0, "jitter": 0}')
+    redis.hset(KEYS.job(flaky), "retry", '{"max_attempts": 50, "base": 0.1, "cap": 0.1, "jitter": 0}')
     later = enqueuer.enqueue(sample.record, {"name": "later"}, options=EnqueueOptions(priority=9))
     Control(redis, settings).resume("q")
     with worker_thread(redis, sample.registry, settings, concurrency=1):
