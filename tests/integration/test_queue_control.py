@@ -72,21 +72,20 @@ def test_priorities_order_a_queue_fifo_among_equals_after_jobs_without_one(
     assert status(redis, front) == "finished"
 
 
-def test_a_prioritized_job_keeps_its_priority_through_a_retry(
+def test_a_prioritized_job_keeps_its_priority_when_it_is_put_back(
     redis: Redis, settings: RuntimeSettings
 ) -> None:
-    enqueuer = Enqueuer(redis, settings)
+    """A retry due at once, a hand-back and a requeued dead letter go back to the prioritized set."""
+    from workers.deadletter import DeadLetters
+
+    job_id = Enqueuer(redis, settings).enqueue(
+        sample.permanent, {"text": "x"}, options=EnqueueOptions(priority=4)
+    )
+    run_burst(redis, sample.registry, settings)
+    assert status(redis, job_id) == "failed"
     Control(redis, settings).pause("q")
-    flaky = enqueuer.enqueue(sample.gated, {"name": "g"}, options=EnqueueOptions(priority=2))
-    redis.hset(KEYS.job(flaky), "retry", '{"max_attempts": 50, "base": 0.1, "cap": 0.1, "jitter": 0}')
-    later = enqueuer.enqueue(sample.record, {"name": "later"}, options=EnqueueOptions(priority=9))
-    Control(redis, settings).resume("q")
-    with worker_thread(redis, sample.registry, settings, concurrency=1):
-        wait_until(lambda: load_job(redis, KEYS, flaky).attempt >= 1, message="the first attempt")
-        redis.set("test:gate:g", 1)
-        wait_until(lambda: status(redis, later) == "finished", message="both")
-    assert status(redis, flaky) == "finished"
-    assert redis.zcard(KEYS.prioritized("q")) == 0
+    assert DeadLetters(redis, settings).requeue([job_id]) == [job_id]
+    assert redis.zscore(KEYS.prioritized("q"), job_id) // 2**32 == 4 and redis.llen("rq:queue:q") == 0
 
 
 # -- rate limits --------------------------------------------------------------------------------------------
