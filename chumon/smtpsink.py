@@ -17,6 +17,8 @@ Behaviours chosen by the recipient's local part, like a hosted test SMTP service
   is only known then); later attempts of the same Message-ID are accepted. Which
   Message-IDs were deferred is remembered in memory and, with Redis, in the set
   ``smtp_sink("tempfailed")``, so a restarted sink does not defer them again.
+- ``slowdown...@``: the first delivery attempt of each Message-ID is answered ``421 4.7.0 too
+  many messages, slow down`` at the end of DATA (a server rate-limiting its clients).
 - ``bounce...@``: ``550 5.1.1 mailbox unavailable`` at RCPT, always.
 - ``slowrcpt...@``: the reply to RCPT comes ``slow_reply`` seconds late (1 s): the sender waits
   before it has sent anything of the message.
@@ -65,6 +67,8 @@ BOUNCE_PREFIX = "bounce"
 SLOW_RCPT_PREFIX = "slowrcpt"
 SLOW_ACK_PREFIX = "slowack"
 TEMPFAIL_REPLY = "451 4.3.0 try again later"
+BUSY_PREFIX = "slowdown"
+BUSY_REPLY = "421 4.7.0 too many messages, slow down"
 BOUNCE_REPLY = "550 5.1.1 mailbox unavailable"
 STORAGE_REPLY = "451 4.3.0 sink storage unavailable, try again later"
 AUTH_REQUIRED_REPLY = "530 5.7.0 authentication required"
@@ -142,8 +146,10 @@ class _Handler:
         content: bytes = envelope.original_content or b""
         message = describe(envelope.mail_from or "", list(envelope.rcpt_tos), content)
         try:
-            if self._defer(envelope.rcpt_tos, message["message_id"], content):
+            if self._defer(envelope.rcpt_tos, message["message_id"], content, TEMPFAIL_PREFIX):
                 return TEMPFAIL_REPLY
+            if self._defer(envelope.rcpt_tos, message["message_id"], content, BUSY_PREFIX):
+                return BUSY_REPLY
             self.store.record(message)
         except RedisError:
             return STORAGE_REPLY
@@ -151,11 +157,12 @@ class _Handler:
             await asyncio.sleep(self.slow_reply)
         return f"250 2.0.0 OK {message['message_id'] or ''}".rstrip()
 
-    def _defer(self, rcpt_tos: list[str], message_id: str | None, content: bytes) -> bool:
-        if not any(local_part(rcpt).startswith(TEMPFAIL_PREFIX) for rcpt in rcpt_tos):
+    def _defer(self, rcpt_tos: list[str], message_id: str | None, content: bytes, prefix: str) -> bool:
+        """Whether this is the first attempt of a message whose recipient asks for ``prefix``'s answer."""
+        if not any(local_part(rcpt).startswith(prefix) for rcpt in rcpt_tos):
             return False
         key = message_id or "sha256:" + hashlib.sha256(content).hexdigest()
-        return self.store.first_attempt(key)
+        return self.store.first_attempt(f"{prefix}:{key}" if prefix != TEMPFAIL_PREFIX else key)
 
     def authenticate(
         self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any

@@ -39,11 +39,11 @@ from redis import Redis
 
 from orders import commands as c
 from orders import handlers as h
-from orders.errors import MailRejected
+from orders.errors import MailRejected, PartyBusy
 from orders.messages import Message
 from orders.privacy import mask_personal
 from orders.saga import COMMIT_FAILED, Step
-from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RetryPolicy
+from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RateLimited, RetryPolicy
 
 registry = JobRegistry()
 HOOK = "orders.dead_letter"
@@ -80,7 +80,10 @@ def adapter(handler: Callable[[C, h.Services], Any]) -> Callable[[C, JobContext]
 
     @functools.wraps(handler)
     def run(command: C, ctx: JobContext) -> Any:
-        return handler(command, services(ctx))
+        try:
+            return handler(command, services(ctx))
+        except PartyBusy as busy:  # a 429 or an SMTP 421: every worker slows down, no attempt used
+            raise RateLimited(str(busy), delay=busy.retry_after) from None
 
     return run
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from workers.limits import RateLimit
 
 
 class SmtpConfig(BaseModel):
@@ -22,6 +24,9 @@ class SmtpConfig(BaseModel):
     sender: str = "Chumon Shop <orders@chumon.example>"
     message_id_domain: str = Field(default="chumon.example", description="right-hand side of Message-IDs")
     timeout: float = Field(default=10.0, gt=0, description="seconds for connect and each SMTP command")
+    busy_retry_after: float = Field(
+        default=30.0, gt=0, le=3600, description="how long every worker waits after a 421 (slow down)"
+    )
     smtputf8: bool = Field(
         default=True,
         description=(
@@ -105,6 +110,17 @@ class SimulationConfig(BaseModel):
         "cannot act later (a cancelled payment intent); false plays a party without that",
     )
     seed: int | None = Field(default=None, description="seed of the fault injection, for repeatable runs")
+    payment_rate_limit: RateLimit | None = Field(
+        default=None, description='the gateway answers "429: slow down" beyond this rate, e.g. 20/s'
+    )
+    carrier_rate_limit: RateLimit | None = Field(
+        default=None, description='the carrier answers "429: slow down" beyond this rate, e.g. 20/s'
+    )
+
+    @field_validator("payment_rate_limit", "carrier_rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: object) -> object:
+        return RateLimit.parse(value) if isinstance(value, str) else value
 
 
 class SagaConfig(BaseModel):

@@ -24,6 +24,16 @@ class CarrierUnavailable(TransientError):
     """The carrier failed to process or to answer."""
 
 
+class PartyBusy(TransientError):
+    """The other side asked to slow down (an HTTP 429, an SMTP 421): try again after ``retry_after``
+    seconds. The job adapters turn it into the runtime's RateLimited: no attempt is used, and the
+    party's queue pauses for every worker."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class MailTransient(TransientError):
     """The mail server deferred the message (4xx) or could not be reached."""
 

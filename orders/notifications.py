@@ -34,7 +34,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
 
 from orders.config import SmtpConfig
-from orders.errors import MailRejected, MailTransient
+from orders.errors import MailRejected, MailTransient, PartyBusy
 from orders.model import Order
 from orders.money import format_amount
 
@@ -279,7 +279,7 @@ class SmtpMailer:
 
     # -- failures ---------------------------------------------------------------------------------
 
-    def _classify(self, exc: BaseException, email: Email) -> MailTransient | MailRejected:
+    def _classify(self, exc: BaseException, email: Email) -> MailTransient | MailRejected | PartyBusy:
         where = f"{self.config.host}:{self.config.port}"
         what = f"{email.kind} email {email.message_id} for order {email.order_id}"
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -299,9 +299,11 @@ class SmtpMailer:
 
     def _reply(
         self, exc: smtplib.SMTPResponseException, where: str, what: str
-    ) -> MailTransient | MailRejected:
+    ) -> MailTransient | MailRejected | PartyBusy:
         code, reply = exc.smtp_code, self._scrub(exc.smtp_error)
         text = f"{where} answered {code} {reply} to {what}"
+        if code == 421:  # the server is shedding load: every worker waits, no attempt is used
+            return PartyBusy(text, retry_after=self.config.busy_retry_after)
         if isinstance(exc, smtplib.SMTPConnectError) or not 500 <= code < 600:
             return MailTransient(text)
         return MailRejected(text)

@@ -149,6 +149,7 @@ class SimulatedGateway:
             clock=clock,
             request_latency=config.request_latency,
             response_latency=config.response_latency,
+            rate_limit=config.payment_rate_limit,
         )
         self.voids = config.voids
         self.slow_for = config.slow_for

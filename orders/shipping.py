@@ -130,6 +130,7 @@ class SimulatedCarrier:
             clock=clock,
             request_latency=config.request_latency,
             response_latency=config.response_latency,
+            rate_limit=config.carrier_rate_limit,
         )
         self.voids = config.voids
         self.slow_for = config.slow_for

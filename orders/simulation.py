@@ -23,11 +23,12 @@ from redis import Redis
 from redis.commands.core import Script
 
 from orders.config import Latency
-from orders.errors import TransientError
+from orders.errors import PartyBusy, TransientError
 from orders.inventory import Inventory, ReservationResult, ReservationState
 from orders.keys import OrderKeys
 from orders.model import LineRequest
 from workers.codec import text as _text
+from workers.limits import RateLimit
 from workers.policy import RandomSource
 from workers.scripts import dumps, source
 
@@ -68,6 +69,7 @@ class SimulatedSystem:
         clock: Callable[[], float],
         request_latency: Latency | None = None,
         response_latency: Latency | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -80,6 +82,7 @@ class SimulatedSystem:
         self.clock = clock
         self.request_latency = request_latency or Latency()
         self.response_latency = response_latency or Latency()
+        self.rate_limit = rate_limit
         self._put_first: Script = redis.register_script(source("put_first", "orders"))
 
     def key(self, name: str) -> str:
@@ -90,6 +93,7 @@ class SimulatedSystem:
         """Count a call to ``operation``; take its latencies; fail it at random before or after
         its body runs."""
         self.redis.hincrby(self.key("calls"), operation, 1)
+        self._refuse_if_busy(operation)
         self._wait(self.request_latency.of(operation))
         fault = draw_fault(self.rand, self.fault_rate)
         if fault == "before":
@@ -98,6 +102,22 @@ class SimulatedSystem:
         self._wait(self.response_latency.of(operation))
         if fault == "after":
             raise self.unavailable(f"simulated {self.system} fault: response to {operation} lost")
+
+    def _refuse_if_busy(self, operation: str) -> None:
+        """A party with a rate limit answers "429: slow down" to calls beyond it (a fixed window)."""
+        limit = self.rate_limit
+        if limit is None:
+            return
+        key = self.key("rate-window")
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, px=max(1, round(limit.per * 1000)), nx=True)
+            pipe.incr(key)
+            pipe.pttl(key)
+            _, calls, left_ms = pipe.execute()
+        if int(calls) > limit.max:
+            self.redis.hincrby(self.key("calls"), "refused_busy", 1)
+            retry_after = max(0.05, int(left_ms) / 1000)
+            raise PartyBusy(f"simulated {self.system}: 429 slow down ({operation})", retry_after=retry_after)
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
