@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from orders.config import SmtpConfig
-from orders.errors import MailRejected, MailTransient
+from orders.errors import MailRejected, MailTransient, PartyBusy
 from orders.model import Order
 from orders.notifications import (
     Email,
@@ -255,7 +255,6 @@ TRANSIENT = [
     ("connect", smtplib.SMTPConnectError(554, b"5.3.2 no service right now"), "554 5.3.2 no service"),
     ("send_message", ConnectionResetError(104, "Connection reset by peer"), "reset by peer"),
     ("send_message", smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "unexpectedly"),
-    ("send_message", smtplib.SMTPResponseException(421, b"4.7.0 shutting down"), "421 4.7.0 shutting down"),
     ("send_message", smtplib.SMTPDataError(451, b"4.3.0 try again later"), "451 4.3.0 try again later"),
     ("send_message", smtplib.SMTPSenderRefused(450, b"4.1.8 later", "orders@x"), "450 4.1.8 later"),
     (
@@ -282,6 +281,17 @@ REJECTED = [
     ("login", smtplib.SMTPAuthenticationError(535, b"5.7.8 credentials invalid"), "535 5.7.8 credentials"),
     ("starttls", smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server."), "STARTTLS"),
 ]
+
+
+def test_a_421_asks_every_worker_to_slow_down(fake_smtp: type[FakeSMTP]) -> None:
+    fake_smtp.fail = {"send_message": smtplib.SMTPResponseException(421, b"4.7.0 slow down")}
+    mailer = SmtpMailer(
+        config(tls="starttls", username="shop", password=SecretStr(PASSWORD), busy_retry_after=7)
+    )
+    with pytest.raises(PartyBusy) as caught:
+        mailer.send(an_email())
+    assert caught.value.retry_after == 7 and "421 4.7.0 slow down" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
 
 
 @pytest.mark.parametrize(("where", "error", "named"), TRANSIENT)
