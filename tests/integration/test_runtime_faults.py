@@ -227,8 +227,10 @@ def test_garbage_in_any_key_the_runtime_reads_never_stops_a_worker(
 def test_no_script_call_holds_redis_long_whatever_the_queues_hold(
     redis: Redis, settings: RuntimeSettings
 ) -> None:
-    """20,000 jobs behind one held effect key, then a 60,000-job bulk enqueue: each call stays
-    within its budget (here: under 100 ms in SLOWLOG, where the unbounded versions took seconds)."""
+    """20,000 jobs behind one held effect key, then a 60,000-job bulk enqueue: no call reaches a
+    second in SLOWLOG (the unbounded versions took seconds; a call takes milliseconds, and the bound
+    is generous because a loaded machine can preempt Redis in the middle of any command). The
+    budget itself is checked exactly by test_a_step_call_touches_no_more_ids_than_its_budget."""
     previous = redis.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
     redis.config_set("slowlog-log-slower-than", 1_000_000)
     redis.slowlog_reset()
