@@ -27,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chumon", description="chumon: an event-driven order pipeline on Redis"
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     runtime_cli.register(sub)
     order_cli.register(sub)

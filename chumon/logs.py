@@ -115,12 +115,18 @@ class BatchedJobLines:
     def _format(self, line: JobLine) -> str:
         if self.json:
             at = datetime.fromtimestamp(line.at, UTC).isoformat(timespec="milliseconds")
-            head = {"time": at, "level": "INFO", "logger": "chumon.jobs", "message": line.text()}
+            head = {
+                "time": at,
+                "level": logging.getLevelName(line.level),
+                "logger": "chumon.jobs",
+                "message": line.text(),
+            }
             return json.dumps({**head, **line.fields()}, default=str) + "\n"
         second = int(line.at)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int(line.at % 1 * 1000):03d} INFO chumon.jobs: {line.text()}\n"
+        level = logging.getLevelName(line.level)
+        return f"{self._stamp},{int(line.at % 1 * 1000):03d} {level} chumon.jobs: {line.text()}\n"
 
 
 def configure(level: str = "INFO", *, fmt: str = "text", jobs: bool = True) -> None:

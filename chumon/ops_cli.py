@@ -10,7 +10,18 @@ import time
 from typing import Any
 
 from chumon.settings import Settings
-from workers.cli import CliContext, emit, serve_metrics, table
+from workers.cli import (
+    CliContext,
+    NotFound,
+    UsageError,
+    count,
+    emit,
+    port,
+    port_or_off,
+    seconds,
+    serve_metrics,
+    table,
+)
 
 log = logging.getLogger("chumon.events")
 
@@ -26,7 +37,7 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
     try:
         options = serve.options(_settings(ctx).dashboard, host=args.host, port=args.port)
     except serve.Refused as exc:
-        raise SystemExit(f"chumon dashboard: refusing to start: {exc}") from None
+        raise UsageError(f"dashboard: refusing to start: {exc}") from None
     serve.serve(ctx.redis(), ctx.settings, options)
     return 0
 
@@ -110,7 +121,7 @@ def _groups(settings: Settings, only: str | None) -> list[str]:
 
     groups = [GROUP, *(f"reactor-{service}" for service in SERVICES)]
     if only is not None and only not in groups:
-        raise SystemExit(f"chumon: no consumer group {only!r}; the groups are {', '.join(groups)}")
+        raise NotFound(f"--group: no consumer group {only!r}; the groups are {', '.join(groups)}")
     return [only] if only else groups
 
 
@@ -204,10 +215,10 @@ def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
 def register(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="rq-dashboard's pages for chumon's jobs (localhost by default)")
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
-    dash.add_argument("--port", type=int, help="port (default CHUMON_DASHBOARD__PORT, 9181)")
+    dash.add_argument("--port", type=port, help="port (default CHUMON_DASHBOARD__PORT, 9181)")
     dash.set_defaults(func=cmd_dashboard)
     sched = sub.add_parser("scheduler", help="rq-scheduler with chumon's periodic jobs, JSON only")
-    sched.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    sched.add_argument("--interval", type=seconds, default=5.0, help="seconds between checks (default 5)")
     sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
     sched.set_defaults(func=cmd_scheduler)
     events = sub.add_parser(
@@ -215,7 +226,7 @@ def register(sub: Any) -> None:
         help="the event log's consumers (projector, reactors, watchdog); `events dlq` their dead letters",
     )
     events.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"
+        "--metrics-port", type=port_or_off, metavar="PORT", help="serve this process's metrics (0: off)"
     )
     events.set_defaults(func=cmd_events)
     dlq = (
@@ -225,20 +236,20 @@ def register(sub: Any) -> None:
     )
     listing = dlq.add_parser("list", help="parked entries, oldest first")
     listing.add_argument("--group", help="one consumer group (projector, reactor-payments, ...)")
-    listing.add_argument("--limit", type=int, default=100, help="per group (default 100)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--limit", type=count, default=100, help="per group (default 100)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(events_func=cmd_events_dlq_list)
     show = dlq.add_parser("show", help="one parked entry, with its fields and reason")
-    show.add_argument("parked_id")
-    show.add_argument("--group")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("parked_id", help="the parked entry's id (see `chumon events dlq list`)")
+    show.add_argument("--group", help="look only in this consumer group")
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(events_func=cmd_events_dlq_show)
     retry = dlq.add_parser("retry", help="send parked entries back to their group (after a fix or upgrade)")
-    retry.add_argument("parked_ids", nargs="*", metavar="PARKED_ID")
+    retry.add_argument("parked_ids", nargs="*", metavar="PARKED_ID", help="parked entries to send back")
     retry.add_argument("--group", help="only this group's entries")
     retry.add_argument("--all", action="store_true", help="every parked entry (of --group, or of all)")
-    retry.add_argument("--json", action="store_true")
+    retry.add_argument("--json", action="store_true", help="print JSON")
     retry.set_defaults(events_func=cmd_events_dlq_retry)
     metrics = sub.add_parser("metrics", help="Prometheus exporter of queue, dead-letter and read-model state")
-    metrics.add_argument("--port", type=int, help="port (default CHUMON_METRICS_PORT, 9300)")
+    metrics.add_argument("--port", type=port, help="port (default CHUMON_METRICS_PORT, 9300)")
     metrics.set_defaults(func=cmd_metrics)

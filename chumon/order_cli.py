@@ -21,7 +21,26 @@ from orders.readmodel import ReadModel
 from orders.saga import COMPENSATION_NAMES
 from orders.views import OrderDetails
 from producer import Producer
-from workers.cli import CliContext, emit, table
+from workers.cli import CliContext, Exit, NotFound, count, emit, seconds, table
+
+PLACE_EXAMPLE = """example:
+  chumon stock set TEA-SENCHA 10 --price 4.50
+  chumon order place --customer-email ada@example.com --customer-name Ada \\
+      --item TEA-SENCHA:2 --item MUG-STONE:1 --ship-to "12 Analytical Lane" --wait
+
+exit status: 0 placed (with --wait: confirmed), 2 refused (nothing written),
+4 cancelled, 5 still pending after --timeout, 3 Redis unreachable"""
+
+# the request's fields, as the flags that set them (errors name the flag, not the model's field)
+FLAGS = {
+    "customer": "--customer-name/--customer-email",
+    "name": "--customer-name",
+    "email": "--customer-email",
+    "lines": "--item",
+    "ship_to": "--ship-to",
+    "payment_token": "--payment-token",
+    "idempotency_key": "--idempotency-key",
+}
 
 
 def _settings(ctx: CliContext) -> Settings:
@@ -41,9 +60,38 @@ def _when(ts: float) -> str:
 
 def parse_item(text: str) -> tuple[str, int]:
     sku, sep, quantity = text.rpartition(":")
-    if not sep or not sku or not quantity.isdigit():
+    if not sep or not sku or not quantity.strip().lstrip("-").isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not SKU:QUANTITY (e.g. TEA-01:2)")
+    if int(quantity) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the quantity must be at least 1")
     return sku, int(quantity)
+
+
+def flag_errors(exc: ValidationError) -> str:
+    """pydantic's errors as one line per flag: ``--customer-email: value is not a valid email``."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [part for part in error["loc"] if part != "customer"] or list(error["loc"])
+        where = FLAGS.get(str(loc[0]), str(loc[0])) if loc else "the order"
+        if where == "--item" and len(loc) > 1 and isinstance(loc[1], int):
+            where = f"--item (the {_ordinal(loc[1] + 1)})"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def units(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of units (0 or more)")
+    return value
 
 
 def price(text: str) -> int:
@@ -83,10 +131,12 @@ def cmd_stock_set(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_stock_show(args: argparse.Namespace, ctx: CliContext) -> int:
-    levels = Inventory(ctx.redis(), OrderKeys(ctx.settings.key_prefix)).levels(args.sku)
+    try:
+        levels = Inventory(ctx.redis(), OrderKeys(ctx.settings.key_prefix)).levels(args.sku)
+    except UnknownSku as exc:
+        raise NotFound(f"{exc} (see `chumon stock show`)") from None
     if args.sku and not levels:
-        print(f"chumon: unknown SKU {args.sku!r}", file=sys.stderr)
-        return 1
+        raise NotFound(f"unknown SKU {args.sku!r} (see `chumon stock show`)")
     emit(levels, args.json, lambda lvs: render_levels(lvs, _settings(ctx).saga.currency))
     return 0
 
@@ -102,9 +152,15 @@ def cmd_order_place(args: argparse.Namespace, ctx: CliContext) -> int:
             payment_token=args.payment_token,
             idempotency_key=args.idempotency_key,
         )
-    except (ValidationError, UnknownSku, OrderTooLarge) as exc:
-        print(f"chumon: order refused, nothing was written:\n{exc}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:
+        print(f"chumon: order refused, nothing was written: {flag_errors(exc)}", file=sys.stderr)
+        return Exit.USAGE
+    except UnknownSku as exc:
+        print(f"chumon: order refused, nothing was written: --item: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    except OrderTooLarge as exc:
+        print(f"chumon: order refused, nothing was written: {exc}", file=sys.stderr)
+        return Exit.USAGE
     except IdempotencyConflict as exc:
         print(f"chumon: order refused: {exc}", file=sys.stderr)
         return 2
@@ -124,13 +180,13 @@ def cmd_order_place(args: argparse.Namespace, ctx: CliContext) -> int:
         result["summary"] = summary.model_dump(mode="json") if summary else None
         if summary is None or summary.status is OrderStatus.PENDING:
             emit(result, args.json, lambda r: f"{r['order_id']} still PENDING after {args.timeout:g} s")
-            return 1
+            return Exit.TIMED_OUT
         emit(
             result,
             args.json,
             lambda r: f"{r['order_id']} {summary.status.value} {summary.reason or ''}".rstrip(),
         )
-        return 0
+        return Exit.OK if summary.status is OrderStatus.CONFIRMED else Exit.CANCELLED
     emit(result, args.json, lambda r: r["order_id"])
     return 0
 
@@ -201,7 +257,7 @@ def cmd_order_show(args: argparse.Namespace, ctx: CliContext) -> int:
         return _show(args, ctx)
     except CorruptOrder as exc:
         print(f"chumon: {exc}", file=sys.stderr)
-        return 1
+        return Exit.NOT_FOUND
 
 
 def _show(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -280,25 +336,43 @@ def cmd_projections_status(args: argparse.Namespace, ctx: CliContext) -> int:
     settings, redis = _settings(ctx), ctx.redis()
     keys = OrderKeys(settings.key_prefix)
     view = ReadModel(redis, keys)
-    behind, seconds = GroupReader(redis, keys.events, GROUP).lag()
+    reader = GroupReader(redis, keys.events, GROUP)
+    behind, lag = reader.lag()
+    ran = _group_exists(redis, keys.events, GROUP)
+    events = int(redis.xlen(keys.events))
+    if not ran:
+        behind = events  # no projector has read anything yet: every event waits
     current = view.current(fresh=True)
     status = {
         "current_generation": current,
         "generations": view.active(),
-        "events": int(redis.xlen(keys.events)),
+        "events": events,
         "orders": int(redis.zcard(keys.view_all(current))),
+        "projector_started": ran,
         "lag_events": behind,
-        "lag_seconds": round(seconds, 3),
+        "lag_seconds": round(lag, 3),
     }
-    emit(
-        status,
-        args.json,
-        lambda s: (
-            f"generation {s['current_generation']}: {s['orders']} orders from {s['events']} events; "
-            f"projector {s['lag_events']} events ({s['lag_seconds']} s) behind"
-        ),
-    )
+
+    def render(s: dict[str, Any]) -> str:
+        head = f"generation {s['current_generation']}: {s['orders']} orders from {s['events']} events; "
+        if not s["projector_started"]:
+            return (
+                head + f"no projector has run yet ({s['lag_events']} events waiting): start `chumon events`"
+            )
+        return head + f"projector {s['lag_events']} events ({s['lag_seconds']} s) behind"
+
+    emit(status, args.json, render)
     return 0
+
+
+def _group_exists(redis: Any, stream: str, group: str) -> bool:
+    from redis.exceptions import ResponseError
+
+    try:
+        groups: Any = redis.xinfo_groups(stream)
+    except ResponseError:  # no stream yet
+        return False
+    return any((g["name"].decode() if isinstance(g["name"], bytes) else g["name"]) == group for g in groups)
 
 
 def register(sub: Any) -> None:
@@ -306,47 +380,67 @@ def register(sub: Any) -> None:
         dest="stock_command", required=True
     )
     stock_set = stock.add_parser("set", help="set a SKU's units on hand (and price)")
-    stock_set.add_argument("sku")
-    stock_set.add_argument("quantity", type=int)
-    stock_set.add_argument("--price", type=price, help="unit price, e.g. 19.99")
-    stock_set.add_argument("--json", action="store_true")
+    stock_set.add_argument("sku", help="the SKU, e.g. TEA-SENCHA")
+    stock_set.add_argument("quantity", type=units, help="units on hand (0 or more)")
+    stock_set.add_argument("--price", type=price, help="unit price, e.g. 19.99 (required for a new SKU)")
+    stock_set.add_argument("--json", action="store_true", help="print JSON")
     stock_set.set_defaults(func=cmd_stock_set)
     stock_show = stock.add_parser("show", help="stock levels")
-    stock_show.add_argument("sku", nargs="?")
-    stock_show.add_argument("--json", action="store_true")
+    stock_show.add_argument("sku", nargs="?", help="one SKU (default: every SKU)")
+    stock_show.add_argument("--json", action="store_true", help="print JSON")
     stock_show.set_defaults(func=cmd_stock_show)
 
     order = sub.add_parser("order", help="orders").add_subparsers(dest="order_command", required=True)
-    place = order.add_parser("place", help="place an order; prints its id")
-    place.add_argument("--customer-email", required=True)
-    place.add_argument("--customer-name", required=True)
-    place.add_argument(
-        "--item", dest="items", type=parse_item, action="append", required=True, metavar="SKU:QTY"
+    place = order.add_parser(
+        "place",
+        help="place an order; prints its id",
+        description="Place an order and print its id (with --wait: its outcome).",
+        epilog=PLACE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    place.add_argument("--ship-to", default="1 Main Street, Springfield", help="delivery address")
+    place.add_argument("--customer-email", required=True, help="where the confirmation email goes")
+    place.add_argument("--customer-name", required=True, help="the customer's name")
+    place.add_argument(
+        "--item",
+        dest="items",
+        type=parse_item,
+        action="append",
+        required=True,
+        metavar="SKU:QTY",
+        help="a line of the order; repeat it for each line: --item TEA-SENCHA:2 --item MUG-STONE:1",
+    )
+    place.add_argument("--ship-to", required=True, metavar="ADDRESS", help="the delivery address")
     place.add_argument("--payment-token", default="tok_ok", help="tok_ok, tok_declined, tok_transient_2, ...")
     place.add_argument(
         "--idempotency-key",
         help="per customer: the same key with the same request gives the same order; with another "
         "request it is refused",
     )
-    place.add_argument("--wait", action="store_true", help="wait until the order is confirmed or cancelled")
-    place.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
-    place.add_argument("--json", action="store_true")
+    place.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the order is confirmed (exit 0) or cancelled (exit 4); needs `chumon events`",
+    )
+    place.add_argument(
+        "--timeout", type=seconds, default=30.0, help="seconds --wait waits (default 30), then exit 5"
+    )
+    place.add_argument("--json", action="store_true", help="print JSON")
     place.set_defaults(func=cmd_order_place)
     show = order.add_parser("show", help="one order: status, reason, timeline (from the read model)")
-    show.add_argument("order_id")
+    show.add_argument("order_id", help="the order's id (order place printed it)")
     show.add_argument(
         "--consistent", action="store_true", help="read the write side: saga steps, compensations"
     )
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_order_show)
     listing = order.add_parser("list", help="recent orders")
     listing.add_argument("--status", choices=["pending", "confirmed", "cancelled", "needs_attention"],
-                         type=str.lower)  # fmt: skip
+                         type=str.lower, help="only orders in this state")  # fmt: skip
     listing.add_argument("--customer", metavar="EMAIL", help="orders of one customer")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--limit", type=count, default=50, help="at most this many, newest first (default 50)"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=cmd_order_list)
 
     projections = sub.add_parser("projections", help="the read model").add_subparsers(
@@ -354,8 +448,8 @@ def register(sub: Any) -> None:
     )
     rebuild = projections.add_parser("rebuild", help="replay the event log into a fresh view and swap it in")
     rebuild.add_argument("--keep-old", action="store_true", help="keep maintaining the replaced generation")
-    rebuild.add_argument("--json", action="store_true")
+    rebuild.add_argument("--json", action="store_true", help="print JSON")
     rebuild.set_defaults(func=cmd_projections_rebuild)
     status = projections.add_parser("status", help="generations and the projector's lag")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_projections_status)

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -67,6 +66,40 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def count(text: str) -> int:
+    """A whole number of at least 1 (``--limit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A number of seconds above 0 and at most a day (``--timeout``, ``--interval``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 and at most 86400")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return int(text)
+
+
+def port_or_off(text: str) -> int:
+    """A TCP port, or 0 for none (``--metrics-port``)."""
+    return 0 if text.strip() == "0" else port(text)
+
+
 def emit(
     data: Any, as_json: bool, render: Callable[[Any], str], mask: Callable[[str], str] = unmasked
 ) -> None:
@@ -93,8 +126,8 @@ def render_job(info: JobInfo) -> str:
         f"job {info.id}  {info.job_type or '?'}  queue={info.queue}  status={info.status}",
         f"  attempt {info.attempt}" + (f" of {info.max_attempts}" if info.max_attempts else ""),
         f"  payload {json.dumps(info.payload)}",
-        f"  created {info.created_at}  enqueued {info.enqueued_at}",
-        f"  started {info.started_at}  ended {info.ended_at}",
+        "  " + _times(("created", info.created_at), ("enqueued", info.enqueued_at)),
+        "  " + _times(("started", info.started_at), ("ended", info.ended_at), none="not started yet"),
     ]
     if info.next_run_at:
         lines.append(f"  next run at {info.next_run_at}")
@@ -112,6 +145,11 @@ def render_job(info: JobInfo) -> str:
         trace = str(failure.get("traceback") or "").rstrip()
         lines.extend("      " + line for line in trace.splitlines())
     return "\n".join(lines)
+
+
+def _times(*pairs: tuple[str, Any], none: str = "-") -> str:
+    """'started 2026-... ended 2026-...', leaving out what has not happened."""
+    return "  ".join(f"{name} {when}" for name, when in pairs if when) or none
 
 
 def render_dead_letters(entries: list[JobInfo]) -> str:
@@ -180,8 +218,7 @@ def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
     info = DeadLetters(ctx.redis(), ctx.settings).show(args.job_id)
     if info is None:
-        print(f"no job {args.job_id}", file=sys.stderr)
-        return 1
+        raise NotFound(f"no dead letter {args.job_id} (see `chumon dlq list`)")
     emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
     return 0
 
@@ -224,8 +261,7 @@ def _known_queue(dead: DeadLetters, queue: str | None) -> None:
 def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     info = load_job(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
     if info is None:
-        print(f"no job {args.job_id}", file=sys.stderr)
-        return 1
+        raise NotFound(f"no job {args.job_id}")
     emit(info, args.json, render_job)
     return 0
 
@@ -266,47 +302,58 @@ def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
 def register(sub: Any) -> None:
     """Add the runtime's commands to an argparse subparsers object."""
     worker = sub.add_parser("worker", help="run a worker process")
-    worker.add_argument("--queues", "-q", nargs="+", metavar="Q", help="queues in priority order")
+    worker.add_argument(
+        "--queues",
+        "-q",
+        nargs="+",
+        metavar="Q",
+        help="queues in priority order (default: every queue of the app)",
+    )
     worker.add_argument(
         "--concurrency", "-c", type=concurrency, metavar="N", help="jobs run at once, 1-1024 (default 8)"
     )
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
-    worker.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry to serve")
+    worker.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="the JobRegistry to serve, imported from the current folder first (default: CHUMON_APP, "
+        "jobs:registry)",
+    )
     worker.add_argument("--name", help="worker name (default: host.pid.random)")
     worker.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"
+        "--metrics-port", type=port_or_off, metavar="PORT", help="serve this process's metrics (0: off)"
     )
     worker.set_defaults(func=cmd_worker)
 
     dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq_command", required=True)
     listing = dlq.add_parser("list", help="list dead letters")
-    listing.add_argument("--queue", metavar="Q")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--queue", metavar="Q", help="only the dead letters of this queue")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     listing.set_defaults(func=cmd_dlq_list)
     show = dlq.add_parser("show", help="one dead letter with every attempt's failure and traceback")
-    show.add_argument("job_id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("job_id", help="the dead letter's job id (see `chumon dlq list`)")
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     show.set_defaults(func=cmd_dlq_show)
     requeue = dlq.add_parser("requeue", help="back to the origin queue with a fresh attempt budget")
-    requeue.add_argument("job_ids", nargs="*", metavar="JOB_ID")
-    requeue.add_argument("--all", action="store_true")
-    requeue.add_argument("--queue", metavar="Q")
-    requeue.add_argument("--json", action="store_true")
+    requeue.add_argument("job_ids", nargs="*", metavar="JOB_ID", help="dead letters to requeue")
+    requeue.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
+    requeue.add_argument("--queue", metavar="Q", help="only dead letters of this queue")
+    requeue.add_argument("--json", action="store_true", help="print JSON")
     requeue.set_defaults(func=cmd_dlq_requeue)
     purge = dlq.add_parser("purge", help="delete dead letters")
-    purge.add_argument("--queue", metavar="Q")
+    purge.add_argument("--queue", metavar="Q", help="only this queue's dead letters (default: every queue)")
     purge.add_argument("--older-than", type=parse_duration, metavar="DURATION", help="e.g. 30m, 12h, 7d")
-    purge.add_argument("--json", action="store_true")
+    purge.add_argument("--json", action="store_true", help="print JSON")
     purge.set_defaults(func=cmd_dlq_purge)
 
     job = sub.add_parser("job", help="jobs").add_subparsers(dest="job_command", required=True)
     job_show = job.add_parser("show", help="one job: status, attempts, failures, result")
-    job_show.add_argument("job_id")
-    job_show.add_argument("--json", action="store_true")
+    job_show.add_argument("job_id", help="the job's id (enqueue returned it)")
+    job_show.add_argument("--json", action="store_true", help="print JSON")
     job_show.set_defaults(func=cmd_job_show)
 
     queues = sub.add_parser("queues", help="queue depths, dead-letter queues included")
-    queues.add_argument("--json", action="store_true")
+    queues.add_argument("--json", action="store_true", help="print JSON")
     queues.set_defaults(func=cmd_queues)

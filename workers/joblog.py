@@ -9,7 +9,8 @@ conductor writes what was recorded once per batch (``flush``), through the *sink
 default one ``logging`` record per line on the ``chumon.jobs`` logger, or, once the
 command line's logging is configured (chumon/logs.py), a sink that formats the whole batch
 and writes it in one call, masked like every other line. Nothing is recorded while the
-``chumon.jobs`` logger is disabled for INFO (``CHUMON_LOG_JOBS=false``).
+``chumon.jobs`` logger is disabled for INFO (``CHUMON_LOG_JOBS=false``) but dead letters,
+which are logged at WARNING.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
 log = logging.getLogger("chumon.jobs")
+
+WARNING_EVENTS = frozenset({"dead_lettered"})  # a person may have to act: logged at WARNING
+
+
+def level_of(event: str) -> int:
+    return logging.WARNING if event in WARNING_EVENTS else logging.INFO
 
 
 class JobLine(NamedTuple):
@@ -43,6 +50,10 @@ class JobLine(NamedTuple):
             **self.context,
         }
 
+    @property
+    def level(self) -> int:
+        return level_of(self.event)
+
     def text(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in self.context.items())
         tail = f": {self.detail}" if self.detail else ""
@@ -57,7 +68,7 @@ def logging_sink(lines: list[JobLine]) -> None:
     """One ``logging`` record per line (what a library user's own logging set-up receives)."""
     for line in lines:
         record = log.makeRecord(
-            log.name, logging.INFO, __file__, 0, line.text(), (), None, extra={"job": line.fields()}
+            log.name, line.level, __file__, 0, line.text(), (), None, extra={"job": line.fields()}
         )
         record.created, record.msecs = line.at, (line.at % 1) * 1000
         log.handle(record)
@@ -89,7 +100,7 @@ class JobLog:
         context: dict[str, Any] | None = None,
         detail: str = "",
     ) -> None:
-        if log.isEnabledFor(logging.INFO):
+        if log.isEnabledFor(level_of(event)):
             self._lines.put(
                 JobLine(time.time(), event, job_id, queue, job_type, attempt, context or {}, detail)
             )

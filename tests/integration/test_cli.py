@@ -60,12 +60,12 @@ def test_order_place_show_and_list(capsys: pytest.CaptureFixture[str], redis: Re
     run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
     code, placed, _ = run(
         capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
-        "--item", "TEA-01:2", "--idempotency-key", "k1", "--json",
+        "--item", "TEA-01:2", "--ship-to", "12 Analytical Lane", "--idempotency-key", "k1", "--json",
     )  # fmt: skip
     assert code == 0 and placed["created"]
     code, again, _ = run(
         capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
-        "--item", "TEA-01:2", "--idempotency-key", "k1", "--json",
+        "--item", "TEA-01:2", "--ship-to", "12 Analytical Lane", "--idempotency-key", "k1", "--json",
     )  # fmt: skip
     assert again == {"order_id": placed["order_id"], "created": False, "already_placed": True}
     code, order, _ = run(capsys, "order", "show", placed["order_id"], "--json")
@@ -97,9 +97,11 @@ def test_order_place_refuses_invalid_orders_naming_the_problem(
     run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
     before = redis.dbsize()
     code, _, err = run(
-        capsys, "order", "place", "--customer-email", "nope", "--customer-name", "Ada", "--item", "TEA-01:1"
-    )
-    assert code == 2 and "customer.email" in err
+        capsys, "order", "place", "--customer-email", "nope", "--customer-name", "Ada", "--item", "TEA-01:1",
+        "--ship-to", "12 Analytical Lane",
+    )  # fmt: skip
+    assert code == 2 and "--customer-email: value is not a valid email" in err
+    assert "customer.email" not in err and "pydantic" not in err and len(err.splitlines()) == 1
     code, _, err = run(
         capsys,
         "order",
@@ -110,8 +112,10 @@ def test_order_place_refuses_invalid_orders_naming_the_problem(
         "Ada",
         "--item",
         "XX:1",
+        "--ship-to",
+        "12 Analytical Lane",
     )
-    assert code == 2 and "unknown SKU 'XX'" in err
+    assert code == 2 and "--item: unknown SKU 'XX'" in err
     with pytest.raises(SystemExit):
         run(
             capsys,
@@ -134,3 +138,40 @@ def test_runtime_commands_print_json(capsys: pytest.CaptureFixture[str]) -> None
     assert code == 0 and queues == []
     code, _, err = run(capsys, "job", "show", "no-such-job")
     assert code == 1 and "no job" in err
+
+
+def test_order_place_wait_times_out_with_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
+    code, text, _ = run(
+        capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
+        "--item", "TEA-01:1", "--ship-to", "12 Analytical Lane", "--wait", "--timeout", "0.2",
+    )  # fmt: skip
+    assert code == 5 and "still PENDING after 0.2 s" in text
+
+
+def test_projections_status_says_when_no_projector_ever_ran(capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "stock", "set", "TEA-01", "12", "--price", "4.50")
+    run(
+        capsys, "order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
+        "--item", "TEA-01:1", "--ship-to", "12 Analytical Lane",
+    )  # fmt: skip
+    code, status, _ = run(capsys, "projections", "status", "--json")
+    assert code == 0 and status["projector_started"] is False and status["lag_events"] == status["events"] > 0
+    code, text, _ = run(capsys, "projections", "status")
+    assert "no projector has run yet" in text and "chumon events" in text
+
+
+def test_every_option_and_argument_has_help() -> None:
+    """`--help` of every command has a line for every option and argument."""
+    import argparse
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction):
+                yield path, action
+
+    missing = [f"{path} {a.dest}" for path, a in walk(cli.build_parser(), "chumon") if not a.help]
+    assert missing == []

@@ -179,7 +179,7 @@ def chumon(
 
 def test_the_cli_says_already_placed_and_names_a_conflicting_key(flow: Flow, chumon: Any) -> None:
     place_ = ["order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
-              "--idempotency-key", "k-9"]  # fmt: skip
+              "--idempotency-key", "k-9", "--ship-to", "12 Analytical Lane"]  # fmt: skip
     code, out, err = chumon(*place_, "--item", "TEA:1", "--json")
     first = json.loads(out)
     assert code == 0 and first["created"] and not first["already_placed"]
@@ -190,7 +190,7 @@ def test_the_cli_says_already_placed_and_names_a_conflicting_key(flow: Flow, chu
     code, out, err = chumon(*place_, "--item", "TEA:2")
     assert code == 2 and out == "" and "idempotency key 'k-9'" in err and "different order request" in err
     code, out, err = chumon("order", "place", "--customer-email", "ü@example.com", "--customer-name", "Zoë",
-                            "--item", "TEA:1", "--json")  # fmt: skip
+                            "--item", "TEA:1", "--ship-to", "12 Analytical Lane", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["created"]
 
 
@@ -206,3 +206,12 @@ def test_an_order_stored_before_the_bounds_is_reported_not_crashed(flow: Flow, c
         and f"order '{order_id}': its stored record cannot be read" in err
         and "Traceback" not in err
     )
+
+
+def test_order_place_wait_exits_0_only_for_a_confirmed_order(flow: Flow, chumon: Any) -> None:
+    place_ = ["order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada",
+              "--ship-to", "12 Analytical Lane", "--wait", "--timeout", "60"]  # fmt: skip
+    code, out, err = chumon(*place_, "--item", "TEA:1")
+    assert code == 0 and out.split()[1] == "CONFIRMED", (out, err)
+    code, out, err = chumon(*place_, "--item", "POT:11")  # more than there is: cancelled
+    assert code == 4 and out.split()[1] == "CANCELLED", (out, err)
