@@ -184,17 +184,16 @@ def cmd_events_dlq_retry(args: argparse.Namespace, ctx: CliContext) -> int:
     emit(
         {"retried": retried, "not_found": sorted(wanted)},
         args.json,
-        lambda r: (
-            "\n".join(
-                [
-                    f"{group}: {len(ids)} entr{'y' if len(ids) == 1 else 'ies'} sent back"
-                    for group, ids in retried.items()
-                ]
-                or ["nothing to retry"]
-            )
-            + (f"\nnot found: {', '.join(sorted(wanted))}" if wanted else "")
+        lambda r: "\n".join(
+            [
+                f"{group}: {len(ids)} entr{'y' if len(ids) == 1 else 'ies'} sent back"
+                for group, ids in retried.items()
+            ]
+            or ["nothing to retry"]
         ),
     )
+    if wanted:  # on stderr, with the exit code: a script sees what was not there
+        print(f"chumon: no parked entry {', '.join(sorted(wanted))}", file=sys.stderr)
     return 1 if wanted else 0
 
 

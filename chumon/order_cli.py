@@ -21,7 +21,7 @@ from orders.readmodel import ReadModel
 from orders.saga import COMPENSATION_NAMES
 from orders.views import OrderDetails
 from producer import Producer
-from workers.cli import CliContext, Exit, NotFound, count, emit, seconds, table
+from workers.cli import CliContext, Exit, NotFound, UsageError, count, emit, seconds, table
 
 PLACE_EXAMPLE = """example:
   chumon stock set TEA-SENCHA 10 --price 4.50
@@ -135,6 +135,8 @@ def cmd_stock_show(args: argparse.Namespace, ctx: CliContext) -> int:
         levels = Inventory(ctx.redis(), OrderKeys(ctx.settings.key_prefix)).levels(args.sku)
     except UnknownSku as exc:
         raise NotFound(f"{exc} (see `chumon stock show`)") from None
+    except ValueError as exc:  # not a SKU at all
+        raise UsageError(str(exc)) from None
     if args.sku and not levels:
         raise NotFound(f"unknown SKU {args.sku!r} (see `chumon stock show`)")
     emit(levels, args.json, lambda lvs: render_levels(lvs, _settings(ctx).saga.currency))

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -232,12 +233,11 @@ def cmd_dlq_requeue(args: argparse.Namespace, ctx: CliContext) -> int:
     missing = [job_id for job_id in args.job_ids if job_id not in ids]
     report = {"requeued": ids, "not_dead_letters": missing}
 
-    def render(d: dict[str, Any]) -> str:
-        lines = [f"requeued {len(d['requeued'])} dead letter(s)"]
-        lines += [f"not a dead letter{' of ' + args.queue if args.queue else ''}: {i}" for i in missing]
-        return "\n".join(lines)
-
-    emit(report, args.json, render)
+    emit(report, args.json, lambda d: f"requeued {len(d['requeued'])} dead letter(s)")
+    for job_id in missing:  # on stderr, with the exit code: a script sees what was not there
+        print(
+            f"chumon: not a dead letter{' of ' + args.queue if args.queue else ''}: {job_id}", file=sys.stderr
+        )
     return Exit.NOT_FOUND if missing else Exit.OK
 
 

@@ -1,0 +1,173 @@
+"""Every subcommand, given bad input as a new user would, answers in a line or two and an exit
+code from the table (workers.cli.Exit), never with a Python traceback or a silent success.
+
+The commands are found by walking chumon's argparse tree, so a command added later is tried
+too. Each runs as a real process (``python -m chumon``), as a user runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+from redis import Redis
+
+from chumon.cli import build_parser
+from tests.support import ROOT
+from workers.cli import Exit
+
+pytestmark = pytest.mark.e2e
+
+# commands that run until stopped: tried only with input they must refuse before starting
+LONG_RUNNING = {"worker", "events", "scheduler", "metrics", "dashboard"}
+# a value that passes for each argument, so that one bad value at a time is what is tried
+GOOD = {
+    "customer_email": "ada@example.com",
+    "customer_name": "Ada",
+    "items": "TEA:1",
+    "ship_to": "12 Analytical Lane",
+    "sku": "TEA",
+    "quantity": "1",
+}
+NAMES = ["nosuch", "../../etc/passwd", "é" * 300]
+NUMBERS = ["x", "-1", "0", "nan", "inf", "1e400", ""]
+CODES = {int(code) for code in Exit}
+
+
+@dataclass
+class Command:
+    path: list[str]
+    parser: argparse.ArgumentParser
+
+    @property
+    def long_running(self) -> bool:
+        return self.path[0] in LONG_RUNNING and not (self.path[0] == "events" and len(self.path) > 1)
+
+    def required(self) -> list[str]:
+        """The least the command accepts: every required option and positional."""
+        argv: list[str] = []
+        for action in self.parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            value = GOOD.get(action.dest, "nosuch")
+            if not action.option_strings and action.nargs not in ("?", "*"):
+                argv.append(value)
+            elif action.required and action.option_strings:
+                argv += [action.option_strings[0], value]
+        return argv
+
+    def with_option(self, action: argparse.Action, value: str) -> list[str]:
+        base = self.required()
+        if action.option_strings:
+            flag = action.option_strings[0]
+            if flag in base:  # replace the good value of a required option
+                at = base.index(flag)
+                return [*base[:at], flag, value, *base[at + 2 :]]
+            return [*base, flag, value]
+        positionals = [a for a in self.parser._actions if not a.option_strings and a.nargs not in ("?", "*")]
+        if action in positionals:
+            base[positionals.index(action)] = value
+            return base
+        return [*base, value]
+
+
+def commands(parser: argparse.ArgumentParser, path: list[str]) -> Iterator[Command]:
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if path:
+        yield Command(path, parser)
+    for action in subparsers:
+        for name, child in action.choices.items():
+            yield from commands(child, [*path, name])
+
+
+Case = tuple[str, list[str], dict[str, str], set[int]]
+ANY_ERROR = CODES - {0}
+
+
+def cases() -> Iterator[Case]:
+    """(what is tried, argv, extra environment, the exit codes that answer it properly)."""
+    for command in commands(build_parser(), []):
+        path = command.path
+        has_sub = any(isinstance(a, argparse._SubParsersAction) for a in command.parser._actions)
+        if has_sub and not command.long_running and path[0] != "events":
+            yield f"{path} without a subcommand", path, {}, {Exit.USAGE}
+            continue
+        yield f"{path} with an unknown flag", [*path, *command.required(), "--no-such-flag"], {}, {Exit.USAGE}
+        for action in command.parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            if action.nargs == 0:  # a switch: nothing to get wrong
+                continue
+            if action.choices:
+                values, expected = ["nope"], {Exit.USAGE}
+            elif action.type not in (None, str) and command.long_running:
+                values, expected = [v for v in NUMBERS if v != "0"], ANY_ERROR  # 0 may mean "off"
+            elif action.type not in (None, str):
+                values, expected = NUMBERS, CODES  # 0 may be fine (no stock); never a traceback
+            elif command.long_running:
+                continue  # a name a long-running command accepts would start it
+            else:
+                values, expected = NAMES, CODES
+            for value in values:
+                argv = [*path, *command.with_option(action, value)]
+                refuse = (
+                    {Exit.USAGE}
+                    if value in ("x", "-1", "nan") and action.type not in (None, str)
+                    else expected
+                )
+                yield f"{path} {action.dest}={value[:20]!r}", argv, {}, refuse
+        if not command.long_running:
+            base = [*path, *command.required()]
+            yield f"{path} with Redis unreachable", base, {"REDIS_URL": "redis://127.0.0.1:1/0"}, ANY_ERROR
+        yield (
+            f"{path} with a bad REDIS_URL",
+            [*path, *command.required()],
+            {"REDIS_URL": "not-a-url"},
+            {Exit.USAGE},
+        )
+        yield (
+            f"{path} with a bad setting",
+            [*path, *command.required()],
+            {"CHUMON_WORKER_TTL": "soon"},
+            {Exit.USAGE},
+        )
+
+
+def run(case: Case, redis_url: str) -> str | None:
+    """None if the case was answered properly, else what went wrong."""
+    what, argv, extra, expected = case
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **extra}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "chumon", *argv],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return f"{what}: still running after 60 s (chumon {' '.join(argv)})"
+    output = done.stdout + done.stderr
+    if "Traceback" in output:
+        return f"{what}: a traceback (chumon {' '.join(argv)}):\n{output[-1500:]}"
+    if done.returncode not in expected:
+        command = " ".join(argv)
+        return f"{what}: exit {done.returncode}, not {sorted(expected)} (chumon {command}):\n{output[-600:]}"
+    if done.returncode and not done.stderr.strip():
+        return f"{what}: exit {done.returncode} without a word (chumon {' '.join(argv)})"
+    return None
+
+
+def test_every_command_refuses_bad_input_without_a_traceback(redis: Redis, redis_url: str) -> None:
+    tried = list(cases())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = [p for p in pool.map(lambda c: run(c, redis_url), tried) if p]
+    assert len(tried) > 100
+    assert problems == [], "\n\n".join(problems)
