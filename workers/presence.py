@@ -76,7 +76,7 @@ class Presence:
             "queues": ",".join(self.queues),
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
-            "ip_address": "",
+            "ip_address": _address(),  # rq info prints it beside the host name
             "version": RQ_VERSION,
             "python_version": sys.version,
             "state": "idle",
@@ -168,3 +168,11 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def _address() -> str:
+    """This host's address as its name resolves, or 'unknown' (rq's word) when it does not."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "unknown"
