@@ -27,7 +27,7 @@ up: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 
 demo: $(STAMP)
-	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo $(DEMO_ARGS)
+	$(BIN)/python -m chumon.demo $(DEMO_ARGS)
 
 demo-runtime: $(STAMP)
 	$(BIN)/python -m chumon.devredis -- $(BIN)/python -m chumon.demo_runtime $(DEMO_ARGS)

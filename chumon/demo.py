@@ -7,6 +7,11 @@ and recover, a bounced email, a double submit), shows live progress, then prints
 order ended and why, the retries it took, the dead-letter queues, the emails the sink
 received, the invariants checked against every party's records, and the dashboard's URL.
 Then it stops everything (``--keep`` keeps it running until Ctrl-C).
+
+Whose Redis: ``REDIS_URL`` if it is set and answers, else a private redis-server started for
+the run. On a Redis of yours the demo works in a database of its own (the highest-numbered
+empty one: rq's keys have a fixed ``rq:`` prefix, so a key prefix alone could not keep the
+two apart), reports only what it did there, and empties that database when it ends.
 """
 
 from __future__ import annotations
@@ -14,26 +19,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 import jobs
 from chumon.app import redis_client
 from chumon.bootstrap import build_services
-from chumon.devredis import free_port
+from chumon.devredis import ensure_redis, free_port
 from chumon.logs import mask, mask_url
 from chumon.progress import Progress
-from chumon.settings import Settings, load
+from chumon.settings import Settings, explicit_redis_url, load
 from orders.audit import Audit, audit, sink_messages
 from orders.keys import OrderKeys
 from orders.money import format_amount, parse_amount
@@ -53,6 +64,7 @@ STOCK = {
     "POT-CAST-IRON": (3, "59.00"),
     "KETTLE": (8, "39.90"),
 }
+WIDTH = 100  # columns the report fits in
 FAULTS = {"CHUMON_SIMULATION__PAYMENT_FAULT_RATE": "0.2", "CHUMON_SIMULATION__CARRIER_FAULT_RATE": "0.15"}
 
 
@@ -149,6 +161,50 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def url_with_db(url: str, db: int) -> str:
+    """``url`` pointing at database ``db`` (redis://, rediss:// and unix:// URLs)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme in ("redis", "rediss"):
+        return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(db))])))
+    raise SystemExit(f"the demo picks a database of its own, which a {parts.scheme}:// URL cannot name")
+
+
+def empty_database(url: str) -> tuple[str, int]:
+    """The URL of the highest-numbered empty database of the Redis at ``url``."""
+    client = redis_client(url)
+    try:
+        count = int(client.config_get("databases").get("databases") or 16)
+    except (RedisError, ValueError):  # CONFIG may be refused (a managed Redis): Redis's default
+        count = 16
+    for db in range(count - 1, 0, -1):
+        candidate = url_with_db(url, db)
+        if redis_client(candidate).dbsize() == 0:
+            return candidate, db
+    raise SystemExit(
+        f"every database of the Redis at {mask_url(url)} holds data, and the demo would mix its own with it: "
+        "unset REDIS_URL (the demo then starts a private redis-server) or empty a database"
+    )
+
+
+@contextmanager
+def demo_redis() -> Iterator[tuple[str, str]]:
+    """(the URL the demo uses, where that is, in words); a shared database is emptied afterwards."""
+    explicit = explicit_redis_url()
+    with ensure_redis(explicit) as url:
+        if url != explicit:
+            yield url, f"a private redis-server ({mask_url(url)}), stopped at the end"
+            return
+        own, db = empty_database(url)
+        try:
+            yield own, f"database {db} of REDIS_URL ({mask_url(own)}: it was empty; emptied again at the end)"
+        finally:
+            with suppress(RedisError, OSError):
+                redis_client(own).flushdb()
+
+
 def settled(order: OrderDetails | None) -> bool:
     if order is None:
         return False
@@ -189,7 +245,7 @@ def retries_by_order(redis: Redis) -> dict[str, int]:
 
 def report(
     scenarios_: list[Scenario], orders: dict[str, OrderDetails], retries: dict[str, int], redis: Redis,
-    settings: Settings, checked: Audit, dashboard: str, elapsed: float,
+    settings: Settings, checked: Audit, dashboard: str, elapsed: float, startup: float,
 ) -> dict[str, Any]:  # fmt: skip
     rows = []
     for sc in scenarios_:
@@ -202,7 +258,7 @@ def report(
                     "scenario": sc.label,
                     "order": order_id,
                     "status": order.status.value,
-                    "why": order.reason or order.attention or "",
+                    "why": order.reason or ("flagged for a person (below)" if order.attention else ""),
                     "retries": retries.get(order_id, 0),
                     "total": format_amount(order.total, order.currency),
                     "emails": sorted(order.emails),
@@ -222,6 +278,7 @@ def report(
     messages = sink_messages(redis, OrderKeys(settings.key_prefix))
     return {
         "elapsed_s": round(elapsed, 1),
+        "startup_s": round(startup, 1),
         "orders": rows,
         "dead_letters": dead_letters,
         "emails": {"received": len(messages), "unique_message_ids": len({m["message_id"] for m in messages})},
@@ -230,36 +287,79 @@ def report(
     }
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def wrapped_table(rows: list[tuple[Any, ...]], headers: list[str], width: int = WIDTH) -> str:
+    """``table`` whose last column wraps at word boundaries to keep lines within ``width``."""
+    plain = table([(*row[:-1], "") for row in rows], headers).splitlines()
+    indent = plain[1].rfind(" ") + 1  # where the last column starts (the rule under the headers)
+    room = max(20, width - indent)
+    lines = [plain[0], plain[1][:indent] + "-" * min(room, max(len(str(r[-1])) for r in [*rows, headers]))]
+    for line, row in zip(plain[2:], rows, strict=True):
+        parts = textwrap.wrap(str(row[-1]), room) or [""]
+        lines.append((line.ljust(indent) + parts[0]).rstrip())
+        lines += [" " * indent + part for part in parts[1:]]
+    return "\n".join(lines)
+
+
+def dead_letter_line(d: dict[str, Any]) -> str:
+    error = d["error"] or ""
+    why = error if error.startswith(str(d["reason"])) else f"{d['reason']}: {error}"
+    return textwrap.fill(
+        f"{d['queue']}.dlq  {d['type']}  {why}", WIDTH, initial_indent="  ", subsequent_indent="      "
+    )
+
+
 def render(data: dict[str, Any]) -> str:
-    out = [f"\nEvery order settled in {data['elapsed_s']} s. Where each one ended, and why:\n"]
+    headline = (
+        f"Every order settled {data['elapsed_s']} s after it was placed (the processes took "
+        f"{data['startup_s']} s to start). Where each one ended, and why:"
+    )
+    out = ["\n" + textwrap.fill(headline, WIDTH) + "\n"]
     out.append(
-        table(
+        wrapped_table(
             [
-                (r["scenario"], r["order"][:12], r["status"], r["retries"], r["total"], r["why"][:70])
+                (r["scenario"], r["order"][:12], r["status"], r["retries"], r["total"], r["why"])
                 for r in data["orders"]
             ],
             ["scenario", "order", "status", "retries", "total", "why"],
         )
     )
     out.append("\nDead-letter queues (chumon dlq list):")
-    out += [
-        f"  {d['queue']}.dlq  {d['type']}  {d['reason']}: {d['error'][:80]}" for d in data["dead_letters"]
-    ] or ["  empty"]
+    out += [dead_letter_line(d) for d in data["dead_letters"]] or ["  empty"]
     emails = data["emails"]
     out.append(
-        f"\nThe SMTP sink received {emails['received']} emails "
-        f"({emails['unique_message_ids']} distinct Message-IDs)."
+        f"\nThe SMTP sink received {plural(emails['received'], 'email')} "
+        f"({plural(emails['unique_message_ids'], 'distinct Message-ID')})."
     )
     checked = data["audit"]
-    out.append(
-        f"\nInvariants, counted from Redis, the gateway's and carrier's records and the SMTP sink: "
-        f"{'all hold' if not checked['violations'] else 'VIOLATED'} "
-        f"({checked['charges']} charges, {checked['refunds']} refunds, {checked['shipments']} shipments, "
-        f"{checked['shipment_cancellations']} cancelled)."
+    counts = ", ".join(
+        [
+            plural(checked["charges"], "charge"),
+            plural(checked["refunds"], "refund"),
+            plural(checked["shipments"], "shipment"),
+            f"{checked['shipment_cancellations']} cancelled",
+        ]
     )
-    out += [f"  ! {v}" for v in checked["violations"]]
-    out += [f"  needs attention: {a}" for a in checked["needs_attention"]]
-    out.append(f"\nrq-dashboard: {data['dashboard']}")
+    verdict = "all hold" if not checked["violations"] else "VIOLATED"
+    out.append(
+        textwrap.fill(
+            "\nInvariants, counted from Redis, the gateway's and carrier's records and the SMTP sink: "
+            f"{verdict} ({counts}).",
+            WIDTH,
+            replace_whitespace=False,
+        )
+    )
+    out += [
+        textwrap.fill(f"! {v}", WIDTH, initial_indent="  ", subsequent_indent="    ")
+        for v in checked["violations"]
+    ]
+    out += [
+        textwrap.fill(f"needs attention: {a}", WIDTH, initial_indent="  ", subsequent_indent="    ")
+        for a in checked["needs_attention"]
+    ]
     return "\n".join(out)
 
 
@@ -269,38 +369,48 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="chumon's order flow, end to end")
-    parser.add_argument("--keep", action="store_true", help="keep the processes running until Ctrl-C")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the processes (dashboard, metrics) running until Ctrl-C"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the Procfile on SIGTERM too, not just Ctrl-C
+    with demo_redis() as (url, where):
+        return run_demo(args, url, where)
 
+
+def run_demo(args: argparse.Namespace, url: str, where: str) -> int:
     smtp_port, dash_port, metrics_port = port_or_free(8025), port_or_free(9181), port_or_free(9300)
+    os.environ.update(REDIS_URL=url, CHUMON_REDIS_URL=url, CHUMON_SMTP__PORT=str(smtp_port))
     env = dict(
         os.environ,
         **FAULTS,
-        CHUMON_SMTP__PORT=str(smtp_port),
         CHUMON_DASHBOARD__PORT=str(dash_port),
         CHUMON_METRICS_PORT=str(metrics_port),
     )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    os.environ.update(CHUMON_SMTP__PORT=str(smtp_port))
+    load.cache_clear()
     settings = load()
     redis = redis_client(settings.redis_url, settings.redis)
-    log_path = Path(tempfile.mkdtemp(prefix="chumon-demo-")) / "procfile.log"
-    dashboard = f"http://127.0.0.1:{dash_port}/   metrics: http://127.0.0.1:{metrics_port}/metrics"
-    where = mask_url(settings.redis_url)
-    print(f"Redis at {where}. Starting the Procfile (logs: {log_path})", file=sys.stderr)
+    folder = Path(tempfile.mkdtemp(prefix="chumon-demo-"))
+    log_path = folder / "procfile.log"
+    dashboard = (
+        f"rq-dashboard http://127.0.0.1:{dash_port}/   metrics http://127.0.0.1:{metrics_port}/metrics"
+    )
+    print(f"Redis: {where}.\nStarting the Procfile (its log: {log_path})", file=sys.stderr)
     started = time.monotonic()
     proc = start_procfile(env, log_path)
-    ok = False
+    ok = interrupted = False
     try:
         wait_ready(redis, proc, smtp_port, log_path)
+        startup = time.monotonic() - started
         services = build_services(redis, settings)
         for sku, (units, price) in STOCK.items():
             services.inventory.set_stock(sku, units, parse_amount(price))
         producer = Producer(redis, settings, jobs.registry, services.orders)
         run = f"{time.time():.0f}"
         plan = scenarios(run)
+        placing = time.monotonic()
         for sc in plan:
             placed = producer.place_order(
                 customer_name=sc.email.split("@")[0].split("-")[-1].title(),
@@ -317,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Placed {len(ids)} orders ({len(plan)} requests; the double submit made one).", file=sys.stderr
         )
         orders = watch(producer, ids, timeout=90)
+        elapsed = time.monotonic() - placing
         assert isinstance(services.payments, SimulatedGateway) and isinstance(
             services.carrier, SimulatedCarrier
         )
@@ -324,26 +435,30 @@ def main(argv: list[str] | None = None) -> int:
             redis, OrderKeys(settings.key_prefix), services.orders.store, services.payments, services.carrier
         )
         data = report(
-            plan,
-            orders,
-            retries_by_order(redis),
-            redis,
-            settings,
-            checked,
-            dashboard,
-            time.monotonic() - started,
+            plan, orders, retries_by_order(redis), redis, settings, checked, dashboard, elapsed, startup
         )
         print(mask(json.dumps(data, indent=2) if args.json else render(data)))  # as the logs: no raw emails
         ok = checked.ok and all(settled(o) for o in orders.values()) and len(orders) == len(ids)
         if args.keep:
-            print(f"\nStill running: {dashboard}   (Ctrl-C stops everything)", file=sys.stderr)
+            print(f"\nStill running: {dashboard}\nCtrl-C stops everything.", file=sys.stderr)
             while proc.poll() is None:
                 time.sleep(0.5)
+        else:
+            print(
+                "\nStopping the processes (`make demo DEMO_ARGS=--keep` leaves them running).",
+                file=sys.stderr,
+            )
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         code = stop_procfile(proc)
-        print(f"Stopped the Procfile (honcho exit {code}).", file=sys.stderr)
+        # honcho ends with 130 when it stopped its processes on our Ctrl-C / SIGINT: that is the plan
+        how = "" if code in (0, 130, -signal.SIGINT) else f" (honcho exited {code}: see the log above)"
+        print(f"Stopped the Procfile{how}.", file=sys.stderr)
+        if ok and not interrupted:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"The Procfile's log stays in {log_path}.", file=sys.stderr)
     return 0 if ok else 1
 
 
