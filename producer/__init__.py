@@ -35,6 +35,7 @@ from orders.service import OrderService
 from orders.store import Placed
 from orders.views import OrderDetails
 from workers import EnqueueOptions, Enqueuer, JobInfo, JobRegistry, JobType, RuntimeSettings, load_job
+from workers.errors import UnknownJobType
 from workers.keys import Keys
 
 Item = tuple[str, int] | Mapping[str, Any] | LineRequest
@@ -57,6 +58,7 @@ class Producer:
         self.enqueuer = Enqueuer(redis, settings)
         self._orders = orders
         self._view: ReadModel | None = None
+        self.registry_name: str | None = None  # CHUMON_APP, when connect() loaded it
 
     @classmethod
     def connect(cls) -> Producer:
@@ -67,7 +69,9 @@ class Producer:
 
         settings = load()
         redis = redis_client(settings.redis_url, settings.redis)
-        return cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
+        producer = cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
+        producer.registry_name = f"CHUMON_APP={settings.app!r}"
+        return producer
 
     @property
     def orders(self) -> OrderService:
@@ -145,7 +149,15 @@ class Producer:
 
     # -- jobs ---------------------------------------------------------------------------------------
     def job_type(self, job_type: JobType[Any] | str) -> JobType[Any]:
-        return self.registry.get(job_type) if isinstance(job_type, str) else job_type
+        if not isinstance(job_type, str):
+            return job_type
+        try:
+            return self.registry.get(job_type)
+        except UnknownJobType as exc:
+            raise UnknownJobType(
+                f"{exc}: this producer knows the job types of {self.registry_name or 'its registry'} "
+                "(set CHUMON_APP=module:registry, or pass the job function instead of its name)"
+            ) from None
 
     def enqueue(
         self,
