@@ -132,6 +132,8 @@ def test_job_state_lines_as_json_without_emails_or_tokens(
         ("payments.charge", "succeeded"),
     } <= events
     assert ("notifications.confirmation", "dead_lettered") in events
+    levels = {line["event"]: line["level"] for line in jobs if line.get("order_id") == order_id}
+    assert levels["dead_lettered"] == "WARNING" and levels["retried"] == "INFO"  # a person may act
     assert all({"job_id", "queue", "attempt"} <= line.keys() for line in jobs)
     text = captured.getvalue()
     assert "bounce-grace@example.com" not in text and "b***@example.com" in text
