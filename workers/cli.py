@@ -20,10 +20,11 @@ from pydantic import BaseModel
 from redis import Redis
 
 from workers.codec import names as registry_names
+from workers.control import Control
 from workers.deadletter import DeadLetters
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
-from workers.keys import Keys, is_dead_letter_queue
+from workers.keys import Keys, check_queue_name, is_dead_letter_queue
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
@@ -262,12 +263,13 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     info = load_job(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
     if info is None:
         raise NotFound(f"no job {args.job_id}")
-    emit(info, args.json, render_job)
+    emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
     return 0
 
 
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
+    control = Control(redis, ctx.settings)
     members = registry_names(
         redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=logging.getLogger(__name__)
     )
@@ -278,25 +280,91 @@ def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
             pipe.zcard(keys.scheduled(name))
             pipe.zcard(keys.wip(name))
         counts = [c if isinstance(c, int) else None for c in pipe.execute(raise_on_error=False)]
+    flows = control.flows(names)
     rows = [
         {
             "queue": name,
             "dead_letter": is_dead_letter_queue(name),
             "queued": counts[3 * i],
+            "prioritized": flows[i].prioritized,
             "scheduled": counts[3 * i + 1],
             "started": counts[3 * i + 2],
+            "paused": flows[i].paused,
+            "rate_limit": flows[i].rate_limit,
+            "throttled_for": flows[i].throttled_for,
         }
         for i, name in enumerate(names)
     ]
-    emit(
-        rows,
-        args.json,
-        lambda data: table(
-            [(r["queue"], r["queued"], r["scheduled"], r["started"]) for r in data],
-            ["queue", "queued", "scheduled", "started"],
-        ),
-    )
+    emit(rows, args.json, render_queues)
     return 0
+
+
+def render_queues(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no queues yet"
+
+    def state(r: dict[str, Any]) -> str:
+        parts = ["dead letters" if r["dead_letter"] else ""]
+        parts += ["PAUSED" if r["paused"] else ""]
+        parts += [f"limit {r['rate_limit']}" if r["rate_limit"] else ""]
+        parts += [f"slowed down {r['throttled_for']:.1f}s" if r["throttled_for"] else ""]
+        return ", ".join(p for p in parts if p)
+
+    return table(
+        [(r["queue"], r["queued"], r["prioritized"], r["scheduled"], r["started"], state(r)) for r in rows],
+        ["queue", "queued", "prioritized", "scheduled", "started", "state"],
+    )
+
+
+def cmd_queues_pause(args: argparse.Namespace, ctx: CliContext) -> int:
+    return _pause_or_resume(args, ctx, pause=True)
+
+
+def cmd_queues_resume(args: argparse.Namespace, ctx: CliContext) -> int:
+    return _pause_or_resume(args, ctx, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, ctx: CliContext, *, pause: bool) -> int:
+    for queue in args.queues:
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise UsageError(f"QUEUE: {exc}") from None
+    control = Control(ctx.redis(), ctx.settings)
+    verb = "paused" if pause else "resumed"
+    changed = [q for q in args.queues if (control.pause(q) if pause else control.resume(q))]
+    report = {verb: changed, "unchanged": [q for q in args.queues if q not in changed]}
+
+    def render(d: dict[str, Any]) -> str:
+        lines = [f"{verb} {q}" for q in d[verb]]
+        lines += [f"{q} was already {verb}" for q in d["unchanged"]]
+        return "\n".join(lines)
+
+    emit(report, args.json, render)
+    return Exit.OK
+
+
+def cmd_job_cancel(args: argparse.Namespace, ctx: CliContext) -> int:
+    control = Control(ctx.redis(), ctx.settings)
+    results = [control.cancel(job_id) for job_id in args.job_ids]
+    rows = [{"job_id": r.job_id, "status": r.status or None, "action": r.action} for r in results]
+    said = {
+        "removed": "removed from its queue: canceled",
+        "asked": "running: asked to stop (the handler sees ctx.cancelled)",
+        "nothing": "already {status}: left as it is",
+        "missing": "no such job",
+    }
+
+    def render(data: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            f"{r['job_id']}: " + said.get(r["action"], r["action"]).format(status=r["status"]) for r in data
+        )
+
+    emit(rows, args.json, render)
+    missing = [r.job_id for r in results if r.action == "missing"]
+    for job_id in missing:  # on stderr too, with the exit code: a script sees what was not there
+        print(f"chumon: no job {job_id}", file=sys.stderr)
+    return Exit.NOT_FOUND if missing else Exit.OK
 
 
 def register(sub: Any) -> None:
@@ -352,8 +420,24 @@ def register(sub: Any) -> None:
     job_show = job.add_parser("show", help="one job: status, attempts, failures, result")
     job_show.add_argument("job_id", help="the job's id (enqueue returned it)")
     job_show.add_argument("--json", action="store_true", help="print JSON")
+    job_show.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     job_show.set_defaults(func=cmd_job_show)
+    job_cancel = job.add_parser("cancel", help="remove waiting jobs; ask running ones to stop (idempotent)")
+    job_cancel.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="jobs to cancel")
+    job_cancel.add_argument("--json", action="store_true", help="print JSON")
+    job_cancel.set_defaults(func=cmd_job_cancel)
 
-    queues = sub.add_parser("queues", help="queue depths, dead-letter queues included")
+    queues = sub.add_parser(
+        "queues", help="queue depths and state (paused, rate limit), dead-letter queues included"
+    )
     queues.add_argument("--json", action="store_true", help="print JSON")
     queues.set_defaults(func=cmd_queues)
+    queue_sub = queues.add_subparsers(dest="queues_command", required=False)
+    for name, func, text in (
+        ("pause", cmd_queues_pause, "stop every worker claiming from these queues (running jobs go on)"),
+        ("resume", cmd_queues_resume, "let workers claim from these queues again"),
+    ):
+        action = queue_sub.add_parser(name, help=text)
+        action.add_argument("queues", nargs="+", metavar="QUEUE", help="queue names")
+        action.add_argument("--json", action="store_true", help="print JSON")
+        action.set_defaults(func=func)

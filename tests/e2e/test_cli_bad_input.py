@@ -35,8 +35,8 @@ GOOD = {
     "sku": "TEA",
     "quantity": "1",
 }
-NAMES = ["nosuch", "../../etc/passwd", "é" * 300]
-NUMBERS = ["x", "-1", "0", "nan", "inf", "1e400", ""]
+NAMES = ["nosuch", "../é" * 80]  # unknown; and no name at all (a path, non-ASCII, too long)
+NUMBERS = ["x", "-1", "0", "nan", "1e400"]
 CODES = {int(code) for code in Exit}
 
 
@@ -94,8 +94,10 @@ def cases() -> Iterator[Case]:
     """(what is tried, argv, extra environment, the exit codes that answer it properly)."""
     for command in commands(build_parser(), []):
         path = command.path
-        has_sub = any(isinstance(a, argparse._SubParsersAction) for a in command.parser._actions)
-        if has_sub and not command.long_running and path[0] != "events":
+        has_sub = any(
+            isinstance(a, argparse._SubParsersAction) and a.required for a in command.parser._actions
+        )
+        if has_sub:
             yield f"{path} without a subcommand", path, {}, {Exit.USAGE}
             continue
         yield f"{path} with an unknown flag", [*path, *command.required(), "--no-such-flag"], {}, {Exit.USAGE}
@@ -165,6 +167,7 @@ def run(case: Case, redis_url: str) -> str | None:
     return None
 
 
+@pytest.mark.timeout(900)
 def test_every_command_refuses_bad_input_without_a_traceback(redis: Redis, redis_url: str) -> None:
     tried = list(cases())
     with ThreadPoolExecutor(max_workers=4) as pool:
