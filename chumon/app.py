@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from typing import Any
 
 from redis import Redis
@@ -44,6 +45,10 @@ def load_registry(path: str) -> JobRegistry:
             f"--app / CHUMON_APP {path!r}: no module named {exc.name!r} (looked in {os.getcwd()} and the "
             "installed packages)"
         ) from None
+    except Exception as exc:  # the app's own code failed as it was imported: say where, in one line
+        raise AppNotFound(
+            f"--app / CHUMON_APP {path!r}: importing {module_name} failed: {_where(exc)}"
+        ) from None
     try:
         value: Any = getattr(module, attribute)
     except AttributeError:
@@ -53,3 +58,12 @@ def load_registry(path: str) -> JobRegistry:
     if not isinstance(value, JobRegistry):
         raise AppNotFound(f"--app / CHUMON_APP {path!r} is a {type(value).__name__}, not a JobRegistry")
     return value
+
+
+def _where(exc: Exception) -> str:
+    """'SyntaxError: invalid syntax (myapp.py, line 3)' or 'RuntimeError: boom (at myapp.py:1)'."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{text} (at {frames[-1].filename}:{frames[-1].lineno})" if frames else text

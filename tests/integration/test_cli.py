@@ -213,3 +213,20 @@ def test_queues_pause_resume_and_job_cancel_from_the_command_line(
     assert Control(redis, settings).paused() == set()
     code, _, err = run(capsys, "queues", "pause", "bad name!")
     assert code == 2 and "QUEUE" in err and "Traceback" not in err
+
+
+def test_app_modules_that_fail_to_import_are_named_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fh_broken_app.py").write_text("def (\n")
+    (tmp_path / "fh_failing_app.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "fh_missing_dep_app.py").write_text("import fh_no_such_dependency\n")
+    cases = {
+        "fh_broken_app": "fh_broken_app failed: SyntaxError: invalid syntax (fh_broken_app.py, line 1)",
+        "fh_failing_app": "importing fh_failing_app failed: RuntimeError: boom (at ",
+        "fh_missing_dep_app": "no module named 'fh_no_such_dependency'",
+    }
+    for module, expected in cases.items():
+        code, _, err = run(capsys, "worker", "--app", f"{module}:registry", "--burst")
+        assert code == 2 and expected in err and len(err.splitlines()) == 1, err
