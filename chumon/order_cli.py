@@ -21,6 +21,7 @@ from orders.readmodel import ReadModel
 from orders.saga import COMPENSATION_NAMES
 from orders.views import OrderDetails
 from producer import Producer
+from workers import JobRegistry
 from workers.cli import CliContext, Exit, NotFound, UsageError, count, emit, seconds, table
 
 PLACE_EXAMPLE = """example:
@@ -51,7 +52,9 @@ def _settings(ctx: CliContext) -> Settings:
 def _producer(ctx: CliContext) -> Producer:
     settings = _settings(ctx)
     redis = ctx.redis()
-    return Producer(redis, settings, ctx.registry(None), order_service(redis, settings))
+    # the order commands enqueue nothing by name: they need no app registry (CHUMON_APP may name
+    # the user's own jobs, importable only from their folder)
+    return Producer(redis, settings, JobRegistry(), order_service(redis, settings))
 
 
 def _when(ts: float) -> str:
