@@ -23,12 +23,14 @@ SERVICE = "shop"
 
 
 class SentinelCluster:
-    def __init__(self, *, replicas: int = 1, extra: list[str] | None = None, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self, *, replicas: int = 1, extra: list[str] | None = None, down_after_ms: int = 1000
+    ) -> None:
         binary = find_server()
         if binary is None:
             raise RuntimeError("no redis-server binary")
         self.binary = binary
-        self.extra = extra or []
+        self.extra = ["--repl-diskless-sync-delay", "0", *(extra or [])]
         self.down_after_ms = down_after_ms
         self.servers = [RedisServer(extra=self.extra)]
         self.servers += [RedisServer(extra=self.extra) for _ in range(replicas)]
@@ -84,11 +86,14 @@ class SentinelCluster:
                 proc.kill()
                 proc.wait()
         for server in self.servers:
+            server.kill()  # a graceful stop would wait for lagging replicas (shutdown-timeout)
             server.__exit__()
         self.dir.cleanup()
 
     def sentinel(self, index: int = 0) -> Redis:
-        return Redis(host="127.0.0.1", port=self.sentinel_ports[index], socket_timeout=5, decode_responses=True)
+        return Redis(
+            host="127.0.0.1", port=self.sentinel_ports[index], socket_timeout=5, decode_responses=True
+        )
 
     def primary_port(self) -> int:
         """The primary's port as the Sentinels' majority names it."""

@@ -39,6 +39,15 @@ class RedisOptions(BaseModel):
     health_check_interval: int = Field(
         default=30, ge=0, le=3600, description="PING a pooled connection idle this long before using it."
     )
+    replicas_ack: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Orders, enqueues and saga steps wait for this many replicas (WAIT); 0: do not wait.",
+    )
+    replicas_timeout_ms: int = Field(
+        default=1000, gt=0, le=60_000, description="How long a write waits for its replicas (milliseconds)."
+    )
 
 
 def client_options(options: RedisOptions) -> dict[str, Any]:
