@@ -84,6 +84,7 @@ def connect(url: str, options: RedisOptions | None = None) -> Redis:
 
 def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
     """The primary of the URL's service, followed across failovers (workers/sentinel.py)."""
+    from redis.sentinel import SentinelConnectionPool
     from redis_sentinel_url import parse_sentinel_url
 
     from workers.sentinel import EpochSentinel, FollowingRedis, SwitchWatcher
@@ -96,9 +97,12 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
     service = parsed.default_client.service
     if not service:
         raise ValueError("the Sentinel URL names no service (add /<service name> to the URL)")
-    sentinel = EpochSentinel(parsed.hosts, sentinel_kwargs=parsed.sentinel_options, **parsed.client_options)
-    client = sentinel.master_for(service, redis_class=FollowingRedis)
-    client.watcher = SwitchWatcher(client.connection_pool, parsed.hosts, parsed.sentinel_options).start()
+    options = parsed.sentinel_options
+    sentinel = EpochSentinel(parsed.hosts, sentinel_kwargs=options, **parsed.client_options)  # type: ignore[no-untyped-call]
+    client: FollowingRedis = sentinel.master_for(service, redis_class=FollowingRedis)  # type: ignore[no-untyped-call]
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    client.watcher = SwitchWatcher(pool, parsed.hosts, options).start()
     return client
 
 

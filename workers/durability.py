@@ -92,7 +92,7 @@ class Durability:
 
     def _fence(self, pipe: Pipeline) -> None:
         pipe.set(self.fence_key, "1")
-        pipe.execute_command("WAIT", self.wanted, self.timeout_ms)
+        pipe.execute_command("WAIT", self.wanted, self.timeout_ms)  # type: ignore[no-untyped-call]
 
     def _check(self, acked: Any) -> None:
         if int(acked) < self.wanted:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -48,11 +49,12 @@ class EpochSentinel(Sentinel):
         errors: list[str] = []
         for sentinel in self.sentinels:
             try:
-                state = sentinel.sentinel_masters().get(service_name)
+                masters: Any = sentinel.sentinel_masters()
+                state = masters.get(service_name)
             except (RedisError, OSError) as exc:
                 errors.append(f"{sentinel}: {exc!r}")
                 continue
-            if state and self.check_master_state(state, service_name):
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 epoch = int(state.get("config-epoch", 0))
                 if best is None or epoch > best[0]:
                     best = (epoch, state["ip"], int(state["port"]))
@@ -102,7 +104,7 @@ class SwitchWatcher:
             return False
         before = pool.master_address
         try:
-            after = pool.get_master_address()  # closes idle connections to another address
+            after = pool.get_master_address()  # type: ignore[no-untyped-call]  # closes idle connections elsewhere
         except (RedisError, OSError):
             return False
         if before is not None and after != before:
@@ -128,20 +130,17 @@ class SwitchWatcher:
 
     def _listen(self, host: str, port: int) -> None:
         client = Redis(host=host, port=port, **self.options)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(CHANNEL)
             self.follow()  # a switch may have happened while we were not subscribed
-            since_resolve = 0.0
+            resolved = time.monotonic()
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
-                since_resolve += 1.0 if message is None else 0.0
-                if message is not None and self._names_us(message.get("data")):
+                switched = message is not None and self._names_us(message.get("data"))
+                if switched or time.monotonic() - resolved >= RESOLVE_EVERY:
                     self.follow()
-                    since_resolve = 0.0
-                elif since_resolve >= RESOLVE_EVERY:
-                    self.follow()
-                    since_resolve = 0.0
+                    resolved = time.monotonic()
         finally:
             pubsub.close()
             client.close()
