@@ -86,6 +86,7 @@ class SwitchWatcher:
         self.sentinels = list(sentinels)
         self.options = options
         self.switches = 0
+        self.subscribed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sentinel-watch-{self.service}", daemon=True)
 
@@ -95,6 +96,10 @@ class SwitchWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def follow(self) -> bool:
         """Ask the Sentinels for the primary now; True if it changed. False if the pool is gone."""
@@ -133,6 +138,7 @@ class SwitchWatcher:
         pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(CHANNEL)
+            self.subscribed = True
             self.follow()  # a switch may have happened while we were not subscribed
             resolved = time.monotonic()
             while not self._stop.is_set():
@@ -142,6 +148,7 @@ class SwitchWatcher:
                     self.follow()
                     resolved = time.monotonic()
         finally:
+            self.subscribed = False
             pubsub.close()
             client.close()
 
