@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _line(row: dict[str, object]) -> str:
     return (
-        f"{row['config']:<40} {row['fault']:<8} acknowledged {row['acknowledged']:>4}  lost {row['lost']:>4}  "
+        f"{row['config']:<40} {row['fault']:<8} acked {row['acknowledged']:>4}  lost {row['lost']:>4}  "
         f"stuck {row['stuck']:>3}  emails for missing orders {row['emails_for_missing_orders']:>3}  "
         f"refused calls {row['refused_calls']:>4}  {row['seconds']} s"
     )
