@@ -174,11 +174,17 @@ class Keys:
         """Set of job ids whose running attempt was asked to stop (``chumon job cancel``)."""
         return self._p + "cancel"
 
+    @property
+    def replication_fence(self) -> str:
+        """Written before each WAIT so it covers every earlier write (workers/durability.py)."""
+        return self._p + "fence"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
         own = (
             "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
             "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
+            "fence",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
