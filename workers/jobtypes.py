@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from workers.enqueue import Enqueuer
+    from workers.flows import ChildResult
 
 P = TypeVar("P", bound=BaseModel)
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -78,6 +79,12 @@ class JobContext:
         """Someone asked this job to stop (``chumon job cancel``): check it between steps of long
         work, and ``raise Cancelled()`` to end the job cancelled (it is not retried)."""
         return self.cancel.is_set()
+
+    def children(self) -> list[ChildResult]:
+        """If this job is a flow's parent: how each child ended, with its result (workers/flows.py)."""
+        from workers.flows import children_of
+
+        return children_of(self.redis, self.enqueuer.keys, self.job_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
