@@ -25,6 +25,9 @@
 ]]
 
 local FLOW_KEYS = {':children', ':pending', ':results'}
+-- id -> {flow_parent, flow_policy, flow} of jobs whose fields settle.lua's owner_of read already, so
+-- the hot path spends no command of its own on flows
+local flow_seen = {}
 
 -- The parent's flow keys live as long as the parent's job: ttl s, for ever (-1), or not at all (0).
 local function flow_expire(id, queue, ttl)
@@ -64,7 +67,7 @@ local function flow_release(parent, failure)
 end
 
 local function flow_settled(id, queue, how, result_b64, ttl)
-  local f = redis.pcall('HMGET', K.job .. id, 'flow_parent', 'flow_policy', 'flow')
+  local f = flow_seen[id] or redis.pcall('HMGET', K.job .. id, 'flow_parent', 'flow_policy', 'flow')
   if type(f) ~= 'table' or f.err then
     return
   end

@@ -22,10 +22,11 @@ local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
 local function owner_of(id, exec)
-  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'flow_parent', 'flow_policy', 'flow')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
+  flow_seen[id] = {f[3], f[4], f[5]} -- flows.lua: what flow_settled needs, read in the same command
   return f[2] or ''
 end
 
