@@ -22,6 +22,8 @@ from redis import Redis
 from workers.codec import names as registry_names
 from workers.control import Control
 from workers.deadletter import DeadLetters
+from workers.flows import FlowNode
+from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, check_queue_name, is_dead_letter_queue
@@ -231,6 +233,35 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def render_tree(node: FlowNode) -> str:
+    """A flow as an indented tree, one job a line."""
+
+    def line(n: FlowNode) -> str:
+        text = f"{n.id}  {n.job_type or '?'}  queue={n.queue or '?'}  {n.status}"
+        if n.waiting_for:
+            text += f" (waiting for {n.waiting_for} of {len(n.children)} children)"
+        return text + (f"  [{n.on_failure}]" if n.on_failure else "")
+
+    lines = [line(node)]
+
+    def walk(n: FlowNode, indent: str) -> None:
+        for i, child in enumerate(n.children):
+            last = i == len(n.children) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{line(child)}")
+            walk(child, indent + ("    " if last else "│   "))
+
+    walk(node, "")
+    return "\n".join(lines)
+
+
+def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
+    found = flow_tree(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    if found is None:
+        raise NotFound(f"no job {args.job_id}")
+    emit(found, args.json, render_tree)
+    return Exit.OK
+
+
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
     control = Control(redis, ctx.settings)
@@ -376,6 +407,10 @@ def register(sub: Any) -> None:
     job_cancel.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     job_cancel.add_argument("--json", action="store_true", help="print JSON")
     job_cancel.set_defaults(func=cmd_job_cancel)
+    job_tree = job.add_parser("tree", help="the flow a job belongs to, from its root: each job's status")
+    job_tree.add_argument("job_id")
+    job_tree.add_argument("--json", action="store_true")
+    job_tree.set_defaults(func=cmd_job_tree)
 
     queues = sub.add_parser(
         "queues", help="queue depths and state (paused, rate limit), dead-letter queues included"

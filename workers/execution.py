@@ -25,6 +25,7 @@ from workers.codec import BadJob, decode_data, encode_result, readable
 from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
+from workers.flows import child_failure
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
@@ -246,6 +247,11 @@ class Executor:
         except RecursionError:
             return Outcome.failure(
                 claimed, "InvalidPayload", "payload nested too deeply", retryable=False, job_type=job_type
+            )
+        failed_child = child_failure(claimed.meta)  # flows: a parent whose child failed is not run
+        if failed_child is not None:
+            return Outcome.failure(
+                claimed, "ChildFailed", failed_child, retryable=False, job_type=job_type, payload=payload
             )
         if self.on_start is not None:
             self.on_start(claimed, job_type, payload)

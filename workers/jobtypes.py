@@ -35,11 +35,13 @@ from workers.keys import check_queue_name
 from workers.limits import RateLimit
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.schedules import Schedule
 
 if TYPE_CHECKING:
     from redis import Redis
 
     from workers.enqueue import Enqueuer
+    from workers.flows import ChildResult
 
 P = TypeVar("P", bound=BaseModel)
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -77,6 +79,12 @@ class JobContext:
         """Someone asked this job to stop (``chumon job cancel``): check it between steps of long
         work, and ``raise Cancelled()`` to end the job cancelled (it is not retried)."""
         return self.cancel.is_set()
+
+    def children(self) -> list[ChildResult]:
+        """If this job is a flow's parent: how each child ended, with its result (workers/flows.py)."""
+        from workers.flows import children_of
+
+        return children_of(self.redis, self.enqueuer.keys, self.job_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -130,6 +138,7 @@ class JobRegistry:
 
     on_dead_letter: str | None = None
     _types: dict[str, JobType[Any]] = field(default_factory=dict)
+    _schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def job(
         self,
@@ -183,9 +192,45 @@ class JobRegistry:
         self._types[job_type.name] = job_type
 
     def include(self, other: JobRegistry) -> None:
-        """Add every job type of ``other`` (how an app composes the registries of its parts)."""
+        """Add every job type and schedule of ``other`` (how an app composes the registries of its parts)."""
         for job_type in other:
             self.add(job_type)
+        for schedule in other.schedules():
+            self._add_schedule(schedule)
+
+    # -- schedules (workers/schedules.py) ---------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        job_type: str | JobType[Any],
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        args: BaseModel | dict[str, Any] | None = None,
+        queue: str | None = None,
+    ) -> Schedule:
+        """Declare a repeatable job: ``job_type`` with payload ``args``, on a cron expression (UTC)
+        or every ``every`` seconds. ``chumon scheduler`` registers it; the payload is checked here
+        if the job type is known, else when a worker starts (``check``)."""
+        type_name = job_type if isinstance(job_type, str) else job_type.name
+        if isinstance(args, BaseModel):
+            args = args.model_dump(mode="json")
+        schedule = Schedule(
+            name=name, job_type=type_name, cron=cron, every=every, args=args or {}, queue=queue
+        )
+        known = job_type if not isinstance(job_type, str) else self.find(type_name)
+        if known is not None:
+            schedule = _checked(schedule, known)
+        self._add_schedule(schedule)
+        return schedule
+
+    def _add_schedule(self, schedule: Schedule) -> None:
+        if schedule.name in self._schedules:
+            raise ValueError(f"schedule {schedule.name!r} is declared twice")
+        self._schedules[schedule.name] = schedule
+
+    def schedules(self) -> list[Schedule]:
+        return list(self._schedules.values())
 
     def get(self, name: str) -> JobType[Any]:
         try:
@@ -221,6 +266,14 @@ class JobRegistry:
             hook = self.get(name)
             if not issubclass(hook.payload, DeadLetterNotice):
                 raise ValueError(f"dead-letter hook {name!r} must take a DeadLetterNotice payload")
+        for schedule in self._schedules.values():
+            _checked(schedule, self.get(schedule.job_type))
+
+
+def _checked(schedule: Schedule, job_type: JobType[Any]) -> Schedule:
+    """``schedule`` with its payload validated by its job type (pydantic's error names the field)."""
+    payload = job_type.payload.model_validate(schedule.args).model_dump(mode="json")
+    return schedule.model_copy(update={"args": payload})
 
 
 def _payload_model(handler: Callable[..., Any]) -> type[BaseModel]:
