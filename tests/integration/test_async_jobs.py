@@ -67,8 +67,8 @@ def test_an_async_job_past_its_time_limit_is_cancelled_and_dead_lettered(
 
 def test_an_async_job_that_always_fails_is_dead_lettered(redis: Redis, settings: RuntimeSettings) -> None:
     job_id = Enqueuer(redis, settings).enqueue(aio.nap, {"name": "doomed", "failures": 9})
-    run_burst(redis, aio.registry, settings)
-    wait_until(lambda: status(redis, job_id) == "failed", message="the dead letter")
+    with worker_thread(redis, aio.registry, settings):
+        wait_until(lambda: status(redis, job_id) == "failed", message="the dead letter")
     entry = DeadLetters(redis, settings).show(job_id)
     assert entry is not None and len(entry.failures) == 3
     assert redis.llen("test:nap:doomed") == 3 and redis.get("test:naps") is None  # no effect applied
