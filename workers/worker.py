@@ -188,7 +188,7 @@ class Worker:
             limit, self.executor, self.redis, self.inbox.put, grace=self.settings.timeout_grace,
             began=self._began, clock=self.clock,
         )  # fmt: skip
-        self.capacity += limit
+        self.capacity += 2 * limit  # its slots and an equal prefetch buffer, as the threads have
         return Lanes(threads, aio, async_types, pool)
 
     # -- control ------------------------------------------------------------------------------
