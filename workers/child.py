@@ -16,6 +16,7 @@ the worker decides when it stops, and kills it if it must.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from types import ModuleType
 from typing import IO, Any
 
 from workers.codec import encode_result
@@ -34,6 +36,8 @@ from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobType
 from workers.keys import Keys
 from workers.settings import RuntimeSettings
+
+SCRIPT = "__chumon_main__"
 
 
 class Runtime:
@@ -49,7 +53,7 @@ class Runtime:
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         job_type: JobType[Any] | None = None
         try:
-            job_type = _find(job["module"], job["name"])
+            job_type = _find(job["module"], job["name"], job.get("path"))
             model = job_type.payload.model_validate(job["payload"])
             ctx = self.context(job["ctx"])
             value = job_type.handler(model, ctx)
@@ -82,13 +86,26 @@ class Runtime:
         )
 
 
-def _find(module: str, name: str) -> JobType[Any]:
-    found: Any = importlib.import_module(module)
+def _find(module: str, name: str, path: str | None) -> JobType[Any]:
+    found: Any = _script(path) if module == "__main__" and path else importlib.import_module(module)
     for part in name.split("."):
         found = getattr(found, part)
     if not isinstance(found, JobType):
         raise TypeError(f"{module}.{name} is not a job type (registry.job(...) returns one)")
     return found
+
+
+def _script(path: str) -> ModuleType:
+    """The worker's main script, run once in this child under the name ``__chumon_main__``."""
+    loaded = sys.modules.get(SCRIPT)
+    if loaded is None:
+        spec = importlib.util.spec_from_file_location(SCRIPT, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load the worker's script {path}")
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[SCRIPT] = loaded
+        spec.loader.exec_module(loaded)
+    return loaded
 
 
 def _failure(exc: BaseException, job_type: JobType[Any] | None) -> dict[str, Any]:

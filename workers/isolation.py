@@ -12,7 +12,10 @@ for the reply, so an isolated job occupies its slot as any other job does. Child
 start method gives): nothing is inherited from the worker's threads, and nothing is
 pickled. Requests and replies are JSON lines on the child's stdin and stdout; the child's
 own prints go to the worker's stderr. The handler is imported in the child by its module and
-name, so it must be a module-level function; its payload and result are JSON.
+name, so it must be a module-level function; its payload and result are JSON. A handler of
+the script being run (``python app.py``) is found as multiprocessing's *spawn* finds it: the
+child runs the script under another name than ``__main__``, so the script must keep what it
+does (enqueue, run a worker) under ``if __name__ == "__main__":``.
 
 - **Time limit:** the runner raises ``JobTimeout`` into the waiting thread at the deadline,
   and the child is killed (SIGKILL) at once: CPU-bound code never needs the grace period.
@@ -168,8 +171,12 @@ class ChildPool:
 
 
 def _request(job_type: JobType[Any], payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    module = job_type.handler.__module__
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) if module == "__main__" else None
     return {
-        "module": job_type.handler.__module__,
+        "module": module,
+        "path": path,  # a script's handler: the child loads the script under another name
         "name": job_type.handler.__qualname__,
         "payload": payload,
         "ctx": {
