@@ -68,6 +68,7 @@ class AsyncRunners:
         self.abandoned = 0
         self._lock = threading.Lock()  # guards the buffer, the running set and each run's ``posted``
         self._buffer: deque[Claimed] = deque()
+        self._fill_due = False  # a call of _fill is scheduled on the loop
         self._running: dict[str, Running] = {}  # execution id -> run
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="chumon-async", daemon=True)
@@ -79,6 +80,9 @@ class AsyncRunners:
     def submit(self, claimed: Claimed) -> None:
         with self._lock:
             self._buffer.append(claimed)
+            if self._fill_due:  # a fill is already on its way: it takes this job too
+                return
+            self._fill_due = True
         self._loop.call_soon_threadsafe(self._fill)
 
     def take_buffered(self) -> list[Claimed]:
@@ -143,6 +147,7 @@ class AsyncRunners:
     def _fill(self) -> None:
         while True:
             with self._lock:
+                self._fill_due = False
                 if not self._buffer or len(self._running) >= self.limit:
                     return
                 claimed = self._buffer.popleft()
