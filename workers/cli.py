@@ -155,6 +155,7 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
             ctx.settings,
             queues=args.queues,
             concurrency=args.concurrency,
+            async_concurrency=args.async_concurrency,
             name=args.name,
         )
     except ValueError as exc:
@@ -171,6 +172,13 @@ def concurrency(text: str) -> int:
         value = 0
     if not 1 <= value <= 1024:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of slots from 1 to 1024")
+    return value
+
+
+def async_concurrency(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of async slots from 1 to 10000")
     return value
 
 
@@ -366,6 +374,10 @@ def register(sub: Any) -> None:
     worker.add_argument(
         "--concurrency", "-c", type=concurrency, metavar="N", help="jobs run at once, 1-1024 (default 8)"
     )
+    worker.add_argument(
+        "--async-concurrency", type=async_concurrency, metavar="N",
+        help="async def jobs run at once on the event loop, 1-10000 (default 100)",
+    )  # fmt: skip
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry to serve")
     worker.add_argument("--name", help="worker name (default: host.pid.random)")

@@ -103,6 +103,12 @@ class JobType(Generic[P]):
     result_ttl: int | None = None
     log_fields: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
+    isolated: bool = False  # run in a child process (workers/isolation.py)
+
+    @property
+    def is_async(self) -> bool:
+        """An ``async def`` handler: it runs on the worker's event loop (workers/aio.py)."""
+        return inspect.iscoroutinefunction(self.handler)
 
     def __call__(self, payload: P, ctx: JobContext) -> Any:
         return self.handler(payload, ctx)
@@ -154,8 +160,13 @@ class JobRegistry:
         result_ttl: int | None = None,
         log_fields: tuple[str, ...] = (),
         rate_limit: RateLimit | str | None = None,
+        isolated: bool = False,
     ) -> Callable[[Handler[Any]], JobType[Any]]:
-        """Register the decorated handler as job type ``name``."""
+        """Register the decorated handler as job type ``name``.
+
+        ``isolated=True`` runs each attempt in a child process (for CPU-bound work; see
+        workers/isolation.py); an ``async def`` handler runs on the worker's event loop.
+        """
 
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(f"job type {name!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g} s")
@@ -176,7 +187,10 @@ class JobRegistry:
                 result_ttl=result_ttl,
                 log_fields=log_fields,
                 rate_limit=RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
+                isolated=isolated,
             )
+            if isolated:
+                _check_isolated(job_type)
             self.add(job_type)
             return job_type
 
@@ -274,6 +288,17 @@ def _checked(schedule: Schedule, job_type: JobType[Any]) -> Schedule:
     """``schedule`` with its payload validated by its job type (pydantic's error names the field)."""
     payload = job_type.payload.model_validate(schedule.args).model_dump(mode="json")
     return schedule.model_copy(update={"args": payload})
+
+
+def _check_isolated(job_type: JobType[Any]) -> None:
+    """An isolated handler is imported by its child process: a module-level, synchronous function."""
+    if job_type.is_async:
+        raise ValueError(f"job type {job_type.name!r}: an isolated handler must be a plain def, not async")
+    if "<locals>" in job_type.handler.__qualname__:
+        raise ValueError(
+            f"job type {job_type.name!r}: an isolated handler must be defined at module level "
+            "(its child process imports it by name)"
+        )
 
 
 def _payload_model(handler: Callable[..., Any]) -> type[BaseModel]:
