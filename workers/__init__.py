@@ -21,6 +21,7 @@ from workers.jobview import JobInfo, load_job
 from workers.limits import RateLimit
 from workers.options import EnqueueOptions
 from workers.policy import RetryPolicy, backoff_delay
+from workers.retention import Keep
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
@@ -39,6 +40,7 @@ __all__ = [
     "JobRegistry",
     "JobTimeout",
     "JobType",
+    "Keep",
     "NoSuchJob",
     "Permanent",
     "RateLimit",

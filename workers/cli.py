@@ -104,6 +104,11 @@ def render_job(info: JobInfo) -> str:
         lines.append(f"  problem: {info.problem}")
     if info.result is not None:
         lines.append(f"  result {json.dumps(info.result)}")
+    if info.progress is not None:
+        lines.append(f"  progress {json.dumps(info.progress)}")
+    if info.logs:
+        lines.append(f"  log (last {len(info.logs)} lines):")
+        lines.extend("    " + line for line in info.logs)
     for failure in info.failures:
         lines.append(
             f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "

@@ -28,6 +28,7 @@ from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger, Reporter
 
 _WHOLE = re.compile(r"^-?[0-9]{1,12}$")
 DEFAULT_TIMEOUT = 180.0
@@ -198,6 +199,7 @@ class Executor:
         log: logging.Logger,
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
         owned: Callable[[str], bool] = lambda key: False,
+        reporter: Callable[[Redis, Claimed], Reporter] | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -206,6 +208,7 @@ class Executor:
         self.log = log
         self.on_start = on_start
         self.owned = owned
+        self.reporter = reporter  # builds a run's progress and log writer (workers/reporting.py)
         self._local = threading.local()
 
     def _client(self) -> Redis:
@@ -250,6 +253,7 @@ class Executor:
         if self.on_start is not None:
             self.on_start(claimed, job_type, payload)
         effects = Effects(self.owned)
+        client = self._client()
         ctx = JobContext(
             job_id=claimed.job_id,
             job_type=job_type.name,
@@ -258,9 +262,9 @@ class Executor:
             max_attempts=self.policy_of(claimed, job_type).max_attempts,
             execution_id=claimed.execution,
             idempotency_key=claimed.effect_key.partition(":")[2] or None,
-            redis=self._client(),
+            redis=client,
             enqueuer=self.enqueuer,
-            log=self.log,
+            log=JobLogger(self.log, self.reporter(client, claimed) if self.reporter else None),
             effects=effects,
             cancel=claimed.cancel,
         )

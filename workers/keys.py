@@ -174,11 +174,26 @@ class Keys:
         """Set of job ids whose running attempt was asked to stop (``chumon job cancel``)."""
         return self._p + "cancel"
 
+    # -- progress, job logs, events, retention (docs/runtime.md) ----------------------------
+    def job_logs(self, job_id: str) -> str:
+        """List of a job's log lines (``ctx.log``), the last few kept, expiring with the job."""
+        return self._p + "joblog:" + job_id
+
+    @property
+    def events(self) -> str:
+        """Stream of job lifecycle events (``CHUMON_JOB_EVENTS``), capped at about its max length."""
+        return self._p + "events"
+
+    def kept(self, kind: str, job_type: str) -> str:
+        """Sorted set: the ``completed`` or ``failed`` jobs of a type that keeps its last N -> when."""
+        return f"{self._p}kept:{kind}:{job_type}"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
         own = (
             "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
             "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
+            "joblog:", "events", "kept:",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
@@ -216,6 +231,9 @@ class Keys:
                 "prioritized": self._p + "prioritized:",
                 "priority_seq": self._p + "priority-seq:",
                 "cancel": self.cancel_requests(),
+                "job_logs": self._p + "joblog:",
+                "events": self.events,
+                "kept": self._p + "kept:",
             },
             separators=(",", ":"),
         )

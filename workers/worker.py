@@ -64,6 +64,7 @@ from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
 from workers.presence import Heartbeat, Presence, Snapshot
 from workers.recovery import Reaper
+from workers.reporting import Reporter
 from workers.runner import Runners
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
@@ -126,7 +127,7 @@ class Worker:
         self.joblog = JobLog()
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
-            on_start=self._started, owned=self.keys.runtime_owned,
+            on_start=self._started, owned=self.keys.runtime_owned, reporter=self._reporter,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = Runners(
@@ -313,6 +314,7 @@ class Worker:
         )
         body = {"ctx": ctx, "started": started, "done": plan.done, "failed": plan.failed,
                 "released": plan.released, "throttled": plan.throttled, "cancelled": plan.cancelled,
+                "kept": plan.kept,
                 "queues": self.queues, "n": want}  # fmt: skip
         self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
         reply = self.scripts.run("step", body)
@@ -383,6 +385,10 @@ class Worker:
             self._count(outcome, 1)
             self.metrics.count(queue, job_type, outcome)
             self.joblog.record(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+
+    def _reporter(self, client: Redis, claimed: Claimed) -> Reporter:
+        """The writer of one run's progress and log lines (``ctx.progress``, ``ctx.log``)."""
+        return Reporter(self.scripts, client, self.settings, claimed.job_id, claimed.execution, claimed.queue)
 
     def _began(self, claimed: Claimed) -> None:
         """Called in a runner thread as a handler begins: the next step records it in Redis."""

@@ -20,6 +20,18 @@
 local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
+-- A job's log lines (workers/reporting.py) live as long as the job: ttl 0 deletes, -1 keeps.
+local function expire_logs(id, ttl)
+  local lk = K.job_logs .. id
+  if ttl == 0 then
+    redis.call('DEL', lk)
+  elseif ttl < 0 then
+    redis.call('PERSIST', lk)
+  else
+    redis.call('EXPIRE', lk, ttl)
+  end
+end
+
 local function owner_of(id, exec)
   local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
@@ -66,6 +78,7 @@ end
 -- finish as successful; result_b64 '' means no return value; ttl is checked by the caller
 local function finish(id, queue, result_b64, ttl, exec, worker)
   local jk = K.job .. id
+  expire_logs(id, ttl)
   if ttl == 0 then
     redis.call('DEL', jk, K.results .. id)
     return
@@ -104,6 +117,7 @@ local function dead_letter(ctx, id, queue)
   local stamp = iso(now())
   redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'dead_lettered_at', stamp)
   redis.call('PERSIST', jk)
+  expire_logs(id, ctx.dlq_retention)
   redis.call('RPUSH', dlq, id)
   if usable(K.queues, 'set') then
     redis.call('SADD', K.queues, dlq)
@@ -120,7 +134,7 @@ local function dead_letter(ctx, id, queue)
     if failed_ok then
       redis.call('ZREM', failed, old)
     end
-    redis.call('DEL', K.job .. old, K.results .. old)
+    redis.call('DEL', K.job .. old, K.results .. old, K.job_logs .. old)
     dropped = dropped + 1
     over = over - 1
   end
@@ -207,6 +221,7 @@ local function mark_canceled(id, queue, ttl)
   local jk = K.job .. id
   redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
   redis.call('EXPIRE', jk, ttl)
+  expire_logs(id, ttl)
   if usable(K.canceled .. queue, 'zset') then
     redis.call('ZADD', K.canceled .. queue, now() + ttl, id)
   end
