@@ -16,6 +16,7 @@ from workers.errors import (
     Retryable,
     UnknownJobType,
 )
+from workers.events import JobEvent, JobEvents
 from workers.jobtypes import DeadLetterNotice, JobContext, JobRegistry, JobType
 from workers.jobview import JobInfo, load_job
 from workers.limits import RateLimit
@@ -36,6 +37,8 @@ __all__ = [
     "Enqueuer",
     "Interrupted",
     "JobContext",
+    "JobEvent",
+    "JobEvents",
     "JobInfo",
     "JobRegistry",
     "JobTimeout",

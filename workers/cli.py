@@ -21,6 +21,7 @@ from redis import Redis
 
 from workers.codec import names as registry_names
 from workers.deadletter import DeadLetters
+from workers.events import JobEvent, JobEvents, check_stream_id
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, is_dead_letter_queue
@@ -235,6 +236,47 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def render_event(event: JobEvent) -> str:
+    details = "".join(f" {k}={v}" for k, v in event.fields.items())
+    return f"{event.id}  {event.event:<13} {event.job_id}  queue={event.queue}{details}"
+
+
+def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
+    if args.from_id is not None:
+        try:
+            check_stream_id(args.from_id)
+        except ValueError as exc:
+            raise UsageError(f"--from: {exc}") from None
+    if not ctx.settings.job_events:
+        print("note: job events are off (CHUMON_JOB_EVENTS=1 turns them on)", file=sys.stderr)
+    events = JobEvents(ctx.redis(), ctx.settings)
+
+    def wanted(event: JobEvent) -> bool:
+        return (args.queue is None or event.queue == args.queue) and (
+            args.job is None or event.job_id == args.job
+        )
+
+    if args.from_id is not None:
+        found = events.read(args.from_id, count=args.count)
+    else:
+        found = events.latest(args.count)
+    shown = [e for e in found if wanted(e)]
+    if not args.follow:
+        emit([e.as_dict() for e in shown], args.json, lambda _: "\n".join(render_event(e) for e in shown))
+        return Exit.OK
+    for event in shown:
+        print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    after = found[-1].id if found else (args.from_id or events.last_id())
+    try:
+        for event in events.follow(after, block=1.0):
+            if wanted(event):
+                print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return Exit.OK
+
+
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
     members = registry_names(
@@ -311,6 +353,14 @@ def register(sub: Any) -> None:
     job_show.add_argument("job_id")
     job_show.add_argument("--json", action="store_true")
     job_show.set_defaults(func=cmd_job_show)
+    job_events = job.add_parser("events", help="job lifecycle events (CHUMON_JOB_EVENTS=1)")
+    job_events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    job_events.add_argument("--from", dest="from_id", metavar="ID", help="events after this id (0: oldest)")
+    job_events.add_argument("--count", type=int, default=50, metavar="N", help="at most N at first (50)")
+    job_events.add_argument("--queue", metavar="Q", help="only this queue's jobs")
+    job_events.add_argument("--job", metavar="JOB_ID", help="only this job")
+    job_events.add_argument("--json", action="store_true", help="a JSON list (--follow: one object a line)")
+    job_events.set_defaults(func=cmd_job_events)
 
     queues = sub.add_parser("queues", help="queue depths, dead-letter queues included")
     queues.add_argument("--json", action="store_true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 
 from workers import JobContext, JobRegistry, Keep, Permanent, RetryPolicy
@@ -54,3 +56,16 @@ def fail_keep2(payload: Plain, ctx: JobContext) -> None:
 @registry.job("r.fail_young", queue="rq1", keep_failed=Keep(age=1), retry=RetryPolicy(max_attempts=1))
 def fail_young(payload: Plain, ctx: JobContext) -> None:
     raise Permanent(f"job {payload.n} fails")
+
+
+class Nap(BaseModel):
+    seconds: float = Field(ge=0, le=60)
+
+
+@registry.job("r.nap", queue="rq1", timeout=60)
+def nap(payload: Nap, ctx: JobContext) -> str:
+    """Sleeps in small slices (a worker killed meanwhile leaves it stalled)."""
+    deadline = time.monotonic() + payload.seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "rested"

@@ -48,4 +48,5 @@ redis.call('EXPIRE', jk, plan.ttl)
 if usable(K.canceled .. queue, 'zset') then
   redis.call('ZADD', K.canceled .. queue, now() + plan.ttl, id)
 end
+emit(plan.events, 'canceled', id, queue)
 return {status, 'removed'}

@@ -32,6 +32,15 @@ local function expire_logs(id, ttl)
   end
 end
 
+-- The `error` of a `failed` event: the last error the worker wrote in the job's meta.
+local function last_error(meta_json)
+  local ok, meta = pcall(cjson.decode, meta_json)
+  if ok and type(meta) == 'table' and type(meta.last_error) == 'string' then
+    return meta.last_error
+  end
+  return ''
+end
+
 local function owner_of(id, exec)
   local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
@@ -170,6 +179,10 @@ local function fail(ctx, item)
     'started_at', iso(item[10]), 'ended_at', iso(item[11]))
   add_result(id, ctx.dlq_retention, {'worker_name', item[12] or ctx.worker, 'type', '2',
     'exc_string', item[7], 'execution_id', exec})
+  if ctx.events then
+    emit(ctx.events, 'failed', id, queue, {'attempt', item[9], 'error', last_error(item[6])})
+    emit(ctx.events, action == 'retry' and 'retrying' or 'dead_lettered', id, queue, {'delay', item[5]})
+  end
   if action == 'retry' then
     if item[5] > 0 then
       redis.call('HSET', jk, 'status', 'scheduled')
@@ -213,6 +226,7 @@ local function complete(ctx, item)
   end
   redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
   finish(id, queue, item[4], item[5], exec, ctx.worker)
+  emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
   return true
 end
 
@@ -264,6 +278,7 @@ local function throttle(ctx, item)
     redis.call('DEL', key)
     redis.call('SET', key, 1, 'PX', math.max(1, math.floor(delay * 1000)))
   end
+  emit(ctx.events, 'throttled', id, queue, {'delay', delay})
   return true
 end
 
@@ -279,6 +294,7 @@ local function cancel_run(ctx, item)
   take(id, exec, queue, item[4] or ctx.worker)
   release_claim(effect_key, exec)
   mark_canceled(id, queue, ctx.dlq_retention)
+  emit(ctx.events, 'canceled', id, queue)
   return true
 end
 
@@ -303,5 +319,6 @@ local function release(ctx, item)
     redis.call('HSET', jk, 'lost', item[5])
   end
   requeue(queue, id, true)
+  emit(ctx.events, 'released', id, queue)
   return true
 end
