@@ -57,6 +57,8 @@ def log_line(line: object) -> str:
 class Reporter:
     """Writes one run's progress and log lines; the methods return False once the run lost its job."""
 
+    __slots__ = ("_client", "_execution", "_job_id", "_queue", "_scripts", "_settings")
+
     def __init__(
         self,
         scripts: Scripts,
@@ -66,16 +68,9 @@ class Reporter:
         execution: str,
         queue: str,
     ) -> None:
-        self._scripts = scripts
-        self._client = client
-        self._base = {
-            "id": job_id,
-            "exec": execution,
-            "queue": queue,
-            "max_lines": settings.job_log_lines,
-            "ttl": settings.dlq_retention,  # until settling gives the log its job's own expiry
-            "events": settings.events_cap,
-        }
+        # built for every run: it only keeps references until the job reports something
+        self._scripts, self._client, self._settings = scripts, client, settings
+        self._job_id, self._execution, self._queue = job_id, execution, queue
 
     def progress(self, value: Any) -> bool:
         return self._send({"progress": progress_json(value)})
@@ -84,7 +79,16 @@ class Reporter:
         return self._send({"lines": [log_line(line)]})
 
     def _send(self, plan: dict[str, Any]) -> bool:
-        return bool(self._scripts.run("report", {**self._base, **plan}, client=self._client))
+        settings = self._settings
+        plan.update(
+            id=self._job_id,
+            exec=self._execution,
+            queue=self._queue,
+            max_lines=settings.job_log_lines,
+            ttl=settings.dlq_retention,  # until settling gives the log its job's own expiry
+            events=settings.events_cap,
+        )
+        return bool(self._scripts.run("report", plan, client=self._client))
 
 
 class NoReporter:

@@ -7,12 +7,13 @@
     names (lost, held, refused) is left alone. A dead letter with an age expires after it
     (its job, result and log keys; its failed-registry score); the id it leaves in the
     dead-letter list is dropped by the retention pass (workers/deadletter.py). With a count,
-    the job joins the sorted set K.kept .. kind .. ':' .. type (score: now) and the oldest
+    the job joins the sorted set K.kept .. kind .. ':' .. type (score: now, in microseconds) and the oldest
     beyond the count are deleted, at most CAP_PER_CALL per call (the next settle goes on).
     Returns how many dead letters it removed (counted in K.dlq_dropped).
 ]]
 
 local KEEP_CAP_PER_CALL = 100
+local kept_seq = 0 -- orders the jobs one call settles: scores are microseconds plus this
 local KEPT_STATUS = {completed = 'finished', failed = 'failed'}
 
 -- Delete a kept job that fell out of its type's window, from every registry that lists it; a
@@ -62,7 +63,8 @@ local function keep_recent(ctx, item)
   if not own(index, 'zset') then
     return 0
   end
-  redis.call('ZADD', index, now(), id)
+  kept_seq = kept_seq + 1
+  redis.call('ZADD', index, math.floor(now() * 1000000) + kept_seq, id)
   local over = math.min(redis.call('ZCARD', index) - count, KEEP_CAP_PER_CALL)
   if over <= 0 then
     return 0
