@@ -236,6 +236,13 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def event_count(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events from 1 to 10000")
+    return value
+
+
 def render_event(event: JobEvent) -> str:
     details = "".join(f" {k}={v}" for k, v in event.fields.items())
     return f"{event.id}  {event.event:<13} {event.job_id}  queue={event.queue}{details}"
@@ -356,7 +363,9 @@ def register(sub: Any) -> None:
     job_events = job.add_parser("events", help="job lifecycle events (CHUMON_JOB_EVENTS=1)")
     job_events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     job_events.add_argument("--from", dest="from_id", metavar="ID", help="events after this id (0: oldest)")
-    job_events.add_argument("--count", type=int, default=50, metavar="N", help="at most N at first (50)")
+    job_events.add_argument(
+        "--count", type=event_count, default=50, metavar="N", help="at most N at first (50)"
+    )
     job_events.add_argument("--queue", metavar="Q", help="only this queue's jobs")
     job_events.add_argument("--job", metavar="JOB_ID", help="only this job")
     job_events.add_argument("--json", action="store_true", help="a JSON list (--follow: one object a line)")
