@@ -274,7 +274,7 @@ def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
         return Exit.OK
     for event in shown:
         print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
-    after = found[-1].id if found else (args.from_id or events.last_id())
+    after = found[-1].id if found else (args.from_id or "0-0")  # empty when read: all that comes
     try:
         for event in events.follow(after, block=1.0):
             if wanted(event):

@@ -38,6 +38,11 @@ def test_a_subscriber_in_another_process_sees_every_lifecycle_event(redis: Redis
         workers.append(first)
         wait_until(lambda: "active" in by_job(subscriber.output).get(napping, []), timeout=60,
                    message="the long job to start")  # fmt: skip
+        wait_until(
+            lambda: redis.hget(Keys().job(napping), "attempt") == b"1",
+            timeout=60,
+            message="its worker to record that the handler began",
+        )  # else it is handed back unstarted
         first.kill()  # the long job stalls; the next worker recovers it and runs it again
         ok = enqueuer.enqueue(reporting.steps, {"steps": 2})
         flaky = enqueuer.enqueue(reporting.steps, {"steps": 0, "fail_attempts": 1})

@@ -33,6 +33,7 @@ end
 if plan.lines and #plan.lines > 0 then
   local lk = K.job_logs .. plan.id
   if own(lk, 'list') then
+    redis.call('HSET', jk, 'logged', 1) -- settling then gives the log the job's expiry
     redis.call('RPUSH', lk, unpack(plan.lines))
     redis.call('LTRIM', lk, -plan.max_lines, -1)
     redis.call('EXPIRE', lk, plan.ttl)

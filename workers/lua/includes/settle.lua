@@ -41,12 +41,14 @@ local function last_error(meta_json)
   return ''
 end
 
+-- The job's effect key ('' if none) if run `exec` owns the job, else nil; then whether the job
+-- has log lines (report.lua marks it `logged`).
 local function owner_of(id, exec)
-  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'logged')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
-  return f[2] or ''
+  return f[2] or '', f[3] ~= false
 end
 
 -- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared.
@@ -84,10 +86,13 @@ local function add_result(id, ttl, fields)
   end
 end
 
--- finish as successful; result_b64 '' means no return value; ttl is checked by the caller
-local function finish(id, queue, result_b64, ttl, exec, worker)
+-- finish as successful; result_b64 '' means no return value; ttl is checked by the caller;
+-- `logged`: the job has log lines, which expire with it
+local function finish(id, queue, result_b64, ttl, exec, worker, logged)
   local jk = K.job .. id
-  expire_logs(id, ttl)
+  if logged then
+    expire_logs(id, ttl)
+  end
   if ttl == 0 then
     redis.call('DEL', jk, K.results .. id)
     return
@@ -206,7 +211,7 @@ end
 -- Returns true, false (the run no longer owned the job), 'held', or {'refused', reason, dropped}.
 local function complete(ctx, item)
   local id, exec, queue = item[1], item[2], item[3]
-  local effect_key = owner_of(id, exec)
+  local effect_key, logged = owner_of(id, exec)
   if not effect_key then
     return false
   end
@@ -225,7 +230,7 @@ local function complete(ctx, item)
     redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
   end
   redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
-  finish(id, queue, item[4], item[5], exec, ctx.worker)
+  finish(id, queue, item[4], item[5], exec, ctx.worker, logged)
   emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
   return true
 end
