@@ -186,7 +186,11 @@ local function fail(ctx, item)
     'exc_string', item[7], 'execution_id', exec})
   if ctx.events then
     emit(ctx.events, 'failed', id, queue, {'attempt', item[9], 'error', last_error(item[6])})
-    emit(ctx.events, action == 'retry' and 'retrying' or 'dead_lettered', id, queue, {'delay', item[5]})
+    if action == 'retry' then
+      emit(ctx.events, 'retrying', id, queue, {'delay', item[5]})
+    else
+      emit(ctx.events, 'dead_lettered', id, queue)
+    end
   end
   if action == 'retry' then
     if item[5] > 0 then
