@@ -22,6 +22,7 @@ from redis import Redis
 from workers.codec import names as registry_names
 from workers.control import Control
 from workers.deadletter import DeadLetters
+from workers.events import JobEvent, JobEvents, check_stream_id
 from workers.flows import FlowNode
 from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
@@ -107,6 +108,11 @@ def render_job(info: JobInfo) -> str:
         lines.append(f"  problem: {info.problem}")
     if info.result is not None:
         lines.append(f"  result {json.dumps(info.result)}")
+    if info.progress is not None:
+        lines.append(f"  progress {json.dumps(info.progress)}")
+    if info.logs:
+        lines.append(f"  log (last {len(info.logs)} lines):")
+        lines.extend("    " + line for line in info.logs)
     for failure in info.failures:
         lines.append(
             f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "
@@ -270,6 +276,54 @@ def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
     return Exit.OK
 
 
+def event_count(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events from 1 to 10000")
+    return value
+
+
+def render_event(event: JobEvent) -> str:
+    details = "".join(f" {k}={v}" for k, v in event.fields.items())
+    return f"{event.id}  {event.event:<13} {event.job_id}  queue={event.queue}{details}"
+
+
+def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
+    if args.from_id is not None:
+        try:
+            check_stream_id(args.from_id)
+        except ValueError as exc:
+            raise UsageError(f"--from: {exc}") from None
+    if not ctx.settings.job_events:
+        print("note: job events are off (CHUMON_JOB_EVENTS=1 turns them on)", file=sys.stderr)
+    events = JobEvents(ctx.redis(), ctx.settings)
+
+    def wanted(event: JobEvent) -> bool:
+        return (args.queue is None or event.queue == args.queue) and (
+            args.job is None or event.job_id == args.job
+        )
+
+    if args.from_id is not None:
+        found = events.read(args.from_id, count=args.count)
+    else:
+        found = events.latest(args.count)
+    shown = [e for e in found if wanted(e)]
+    if not args.follow:
+        emit([e.as_dict() for e in shown], args.json, lambda _: "\n".join(render_event(e) for e in shown))
+        return Exit.OK
+    for event in shown:
+        print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    after = found[-1].id if found else (args.from_id or "0-0")  # empty when read: all that comes
+    try:
+        for event in events.follow(after, block=1.0):
+            if wanted(event):
+                print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return Exit.OK
+
+
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
     control = Control(redis, ctx.settings)
@@ -423,6 +477,16 @@ def register(sub: Any) -> None:
     job_tree.add_argument("job_id")
     job_tree.add_argument("--json", action="store_true")
     job_tree.set_defaults(func=cmd_job_tree)
+    job_events = job.add_parser("events", help="job lifecycle events (CHUMON_JOB_EVENTS=1)")
+    job_events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    job_events.add_argument("--from", dest="from_id", metavar="ID", help="events after this id (0: oldest)")
+    job_events.add_argument(
+        "--count", type=event_count, default=50, metavar="N", help="at most N at first (50)"
+    )
+    job_events.add_argument("--queue", metavar="Q", help="only this queue's jobs")
+    job_events.add_argument("--job", metavar="JOB_ID", help="only this job")
+    job_events.add_argument("--json", action="store_true", help="a JSON list (--follow: one object a line)")
+    job_events.set_defaults(func=cmd_job_events)
 
     queues = sub.add_parser(
         "queues", help="queue depths and state (paused, rate limit), dead-letter queues included"

@@ -177,6 +177,8 @@ class Enqueuer:
         if options.idempotency_key is not None:
             spec["enqueue_key"] = f"{job_type.name}:{options.idempotency_key}"
             spec["enqueue_key_ttl"] = self.settings.idempotency_ttl
+        if self.settings.job_events:
+            spec["events"] = self.settings.job_events_max_length
         return spec
 
 

@@ -31,6 +31,7 @@ from workers.flows import child_failure
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger, Reporter
 
 _WHOLE = re.compile(r"^-?[0-9]{1,12}$")
 DEFAULT_TIMEOUT = 180.0
@@ -202,6 +203,7 @@ class Executor:
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
         owned: Callable[[str], bool] = lambda key: False,
         isolation: Isolation | None = None,
+        reporter: Callable[[Redis, Claimed], Reporter] | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -211,6 +213,7 @@ class Executor:
         self.on_start = on_start
         self.owned = owned
         self.isolation = isolation
+        self.reporter = reporter  # builds a run's progress and log writer (workers/reporting.py)
         self._local = threading.local()
 
     def _client(self) -> Redis:
@@ -289,7 +292,7 @@ class Executor:
             idempotency_key=claimed.effect_key.partition(":")[2] or None,
             redis=redis,
             enqueuer=self.enqueuer,
-            log=self.log,
+            log=JobLogger(self.log, self.reporter(redis, claimed) if self.reporter else None),
             effects=Effects(self.owned),
             cancel=claimed.cancel,
         )

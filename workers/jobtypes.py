@@ -35,6 +35,8 @@ from workers.keys import check_queue_name
 from workers.limits import RateLimit
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger
+from workers.retention import Keep
 from workers.schedules import Schedule
 
 if TYPE_CHECKING:
@@ -66,9 +68,18 @@ class JobContext:
     idempotency_key: str | None
     redis: Redis
     enqueuer: Enqueuer
-    log: logging.Logger
+    log: JobLogger  # ctx.log("line") keeps a line on the job; ctx.log.info(...) logs (reporting.py)
     effects: Effects = field(default_factory=Effects)
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log, logging.Logger):  # built with a plain logger: lines are checked, not kept
+            object.__setattr__(self, "log", JobLogger(self.log))
+
+    def progress(self, value: Any) -> bool:
+        """Report progress: a number, or a JSON object or list of at most 4 KiB, kept on the job
+        (``chumon job show``) and sent as a ``progress`` event. False if this run lost the job."""
+        return self.log.reporter.progress(value)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -104,6 +115,8 @@ class JobType(Generic[P]):
     log_fields: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
     isolated: bool = False  # run in a child process (workers/isolation.py)
+    keep_completed: Keep | None = None  # retention (workers/retention.py); None: result_ttl
+    keep_failed: Keep | None = None  # None: dlq_retention and dlq_max_length
 
     @property
     def is_async(self) -> bool:
@@ -161,6 +174,8 @@ class JobRegistry:
         log_fields: tuple[str, ...] = (),
         rate_limit: RateLimit | str | None = None,
         isolated: bool = False,
+        keep_completed: Keep | int | None = None,
+        keep_failed: Keep | int | None = None,
     ) -> Callable[[Handler[Any]], JobType[Any]]:
         """Register the decorated handler as job type ``name``.
 
@@ -172,6 +187,10 @@ class JobRegistry:
             raise ValueError(f"job type {name!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g} s")
         if result_ttl is not None and not -1 <= result_ttl <= MAX_TTL:
             raise ValueError(f"job type {name!r}: result_ttl must be -1 (for ever) or 0 to {MAX_TTL} s")
+        kept_done = Keep.of(keep_completed, f"job type {name!r}: keep_completed")
+        kept_failed = Keep.of(keep_failed, f"job type {name!r}: keep_failed")
+        if kept_done is not None and result_ttl is not None:
+            raise ValueError(f"job type {name!r}: give keep_completed or result_ttl, not both")
 
         def register(handler: Handler[Any]) -> JobType[Any]:
             job_type: JobType[Any] = JobType(
@@ -188,6 +207,8 @@ class JobRegistry:
                 log_fields=log_fields,
                 rate_limit=RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
                 isolated=isolated,
+                keep_completed=kept_done,
+                keep_failed=kept_failed,
             )
             if isolated:
                 _check_isolated(job_type)
