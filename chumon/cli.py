@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from chumon import app, logs, ops_cli, order_cli, trace
+from chumon import app, diagram, logs, ops_cli, order_cli, trace
 from chumon.app import AppNotFound
 from chumon.logs import mask, mask_url
 from chumon.settings import load
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     order_cli.register(sub)
     ops_cli.register(sub)
     trace.register(sub)
+    diagram.register(sub)
     return parser
 
 
