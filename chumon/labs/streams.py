@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 
-
 HELP = "a queue splits messages between consumers; a stream shows every group every entry"
 
 
