@@ -25,7 +25,7 @@ from workers.codec import readable, texts
 from workers.keys import dead_letter_queue
 
 
-def command_names(ctx: CliContext) -> dict[str, str]:
+def command_names() -> dict[str, str]:
     """Job type name -> the command it carries, from the job adapters' routes."""
     from jobs.orders import ROUTES
 
@@ -101,7 +101,7 @@ def render(trace: Trace) -> str:
 
 def cmd_trace(args: argparse.Namespace, ctx: CliContext) -> int:
     keys = OrderKeys(ctx.settings.key_prefix)
-    trace = build(ctx.redis(), keys, args.order_id, command_names(ctx))
+    trace = build(ctx.redis(), keys, args.order_id, command_names())
     if trace is None:
         raise NotFound(f"no order {args.order_id!r}")
     emit(trace, args.json, render, ctx.mask)
