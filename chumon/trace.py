@@ -19,9 +19,9 @@ from redis import Redis
 
 from orders import commands as c
 from orders.keys import OrderKeys
-from orders.trace import Node, Trace, build
+from orders.trace import Node, Trace, build, epoch
 from workers.cli import CliContext, NotFound, emit
-from workers.codec import readable, texts
+from workers.codec import BadJob, decode_data, readable, texts
 from workers.keys import dead_letter_queue
 
 
@@ -154,22 +154,53 @@ class JobWatch:
         ids = sorted(self.ids())
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), ["status", "attempt", "job_type", "origin", "description"])
+                pipe.hmget(self.keys.job(job_id), FIELDS)
             replies = pipe.execute(raise_on_error=False)
         out = []
         for job_id, reply in zip(ids, replies, strict=True):
             if not isinstance(reply, list) or reply[0] is None:
                 continue
-            status, attempt, job_type, queue, description = (readable(v) or "" for v in reply)
+            status, attempt, job_type, queue, description, *dates = (readable(v) or "" for v in reply[:-1])
             if self.seen.get(job_id) == (status, attempt):
                 continue
             self.seen[job_id] = (status, attempt)
-            order = _order_of(description)
             out.append({
                 "kind": "job", "job_id": job_id, "job_type": job_type, "queue": queue, "status": status,
-                "attempt": int(attempt) if attempt.isdigit() else 0, "order_id": order, "at": time.time(),
+                "attempt": int(attempt) if attempt.isdigit() else 0,
+                "order_id": _order_of(description) or _order_in(reply[-1]),
+                "at": _changed_at(status, *dates) or time.time(),
             })  # fmt: skip
         return out
+
+
+FIELDS = [
+    "status",
+    "attempt",
+    "job_type",
+    "origin",
+    "description",
+    "enqueued_at",
+    "started_at",
+    "ended_at",
+    "data",
+]
+
+
+def _changed_at(status: str, enqueued_at: str, started_at: str, ended_at: str) -> float:
+    """When the job reached ``status``, from its own dates (0.0 when it has none)."""
+    stamp = {"queued": enqueued_at, "started": started_at}.get(status, ended_at or enqueued_at)
+    return epoch(stamp) if stamp else 0.0
+
+
+def _order_in(data: Any) -> str | None:
+    """The order a job's payload names, when its description was cut before it."""
+    try:
+        _type, payload = decode_data(data)
+    except BadJob:
+        return None
+    inner = payload.get("payload")
+    found = payload.get("order_id") or (inner.get("order_id") if isinstance(inner, dict) else None)
+    return found if isinstance(found, str) else None
 
 
 def _order_of(description: str) -> str | None:

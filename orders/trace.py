@@ -220,7 +220,7 @@ def command_node(job: JobInfo, command_names: dict[str, str]) -> Node:
             kind="command",
             id=job.id,
             type="DeadLetterNotice",
-            at=_float(job.created_at and _epoch(job.created_at)),
+            at=_float(job.created_at and epoch(job.created_at)),
             causation_id=str(payload.get("job_id") or "") or None,
             detail=f"tells the saga that job {payload.get('job_id')} died: {payload.get('reason', '')}"[:200],
             job=JobRun.of(job),
@@ -264,7 +264,8 @@ def _detail(data: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items())[:200]
 
 
-def _epoch(iso: str) -> float:
+def epoch(iso: str) -> float:
+    """A job hash's ISO date as Unix time (0.0 if it cannot be read)."""
     with suppress(ValueError):
         return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).replace(tzinfo=dt.UTC).timestamp()
     return 0.0
