@@ -60,9 +60,12 @@ class JobRun(BaseModel):
 
     @classmethod
     def of(cls, job: JobInfo) -> JobRun:
+        starts = [str(f.get("started_at") or "") for f in job.failures[1:]] + [job.started_at or ""]
+        starts = starts[: len(job.failures)]
         failures = [
             f"attempt {f.get('attempt', '?')}: {f.get('exc_type', 'error')}: {f.get('message', '')}".strip()
-            for f in job.failures
+            + _waited(str(f.get("ended_at") or ""), start)
+            for f, start in zip(job.failures, starts, strict=True)
         ]
         return cls(
             job_id=job.id,
@@ -262,6 +265,14 @@ def link(root: Node, nodes: list[Node]) -> None:
 def _detail(data: dict[str, Any]) -> str:
     shown = {k: v for k, v in data.items() if v not in (None, "", [], {}, False)}
     return ", ".join(f"{k}={v}" for k, v in shown.items())[:200]
+
+
+def _waited(ended: str, next_start: str) -> str:
+    """The back-off between a failed attempt and the next one, in words ("" if unknown)."""
+    ended_at, started_at = epoch(ended) if ended else 0.0, epoch(next_start) if next_start else 0.0
+    if not ended_at or started_at < ended_at:
+        return ""
+    return f" (next attempt {started_at - ended_at:.1f} s later)"
 
 
 def epoch(iso: str) -> float:

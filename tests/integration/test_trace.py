@@ -76,6 +76,8 @@ def test_trace_links_every_message_to_its_cause(
             assert node["causation_id"] in (None, parent["id"], (parent.get("job") or {}).get("job_id"))
         charge = next(n for n in commands if n["type"] == "ChargePayment")
         assert charge["job"]["retries"] == 1 and charge["job"]["status"] == "finished"
+        assert "GatewayUnavailable" in charge["job"]["failures"][0]
+        assert "s later)" in charge["job"]["failures"][0]  # the back-off it waited
         assert any(child["type"] == "PaymentCharged" for child in charge["children"])  # the handler's answer
         assert data["status"] == "CONFIRMED"
         if style == "choreographed":  # the service reacted to the event: the command hangs under it
