@@ -12,6 +12,7 @@ from redis import Redis
 
 from chumon import cli
 from chumon.settings import load
+from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +24,8 @@ def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -
     yield
     load.cache_clear()
     root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
 
 
 def lab(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from chumon import cli, diagram
 from orders import saga
 from orders.reactors import Reactions
 from orders.saga import COMPENSATION_NAMES, STEPS
+from workers.joblog import set_sink
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "orders.md"
 
@@ -58,6 +61,18 @@ def test_every_step_compensation_and_reaction_is_drawn() -> None:
     assert len(COMPENSATION_NAMES) == len(STEPS)
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """cli.main configures the process's logging: put it back, so later tests are unaffected."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_mermaid_output_declares_each_node_once(capsys: pytest.CaptureFixture[str]) -> None:
     for style in diagram.STYLES:
         assert cli.main(["diagram", "--style", style, "--format", "mermaid"]) == 0
