@@ -373,9 +373,19 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the processes (dashboard, metrics) running until Ctrl-C"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--walk", action="store_true", help="one order step by step, both saga styles side by side"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the Procfile on SIGTERM too, not just Ctrl-C
     with demo_redis() as (url, where):
+        if args.walk:  # in-process, no Procfile: chumon/walk.py; on the same Redis of its own
+            from chumon import walk
+
+            os.environ.update(REDIS_URL=url, CHUMON_REDIS_URL=url)
+            load.cache_clear()
+            settings = load()
+            return walk.main(settings, redis_client(settings.redis_url, settings.redis), as_json=args.json)
         return run_demo(args, url, where)
 
 

@@ -362,7 +362,8 @@ def cmd_projections_status(args: argparse.Namespace, ctx: CliContext) -> int:
         head = f"generation {s['current_generation']}: {s['orders']} orders from {s['events']} events; "
         if not s["projector_started"]:
             return (
-                head + f"no projector has run yet ({s['lag_events']} events waiting): start `chumon events`"
+                head
+                + f"no projector has run yet ({s['lag_events']} events waiting): start `chumon consumers`"
             )
         return head + f"projector {s['lag_events']} events ({s['lag_seconds']} s) behind"
 
@@ -424,7 +425,7 @@ def register(sub: Any) -> None:
     place.add_argument(
         "--wait",
         action="store_true",
-        help="wait until the order is confirmed (exit 0) or cancelled (exit 4); needs `chumon events`",
+        help="wait until the order is confirmed (exit 0) or cancelled (exit 4); needs `chumon consumers`",
     )
     place.add_argument(
         "--timeout", type=seconds, default=30.0, help="seconds --wait waits (default 30), then exit 5"

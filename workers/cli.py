@@ -22,6 +22,9 @@ from redis import Redis
 from workers.codec import names as registry_names
 from workers.control import Control
 from workers.deadletter import DeadLetters
+from workers.events import JobEvent, JobEvents, check_stream_id
+from workers.flows import FlowNode
+from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, check_queue_name, is_dead_letter_queue
@@ -139,6 +142,11 @@ def render_job(info: JobInfo) -> str:
         lines.append(f"  problem: {info.problem}")
     if info.result is not None:
         lines.append(f"  result {json.dumps(info.result)}")
+    if info.progress is not None:
+        lines.append(f"  progress {json.dumps(info.progress)}")
+    if info.logs:
+        lines.append(f"  log (last {len(info.logs)} lines):")
+        lines.extend("    " + line for line in info.logs)
     for failure in info.failures:
         lines.append(
             f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "
@@ -192,6 +200,7 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
             ctx.settings,
             queues=args.queues,
             concurrency=args.concurrency,
+            async_concurrency=args.async_concurrency,
             name=args.name,
         )
     except ValueError as exc:
@@ -208,6 +217,13 @@ def concurrency(text: str) -> int:
         value = 0
     if not 1 <= value <= 1024:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of slots from 1 to 1024")
+    return value
+
+
+def async_concurrency(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of async slots from 1 to 10000")
     return value
 
 
@@ -265,6 +281,83 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
         raise NotFound(f"no job {args.job_id}")
     emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
     return 0
+
+
+def render_tree(node: FlowNode) -> str:
+    """A flow as an indented tree, one job a line."""
+
+    def line(n: FlowNode) -> str:
+        text = f"{n.id}  {n.job_type or '?'}  queue={n.queue or '?'}  {n.status}"
+        if n.waiting_for:
+            text += f" (waiting for {n.waiting_for} of {len(n.children)} children)"
+        return text + (f"  [{n.on_failure}]" if n.on_failure else "")
+
+    lines = [line(node)]
+
+    def walk(n: FlowNode, indent: str) -> None:
+        for i, child in enumerate(n.children):
+            last = i == len(n.children) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{line(child)}")
+            walk(child, indent + ("    " if last else "│   "))
+
+    walk(node, "")
+    return "\n".join(lines)
+
+
+def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
+    found = flow_tree(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    if found is None:
+        raise NotFound(f"no job {args.job_id}")
+    emit(found, args.json, render_tree)
+    return Exit.OK
+
+
+def event_count(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events from 1 to 10000")
+    return value
+
+
+def render_event(event: JobEvent) -> str:
+    details = "".join(f" {k}={v}" for k, v in event.fields.items())
+    return f"{event.id}  {event.event:<13} {event.job_id}  queue={event.queue}{details}"
+
+
+def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
+    if args.from_id is not None:
+        try:
+            check_stream_id(args.from_id)
+        except ValueError as exc:
+            raise UsageError(f"--from: {exc}") from None
+    if not ctx.settings.job_events:
+        print("note: job events are off (CHUMON_JOB_EVENTS=1 turns them on)", file=sys.stderr)
+    events = JobEvents(ctx.redis(), ctx.settings)
+
+    def wanted(event: JobEvent) -> bool:
+        return (args.queue is None or event.queue == args.queue) and (
+            args.job is None or event.job_id == args.job
+        )
+
+    if args.from_id is not None:
+        found = events.read(args.from_id, count=args.count)
+    else:
+        found = events.latest(args.count)
+    shown = [e for e in found if wanted(e)]
+    if not args.follow:
+        emit([e.as_dict() for e in shown], args.json, lambda _: "\n".join(render_event(e) for e in shown))
+        return Exit.OK
+    for event in shown:
+        print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    after = found[-1].id if found else (args.from_id or "0-0")  # empty when read: all that comes
+    try:
+        for event in events.follow(after, block=1.0):
+            if wanted(event):
+                print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return Exit.OK
 
 
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -380,6 +473,10 @@ def register(sub: Any) -> None:
     worker.add_argument(
         "--concurrency", "-c", type=concurrency, metavar="N", help="jobs run at once, 1-1024 (default 8)"
     )
+    worker.add_argument(
+        "--async-concurrency", type=async_concurrency, metavar="N",
+        help="async def jobs run at once on the event loop, 1-10000 (default 100)",
+    )  # fmt: skip
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.add_argument(
         "--app",
@@ -426,6 +523,20 @@ def register(sub: Any) -> None:
     job_cancel.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="jobs to cancel")
     job_cancel.add_argument("--json", action="store_true", help="print JSON")
     job_cancel.set_defaults(func=cmd_job_cancel)
+    job_tree = job.add_parser("tree", help="the flow a job belongs to, from its root: each job's status")
+    job_tree.add_argument("job_id", help="the job's id")
+    job_tree.add_argument("--json", action="store_true", help="print JSON")
+    job_tree.set_defaults(func=cmd_job_tree)
+    job_events = job.add_parser("events", help="job lifecycle events (CHUMON_JOB_EVENTS=1)")
+    job_events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    job_events.add_argument("--from", dest="from_id", metavar="ID", help="events after this id (0: oldest)")
+    job_events.add_argument(
+        "--count", type=event_count, default=50, metavar="N", help="at most N at first (50)"
+    )
+    job_events.add_argument("--queue", metavar="Q", help="only this queue's jobs")
+    job_events.add_argument("--job", metavar="JOB_ID", help="only this job")
+    job_events.add_argument("--json", action="store_true", help="a JSON list (--follow: one object a line)")
+    job_events.set_defaults(func=cmd_job_events)
 
     queues = sub.add_parser(
         "queues", help="queue depths and state (paused, rate limit), dead-letter queues included"

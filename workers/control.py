@@ -90,6 +90,12 @@ class Control:
     def cancel(self, job_id: str) -> CancelResult:
         """Cancel a waiting job, or ask a running one to stop (see the module docstring)."""
         status, action = self.scripts.run(
-            "control", {"action": "cancel", "id": job_id, "ttl": self.settings.dlq_retention}
+            "control",
+            {
+                "action": "cancel",
+                "id": job_id,
+                "ttl": self.settings.dlq_retention,
+                "events": self.settings.events_cap,
+            },
         )
         return CancelResult(job_id, readable(status) or "", readable(action) or "")

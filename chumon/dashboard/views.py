@@ -83,7 +83,7 @@ def render_page(template: str, **values: Any) -> str:
         template,
         current_instance=0,
         instance_list=[mask_url(redis_url)],
-        rq_url_prefix=url_for(".queues_overview"),
+        rq_url_prefix=url_for("rq_dashboard.queues_overview"),  # from any blueprint (orders.py)
         rq_dashboard_version=RQ_DASHBOARD_VERSION,
         rq_version=RQ_VERSION,
         deprecation_options_usage=False,

@@ -161,7 +161,7 @@ def test_projections_status_says_when_no_projector_ever_ran(capsys: pytest.Captu
     code, status, _ = run(capsys, "projections", "status", "--json")
     assert code == 0 and status["projector_started"] is False and status["lag_events"] == status["events"] > 0
     code, text, _ = run(capsys, "projections", "status")
-    assert "no projector has run yet" in text and "chumon events" in text
+    assert "no projector has run yet" in text and "chumon consumers" in text
 
 
 def test_every_option_and_argument_has_help() -> None:
