@@ -20,7 +20,7 @@ from redis import Redis
 from orders import commands as c
 from orders.keys import OrderKeys
 from orders.trace import Node, Trace, build, epoch
-from workers.cli import CliContext, NotFound, emit
+from workers.cli import CliContext, NotFound, emit, seconds
 from workers.codec import BadJob, decode_data, readable, texts
 from workers.keys import dead_letter_queue
 
@@ -270,5 +270,5 @@ def register(sub: Any) -> None:
     tail_ = sub.add_parser("tail", help="follow events and jobs of every order, live (Ctrl-C stops)")
     tail_.add_argument("--json", action="store_true", help="one JSON object per line")
     tail_.add_argument("--from-start", action="store_true", help="the event log from its start first")
-    tail_.add_argument("--duration", type=float, help="stop after this many seconds")
+    tail_.add_argument("--duration", type=seconds, help="stop after this many seconds (at most a day)")
     tail_.set_defaults(func=cmd_tail)

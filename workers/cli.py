@@ -93,6 +93,28 @@ def seconds(text: str) -> float:
     return value
 
 
+def whole(text: str) -> int:
+    """A whole number, 0 or more (``--keep``, ``--seed``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, 0 or more")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A chance from 0 to 1 (``--crash-rate``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a chance from 0 to 1")
+    return value
+
+
 def port(text: str) -> int:
     """A TCP port, 1-65535."""
     if not text.isdigit() or not 1 <= int(text) <= 65535:

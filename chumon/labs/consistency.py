@@ -26,6 +26,7 @@ from chumon.bootstrap import build_services
 from chumon.settings import Settings
 from orders.eventsproc import EventProcessors
 from orders.keys import OrderKeys
+from workers.cli import count
 
 HELP = "read-model lag right after a write, and how waiting or reading the write side closes it"
 
@@ -42,7 +43,7 @@ class Result(BaseModel):
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--orders", type=int, default=50, help="orders per way of reading (default 50)")
+    parser.add_argument("--orders", type=count, default=50, help="orders per way of reading (default 50)")
 
 
 def run(redis: Redis, prefix: str, args: argparse.Namespace) -> Result:

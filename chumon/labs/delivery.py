@@ -30,6 +30,7 @@ from redis import Redis
 from orders.config import SimulationConfig
 from orders.keys import OrderKeys
 from orders.payments import SimulatedGateway
+from workers import cli as flags
 
 HELP = "at most once vs at least once, with and without idempotency keys, under injected crashes"
 MODES = ("at-most-once", "at-least-once", "effect-keys")
@@ -58,9 +59,11 @@ class Crash(Exception):
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", type=int, default=200, help="jobs, one order each (default 200)")
-    parser.add_argument("--crash-rate", type=float, default=0.2, help="chance a run dies (default 0.2)")
-    parser.add_argument("--seed", type=int, default=14, help="of the crash injection (default 14)")
+    parser.add_argument("--jobs", type=flags.count, default=200, help="jobs, one order each (default 200)")
+    parser.add_argument(
+        "--crash-rate", type=flags.fraction, default=0.2, help="chance a run dies (default 0.2)"
+    )
+    parser.add_argument("--seed", type=flags.whole, default=14, help="of the crash injection (default 14)")
 
 
 def run(redis: Redis, prefix: str, args: argparse.Namespace) -> Result:

@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 
+from workers.cli import count, whole
+
 HELP = "a queue splits messages between consumers; a stream shows every group every entry"
 
 
@@ -39,8 +41,8 @@ class Result(BaseModel):
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--messages", type=int, default=100, help="messages to send (default 100)")
-    parser.add_argument("--keep", type=int, default=20, help="entries XTRIM keeps (default 20)")
+    parser.add_argument("--messages", type=count, default=100, help="messages to send (default 100)")
+    parser.add_argument("--keep", type=whole, default=20, help="entries XTRIM keeps (default 20)")
 
 
 def run(redis: Redis, prefix: str, args: argparse.Namespace) -> Result:
