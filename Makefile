@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # on PATH (its `chumon` and `python`; nothing to activate), against REDIS_URL
 # (default redis://127.0.0.1:6379/0: start a redis-server first, or point REDIS_URL at one).
 up: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile || [ $$? -eq 130 ]  # 130: stopped by Ctrl-C, as meant
 
 demo: $(STAMP)
 	$(BIN)/python -m chumon.demo $(DEMO_ARGS)
