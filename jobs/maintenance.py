@@ -1,4 +1,5 @@
-"""Periodic maintenance, run as jobs that rq-scheduler enqueues (``chumon scheduler``).
+"""Periodic maintenance, run as jobs that rq-scheduler enqueues (``chumon scheduler``): both are
+schedules of this registry, every 60 s (``chumon schedules list``).
 
 - ``maintenance.release_stale_holds``: stock held longer than ``saga.reservation_hold`` for an
   order still in flight is given up through the saga (the step it waits for fails without
@@ -94,6 +95,10 @@ def housekeeping(payload: NoArguments, ctx: JobContext) -> dict[str, object]:
                 dead_letter_queue(origin), depth, settings.dlq_alert_threshold, origin,
             )  # fmt: skip
     return {"retention_ran": ran, "events_trimmed": trimmed, "alerts": alerts}
+
+
+registry.schedule("release-stale-holds", release_stale_holds, every=60)
+registry.schedule("housekeeping", housekeeping, every=60)
 
 
 def trim_events(redis: Redis, keys: OrderKeys, retention_days: float | None, now: float) -> int:

@@ -50,6 +50,11 @@ class RedisOptions(BaseModel):
     )
 
 
+# redis-py 8 caps a pool at 100 connections; a worker's runner threads hold one each (up to 1,024
+# slots), beside the conductor's, the heartbeat's and the listener's.
+MAX_CONNECTIONS = 2048
+
+
 def client_options(options: RedisOptions) -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis`` (and its connection pool) from ``options``."""
     kwargs: dict[str, Any] = {
@@ -77,7 +82,7 @@ def connect(url: str, options: RedisOptions | None = None) -> Redis:
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://")
     try:
-        return Redis.from_url(url, **kwargs)
+        return Redis.from_url(url, max_connections=MAX_CONNECTIONS, **kwargs)
     except ValueError as exc:  # e.g. a port that is not a number
         raise ValueError(f"the Redis URL is not valid: {exc}") from None
 

@@ -58,6 +58,7 @@ class Keys:
     RQ_FAILED = "rq:failed:"
     RQ_SCHEDULED = "rq:scheduled:"
     RQ_CANCELED = "rq:canceled:"
+    RQ_DEFERRED = "rq:deferred:"
     RQ_RESULTS = "rq:results:"
     RQ_WORKER = "rq:worker:"
     RQ_WORKERS = "rq:workers"
@@ -91,6 +92,10 @@ class Keys:
 
     def canceled(self, queue: str) -> str:
         return self.RQ_CANCELED + queue
+
+    def deferred(self, queue: str) -> str:
+        """rq's registry of jobs waiting on others: a flow's parents wait there for their children."""
+        return self.RQ_DEFERRED + queue
 
     def results(self, job_id: str) -> str:
         return self.RQ_RESULTS + job_id
@@ -179,12 +184,25 @@ class Keys:
         """Written before each WAIT so it covers every earlier write (workers/durability.py)."""
         return self._p + "fence"
 
+    # -- flows (workers/flows.py, lua/includes/flows.lua) ----------------------------------------
+    def flow_children(self, parent: str) -> str:
+        """List of a flow parent's children ids, in the order they were given."""
+        return self._p + "flow:" + parent + ":children"
+
+    def flow_pending(self, parent: str) -> str:
+        """Set of a flow parent's children that have not ended yet."""
+        return self._p + "flow:" + parent + ":pending"
+
+    def flow_results(self, parent: str) -> str:
+        """Hash: child id -> 'd<result>' (finished), 'f' (dead-lettered) or 'c' (canceled)."""
+        return self._p + "flow:" + parent + ":results"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
         own = (
             "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
             "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
-            "fence",
+            "fence", "flow:",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
@@ -222,6 +240,8 @@ class Keys:
                 "prioritized": self._p + "prioritized:",
                 "priority_seq": self._p + "priority-seq:",
                 "cancel": self.cancel_requests(),
+                "deferred": self.RQ_DEFERRED,
+                "flow": self._p + "flow:",
             },
             separators=(",", ":"),
         )

@@ -47,6 +47,7 @@
 --- @include "common"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 --- @include "claim"
 

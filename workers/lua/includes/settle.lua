@@ -8,7 +8,8 @@
   whole or not at all: a key holding hand-written garbage makes the item 'held' (nothing
   written, reported in `problems`); the worker keeps it and tries again later.
 
-  Needs includes/effects.lua before it (check_effects, apply_effects).
+  Needs includes/effects.lua before it (check_effects, apply_effects) and includes/flows.lua
+  (flow_settled: every job that ends tells its flow parent, if it has one).
 
   Times come from the server's clock (now()); the worker sends durations and the times its
   handler really started and ended (for display).
@@ -21,10 +22,11 @@ local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
 local function owner_of(id, exec)
-  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'flow_parent', 'flow_policy', 'flow')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
+  flow_seen[id] = {f[3], f[4], f[5]} -- flows.lua: what flow_settled needs, read in the same command
   return f[2] or ''
 end
 
@@ -65,6 +67,7 @@ end
 
 -- finish as successful; result_b64 '' means no return value; ttl is checked by the caller
 local function finish(id, queue, result_b64, ttl, exec, worker)
+  flow_settled(id, queue, 'done', result_b64, ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   if ttl == 0 then
     redis.call('DEL', jk, K.results .. id)
@@ -99,6 +102,7 @@ end
 -- Move a job to its queue's dead-letter queue (a real rq queue no worker serves) and to rq's
 -- failed registry of its origin queue. Returns how many old dead letters the length cap removed.
 local function dead_letter(ctx, id, queue)
+  flow_settled(id, queue, 'dead', '', ctx.dlq_retention) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   local dlq = K.queue .. queue .. K.dlq_suffix
   local stamp = iso(now())
@@ -204,6 +208,7 @@ end
 
 -- A job that will not run (any more): status canceled, in rq's canceled registry, kept `ttl` s.
 local function mark_canceled(id, queue, ttl)
+  flow_settled(id, queue, 'canceled', '', ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
   redis.call('EXPIRE', jk, ttl)
