@@ -78,6 +78,9 @@ class RuntimeSettings(BaseSettings):
     )
 
     worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one process runs at once.")
+    async_concurrency: int = Field(
+        default=100, ge=1, le=10_000, description="Jobs of async def types one process runs at once."
+    )
     heartbeat_interval: float = Field(
         default=1.0, gt=0, le=60, description="How often a worker says it lives."
     )

@@ -176,6 +176,7 @@ class Settler:
         if outcome.exc_type in UNREADABLE:
             decision = DeadLetter(outcome.exc_type)
         meta = decode_meta(claimed.meta)
+        meta.pop("flow_failed", None)  # flows: consumed by this failure, so a requeued parent runs
         history = append_failure(
             meta,
             Failure(

@@ -48,15 +48,18 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from workers.aio import AsyncRunners
 from workers.codec import readable, shown
 from workers.connection import check_server
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.errors import ServerUnsupported
 from workers.execution import Claimed, Executor, Outcome
+from workers.isolation import ChildPool
 from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
 from workers.keys import Keys, check_queue_name, is_dead_letter_queue
+from workers.lanes import Lanes
 from workers.listener import Listener
 from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
@@ -92,6 +95,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
+        async_concurrency: int | None = None,
         name: str | None = None,
         rand: RandomSource = random.random,
         log: logging.Logger | None = None,
@@ -113,6 +117,7 @@ class Worker:
             raise ValueError(f"concurrency must be from 1 to 1024, not {concurrency}")
         self.concurrency = concurrency or settings.worker_concurrency
         self.prefetch = self.concurrency
+        self.capacity = self.concurrency + self.prefetch  # jobs owned at most (async slots add theirs)
         self.token = secrets.token_hex(4)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{self.token}"
         self.log = log or logging.getLogger("chumon.worker")
@@ -125,15 +130,15 @@ class Worker:
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
         self.metrics = metrics or process_metrics()
         self.joblog = JobLog()
+        served = [t for t in registry if t.queue in self.queues]
+        pool = ChildPool(settings, self.concurrency) if any(t.isolated for t in served) else None
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
-            on_start=self._started, owned=self.keys.runtime_owned, reporter=self._reporter,
+            on_start=self._started, owned=self.keys.runtime_owned, isolation=pool,
+            reporter=self._reporter,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
-        self.runners = Runners(
-            self.concurrency, self.executor.run, self.inbox.put, grace=settings.timeout_grace,
-            began=self._began, clock=self.clock,
-        )  # fmt: skip
+        self.runners = self._lanes(registry, async_concurrency, pool)
         self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
         self.presence = Presence(
             redis, self.scripts, self.keys, self.name, self.queues,
@@ -176,6 +181,25 @@ class Worker:
         self._backoff = 0.0
         self._trouble: str | None = None
         self._problems_logged: dict[tuple[str, str], float] = {}
+
+    def _lanes(self, registry: JobRegistry, async_concurrency: int | None, pool: ChildPool | None) -> Lanes:
+        """The runner threads and, if the registry has async job types, the event loop (aio.py)."""
+        threads = Runners(
+            self.concurrency, self.executor.run, self.inbox.put, grace=self.settings.timeout_grace,
+            began=self._began, clock=self.clock,
+        )  # fmt: skip
+        async_types = frozenset(t.name for t in registry if t.is_async)
+        if not async_types:
+            return Lanes(threads, pool=pool)
+        limit = async_concurrency or self.settings.async_concurrency
+        if not 1 <= limit <= 10_000:
+            raise ValueError(f"async concurrency must be from 1 to 10000, not {limit}")
+        aio = AsyncRunners(
+            limit, self.executor, self.redis, self.inbox.put, grace=self.settings.timeout_grace,
+            began=self._began, clock=self.clock,
+        )  # fmt: skip
+        self.capacity += 2 * limit  # its slots and an equal prefetch buffer, as the threads have
+        return Lanes(threads, aio, async_types, pool)
 
     # -- control ------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -266,8 +290,8 @@ class Worker:
         return may_have_work
 
     def _room(self) -> int:
-        """Jobs to claim now: slots plus prefetch, less what is owned and not about to be settled."""
-        return max(0, self.concurrency + self.prefetch - len(self._owned) + len(self._pending))
+        """Jobs to claim now: capacity (slots, prefetch, async slots) less what is owned and not settling."""
+        return max(0, self.capacity - len(self._owned) + len(self._pending))
 
     def _collect(self, *, block: float) -> None:
         """Move finished attempts from the inbox to pending, note begun runs and wake-ups."""

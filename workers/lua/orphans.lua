@@ -35,6 +35,7 @@
 --- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 
 local LOST_LIMIT = 3

@@ -27,6 +27,7 @@
 --- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 
 local plan = cjson.decode(ARGV[2])

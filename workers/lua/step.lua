@@ -50,6 +50,7 @@
 --- @include "common"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 --- @include "claim"
 --- @include "retention"

@@ -8,7 +8,8 @@
   whole or not at all: a key holding hand-written garbage makes the item 'held' (nothing
   written, reported in `problems`); the worker keeps it and tries again later.
 
-  Needs includes/effects.lua before it (check_effects, apply_effects).
+  Needs includes/effects.lua before it (check_effects, apply_effects) and includes/flows.lua
+  (flow_settled: every job that ends tells its flow parent, if it has one).
 
   Times come from the server's clock (now()); the worker sends durations and the times its
   handler really started and ended (for display).
@@ -44,10 +45,12 @@ end
 -- The job's effect key ('' if none) if run `exec` owns the job, else nil; then whether the job
 -- has log lines (report.lua marks it `logged`).
 local function owner_of(id, exec)
-  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'logged')
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'logged', 'flow_parent', 'flow_policy',
+    'flow')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
+  flow_seen[id] = {f[4], f[5], f[6]} -- flows.lua: what flow_settled needs, read in the same command
   return f[2] or '', f[3] ~= false
 end
 
@@ -89,6 +92,7 @@ end
 -- finish as successful; result_b64 '' means no return value; ttl is checked by the caller;
 -- `logged`: the job has log lines, which expire with it
 local function finish(id, queue, result_b64, ttl, exec, worker, logged)
+  flow_settled(id, queue, 'done', result_b64, ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   if logged then
     expire_logs(id, ttl)
@@ -126,6 +130,7 @@ end
 -- Move a job to its queue's dead-letter queue (a real rq queue no worker serves) and to rq's
 -- failed registry of its origin queue. Returns how many old dead letters the length cap removed.
 local function dead_letter(ctx, id, queue)
+  flow_settled(id, queue, 'dead', '', ctx.dlq_retention) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   local dlq = K.queue .. queue .. K.dlq_suffix
   local stamp = iso(now())
@@ -241,6 +246,7 @@ end
 
 -- A job that will not run (any more): status canceled, in rq's canceled registry, kept `ttl` s.
 local function mark_canceled(id, queue, ttl)
+  flow_settled(id, queue, 'canceled', '', ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
   redis.call('EXPIRE', jk, ttl)
