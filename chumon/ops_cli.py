@@ -34,8 +34,14 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
     from chumon import scheduling
     from workers import Control, Enqueuer
+    from workers.cli import UsageError
+    from workers.errors import UnknownJobType
 
     registry = ctx.registry(args.app)
+    try:
+        registry.check()  # a schedule naming a missing job type, or a bad payload: say so at start
+    except (ValueError, UnknownJobType) as exc:
+        raise UsageError(f"--app / CHUMON_APP: {exc}") from None
     redis = ctx.redis()
     control = Control(redis, ctx.settings)
     scheduling.run(

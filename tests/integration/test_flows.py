@@ -133,6 +133,20 @@ def test_an_ignored_failure_lets_the_parent_run_and_see_it(redis: Redis, setting
     assert load_job(redis, flows.keys, "tolerant").result == 2
 
 
+def test_a_child_that_finishes_as_a_duplicate_counts_as_done(redis: Redis, settings: RuntimeSettings) -> None:
+    """A child whose effect key is done already never runs: the claim finishes it with the stored
+    result, and that too tells the parent."""
+    flows = FlowProducer(redis, settings)
+    first = flows.enqueuer.enqueue(app.keyed, {"key": "k1", "n": 5})
+    with worker_thread(redis, app.registry, settings, queues=QUEUES):
+        wait_until(lambda: status(redis, first) == "finished", message="the first keyed job")
+        flows.add(FlowJob(app.total, {"label": "d"}, children=[FlowJob(app.keyed, {"key": "k1", "n": 99})]),
+                  flow_id="dup")  # fmt: skip
+        wait_until(lambda: status(redis, "dup") == "finished", message="the parent")
+    assert runs(redis, app.PART_RUNS) == [first]  # the child never ran
+    assert [(c["status"], c["result"]) for c in seen(redis, "dup")] == [("finished", {"n": 5})]
+
+
 def test_a_requeued_dead_parent_runs_and_sees_its_children(redis: Redis, settings: RuntimeSettings) -> None:
     flows = FlowProducer(redis, settings)
     flows.add(FlowJob(app.total, {"label": "x"}, children=[part(1, fail=True), part(2)]), flow_id="again")

@@ -190,3 +190,16 @@ def test_two_schedulers_never_enqueue_or_run_one_occurrence_twice(redis: Redis, 
     assert max(runs.values()) == 1, runs  # one run per occurrence
     slots = sorted(int(k.rsplit("@", 1)[1]) for k in runs)
     assert slots == list(range(slots[0], slots[0] + len(slots)))  # none skipped either
+
+
+def test_a_schedule_of_a_missing_job_type_is_refused_at_start(
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    try:
+        code = cli.main(["scheduler", "--app", "tests.apps.scheduled:broken", "--burst"])
+    finally:
+        load.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no.such.type" in err
