@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from rq.job import Job
+from rq.registry import DeferredJobRegistry
+from rq.serializers import JSONSerializer
 
 from chumon import cli
 from chumon.settings import load
@@ -62,7 +65,7 @@ def test_the_parent_runs_once_after_all_its_children_on_several_queues(redis: Re
     assert flow.created and flow.job_ids == ["report-1", "report-1-0", "report-1-1", "report-1-2",
                                              "report-1-2-0", "report-1-2-1"]  # fmt: skip
     assert status(redis, "report-1") == "deferred" and status(redis, "report-1-2") == "deferred"
-    assert redis.zscore("rq:deferred:parents", "report-1") == float("inf")
+    assert redis.zscore("rq:deferred:parents", "report-1")  # rq's deferred registry, as rq scores it
     flow_app = "tests.apps.flows:registry"
     workers = [WorkerProcess(redis_url, "--queues", "a", "b", app=flow_app),
                WorkerProcess(redis_url, "--queues", "c", "parents", app=flow_app)]  # fmt: skip
@@ -83,6 +86,29 @@ def test_the_parent_runs_once_after_all_its_children_on_several_queues(redis: Re
     for child in ("report-1-0", "report-1-1", "report-1-2"):
         assert parse_iso(redis.hget(f"rq:job:{child}", "ended_at").decode()) <= started
     assert not redis.zcard("rq:deferred:parents") and not redis.zcard("rq:deferred:c")
+
+
+def test_a_child_whose_worker_is_killed_is_recovered_and_the_parent_still_runs_once(
+    redis: Redis, redis_url: str
+) -> None:
+    flows = FlowProducer(redis, RuntimeSettings(redis_url=redis_url))
+    flows.add(FlowJob(app.total, {"label": "k"}, children=[part(1, seconds=1.5), part(2, "b", seconds=1.5)]),
+              flow_id="killed")  # fmt: skip
+    flow_app = "tests.apps.flows:registry"
+    doomed = WorkerProcess(redis_url, "--queues", "a", "b", app=flow_app)
+    try:
+        wait_until(lambda: status(redis, "killed-0") == "started" and status(redis, "killed-1") == "started",
+                   timeout=30, message="both children running")  # fmt: skip
+    finally:
+        doomed.kill()
+    rescuer = WorkerProcess(redis_url, "--queues", "a", "b", "parents", app=flow_app)
+    try:
+        wait_until(lambda: status(redis, "killed") == "finished", timeout=60, message="the parent to run")
+    finally:
+        rescuer.stop()
+    assert runs(redis, app.TOTAL_RUNS) == ["killed"]
+    assert sorted(runs(redis, app.PART_RUNS)) == ["killed-0", "killed-1"]  # the killed runs never ended
+    assert load_job(redis, flows.keys, "killed").result == 3
 
 
 def test_the_same_flow_id_twice_creates_the_flow_once(redis: Redis, settings: RuntimeSettings) -> None:
@@ -200,6 +226,9 @@ def test_a_flow_is_shown_as_a_tree(
     flows.add(FlowJob(app.total, {"label": "t"}, children=[
         part(1), FlowJob(app.total, {"label": "n"}, children=[part(2, "b")], on_failure="ignore"),
     ]), flow_id="tree")  # fmt: skip
+    registry = DeferredJobRegistry("parents", connection=redis, serializer=JSONSerializer)
+    assert sorted(registry.get_job_ids()) == ["tree", "tree-1"]  # rq's own tools see the waiting parents
+    assert Job.fetch("tree", connection=redis, serializer=JSONSerializer).get_status() == "deferred"
     monkeypatch.setenv("REDIS_URL", redis_url)
     load.cache_clear()
     try:
