@@ -58,7 +58,7 @@ def cmd_schedules_list(args: argparse.Namespace, ctx: CliContext) -> int:
     def render(data: list[dict[str, Any]]) -> str:
         if not data:
             return "no schedules registered (a running `chumon scheduler` registers its app's)"
-        cells = [(r["name"], r["job_type"], r["rule"], r["queue"] or "-", r["next_at"], r["next_job"] or "-")
+        cells = [(r["name"], r["job_type"], r["rule"], r["queue"], r["next_at"], r["next_job"] or "-")
                  for r in data]  # fmt: skip
         return table(cells, ["name", "job type", "rule", "queue", "next run", "next job"])
 

@@ -153,6 +153,7 @@ def test_schedules_are_listed_and_removed_from_the_command_line(
     assert code == 0 and [r["name"] for r in rows] == ["every-second", "five-minutes"]
     cron = rows[1]
     assert (cron["cron"], cron["job_type"], cron["rule"]) == ("*/5 * * * *", "sched.tick", "cron */5 * * * *")
+    assert cron["queue"] == "ticks"  # the job type's queue: the schedule names none
     assert redis.hget(f"rq:job:{cron['next_job']}", "status") == b"scheduled"
     code, text, _ = cli_run(capsys, "schedules", "list")
     assert code == 0 and "every 1 s" in text and "five-minutes" in text
