@@ -4,6 +4,8 @@ atomically and idempotently; a failed child fails the parent or is ignored, as i
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,9 +22,24 @@ from workers import Control, EnqueueOptions, FlowJob, FlowProducer, RuntimeSetti
 from workers.codec import parse_iso
 from workers.deadletter import DeadLetters
 from workers.flows import FlowRefused
+from workers.joblog import set_sink
 from workers.jobview import load_job
 
 QUEUES = ["a", "b", "c", "parents", "hooks"]
+
+
+@pytest.fixture
+def cli_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that call cli.main, which configures the process's logging: put it back after."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    load.cache_clear()
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
 
 
 def part(n: int, queue: str = "a", **extra: Any) -> FlowJob:
@@ -219,9 +236,8 @@ def test_a_flow_is_written_whole_or_not_at_all(redis: Redis, settings: RuntimeSe
 
 
 def test_a_flow_is_shown_as_a_tree(
-    redis: Redis, settings: RuntimeSettings, redis_url: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    redis: Redis, settings: RuntimeSettings, capsys: pytest.CaptureFixture[str], cli_env: None
+) -> None:
     flows = FlowProducer(redis, settings)
     flows.add(FlowJob(app.total, {"label": "t"}, children=[
         part(1), FlowJob(app.total, {"label": "n"}, children=[part(2, "b")], on_failure="ignore"),
@@ -229,20 +245,15 @@ def test_a_flow_is_shown_as_a_tree(
     registry = DeferredJobRegistry("parents", connection=redis, serializer=JSONSerializer)
     assert sorted(registry.get_job_ids()) == ["tree", "tree-1"]  # rq's own tools see the waiting parents
     assert Job.fetch("tree", connection=redis, serializer=JSONSerializer).get_status() == "deferred"
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    try:
-        assert cli.main(["job", "tree", "tree-1-0", "--json"]) == 0  # any job of the flow shows it all
-        data = json.loads(capsys.readouterr().out)
-        assert (data["id"], data["status"], data["waiting_for"]) == ("tree", "deferred", 2)
-        assert [(c["id"], c["status"], c["on_failure"]) for c in data["children"]] == [
-            ("tree-0", "queued", "fail_parent"), ("tree-1", "deferred", "ignore")]  # fmt: skip
-        assert data["children"][1]["children"][0]["id"] == "tree-1-0"
-        assert cli.main(["job", "tree", "tree"]) == 0
-        text = capsys.readouterr().out
-        assert "tree  flow.total  queue=parents  deferred (waiting for 2 of 2 children)" in text
-        assert "└── tree-1-0  flow.part  queue=b  queued  [fail_parent]" in text
-        assert cli.main(["job", "tree", "nothing-here"]) == 1
-        assert capsys.readouterr().err.strip() == "chumon: no job nothing-here"
-    finally:
-        load.cache_clear()
+    assert cli.main(["job", "tree", "tree-1-0", "--json"]) == 0  # any job of the flow shows it all
+    data = json.loads(capsys.readouterr().out)
+    assert (data["id"], data["status"], data["waiting_for"]) == ("tree", "deferred", 2)
+    assert [(c["id"], c["status"], c["on_failure"]) for c in data["children"]] == [
+        ("tree-0", "queued", "fail_parent"), ("tree-1", "deferred", "ignore")]  # fmt: skip
+    assert data["children"][1]["children"][0]["id"] == "tree-1-0"
+    assert cli.main(["job", "tree", "tree"]) == 0
+    text = capsys.readouterr().out
+    assert "tree  flow.total  queue=parents  deferred (waiting for 2 of 2 children)" in text
+    assert "└── tree-1-0  flow.part  queue=b  queued  [fail_parent]" in text
+    assert cli.main(["job", "tree", "nothing-here"]) == 1
+    assert capsys.readouterr().err.strip() == "chumon: no job nothing-here"
