@@ -83,6 +83,8 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
     exits 2 on a configuration error it names (refused credentials, a server lacking a command)."""
     if getattr(args, "events_command", None):
         return int(args.events_func(args, ctx))
+    if args.command == "events":
+        log.warning("`chumon events` is now `chumon consumers`; the old name goes in the next release")
     import signal
     import threading
 
@@ -258,9 +260,10 @@ def register(sub: Any) -> None:
     removing.add_argument("name")
     removing.add_argument("--json", action="store_true")
     removing.set_defaults(func=cmd_schedules_remove)
-    events = sub.add_parser(
-        "events",
-        help="the event log's consumers (projector, reactors, watchdog); `events dlq` their dead letters",
+    events = sub.add_parser(  # `events`: its name until issue 14, kept as an alias for one release
+        "consumers",
+        aliases=["events"],
+        help="the event log's consumers (projector, reactors, watchdog); `consumers dlq` their dead letters",
     )
     events.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"

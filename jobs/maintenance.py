@@ -9,8 +9,9 @@ schedules of this registry, every 60 s (``chumon schedules list``).
   on the order; that of a confirmed order whose commit never happened is committed. An order
   whose release is under way, or that a person has been asked to look at, is left alone.
 - ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, trimming
-  of the event log to ``events.retention_days`` (when set), and an alert (a log line, and the
-  ``chumon_dlq_alert`` metric) for every dead-letter queue longer than ``dlq_alert_threshold``.
+  of the event log to ``events.retention_days`` (when set), and an alert (a log line; the
+  exporter, ``chumon metrics``, shows the same as ``chumon_dead_letter_alert``) for every
+  dead-letter queue longer than ``dlq_alert_threshold``.
 """
 
 from __future__ import annotations

@@ -16,12 +16,14 @@ from workers.errors import (
     Retryable,
     UnknownJobType,
 )
+from workers.events import JobEvent, JobEvents
 from workers.flows import ChildResult, Flow, FlowJob, FlowProducer
 from workers.jobtypes import DeadLetterNotice, JobContext, JobRegistry, JobType
 from workers.jobview import JobInfo, load_job
 from workers.limits import RateLimit
 from workers.options import EnqueueOptions
 from workers.policy import RetryPolicy, backoff_delay
+from workers.retention import Keep
 from workers.schedules import Schedule
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
@@ -41,10 +43,13 @@ __all__ = [
     "FlowProducer",
     "Interrupted",
     "JobContext",
+    "JobEvent",
+    "JobEvents",
     "JobInfo",
     "JobRegistry",
     "JobTimeout",
     "JobType",
+    "Keep",
     "NoSuchJob",
     "Permanent",
     "RateLimit",

@@ -8,6 +8,8 @@ a failed outcome with the reason.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import math
 import re
@@ -16,9 +18,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis import Redis
 
 from workers.codec import BadJob, decode_data, encode_result, readable
@@ -29,6 +31,7 @@ from workers.flows import child_failure
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger, Reporter
 
 _WHOLE = re.compile(r"^-?[0-9]{1,12}$")
 DEFAULT_TIMEOUT = 180.0
@@ -199,6 +202,8 @@ class Executor:
         log: logging.Logger,
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
         owned: Callable[[str], bool] = lambda key: False,
+        isolation: Isolation | None = None,
+        reporter: Callable[[Redis, Claimed], Reporter] | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -207,6 +212,8 @@ class Executor:
         self.log = log
         self.on_start = on_start
         self.owned = owned
+        self.isolation = isolation
+        self.reporter = reporter  # builds a run's progress and log writer (workers/reporting.py)
         self._local = threading.local()
 
     def _client(self) -> Redis:
@@ -226,6 +233,26 @@ class Executor:
             return Outcome.failure(claimed, "RuntimeFault", f"{type(exc).__name__}: {exc}")
 
     def _run(self, claimed: Claimed) -> Outcome:
+        prepared = self.prepare(claimed, self._client())
+        if isinstance(prepared, Outcome):
+            return prepared
+        try:
+            value = self._call(prepared)
+        except BaseException as exc:  # the job's failure, whatever it is, is an outcome, not a crash
+            return self.failed(prepared, exc)
+        return self.succeeded(prepared, value)
+
+    def _call(self, prepared: Prepared) -> Any:
+        job_type, ctx = prepared.job_type, prepared.ctx
+        if job_type.isolated and self.isolation is not None:
+            return self.isolation.call(job_type, prepared.payload, ctx, prepared.claimed.cancel)
+        value = job_type.handler(prepared.model, ctx)
+        if inspect.iscoroutine(value):  # an async job that reached a thread slot (no job_type field)
+            value = asyncio.run(value)
+        return value
+
+    def prepare(self, claimed: Claimed, redis: Redis) -> Prepared | Outcome:
+        """Decode and validate the job and build its context; an Outcome if it cannot run."""
         if claimed.problems:
             return Outcome.failure(claimed, "MalformedJob", "; ".join(claimed.problems), retryable=False)
         try:
@@ -255,7 +282,6 @@ class Executor:
             )
         if self.on_start is not None:
             self.on_start(claimed, job_type, payload)
-        effects = Effects(self.owned)
         ctx = JobContext(
             job_id=claimed.job_id,
             job_type=job_type.name,
@@ -264,44 +290,89 @@ class Executor:
             max_attempts=self.policy_of(claimed, job_type).max_attempts,
             execution_id=claimed.execution,
             idempotency_key=claimed.effect_key.partition(":")[2] or None,
-            redis=self._client(),
+            redis=redis,
             enqueuer=self.enqueuer,
-            log=self.log,
-            effects=effects,
+            log=JobLogger(self.log, self.reporter(redis, claimed) if self.reporter else None),
+            effects=Effects(self.owned),
             cancel=claimed.cancel,
         )
-        try:
-            value = job_type.handler(model, ctx)
-        except RateLimited as exc:  # the other side asked to slow down: no attempt used
+        return Prepared(claimed, job_type, payload, model, ctx)
+
+    def failed(self, prepared: Prepared, exc: BaseException) -> Outcome:
+        """The outcome of a handler that raised ``exc``."""
+        claimed, job_type, payload = prepared.claimed, prepared.job_type, prepared.payload
+        if isinstance(exc, RateLimited):  # the other side asked to slow down: no attempt used
             throttled = Outcome(claimed, "throttled", job_type=job_type, payload=payload, message=str(exc))
             throttled.delay = exc.delay
             return throttled
-        except Cancelled as exc:
+        if isinstance(exc, Cancelled):
             return Outcome(claimed, "cancelled", job_type=job_type, payload=payload, message=str(exc))
-        except BaseException as exc:  # the job's failure, whatever it is, is an outcome, not a crash
-            return Outcome.failure(
-                claimed,
-                type(exc).__name__,
-                str(exc),
-                tb=traceback.format_exc(),
-                retryable=_retryable(job_type, exc),
-                delay=exc.delay if isinstance(exc, Retryable) else None,
-                job_type=job_type,
-                payload=payload,
-            )
+        remote = exc if isinstance(exc, ChildFailed) else None
+        return Outcome.failure(
+            claimed,
+            remote.exc_type if remote else type(exc).__name__,
+            str(exc),
+            tb=remote.tb if remote else "".join(traceback.format_exception(exc)),
+            retryable=_retryable(job_type, exc),
+            delay=exc.delay if isinstance(exc, Retryable | ChildFailed) else None,
+            job_type=job_type,
+            payload=payload,
+        )
+
+    def succeeded(self, prepared: Prepared, value: Any) -> Outcome:
+        """The outcome of a handler that returned ``value``."""
+        claimed, job_type, payload = prepared.claimed, prepared.job_type, prepared.payload
         try:
-            result = encode_result(value)
+            result = value.b64 if isinstance(value, Encoded) else encode_result(value)
         except TypeError as exc:
             return Outcome.failure(
                 claimed, "UnserializableResult", str(exc), retryable=False, job_type=job_type, payload=payload
             )
         done = Outcome(claimed, "done", job_type=job_type, payload=payload, result_b64=result)
-        done.effects = effects.commands or None
+        done.effects = prepared.ctx.effects.commands or None
         return done
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A job ready to run: its type, payload (as read and as validated) and context."""
+
+    claimed: Claimed
+    job_type: JobType[Any]
+    payload: dict[str, Any]
+    model: BaseModel
+    ctx: JobContext
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result already encoded (by an isolated job's child process)."""
+
+    b64: str
+
+
+class ChildFailed(Exception):
+    """An isolated job's failure as its child process reported it (or the child's death)."""
+
+    def __init__(
+        self, exc_type: str, message: str, *, tb: str = "", retryable: bool = True, delay: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exc_type, self.tb, self.retryable, self.delay = exc_type, tb, retryable, delay
+
+
+class Isolation(Protocol):
+    """Runs an isolated job type's handler elsewhere (workers/isolation.py)."""
+
+    def call(
+        self, job_type: JobType[Any], payload: dict[str, Any], ctx: JobContext, cancel: threading.Event
+    ) -> Encoded: ...
 
 
 def _retryable(job_type: JobType[Any], exc: BaseException) -> bool:
     """Retryable unless the job said Permanent or raised one of its type's permanent classes."""
+    if isinstance(exc, ChildFailed):
+        return exc.retryable
     if isinstance(exc, Retryable):
         return True
     if isinstance(exc, Permanent):

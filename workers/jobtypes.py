@@ -35,6 +35,8 @@ from workers.keys import check_queue_name
 from workers.limits import RateLimit
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger
+from workers.retention import Keep
 from workers.schedules import Schedule
 
 if TYPE_CHECKING:
@@ -66,9 +68,18 @@ class JobContext:
     idempotency_key: str | None
     redis: Redis
     enqueuer: Enqueuer
-    log: logging.Logger
+    log: JobLogger  # ctx.log("line") keeps a line on the job; ctx.log.info(...) logs (reporting.py)
     effects: Effects = field(default_factory=Effects)
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log, logging.Logger):  # built with a plain logger: lines are checked, not kept
+            object.__setattr__(self, "log", JobLogger(self.log))
+
+    def progress(self, value: Any) -> bool:
+        """Report progress: a number, or a JSON object or list of at most 4 KiB, kept on the job
+        (``chumon job show``) and sent as a ``progress`` event. False if this run lost the job."""
+        return self.log.reporter.progress(value)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -103,6 +114,14 @@ class JobType(Generic[P]):
     result_ttl: int | None = None
     log_fields: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
+    isolated: bool = False  # run in a child process (workers/isolation.py)
+    keep_completed: Keep | None = None  # retention (workers/retention.py); None: result_ttl
+    keep_failed: Keep | None = None  # None: dlq_retention and dlq_max_length
+
+    @property
+    def is_async(self) -> bool:
+        """An ``async def`` handler: it runs on the worker's event loop (workers/aio.py)."""
+        return inspect.iscoroutinefunction(self.handler)
 
     def __call__(self, payload: P, ctx: JobContext) -> Any:
         return self.handler(payload, ctx)
@@ -154,13 +173,24 @@ class JobRegistry:
         result_ttl: int | None = None,
         log_fields: tuple[str, ...] = (),
         rate_limit: RateLimit | str | None = None,
+        isolated: bool = False,
+        keep_completed: Keep | int | None = None,
+        keep_failed: Keep | int | None = None,
     ) -> Callable[[Handler[Any]], JobType[Any]]:
-        """Register the decorated handler as job type ``name``."""
+        """Register the decorated handler as job type ``name``.
+
+        ``isolated=True`` runs each attempt in a child process (for CPU-bound work; see
+        workers/isolation.py); an ``async def`` handler runs on the worker's event loop.
+        """
 
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(f"job type {name!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g} s")
         if result_ttl is not None and not -1 <= result_ttl <= MAX_TTL:
             raise ValueError(f"job type {name!r}: result_ttl must be -1 (for ever) or 0 to {MAX_TTL} s")
+        kept_done = Keep.of(keep_completed, f"job type {name!r}: keep_completed")
+        kept_failed = Keep.of(keep_failed, f"job type {name!r}: keep_failed")
+        if kept_done is not None and result_ttl is not None:
+            raise ValueError(f"job type {name!r}: give keep_completed or result_ttl, not both")
 
         def register(handler: Handler[Any]) -> JobType[Any]:
             job_type: JobType[Any] = JobType(
@@ -176,7 +206,12 @@ class JobRegistry:
                 result_ttl=result_ttl,
                 log_fields=log_fields,
                 rate_limit=RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
+                isolated=isolated,
+                keep_completed=kept_done,
+                keep_failed=kept_failed,
             )
+            if isolated:
+                _check_isolated(job_type)
             self.add(job_type)
             return job_type
 
@@ -251,6 +286,17 @@ class JobRegistry:
         """The rate limits the job types declare, by job type name."""
         return {t.name: t.rate_limit for t in self if t.rate_limit is not None}
 
+    def kept(self) -> list[list[Any]]:
+        """The retention of the job types that keep their last N or for an age (workers/lua/keep.lua)."""
+        policies = []
+        for t in self:
+            for kind, keep in (("completed", t.keep_completed), ("failed", t.keep_failed)):
+                if keep is not None and (keep.count or kind == "failed"):
+                    policies.append(
+                        [t.name, kind, keep.count if keep.count is not None else False, keep.age or False]
+                    )
+        return policies
+
     def queues(self) -> list[str]:
         return sorted({job_type.queue for job_type in self})
 
@@ -274,6 +320,17 @@ def _checked(schedule: Schedule, job_type: JobType[Any]) -> Schedule:
     """``schedule`` with its payload validated by its job type (pydantic's error names the field)."""
     payload = job_type.payload.model_validate(schedule.args).model_dump(mode="json")
     return schedule.model_copy(update={"args": payload})
+
+
+def _check_isolated(job_type: JobType[Any]) -> None:
+    """An isolated handler is imported by its child process: a module-level, synchronous function."""
+    if job_type.is_async:
+        raise ValueError(f"job type {job_type.name!r}: an isolated handler must be a plain def, not async")
+    if "<locals>" in job_type.handler.__qualname__:
+        raise ValueError(
+            f"job type {job_type.name!r}: an isolated handler must be defined at module level "
+            "(its child process imports it by name)"
+        )
 
 
 def _payload_model(handler: Callable[..., Any]) -> type[BaseModel]:

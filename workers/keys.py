@@ -179,6 +179,11 @@ class Keys:
         """Set of job ids whose running attempt was asked to stop (``chumon job cancel``)."""
         return self._p + "cancel"
 
+    @property
+    def replication_fence(self) -> str:
+        """Written before each WAIT so it covers every earlier write (workers/durability.py)."""
+        return self._p + "fence"
+
     # -- flows (workers/flows.py, lua/includes/flows.lua) ----------------------------------------
     def flow_children(self, parent: str) -> str:
         """List of a flow parent's children ids, in the order they were given."""
@@ -192,12 +197,27 @@ class Keys:
         """Hash: child id -> 'd<result>' (finished), 'f' (dead-lettered) or 'c' (canceled)."""
         return self._p + "flow:" + parent + ":results"
 
+    # -- progress, job logs, events, retention (docs/runtime.md) ----------------------------
+    def job_logs(self, job_id: str) -> str:
+        """List of a job's log lines (``ctx.log``), the last few kept, expiring with the job."""
+        return self._p + "joblog:" + job_id
+
+    @property
+    def events(self) -> str:
+        """Stream of job lifecycle events (``CHUMON_JOB_EVENTS``), capped at about its max length."""
+        return self._p + "job-events"  # not "events": the order flow's domain events live there
+
+    def kept(self, kind: str, job_type: str) -> str:
+        """Sorted set: the ``completed`` or ``failed`` jobs of a type that keeps its last N -> when."""
+        return f"{self._p}kept:{kind}:{job_type}"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
         own = (
             "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
             "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
-            "flow:",
+            "fence", "flow:",
+            "joblog:", "job-events", "kept:",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
@@ -237,6 +257,9 @@ class Keys:
                 "cancel": self.cancel_requests(),
                 "deferred": self.RQ_DEFERRED,
                 "flow": self._p + "flow:",
+                "job_logs": self._p + "joblog:",
+                "events": self.events,
+                "kept": self._p + "kept:",
             },
             separators=(",", ":"),
         )

@@ -54,7 +54,7 @@ class Scripts:
 
     NAMES = (
         "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
-        "flow",
+        "flow", "report", "keep",
     )  # fmt: skip
 
     def __init__(self, redis: Redis, keyspace: str) -> None:

@@ -48,15 +48,18 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from workers.aio import AsyncRunners
 from workers.codec import readable, shown
 from workers.connection import check_server
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.errors import ServerUnsupported
 from workers.execution import Claimed, Executor, Outcome
+from workers.isolation import ChildPool
 from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
 from workers.keys import Keys, check_queue_name, is_dead_letter_queue
+from workers.lanes import Lanes
 from workers.listener import Listener
 from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
@@ -64,6 +67,7 @@ from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
 from workers.presence import Heartbeat, Presence, Snapshot
 from workers.recovery import Reaper
+from workers.reporting import Reporter
 from workers.runner import Runners
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
@@ -91,6 +95,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
+        async_concurrency: int | None = None,
         name: str | None = None,
         rand: RandomSource = random.random,
         log: logging.Logger | None = None,
@@ -112,6 +117,7 @@ class Worker:
             raise ValueError(f"concurrency must be from 1 to 1024, not {concurrency}")
         self.concurrency = concurrency or settings.worker_concurrency
         self.prefetch = self.concurrency
+        self.capacity = self.concurrency + self.prefetch  # jobs owned at most (async slots add theirs)
         self.token = secrets.token_hex(4)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{self.token}"
         self.log = log or logging.getLogger("chumon.worker")
@@ -124,15 +130,15 @@ class Worker:
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
         self.metrics = metrics or process_metrics()
         self.joblog = JobLog()
+        served = [t for t in registry if t.queue in self.queues]
+        pool = ChildPool(settings, self.concurrency) if any(t.isolated for t in served) else None
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
-            on_start=self._started, owned=self.keys.runtime_owned,
+            on_start=self._started, owned=self.keys.runtime_owned, isolation=pool,
+            reporter=self._reporter,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
-        self.runners = Runners(
-            self.concurrency, self.executor.run, self.inbox.put, grace=settings.timeout_grace,
-            began=self._began, clock=self.clock,
-        )  # fmt: skip
+        self.runners = self._lanes(registry, async_concurrency, pool)
         self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
         self.presence = Presence(
             redis, self.scripts, self.keys, self.name, self.queues,
@@ -148,7 +154,15 @@ class Worker:
             metrics=self.metrics, joblog=self.joblog,
         )  # fmt: skip
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
-        self.maintenance = Maintenance(redis, self.keys, self.dead_letters, self.name, self.log)
+        self.maintenance = Maintenance(
+            redis,
+            self.keys,
+            self.dead_letters,
+            self.name,
+            self.log,
+            kept=registry.kept(),
+            scripts=self.scripts,
+        )
 
         limits = settings.queue_rate_limits
         self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
@@ -167,6 +181,25 @@ class Worker:
         self._backoff = 0.0
         self._trouble: str | None = None
         self._problems_logged: dict[tuple[str, str], float] = {}
+
+    def _lanes(self, registry: JobRegistry, async_concurrency: int | None, pool: ChildPool | None) -> Lanes:
+        """The runner threads and, if the registry has async job types, the event loop (aio.py)."""
+        threads = Runners(
+            self.concurrency, self.executor.run, self.inbox.put, grace=self.settings.timeout_grace,
+            began=self._began, clock=self.clock,
+        )  # fmt: skip
+        async_types = frozenset(t.name for t in registry if t.is_async)
+        if not async_types:
+            return Lanes(threads, pool=pool)
+        limit = async_concurrency or self.settings.async_concurrency
+        if not 1 <= limit <= 10_000:
+            raise ValueError(f"async concurrency must be from 1 to 10000, not {limit}")
+        aio = AsyncRunners(
+            limit, self.executor, self.redis, self.inbox.put, grace=self.settings.timeout_grace,
+            began=self._began, clock=self.clock,
+        )  # fmt: skip
+        self.capacity += 2 * limit  # its slots and an equal prefetch buffer, as the threads have
+        return Lanes(threads, aio, async_types, pool)
 
     # -- control ------------------------------------------------------------------------------
     def clock(self) -> float:
@@ -257,8 +290,8 @@ class Worker:
         return may_have_work
 
     def _room(self) -> int:
-        """Jobs to claim now: slots plus prefetch, less what is owned and not about to be settled."""
-        return max(0, self.concurrency + self.prefetch - len(self._owned) + len(self._pending))
+        """Jobs to claim now: capacity (slots, prefetch, async slots) less what is owned and not settling."""
+        return max(0, self.capacity - len(self._owned) + len(self._pending))
 
     def _collect(self, *, block: float) -> None:
         """Move finished attempts from the inbox to pending, note begun runs and wake-ups."""
@@ -313,6 +346,7 @@ class Worker:
         )
         body = {"ctx": ctx, "started": started, "done": plan.done, "failed": plan.failed,
                 "released": plan.released, "throttled": plan.throttled, "cancelled": plan.cancelled,
+                "kept": plan.kept,
                 "queues": self.queues, "n": want}  # fmt: skip
         self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
         reply = self.scripts.run("step", body)
@@ -350,7 +384,9 @@ class Worker:
             self.log.error("%d attempt(s) were settled elsewhere (worker presumed dead?): %s",
                            len(lost), ", ".join(shown(i) for i in lost[:10]))  # fmt: skip
         if int(dropped):
-            self.log.warning("dead-letter cap removed %d old dead letter(s)", int(dropped))
+            self.log.warning(
+                "dead-letter cap (or its type's keep_failed) removed %d old dead letter(s)", int(dropped)
+            )
         self._log_problems(problems)
         due = float(next_due)
         self._next_due = due if due >= 0 else None
@@ -383,6 +419,10 @@ class Worker:
             self._count(outcome, 1)
             self.metrics.count(queue, job_type, outcome)
             self.joblog.record(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+
+    def _reporter(self, client: Redis, claimed: Claimed) -> Reporter:
+        """The writer of one run's progress and log lines (``ctx.progress``, ``ctx.log``)."""
+        return Reporter(self.scripts, client, self.settings, claimed.job_id, claimed.execution, claimed.queue)
 
     def _began(self, claimed: Claimed) -> None:
         """Called in a runner thread as a handler begins: the next step records it in Redis."""

@@ -52,4 +52,5 @@ if usable(K.canceled .. queue, 'zset') then
   redis.call('ZADD', K.canceled .. queue, now() + plan.ttl, id)
 end
 flow_settled(id, queue, 'canceled', '', plan.ttl) -- flows: a child tells its parent; a parent stops waiting
+emit(plan.events, 'canceled', id, queue)
 return {status, 'removed'}
