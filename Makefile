@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # The Procfile's processes in the foreground until Ctrl-C, with this project's virtualenv first
 # on PATH (its `chumon` and `python`; nothing to activate), against REDIS_URL
 # (default redis://127.0.0.1:6379/0: start a redis-server first, or point REDIS_URL at one).
-up: $(STAMP)
+up: | $(STAMP)  # builds .venv if missing; never reinstalls under running processes
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile || [ $$? -eq 130 ]  # 130: stopped by Ctrl-C, as meant
 
 demo: $(STAMP)
