@@ -5,9 +5,10 @@ cost of numeric priorities on the claim.
 
 - **Rate limit.** ``--workers`` worker processes (4 slots each) serve one queue limited to
   ``--rate`` jobs per second (``CHUMON_QUEUE_RATE_LIMITS``), with more jobs queued than the
-  limit lets through in ``--seconds``. The rate is counted from the jobs' own start times
-  (written by the server's clock): jobs started in ``[first start, first start + seconds)``
-  divided by the seconds, and reported as a ratio to the limit (1.00 = exactly the limit).
+  limit lets through in ``--seconds``. The rate is counted from the jobs' claim times
+  (stamped by the claim script with the server's clock): jobs claimed in
+  ``[first claim, first claim + seconds)`` divided by the seconds, and reported as a ratio to
+  the limit (1.00 = exactly the limit).
 - **Priorities.** One worker process drains ``--jobs`` no-op jobs three ways in the same
   invocation: every job plain (rq's list, the baseline), every job with a random priority
   (1..1000), and one in ten prioritized. Reported as jobs/s and as a ratio to the baseline.
@@ -115,7 +116,9 @@ def measure_rate(env: RedisEnv, args: argparse.Namespace) -> dict[str, Any]:
     with workers(env, args.workers, CHUMON_QUEUE_RATE_LIMITS=f"{QUEUE}={args.rate}/s"):
         label = f"jobs at {args.rate}/s over {args.workers} workers"
         wait_finished(env.redis, total, label, time.monotonic() + 3 * total / args.rate + 60)
-    starts = start_times(env.redis, ids)
+    # when each job was claimed, by the server's clock (the claim stamps last_heartbeat): the
+    # limit is on claims, and started_at is the worker's estimate of the server's time
+    starts = start_times(env.redis, ids, "last_heartbeat")
     first = starts[0]
     inside = sum(1 for t in starts if t < first + args.seconds)
     per_second = [sum(1 for t in starts if first + s <= t < first + s + 1) for s in range(int(args.seconds))]
