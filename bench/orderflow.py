@@ -57,11 +57,11 @@ CATALOGUE = {"TEA": 450, "MUG": 1299}
 STOCK = 10**9
 
 
-ORDER_PROCESSES = (["chumon", "worker"], ["chumon", "events"])  # the Procfile's lines that move orders
+ORDER_PROCESSES = (["chumon", "worker"], ["chumon", "consumers"])  # the Procfile's lines that move orders
 
 
 def procfile_processes() -> list[str]:
-    """The Procfile's ``chumon worker`` and ``chumon events`` command lines, as written there."""
+    """The Procfile's ``chumon worker`` and ``chumon consumers`` command lines, as written there."""
     commands = []
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.strip().startswith("#") or ":" not in line:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from chumon import app, logs, ops_cli, order_cli
+from chumon import app, diagram, labs, logs, ops_cli, order_cli, trace
 from chumon.app import AppNotFound
 from chumon.logs import mask, mask_url
 from chumon.settings import load
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cli.register(sub)
     order_cli.register(sub)
     ops_cli.register(sub)
+    trace.register(sub)
+    diagram.register(sub)
+    labs.register(sub)
     return parser
 
 

@@ -271,7 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="chumon's order flow, end to end")
     parser.add_argument("--keep", action="store_true", help="keep the processes running until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--walk", action="store_true", help="one order step by step, both saga styles side by side"
+    )
     args = parser.parse_args(argv)
+    if args.walk:  # in-process, no Procfile: chumon/walk.py
+        from chumon import walk
+
+        settings = load()
+        return walk.main(settings, redis_client(settings.redis_url, settings.redis), as_json=args.json)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the Procfile on SIGTERM too, not just Ctrl-C
 
     smtp_port, dash_port, metrics_port = port_or_free(8025), port_or_free(9181), port_or_free(9300)

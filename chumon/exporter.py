@@ -36,6 +36,7 @@ from orders.projector import GROUP
 from orders.reactors import SERVICES
 from orders.readmodel import ReadModel
 from workers.codec import names, parse_iso, readable
+from workers.control import Control
 from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
 from workers.settings import RuntimeSettings
 from workers.streams import GroupReader
@@ -89,12 +90,27 @@ class RedisCollector(Collector):
         )
         scheduled = GaugeMetricFamily("chumon_queue_scheduled", "Retries and delayed jobs.", labels=["queue"])
         started = GaugeMetricFamily("chumon_queue_started", "Jobs running now.", labels=["queue"])
+        prioritized = GaugeMetricFamily(
+            "chumon_queue_prioritized",
+            "Jobs waiting with a priority (counted in depth too).",
+            labels=["queue"],
+        )
+        paused = GaugeMetricFamily("chumon_queue_paused", "1 while the queue is paused.", labels=["queue"])
+        throttled = GaugeMetricFamily(
+            "chumon_queue_throttled_seconds",
+            "Seconds left of a 'slow down' pause a job asked for (RateLimited).",
+            labels=["queue"],
+        )
+        flows = Control(self.redis, self.settings).flows(work)
         for i, name in enumerate(work):
-            depth.add_metric([name], _number(per_queue[4 * i]))
+            depth.add_metric([name], _number(per_queue[4 * i]) + flows[i].prioritized)
             age.add_metric([name], _age(enqueued.get(name), now))
             scheduled.add_metric([name], _number(per_queue[4 * i + 2]))
             started.add_metric([name], _number(per_queue[4 * i + 3]))
-        yield from (depth, age, scheduled, started)
+            prioritized.add_metric([name], flows[i].prioritized)
+            paused.add_metric([name], 1.0 if flows[i].paused else 0.0)
+            throttled.add_metric([name], flows[i].throttled_for)
+        yield from (depth, age, scheduled, started, prioritized, paused, throttled)
         letters = GaugeMetricFamily("chumon_dead_letters", "Dead letters per origin queue.", labels=["queue"])
         alert = GaugeMetricFamily(
             "chumon_dead_letter_alert", "1 when a dead-letter queue is above its threshold.", labels=["queue"]

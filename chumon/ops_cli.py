@@ -33,12 +33,42 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
     from chumon import scheduling
-    from workers import Enqueuer
+    from workers import Control, Enqueuer
+
+    registry = ctx.registry(args.app)
+    redis = ctx.redis()
+    control = Control(redis, ctx.settings)
+    scheduling.run(
+        redis, Enqueuer(redis, ctx.settings), registry, control, interval=args.interval, burst=args.burst
+    )
+    return 0
+
+
+def cmd_schedules_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    from chumon import scheduling
+
+    rows = [found.as_dict() for _, found in sorted(scheduling.registered(ctx.redis()), key=lambda r: r[0])]
+
+    def render(data: list[dict[str, Any]]) -> str:
+        if not data:
+            return "no schedules registered (a running `chumon scheduler` registers its app's)"
+        cells = [(r["name"], r["job_type"], r["rule"], r["queue"] or "-", r["next_at"], r["next_job"] or "-")
+                 for r in data]  # fmt: skip
+        return table(cells, ["name", "job type", "rule", "queue", "next run", "next job"])
+
+    emit(rows, args.json, render)
+    return 0
+
+
+def cmd_schedules_remove(args: argparse.Namespace, ctx: CliContext) -> int:
+    from chumon import scheduling
+    from workers import Control
+    from workers.cli import NotFound
 
     redis = ctx.redis()
-    scheduling.run(
-        redis, Enqueuer(redis, ctx.settings), ctx.registry(None), interval=args.interval, burst=args.burst
-    )
+    if not scheduling.remove(redis, Control(redis, ctx.settings), args.name):
+        raise NotFound(f"no schedule {args.name!r} (see `chumon schedules list`)")
+    emit({"removed": args.name}, args.json, lambda d: f"schedule {d['removed']} removed")
     return 0
 
 
@@ -47,6 +77,8 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
     exits 2 on a configuration error it names (refused credentials, a server lacking a command)."""
     if getattr(args, "events_command", None):
         return int(args.events_func(args, ctx))
+    if args.command == "events":
+        log.warning("`chumon events` is now `chumon consumers`; the old name goes in the next release")
     import signal
     import threading
 
@@ -206,13 +238,26 @@ def register(sub: Any) -> None:
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
     dash.add_argument("--port", type=int, help="port (default CHUMON_DASHBOARD__PORT, 9181)")
     dash.set_defaults(func=cmd_dashboard)
-    sched = sub.add_parser("scheduler", help="rq-scheduler with chumon's periodic jobs, JSON only")
+    sched = sub.add_parser("scheduler", help="rq-scheduler running the app's schedules, JSON only")
     sched.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     sched.add_argument("--burst", action="store_true", help="enqueue what is due, then stop")
+    sched.add_argument("--app", metavar="MODULE:ATTR", help="the JobRegistry whose schedules to run")
     sched.set_defaults(func=cmd_scheduler)
-    events = sub.add_parser(
-        "events",
-        help="the event log's consumers (projector, reactors, watchdog); `events dlq` their dead letters",
+    schedules = sub.add_parser("schedules", help="the app's repeatable jobs, as registered in Redis")
+    schedules_sub = schedules.add_subparsers(dest="schedules_command", required=True)
+    listing = schedules_sub.add_parser("list", help="every registered schedule and its next run")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_schedules_list)
+    removing = schedules_sub.add_parser(
+        "remove", help="stop a schedule (an app that still declares it registers it again at its next start)"
+    )
+    removing.add_argument("name")
+    removing.add_argument("--json", action="store_true")
+    removing.set_defaults(func=cmd_schedules_remove)
+    events = sub.add_parser(  # `events`: its name until issue 14, kept as an alias for one release
+        "consumers",
+        aliases=["events"],
+        help="the event log's consumers (projector, reactors, watchdog); `consumers dlq` their dead letters",
     )
     events.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve this process's metrics (0: off)"

@@ -1,4 +1,5 @@
-"""Periodic maintenance, run as jobs that rq-scheduler enqueues (``chumon scheduler``).
+"""Periodic maintenance, run as jobs that rq-scheduler enqueues (``chumon scheduler``): both are
+schedules of this registry, every 60 s (``chumon schedules list``).
 
 - ``maintenance.release_stale_holds``: stock held longer than ``saga.reservation_hold`` for an
   order still in flight is given up through the saga (the step it waits for fails without
@@ -8,8 +9,9 @@
   on the order; that of a confirmed order whose commit never happened is committed. An order
   whose release is under way, or that a person has been asked to look at, is left alone.
 - ``maintenance.housekeeping``: dead-letter retention, trimming of rq's registries, trimming
-  of the event log to ``events.retention_days`` (when set), and an alert (a log line, and the
-  ``chumon_dlq_alert`` metric) for every dead-letter queue longer than ``dlq_alert_threshold``.
+  of the event log to ``events.retention_days`` (when set), and an alert (a log line; the
+  exporter, ``chumon metrics``, shows the same as ``chumon_dead_letter_alert``) for every
+  dead-letter queue longer than ``dlq_alert_threshold``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def housekeeping(payload: NoArguments, ctx: JobContext) -> dict[str, object]:
                 dead_letter_queue(origin), depth, settings.dlq_alert_threshold, origin,
             )  # fmt: skip
     return {"retention_ran": ran, "events_trimmed": trimmed, "alerts": alerts}
+
+
+registry.schedule("release-stale-holds", release_stale_holds, every=60)
+registry.schedule("housekeeping", housekeeping, every=60)
 
 
 def trim_events(redis: Redis, keys: OrderKeys, retention_days: float | None, now: float) -> int:

@@ -44,6 +44,7 @@ from orders.messages import Message
 from orders.privacy import mask_personal
 from orders.saga import COMMIT_FAILED, Step
 from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RateLimited, RetryPolicy
+from workers.durability import NotReplicated
 
 registry = JobRegistry()
 HOOK = "orders.dead_letter"
@@ -84,6 +85,8 @@ def adapter(handler: Callable[[C, h.Services], Any]) -> Callable[[C, JobContext]
             return handler(command, services(ctx))
         except PartyBusy as busy:  # a 429 or an SMTP 421: every worker slows down, no attempt used
             raise RateLimited(str(busy), delay=busy.retry_after) from None
+        except NotReplicated as exc:  # replicas lag or are failing over: wait, no attempt used
+            raise RateLimited(str(exc), delay=1.0) from None
 
     return run
 

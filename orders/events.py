@@ -1,7 +1,7 @@
 """Domain events: facts, named in the past tense. They have already happened; many may listen.
 
 Every event is appended to the event stream in the same atomic step as the state change it
-records (orders/lua/place.lua, orders/lua/commit.lua), with ``sequence``: its position in
+records (orders/lua/place.lua, orders/lua/transition.lua), with ``sequence``: its position in
 its order's history (1, 2, 3, ...).
 """
 

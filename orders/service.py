@@ -117,6 +117,7 @@ class OrderService:
             now = self.clock()
             transition = decide(loaded.order.model_copy(deep=True), loaded.saga.model_copy(deep=True), now)
             if transition is None:
+                self.store.durability.settle(self.store.redis)  # what we found must outlive a failover too
                 return None
             self.saga.track(loaded.saga, transition, now)
             if self.store.commit(loaded, transition, now):

@@ -4,7 +4,8 @@ An order lives in one hash (``OrderKeys.order``): ``doc`` (the order), ``saga`` 
 state), ``version`` (how many events it has), ``status``. Reading it is one HMGET; every
 change is one script call (``orders/lua/place.lua``, ``orders/lua/transition.lua``) that
 writes the new state, appends its events to the event stream and enqueues the commands it
-sends, or writes nothing at all.
+sends, or writes nothing at all. With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only
+once replicas hold it (``NotReplicated`` otherwise; workers/durability.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class OrderStore:
         self.route = route
         self._place: Script = redis.register_script(source("place", "orders"))
         self._transition: Script = redis.register_script(source("transition", "orders"))
+        self.durability = enqueuer.durability
 
     def load(self, order_id: str) -> Loaded | None:
         """The order and its saga; None if there is none; CorruptOrder if its record cannot be read."""
@@ -109,7 +111,10 @@ class OrderStore:
                 "fingerprint": fingerprint,
                 "ttl": idempotency_ttl,
             }
-        reply = self._place(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+        args = [self.keys.lua_keyspace, dumps(plan)]
+        reply = self.durability.write(
+            self.redis, lambda client: self._place(keys=[], args=args, client=client)
+        )
         outcome, values = text(reply[0]), texts(reply[1:])
         if outcome == "unknown_sku":
             raise UnknownSku(values[0])
@@ -148,7 +153,12 @@ class OrderStore:
             "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
             "forget_payment_method": not transition.saga.may_charge,
         }
-        return bool(self._transition(keys=[], args=[self.keys.lua_keyspace, dumps(plan)]))
+        args = [self.keys.lua_keyspace, dumps(plan)]
+        return bool(
+            self.durability.write(
+                self.redis, lambda client: self._transition(keys=[], args=args, client=client)
+            )
+        )
 
     def payment_method(self, order_id: str) -> str | None:
         """The payment token place_order was given, while the charge step may still need it."""

@@ -16,29 +16,40 @@ from workers.errors import (
     Retryable,
     UnknownJobType,
 )
+from workers.events import JobEvent, JobEvents
+from workers.flows import ChildResult, Flow, FlowJob, FlowProducer
 from workers.jobtypes import DeadLetterNotice, JobContext, JobRegistry, JobType
 from workers.jobview import JobInfo, load_job
 from workers.limits import RateLimit
 from workers.options import EnqueueOptions
 from workers.policy import RetryPolicy, backoff_delay
+from workers.retention import Keep
+from workers.schedules import Schedule
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
 __all__ = [
     "CancelResult",
     "Cancelled",
+    "ChildResult",
     "Control",
     "DeadLetterNotice",
     "EffectError",
     "Effects",
     "EnqueueOptions",
     "Enqueuer",
+    "Flow",
+    "FlowJob",
+    "FlowProducer",
     "Interrupted",
     "JobContext",
+    "JobEvent",
+    "JobEvents",
     "JobInfo",
     "JobRegistry",
     "JobTimeout",
     "JobType",
+    "Keep",
     "NoSuchJob",
     "Permanent",
     "RateLimit",
@@ -46,6 +57,7 @@ __all__ = [
     "RetryPolicy",
     "Retryable",
     "RuntimeSettings",
+    "Schedule",
     "UnknownJobType",
     "Worker",
     "backoff_delay",

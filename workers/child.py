@@ -35,6 +35,7 @@ from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobType
 from workers.keys import Keys
+from workers.reporting import JobLogger
 from workers.settings import RuntimeSettings
 
 SCRIPT = "__chumon_main__"
@@ -81,7 +82,7 @@ class Runtime:
             idempotency_key=fields.get("idempotency_key"),
             redis=self.redis,
             enqueuer=self.enqueuer,
-            log=self.log,
+            log=JobLogger(self.log),  # progress and log lines of an isolated job stay in the worker's log
             effects=Effects(self.owned),
         )
 

@@ -20,10 +20,14 @@ from pydantic import BaseModel
 from redis import Redis
 
 from workers.codec import names as registry_names
+from workers.control import Control
 from workers.deadletter import DeadLetters
+from workers.events import JobEvent, JobEvents, check_stream_id
+from workers.flows import FlowNode
+from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
-from workers.keys import Keys, is_dead_letter_queue
+from workers.keys import Keys, check_queue_name, is_dead_letter_queue
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
@@ -104,6 +108,11 @@ def render_job(info: JobInfo) -> str:
         lines.append(f"  problem: {info.problem}")
     if info.result is not None:
         lines.append(f"  result {json.dumps(info.result)}")
+    if info.progress is not None:
+        lines.append(f"  progress {json.dumps(info.progress)}")
+    if info.logs:
+        lines.append(f"  log (last {len(info.logs)} lines):")
+        lines.extend("    " + line for line in info.logs)
     for failure in info.failures:
         lines.append(
             f"  - attempt {failure.get('attempt')} {failure.get('ended_at')}: "
@@ -234,12 +243,90 @@ def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
     if info is None:
         print(f"no job {args.job_id}", file=sys.stderr)
         return 1
-    emit(info, args.json, render_job)
+    emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
     return 0
+
+
+def render_tree(node: FlowNode) -> str:
+    """A flow as an indented tree, one job a line."""
+
+    def line(n: FlowNode) -> str:
+        text = f"{n.id}  {n.job_type or '?'}  queue={n.queue or '?'}  {n.status}"
+        if n.waiting_for:
+            text += f" (waiting for {n.waiting_for} of {len(n.children)} children)"
+        return text + (f"  [{n.on_failure}]" if n.on_failure else "")
+
+    lines = [line(node)]
+
+    def walk(n: FlowNode, indent: str) -> None:
+        for i, child in enumerate(n.children):
+            last = i == len(n.children) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{line(child)}")
+            walk(child, indent + ("    " if last else "│   "))
+
+    walk(node, "")
+    return "\n".join(lines)
+
+
+def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
+    found = flow_tree(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    if found is None:
+        raise NotFound(f"no job {args.job_id}")
+    emit(found, args.json, render_tree)
+    return Exit.OK
+
+
+def event_count(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events from 1 to 10000")
+    return value
+
+
+def render_event(event: JobEvent) -> str:
+    details = "".join(f" {k}={v}" for k, v in event.fields.items())
+    return f"{event.id}  {event.event:<13} {event.job_id}  queue={event.queue}{details}"
+
+
+def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
+    if args.from_id is not None:
+        try:
+            check_stream_id(args.from_id)
+        except ValueError as exc:
+            raise UsageError(f"--from: {exc}") from None
+    if not ctx.settings.job_events:
+        print("note: job events are off (CHUMON_JOB_EVENTS=1 turns them on)", file=sys.stderr)
+    events = JobEvents(ctx.redis(), ctx.settings)
+
+    def wanted(event: JobEvent) -> bool:
+        return (args.queue is None or event.queue == args.queue) and (
+            args.job is None or event.job_id == args.job
+        )
+
+    if args.from_id is not None:
+        found = events.read(args.from_id, count=args.count)
+    else:
+        found = events.latest(args.count)
+    shown = [e for e in found if wanted(e)]
+    if not args.follow:
+        emit([e.as_dict() for e in shown], args.json, lambda _: "\n".join(render_event(e) for e in shown))
+        return Exit.OK
+    for event in shown:
+        print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    after = found[-1].id if found else (args.from_id or "0-0")  # empty when read: all that comes
+    try:
+        for event in events.follow(after, block=1.0):
+            if wanted(event):
+                print(json.dumps(event.as_dict()) if args.json else render_event(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return Exit.OK
 
 
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
+    control = Control(redis, ctx.settings)
     members = registry_names(
         redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=logging.getLogger(__name__)
     )
@@ -250,25 +337,88 @@ def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
             pipe.zcard(keys.scheduled(name))
             pipe.zcard(keys.wip(name))
         counts = [c if isinstance(c, int) else None for c in pipe.execute(raise_on_error=False)]
+    flows = control.flows(names)
     rows = [
         {
             "queue": name,
             "dead_letter": is_dead_letter_queue(name),
             "queued": counts[3 * i],
+            "prioritized": flows[i].prioritized,
             "scheduled": counts[3 * i + 1],
             "started": counts[3 * i + 2],
+            "paused": flows[i].paused,
+            "rate_limit": flows[i].rate_limit,
+            "throttled_for": flows[i].throttled_for,
         }
         for i, name in enumerate(names)
     ]
-    emit(
-        rows,
-        args.json,
-        lambda data: table(
-            [(r["queue"], r["queued"], r["scheduled"], r["started"]) for r in data],
-            ["queue", "queued", "scheduled", "started"],
-        ),
-    )
+    emit(rows, args.json, render_queues)
     return 0
+
+
+def render_queues(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no queues yet"
+
+    def state(r: dict[str, Any]) -> str:
+        parts = ["dead letters" if r["dead_letter"] else ""]
+        parts += ["PAUSED" if r["paused"] else ""]
+        parts += [f"limit {r['rate_limit']}" if r["rate_limit"] else ""]
+        parts += [f"slowed down {r['throttled_for']:.1f}s" if r["throttled_for"] else ""]
+        return ", ".join(p for p in parts if p)
+
+    return table(
+        [(r["queue"], r["queued"], r["prioritized"], r["scheduled"], r["started"], state(r)) for r in rows],
+        ["queue", "queued", "prioritized", "scheduled", "started", "state"],
+    )
+
+
+def cmd_queues_pause(args: argparse.Namespace, ctx: CliContext) -> int:
+    return _pause_or_resume(args, ctx, pause=True)
+
+
+def cmd_queues_resume(args: argparse.Namespace, ctx: CliContext) -> int:
+    return _pause_or_resume(args, ctx, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, ctx: CliContext, *, pause: bool) -> int:
+    for queue in args.queues:
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise UsageError(f"QUEUE: {exc}") from None
+    control = Control(ctx.redis(), ctx.settings)
+    verb = "paused" if pause else "resumed"
+    changed = [q for q in args.queues if (control.pause(q) if pause else control.resume(q))]
+    report = {verb: changed, "unchanged": [q for q in args.queues if q not in changed]}
+
+    def render(d: dict[str, Any]) -> str:
+        lines = [f"{verb} {q}" for q in d[verb]]
+        lines += [f"{q} was already {verb}" for q in d["unchanged"]]
+        return "\n".join(lines)
+
+    emit(report, args.json, render)
+    return Exit.OK
+
+
+def cmd_job_cancel(args: argparse.Namespace, ctx: CliContext) -> int:
+    control = Control(ctx.redis(), ctx.settings)
+    results = [control.cancel(job_id) for job_id in args.job_ids]
+    rows = [{"job_id": r.job_id, "status": r.status or None, "action": r.action} for r in results]
+    said = {
+        "removed": "removed from its queue: canceled",
+        "asked": "running: asked to stop (the handler sees ctx.cancelled)",
+        "nothing": "already {status}: left as it is",
+        "missing": "no such job",
+    }
+
+    def render(data: list[dict[str, Any]]) -> str:
+        return "\n".join(
+            f"{r['job_id']}: " + said.get(r["action"], r["action"]).format(status=r["status"]) for r in data
+        )
+
+    emit(rows, args.json, render)
+    return Exit.NOT_FOUND if any(r.action == "missing" for r in results) else Exit.OK
 
 
 def register(sub: Any) -> None:
@@ -317,8 +467,38 @@ def register(sub: Any) -> None:
     job_show = job.add_parser("show", help="one job: status, attempts, failures, result")
     job_show.add_argument("job_id")
     job_show.add_argument("--json", action="store_true")
+    job_show.add_argument("--reveal", action="store_true", help="show emails and payment tokens unmasked")
     job_show.set_defaults(func=cmd_job_show)
+    job_cancel = job.add_parser("cancel", help="remove waiting jobs; ask running ones to stop (idempotent)")
+    job_cancel.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    job_cancel.add_argument("--json", action="store_true", help="print JSON")
+    job_cancel.set_defaults(func=cmd_job_cancel)
+    job_tree = job.add_parser("tree", help="the flow a job belongs to, from its root: each job's status")
+    job_tree.add_argument("job_id")
+    job_tree.add_argument("--json", action="store_true")
+    job_tree.set_defaults(func=cmd_job_tree)
+    job_events = job.add_parser("events", help="job lifecycle events (CHUMON_JOB_EVENTS=1)")
+    job_events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    job_events.add_argument("--from", dest="from_id", metavar="ID", help="events after this id (0: oldest)")
+    job_events.add_argument(
+        "--count", type=event_count, default=50, metavar="N", help="at most N at first (50)"
+    )
+    job_events.add_argument("--queue", metavar="Q", help="only this queue's jobs")
+    job_events.add_argument("--job", metavar="JOB_ID", help="only this job")
+    job_events.add_argument("--json", action="store_true", help="a JSON list (--follow: one object a line)")
+    job_events.set_defaults(func=cmd_job_events)
 
-    queues = sub.add_parser("queues", help="queue depths, dead-letter queues included")
-    queues.add_argument("--json", action="store_true")
+    queues = sub.add_parser(
+        "queues", help="queue depths and state (paused, rate limit), dead-letter queues included"
+    )
+    queues.add_argument("--json", action="store_true", help="print JSON")
     queues.set_defaults(func=cmd_queues)
+    queue_sub = queues.add_subparsers(dest="queues_command", required=False)
+    for name, func, text in (
+        ("pause", cmd_queues_pause, "stop every worker claiming from these queues (running jobs go on)"),
+        ("resume", cmd_queues_resume, "let workers claim from these queues again"),
+    ):
+        action = queue_sub.add_parser(name, help=text)
+        action.add_argument("queues", nargs="+", metavar="QUEUE")
+        action.add_argument("--json", action="store_true", help="print JSON")
+        action.set_defaults(func=func)

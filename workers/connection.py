@@ -13,7 +13,7 @@ scripts are bounded to milliseconds. Callers never retry here; each long-running
 ``RedisError`` itself (backs off, keeps its state, resumes).
 
 ``redis+sentinel://[:password@]host:port[,host2:port2]/service[/db]`` asks Redis Sentinel for the
-current primary (and again after a failover).
+current primary, and follows a failover as soon as Sentinel announces it (workers/sentinel.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ class RedisOptions(BaseModel):
     keepalive_idle: int = Field(default=10, ge=1, le=7200, description="Idle seconds before the first probe.")
     health_check_interval: int = Field(
         default=30, ge=0, le=3600, description="PING a pooled connection idle this long before using it."
+    )
+    replicas_ack: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Orders, enqueues and saga steps wait for this many replicas (WAIT); 0: do not wait.",
+    )
+    replicas_timeout_ms: int = Field(
+        default=1000, gt=0, le=60_000, description="How long a write waits for its replicas (milliseconds)."
     )
 
 
@@ -69,19 +78,37 @@ def connect(url: str, options: RedisOptions | None = None) -> Redis:
     """A client for ``url``. Connects lazily, on the first command; raises ValueError for a bad URL."""
     kwargs = client_options(options or RedisOptions())
     if url.startswith("redis+sentinel://"):
-        from redis_sentinel_url import connect as sentinel_connect
-
-        sentinel_kwargs = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
-        _sentinel, client = sentinel_connect(url, sentinel_options=sentinel_kwargs, client_options=kwargs)
-        if client is None:
-            raise ValueError("the Sentinel URL names no service (add /<service name> to the URL)")
-        return client  # type: ignore[no-any-return]
+        return _sentinel_client(url, kwargs)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://")
     try:
         return Redis.from_url(url, max_connections=MAX_CONNECTIONS, **kwargs)
     except ValueError as exc:  # e.g. a port that is not a number
         raise ValueError(f"the Redis URL is not valid: {exc}") from None
+
+
+def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
+    """The primary of the URL's service, followed across failovers (workers/sentinel.py)."""
+    from redis.sentinel import SentinelConnectionPool
+    from redis_sentinel_url import parse_sentinel_url
+
+    from workers.sentinel import EpochSentinel, FollowingRedis, SwitchWatcher
+
+    sentinel_kwargs = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
+    try:
+        parsed = parse_sentinel_url(url, sentinel_options=sentinel_kwargs, client_options=kwargs)
+    except ValueError as exc:
+        raise ValueError(f"the Sentinel URL is not valid: {exc}") from None
+    service = parsed.default_client.service
+    if not service:
+        raise ValueError("the Sentinel URL names no service (add /<service name> to the URL)")
+    options = parsed.sentinel_options
+    sentinel = EpochSentinel(parsed.hosts, sentinel_kwargs=options, **parsed.client_options)  # type: ignore[no-untyped-call]
+    client: FollowingRedis = sentinel.master_for(service, redis_class=FollowingRedis)  # type: ignore[no-untyped-call]
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    client.watcher = SwitchWatcher(pool, parsed.hosts, options).start()
+    return client
 
 
 MIN_VERSION = (6, 2)

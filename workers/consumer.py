@@ -27,9 +27,10 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from workers.durability import NotReplicated
 from workers.streams import Entry, GroupReader
 
-TRANSIENT = (RedisError, OSError)
+TRANSIENT = (RedisError, OSError, NotReplicated)
 """Failures of the store, not of the entries: a round that meets one is retried as a whole."""
 
 

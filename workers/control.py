@@ -21,6 +21,17 @@ from workers.settings import RuntimeSettings
 
 
 @dataclass(frozen=True, slots=True)
+class QueueFlow:
+    """One queue's flow-control state, as ``chumon queues`` and the metrics show it."""
+
+    queue: str
+    paused: bool
+    prioritized: int  # jobs waiting with a priority (they run before the plain FIFO list)
+    throttled_for: float  # seconds left of a 'slow down' (RateLimited) pause, 0 when none
+    rate_limit: str | None  # the configured limit, e.g. '50/1s', or None
+
+
+@dataclass(frozen=True, slots=True)
 class CancelResult:
     job_id: str
     status: str  # before: queued, scheduled, started, finished... ('' when there was no job)
@@ -48,9 +59,43 @@ class Control:
     def paused(self) -> set[str]:
         return set(names(self.redis.smembers(self.keys.paused), what=self.keys.paused))
 
+    def flows(self, queues: list[str]) -> list[QueueFlow]:
+        """Pause, priority backlog, throttle and rate limit of each queue, in one round trip.
+
+        Garbage in a key reads as 'not paused / 0', never as an error: this feeds metrics."""
+        keys = self.keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.paused)
+            for name in queues:
+                pipe.zcard(keys.prioritized(name))
+                pipe.pttl(keys.throttle("queue", name))
+            replies = pipe.execute(raise_on_error=False)
+        paused = replies[0] if isinstance(replies[0], set) else set()
+        paused_names = set(names(paused, what=keys.paused))
+        limits = self.settings.queue_rate_limits
+        rows = []
+        for i, name in enumerate(queues):
+            backlog, ttl = replies[1 + 2 * i], replies[2 + 2 * i]
+            rows.append(
+                QueueFlow(
+                    queue=name,
+                    paused=name in paused_names,
+                    prioritized=backlog if isinstance(backlog, int) else 0,
+                    throttled_for=ttl / 1000 if isinstance(ttl, int) and ttl > 0 else 0.0,
+                    rate_limit=str(limits[name]) if name in limits else None,
+                )
+            )
+        return rows
+
     def cancel(self, job_id: str) -> CancelResult:
         """Cancel a waiting job, or ask a running one to stop (see the module docstring)."""
         status, action = self.scripts.run(
-            "control", {"action": "cancel", "id": job_id, "ttl": self.settings.dlq_retention}
+            "control",
+            {
+                "action": "cancel",
+                "id": job_id,
+                "ttl": self.settings.dlq_retention,
+                "events": self.settings.events_cap,
+            },
         )
         return CancelResult(job_id, readable(status) or "", readable(action) or "")

@@ -12,10 +12,15 @@ scripts on the caller's pipeline (``redis.pipeline(transaction=True)``), so a st
 and the jobs it triggers commit in one MULTI/EXEC or not at all; because that transaction
 holds Redis for its whole length, it takes at most ``MAX_ATOMIC`` jobs. The job ids are
 decided before anything is sent.
+
+With ``CHUMON_REDIS__REPLICAS_ACK`` set, an enqueue returns only once that many replicas hold
+it, and raises ``NotReplicated`` otherwise (workers/durability.py): enqueue again with the
+same idempotency key. On the caller's pipeline, the caller's transaction decides.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -27,6 +32,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from workers.codec import describe, encode_data, shown, text
+from workers.durability import Durability
 from workers.errors import RuntimeFault
 from workers.jobtypes import JobType
 from workers.keys import Keys
@@ -61,6 +67,7 @@ class Enqueuer:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.scripts = scripts or Scripts(redis, self.keys.lua_keyspace)
+        self.durability = Durability(settings.redis, self.keys.replication_fence)
 
     def enqueue(
         self,
@@ -108,12 +115,13 @@ class Enqueuer:
                 self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline)
             return []
         if len(chunks) == 1:
-            replies = [self.scripts.run("enqueue", {"jobs": chunks[0]})]
+            send = functools.partial(self.scripts.run, "enqueue", {"jobs": chunks[0]})
+            replies = [self.durability.write(self.redis, lambda client: send(client=client))]
         else:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for chunk in chunks:
-                    self.scripts.run("enqueue", {"jobs": chunk}, client=pipe)
-                replies = pipe.execute()
+            replies = self.durability.write_all(
+                self.redis,
+                lambda pipe: [self.scripts.run("enqueue", {"jobs": chunk}, client=pipe) for chunk in chunks],
+            )
         ids: list[str] = []
         problems: list[Any] = []
         for ids_reply, chunk_problems in replies:
@@ -169,6 +177,8 @@ class Enqueuer:
         if options.idempotency_key is not None:
             spec["enqueue_key"] = f"{job_type.name}:{options.idempotency_key}"
             spec["enqueue_key_ttl"] = self.settings.idempotency_ttl
+        if self.settings.job_events:
+            spec["events"] = self.settings.job_events_max_length
         return spec
 
 

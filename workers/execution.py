@@ -27,9 +27,11 @@ from workers.codec import BadJob, decode_data, encode_result, readable
 from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
+from workers.flows import child_failure
 from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger, Reporter
 
 _WHOLE = re.compile(r"^-?[0-9]{1,12}$")
 DEFAULT_TIMEOUT = 180.0
@@ -201,6 +203,7 @@ class Executor:
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
         owned: Callable[[str], bool] = lambda key: False,
         isolation: Isolation | None = None,
+        reporter: Callable[[Redis, Claimed], Reporter] | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -210,6 +213,7 @@ class Executor:
         self.on_start = on_start
         self.owned = owned
         self.isolation = isolation
+        self.reporter = reporter  # builds a run's progress and log writer (workers/reporting.py)
         self._local = threading.local()
 
     def _client(self) -> Redis:
@@ -268,6 +272,11 @@ class Executor:
             return Outcome.failure(
                 claimed, "InvalidPayload", "payload nested too deeply", retryable=False, job_type=job_type
             )
+        failed_child = child_failure(claimed.meta)  # flows: a parent whose child failed is not run
+        if failed_child is not None:
+            return Outcome.failure(
+                claimed, "ChildFailed", failed_child, retryable=False, job_type=job_type, payload=payload
+            )
         if self.on_start is not None:
             self.on_start(claimed, job_type, payload)
         ctx = JobContext(
@@ -280,7 +289,7 @@ class Executor:
             idempotency_key=claimed.effect_key.partition(":")[2] or None,
             redis=redis,
             enqueuer=self.enqueuer,
-            log=self.log,
+            log=JobLogger(self.log, self.reporter(redis, claimed) if self.reporter else None),
             effects=Effects(self.owned),
             cancel=claimed.cancel,
         )

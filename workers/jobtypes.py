@@ -35,11 +35,15 @@ from workers.keys import check_queue_name
 from workers.limits import RateLimit
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
+from workers.reporting import JobLogger
+from workers.retention import Keep
+from workers.schedules import Schedule
 
 if TYPE_CHECKING:
     from redis import Redis
 
     from workers.enqueue import Enqueuer
+    from workers.flows import ChildResult
 
 P = TypeVar("P", bound=BaseModel)
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -64,9 +68,18 @@ class JobContext:
     idempotency_key: str | None
     redis: Redis
     enqueuer: Enqueuer
-    log: logging.Logger
+    log: JobLogger  # ctx.log("line") keeps a line on the job; ctx.log.info(...) logs (reporting.py)
     effects: Effects = field(default_factory=Effects)
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log, logging.Logger):  # built with a plain logger: lines are checked, not kept
+            object.__setattr__(self, "log", JobLogger(self.log))
+
+    def progress(self, value: Any) -> bool:
+        """Report progress: a number, or a JSON object or list of at most 4 KiB, kept on the job
+        (``chumon job show``) and sent as a ``progress`` event. False if this run lost the job."""
+        return self.log.reporter.progress(value)
 
     @property
     def is_last_attempt(self) -> bool:
@@ -77,6 +90,12 @@ class JobContext:
         """Someone asked this job to stop (``chumon job cancel``): check it between steps of long
         work, and ``raise Cancelled()`` to end the job cancelled (it is not retried)."""
         return self.cancel.is_set()
+
+    def children(self) -> list[ChildResult]:
+        """If this job is a flow's parent: how each child ended, with its result (workers/flows.py)."""
+        from workers.flows import children_of
+
+        return children_of(self.redis, self.enqueuer.keys, self.job_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -96,6 +115,8 @@ class JobType(Generic[P]):
     log_fields: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
     isolated: bool = False  # run in a child process (workers/isolation.py)
+    keep_completed: Keep | None = None  # retention (workers/retention.py); None: result_ttl
+    keep_failed: Keep | None = None  # None: dlq_retention and dlq_max_length
 
     @property
     def is_async(self) -> bool:
@@ -136,6 +157,7 @@ class JobRegistry:
 
     on_dead_letter: str | None = None
     _types: dict[str, JobType[Any]] = field(default_factory=dict)
+    _schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def job(
         self,
@@ -152,6 +174,8 @@ class JobRegistry:
         log_fields: tuple[str, ...] = (),
         rate_limit: RateLimit | str | None = None,
         isolated: bool = False,
+        keep_completed: Keep | int | None = None,
+        keep_failed: Keep | int | None = None,
     ) -> Callable[[Handler[Any]], JobType[Any]]:
         """Register the decorated handler as job type ``name``.
 
@@ -163,6 +187,10 @@ class JobRegistry:
             raise ValueError(f"job type {name!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g} s")
         if result_ttl is not None and not -1 <= result_ttl <= MAX_TTL:
             raise ValueError(f"job type {name!r}: result_ttl must be -1 (for ever) or 0 to {MAX_TTL} s")
+        kept_done = Keep.of(keep_completed, f"job type {name!r}: keep_completed")
+        kept_failed = Keep.of(keep_failed, f"job type {name!r}: keep_failed")
+        if kept_done is not None and result_ttl is not None:
+            raise ValueError(f"job type {name!r}: give keep_completed or result_ttl, not both")
 
         def register(handler: Handler[Any]) -> JobType[Any]:
             job_type: JobType[Any] = JobType(
@@ -179,6 +207,8 @@ class JobRegistry:
                 log_fields=log_fields,
                 rate_limit=RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
                 isolated=isolated,
+                keep_completed=kept_done,
+                keep_failed=kept_failed,
             )
             if isolated:
                 _check_isolated(job_type)
@@ -197,9 +227,45 @@ class JobRegistry:
         self._types[job_type.name] = job_type
 
     def include(self, other: JobRegistry) -> None:
-        """Add every job type of ``other`` (how an app composes the registries of its parts)."""
+        """Add every job type and schedule of ``other`` (how an app composes the registries of its parts)."""
         for job_type in other:
             self.add(job_type)
+        for schedule in other.schedules():
+            self._add_schedule(schedule)
+
+    # -- schedules (workers/schedules.py) ---------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        job_type: str | JobType[Any],
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        args: BaseModel | dict[str, Any] | None = None,
+        queue: str | None = None,
+    ) -> Schedule:
+        """Declare a repeatable job: ``job_type`` with payload ``args``, on a cron expression (UTC)
+        or every ``every`` seconds. ``chumon scheduler`` registers it; the payload is checked here
+        if the job type is known, else when a worker starts (``check``)."""
+        type_name = job_type if isinstance(job_type, str) else job_type.name
+        if isinstance(args, BaseModel):
+            args = args.model_dump(mode="json")
+        schedule = Schedule(
+            name=name, job_type=type_name, cron=cron, every=every, args=args or {}, queue=queue
+        )
+        known = job_type if not isinstance(job_type, str) else self.find(type_name)
+        if known is not None:
+            schedule = _checked(schedule, known)
+        self._add_schedule(schedule)
+        return schedule
+
+    def _add_schedule(self, schedule: Schedule) -> None:
+        if schedule.name in self._schedules:
+            raise ValueError(f"schedule {schedule.name!r} is declared twice")
+        self._schedules[schedule.name] = schedule
+
+    def schedules(self) -> list[Schedule]:
+        return list(self._schedules.values())
 
     def get(self, name: str) -> JobType[Any]:
         try:
@@ -235,6 +301,14 @@ class JobRegistry:
             hook = self.get(name)
             if not issubclass(hook.payload, DeadLetterNotice):
                 raise ValueError(f"dead-letter hook {name!r} must take a DeadLetterNotice payload")
+        for schedule in self._schedules.values():
+            _checked(schedule, self.get(schedule.job_type))
+
+
+def _checked(schedule: Schedule, job_type: JobType[Any]) -> Schedule:
+    """``schedule`` with its payload validated by its job type (pydantic's error names the field)."""
+    payload = job_type.payload.model_validate(schedule.args).model_dump(mode="json")
+    return schedule.model_copy(update={"args": payload})
 
 
 def _check_isolated(job_type: JobType[Any]) -> None:

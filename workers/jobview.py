@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import json
 import zlib
 from typing import Any
 
@@ -36,6 +37,8 @@ class JobInfo(BaseModel):
     result: Any = None
     worker: str | None
     problem: str | None = None
+    progress: Any = None  # what the job last reported (ctx.progress)
+    logs: list[str] = []  # its last log lines (ctx.log), oldest first
 
 
 def _s(value: bytes | None) -> str | None:
@@ -56,7 +59,8 @@ def load_job(redis: Redis, keys: Keys, job_id: str) -> JobInfo | None:
     with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.xrevrange(keys.results(job_id), count=1)
-        raw, results = pipe.execute(raise_on_error=False)
+        pipe.lrange(keys.job_logs(job_id), 0, -1)
+        raw, results, logs = pipe.execute(raise_on_error=False)
     if isinstance(raw, Exception):
         return _unreadable(job_id, f"its key is not a job hash: {raw}")
     if not raw:
@@ -106,7 +110,20 @@ def load_job(redis: Redis, keys: Keys, job_id: str) -> JobInfo | None:
         result=result,
         worker=_s(fields.get("worker_name")),
         problem=problem,
+        progress=_progress(fields.get("progress")),
+        logs=[line.decode(errors="replace") for line in logs] if isinstance(logs, list) else [],
     )
+
+
+def _progress(raw: bytes | None) -> Any:
+    """The job's last progress, or None; a value that is not JSON is shown as its text."""
+    if not raw:
+        return None
+    text = raw.decode(errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _unreadable(job_id: str, problem: str) -> JobInfo:

@@ -58,6 +58,7 @@ class Keys:
     RQ_FAILED = "rq:failed:"
     RQ_SCHEDULED = "rq:scheduled:"
     RQ_CANCELED = "rq:canceled:"
+    RQ_DEFERRED = "rq:deferred:"
     RQ_RESULTS = "rq:results:"
     RQ_WORKER = "rq:worker:"
     RQ_WORKERS = "rq:workers"
@@ -91,6 +92,10 @@ class Keys:
 
     def canceled(self, queue: str) -> str:
         return self.RQ_CANCELED + queue
+
+    def deferred(self, queue: str) -> str:
+        """rq's registry of jobs waiting on others: a flow's parents wait there for their children."""
+        return self.RQ_DEFERRED + queue
 
     def results(self, job_id: str) -> str:
         return self.RQ_RESULTS + job_id
@@ -174,11 +179,45 @@ class Keys:
         """Set of job ids whose running attempt was asked to stop (``chumon job cancel``)."""
         return self._p + "cancel"
 
+    @property
+    def replication_fence(self) -> str:
+        """Written before each WAIT so it covers every earlier write (workers/durability.py)."""
+        return self._p + "fence"
+
+    # -- flows (workers/flows.py, lua/includes/flows.lua) ----------------------------------------
+    def flow_children(self, parent: str) -> str:
+        """List of a flow parent's children ids, in the order they were given."""
+        return self._p + "flow:" + parent + ":children"
+
+    def flow_pending(self, parent: str) -> str:
+        """Set of a flow parent's children that have not ended yet."""
+        return self._p + "flow:" + parent + ":pending"
+
+    def flow_results(self, parent: str) -> str:
+        """Hash: child id -> 'd<result>' (finished), 'f' (dead-lettered) or 'c' (canceled)."""
+        return self._p + "flow:" + parent + ":results"
+
+    # -- progress, job logs, events, retention (docs/runtime.md) ----------------------------
+    def job_logs(self, job_id: str) -> str:
+        """List of a job's log lines (``ctx.log``), the last few kept, expiring with the job."""
+        return self._p + "joblog:" + job_id
+
+    @property
+    def events(self) -> str:
+        """Stream of job lifecycle events (``CHUMON_JOB_EVENTS``), capped at about its max length."""
+        return self._p + "job-events"  # not "events": the order flow's domain events live there
+
+    def kept(self, kind: str, job_type: str) -> str:
+        """Sorted set: the ``completed`` or ``failed`` jobs of a type that keeps its last N -> when."""
+        return f"{self._p}kept:{kind}:{job_type}"
+
     def runtime_owned(self, key: str) -> bool:
         """Whether ``key`` is one the runtime keeps for itself (a job's effects may not write it)."""
         own = (
             "idem:", "worker:", "workers", "signal:", "dlq:", "maintenance:", "recovery:", "liveness",
             "quarantine", "limiter:", "throttle:", "paused", "prioritized:", "priority-seq:", "cancel",
+            "fence", "flow:",
+            "joblog:", "job-events", "kept:",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
 
@@ -216,6 +255,11 @@ class Keys:
                 "prioritized": self._p + "prioritized:",
                 "priority_seq": self._p + "priority-seq:",
                 "cancel": self.cancel_requests(),
+                "deferred": self.RQ_DEFERRED,
+                "flow": self._p + "flow:",
+                "job_logs": self._p + "joblog:",
+                "events": self.events,
+                "kept": self._p + "kept:",
             },
             separators=(",", ":"),
         )

@@ -91,6 +91,7 @@ class Reaper:
                 "offset": offset,
                 "count": PAGE,
                 "ttl": self.settings.worker_ttl,
+                "events": self.settings.events_cap,  # a `released` job event per run put back
                 **self.grace,
             }
             reply = self.scripts.run("orphans", plan)

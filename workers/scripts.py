@@ -54,6 +54,8 @@ class Scripts:
 
     NAMES = (
         "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
+        "flow",
+        "report",
     )  # fmt: skip
 
     def __init__(self, redis: Redis, keyspace: str) -> None:

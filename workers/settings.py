@@ -117,10 +117,26 @@ class RuntimeSettings(BaseSettings):
         description="How long a job first waits when its idempotency key is held by a live run.",
     )
 
+    # progress, job logs and lifecycle events (docs/runtime.md)
+    job_log_lines: int = Field(
+        default=100, ge=1, le=10_000, description="Log lines (ctx.log) kept per job, the last ones."
+    )
+    job_events: bool = Field(
+        default=False, description="Append job lifecycle events to a stream (chumon job events)."
+    )
+    job_events_max_length: int = Field(
+        default=10_000, ge=100, le=10_000_000, description="About how many events the stream keeps."
+    )
+
     @field_validator("queue_rate_limits", "job_rate_limits", mode="before")
     @classmethod
     def _limits(cls, value: object) -> object:
         return parse_limits(value) if isinstance(value, str | dict) or value is None else value
+
+    @property
+    def events_cap(self) -> int | bool:
+        """What scripts take as ``events``: the stream's max length, or False while events are off."""
+        return self.job_events_max_length if self.job_events else False
 
     @field_validator("key_prefix")
     @classmethod

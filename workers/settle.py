@@ -26,6 +26,7 @@ def settle_ctx(settings: RuntimeSettings, worker: str) -> dict[str, Any]:
         "worker": worker,
         "dlq_retention": settings.dlq_retention,
         "dlq_max_length": settings.dlq_max_length,
+        "events": settings.events_cap,  # job lifecycle events: the stream's cap, or False (off)
     }
 
 
@@ -38,6 +39,7 @@ class Plan:
     released: list[list[Any]]
     throttled: list[list[Any]] = field(default_factory=list)
     cancelled: list[list[Any]] = field(default_factory=list)
+    kept: list[list[Any]] = field(default_factory=list)  # retention per job type (retention.py)
     retried: int = 0
     dead: int = 0
     actions: list[str] = field(
@@ -99,7 +101,19 @@ class Settler:
                 else:
                     plan.dead += 1
                     plan.actions.append("dead_lettered")
+            self.keep(plan, outcome)
         return plan
+
+    def keep(self, plan: Plan, outcome: Outcome) -> None:
+        """A kept item for a job whose type keeps only its last N finished or dead-lettered jobs,
+        or dead letters for a limited age."""
+        job_type, action = outcome.job_type, plan.actions[-1]
+        if job_type is None:
+            return
+        keep = {"succeeded": job_type.keep_completed, "dead_lettered": job_type.keep_failed}.get(action)
+        if keep is not None and (keep.count or (action == "dead_lettered")):
+            kind = "completed" if action == "succeeded" else "failed"
+            plan.kept.append(keep.item(outcome.claimed.job_id, job_type.name, kind))
 
     def throttled_item(self, outcome: Outcome, worker: str | None) -> list[Any]:
         """A job told to slow down: it waits, and its type (if rate-limited) or else its queue pauses."""
@@ -142,6 +156,8 @@ class Settler:
     def result_ttl(self, claimed: Claimed, job_type: JobType[Any] | None) -> int:
         if claimed.result_ttl is not None:
             return claimed.result_ttl
+        if job_type is not None and job_type.keep_completed is not None:
+            return job_type.keep_completed.ttl()
         if job_type is not None and job_type.result_ttl is not None:
             return job_type.result_ttl
         return self.settings.result_ttl
@@ -160,6 +176,7 @@ class Settler:
         if outcome.exc_type in UNREADABLE:
             decision = DeadLetter(outcome.exc_type)
         meta = decode_meta(claimed.meta)
+        meta.pop("flow_failed", None)  # flows: consumed by this failure, so a requeued parent runs
         history = append_failure(
             meta,
             Failure(

@@ -67,6 +67,7 @@ from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
 from workers.presence import Heartbeat, Presence, Snapshot
 from workers.recovery import Reaper
+from workers.reporting import Reporter
 from workers.runner import Runners
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
@@ -134,6 +135,7 @@ class Worker:
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
             on_start=self._started, owned=self.keys.runtime_owned, isolation=pool,
+            reporter=self._reporter,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = self._lanes(registry, async_concurrency, pool)
@@ -336,6 +338,7 @@ class Worker:
         )
         body = {"ctx": ctx, "started": started, "done": plan.done, "failed": plan.failed,
                 "released": plan.released, "throttled": plan.throttled, "cancelled": plan.cancelled,
+                "kept": plan.kept,
                 "queues": self.queues, "n": want}  # fmt: skip
         self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
         reply = self.scripts.run("step", body)
@@ -406,6 +409,10 @@ class Worker:
             self._count(outcome, 1)
             self.metrics.count(queue, job_type, outcome)
             self.joblog.record(outcome, job_id=job_id, queue=queue, job_type=job_type or None, attempt=0)
+
+    def _reporter(self, client: Redis, claimed: Claimed) -> Reporter:
+        """The writer of one run's progress and log lines (``ctx.progress``, ``ctx.log``)."""
+        return Reporter(self.scripts, client, self.settings, claimed.job_id, claimed.execution, claimed.queue)
 
     def _began(self, claimed: Claimed) -> None:
         """Called in a runner thread as a handler begins: the next step records it in Redis."""

@@ -18,7 +18,10 @@ server. In its place:
   jQuery the CSRF token; ``queues.html``, ``jobs.html`` and ``job.html`` mark dead letters
   and keep the action buttons on screen; ``scripts/jobs.js`` no longer writes the queue name
   raw into a script (Jinja now autoescapes the ``.js`` templates as well);
-- ``serve``: refuses to start on settings that would fail open, and serves with waitress.
+- ``serve``: refuses to start on settings that would fail open, and serves with waitress;
+- ``orders``: the Orders section (the read model's orders list, one order's saga as a
+  causation tree), read-only, behind the same guard; ``static/orders.js`` draws it with
+  ``textContent`` only. ``templates/rq_dashboard/navbar.html`` adds its tab.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from flask import Flask, Response
 from redis import Redis
 from redis.exceptions import RedisError
 
-from chumon.dashboard import views
+from chumon.dashboard import orders, views
 from chumon.dashboard.guard import Guard
 from chumon.dashboard.reader import Reader
 from chumon.logs import mask
@@ -44,6 +47,7 @@ def make_app(redis: Redis, settings: RuntimeSettings, guard: Guard) -> Flask:
     guard.install(app)
     app.url_map.redirect_defaults = False  # /0/view/queues answers itself, not a redirect to /
     app.register_blueprint(views.blueprint)
+    app.register_blueprint(orders.blueprint)  # the Orders section: reads only, the same guard
 
     def redis_down(exc: Exception) -> Response:
         views.log.error("dashboard: Redis at %s: %s", settings.redis_url, exc)

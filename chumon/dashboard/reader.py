@@ -139,7 +139,8 @@ class Reader:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.job(job_id))
             pipe.xrevrange(self.keys.results(job_id), count=1)
-            raw, results = pipe.execute()
+            pipe.lrange(self.keys.job_logs(job_id), 0, -1)
+            raw, results, logs = pipe.execute()
         if not raw:
             return None
         fields = {(text(k) or ""): v for k, v in raw.items()}
@@ -148,7 +149,7 @@ class Reader:
         dead_letter = False
         if origin and not is_dead_letter_queue(origin):
             dead_letter = self.redis.lpos(self.keys.queue(dead_letter_queue(origin)), job_id) is not None
-        return JobDocument(job_id, fields, latest, dead_letter)
+        return JobDocument(job_id, fields, latest, dead_letter, [text(line) or "" for line in logs])
 
     def jobs(self, job_ids: list[str]) -> list[JobDocument | None]:
         return [self.job(job_id) for job_id in job_ids]
@@ -199,8 +200,16 @@ class Reader:
 class JobDocument:
     """One job's raw fields and latest result, decoded field by field on demand."""
 
-    def __init__(self, job_id: str, fields: dict[str, bytes], latest: dict[str, bytes], dead_letter: bool):
+    def __init__(
+        self,
+        job_id: str,
+        fields: dict[str, bytes],
+        latest: dict[str, bytes],
+        dead_letter: bool,
+        logs: list[str] | None = None,
+    ):
         self.id = job_id
+        self.logs = logs or []  # the job's last log lines (ctx.log), oldest first
         self.fields = fields
         self.latest = latest
         self.dead_letter = dead_letter
@@ -241,9 +250,21 @@ class JobDocument:
             "worker_name": self.field("worker_name"),
             "dead_lettered_at": self.field("dead_lettered_at"),
             "dead_letter_queue": dead_letter_queue(self.origin) if self.dead_letter else None,
+            "progress": showable(self.progress()),
+            "logs": self.logs,
         }
         document["problems"] = self.problems
         return document
+
+    def progress(self) -> Any:
+        """What the job last reported (ctx.progress), decoded; text if it is not JSON."""
+        raw = self.fields.get("progress")
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return text(raw)
 
     def data(self) -> tuple[str | None, Any]:
         try:

@@ -26,6 +26,7 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 
 from chumon.dashboard.reader import LISTS, Reader
 from chumon.logs import mask, mask_url
+from workers.control import Control
 from workers.deadletter import DeadLetters
 from workers.keys import is_dead_letter_queue, origin_of_dead_letter_queue
 from workers.settings import RuntimeSettings
@@ -82,7 +83,7 @@ def render_page(template: str, **values: Any) -> str:
         template,
         current_instance=0,
         instance_list=[mask_url(redis_url)],
-        rq_url_prefix=url_for(".queues_overview"),
+        rq_url_prefix=url_for("rq_dashboard.queues_overview"),  # from any blueprint (orders.py)
         rq_dashboard_version=RQ_DASHBOARD_VERSION,
         rq_version=RQ_VERSION,
         deprecation_options_usage=False,
@@ -171,7 +172,9 @@ def favicon() -> Response:
 def list_queues(instance_number: int) -> Response:
     instance(instance_number)
     rows = []
-    for queue in reader().queues():
+    found = reader().queues()
+    flows = Control(context().reader.redis, context().settings).flows([q.name for q in found])
+    for queue, flow in zip(found, flows, strict=True):
         links = {
             f"{registry}_url": url_for(
                 ".jobs_overview",
@@ -193,6 +196,10 @@ def list_queues(instance_number: int) -> Response:
                 **links,
                 "dead_letter": queue.dead_letter,
                 "origin": queue.origin,
+                "paused": flow.paused,
+                "prioritized": flow.prioritized,
+                "rate_limit": flow.rate_limit,
+                "throttled_for": round(flow.throttled_for, 1),
             }
         )
     return answer({"queues": rows})

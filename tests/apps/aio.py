@@ -13,7 +13,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from workers import Cancelled, JobContext, JobRegistry, Permanent, RateLimited, RetryPolicy
+from workers import Cancelled, JobContext, JobRegistry, RateLimited, RetryPolicy
 
 registry = JobRegistry()
 FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, factor=1.0, jitter=0.0)

@@ -35,3 +35,21 @@ def test_bench_smoke_mode_completes_with_exact_counts(redis_url: str) -> None:
     assert {"orders_sustained", "latency_p99", "jobs_per_order"} <= measured
     systems = {row["system"] for row in results["rows"] if row["metric"] == "noop"}
     assert any(s.startswith("rq") for s in systems) and any(s.startswith("chumon") for s in systems)
+
+
+def test_flow_control_bench_completes_and_never_exceeds_the_limit(redis_url: str) -> None:
+    """4 worker processes at 20/s for 2 s: never more than the windows that fit allow (slowness
+    cannot fail this; a limit that lets too many through can)."""
+    argv = ["--workers", "4", "--rate", "20", "--seconds", "2", "--jobs", "200", "--rounds", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.flowcontrol", *argv, "--json", "--redis-url", redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    rate = results["rate_limit"]
+    assert 0 < rate["jobs_started"] <= 20 * 2 and rate["busiest_second"] <= 2 * 20
+    assert {"plain_per_s", "all_prioritized_per_s", "tenth_prioritized_per_s"} <= set(results["priorities"])

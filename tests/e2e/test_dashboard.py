@@ -32,6 +32,7 @@ from tests.dashboard_support import (
     text_of,
 )
 from tests.support import wait_until
+from workers import Control, RuntimeSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,10 @@ def test_json_endpoints_show_every_state_and_never_fail(redis: Redis, redis_url:
         assert [queues["q"][c] for c in counts] == [0, 1, 1, 1, 3]
         assert [queues["q.dlq"][c] for c in counts] == [1, 0, 0, 0, 0]
         assert queues["hooks"]["count"] == 1
+        assert (queues["hooks"]["paused"], queues["hooks"]["prioritized"]) == (False, 0)
+        Control(redis, RuntimeSettings(redis_url=redis_url)).pause("hooks")
+        hooks = {q["name"]: q for q in dash.get_json("/0/data/queues.json")["queues"]}["hooks"]
+        assert hooks["paused"] is True
 
         failed = dash.get_json("/0/data/jobs/q/failed/8/asc/1.json")
         assert ids(failed) == [state.dead]

@@ -107,8 +107,10 @@ def plant(redis: Redis) -> dict[str, str]:
             "meta": json.dumps({ALL: ALL, "failures": [{"message": ALL, "traceback": ALL}]}),
             "worker_name": ALL,
             "attempt": ALL,
+            "progress": json.dumps({ALL: ALL}),
         },
     )
+    redis.rpush(KEYS.job_logs(ALL), *PAYLOADS)
     redis.xadd(KEYS.results(ALL), {"type": "2", "exc_string": exc_string(ALL), "created_at": now})
     result_id = "xss-result"
     redis.hset(
@@ -207,6 +209,8 @@ def test_no_value_from_redis_runs_as_markup_on_any_page(redis: Redis, redis_url:
         visit("/0/view/workers", "table#workers tr[data-role=worker]")
         for job_id in (ALL, planted["result"], real["echo"], real["dead"]):
             visit(f"/0/view/job/{quote(job_id, safe='')}", "#job-data > span")
+        # a job's progress and log lines (ctx.progress, ctx.log) are shown, as text
+        visit(f"/0/view/job/{quote(ALL, safe='')}", "pre.job-log", shows=f"Log (last {len(PAYLOADS)} lines)")
         # the jobs list's own markup still works around the payloads: a dead letter's buttons
         visit("/0/view/jobs/q.dlq/queued/8/asc/1", jobs)
         layout = driver.execute_script(BUTTONS_IN_VIEW)

@@ -15,6 +15,9 @@ from chumon.settings import load
 from orders.keys import OrderKeys
 from orders.projector import Projector
 from orders.readmodel import ReadModel
+from tests.apps import sample
+from tests.support import make_settings
+from workers import Control, EnqueueOptions, Enqueuer
 from workers.joblog import set_sink
 
 
@@ -134,3 +137,38 @@ def test_runtime_commands_print_json(capsys: pytest.CaptureFixture[str]) -> None
     assert code == 0 and queues == []
     code, _, err = run(capsys, "job", "show", "no-such-job")
     assert code == 1 and "no job" in err
+
+
+def test_queues_pause_resume_and_job_cancel_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHUMON_QUEUE_RATE_LIMITS", "q=5/s")
+    settings = make_settings(redis_url)
+    enqueuer = Enqueuer(redis, settings)
+    plain = enqueuer.enqueue(sample.record, {"name": "plain"})
+    ranked = enqueuer.enqueue(sample.record, {"name": "ranked"}, options=EnqueueOptions(priority=2))
+
+    code, report, _ = run(capsys, "queues", "pause", "q", "--json")
+    assert code == 0 and report == {"paused": ["q"], "unchanged": []}
+    code, report, _ = run(capsys, "queues", "pause", "q", "--json")
+    assert code == 0 and report == {"paused": [], "unchanged": ["q"]}  # idempotent, and says so
+    assert Control(redis, settings).paused() == {"q"}
+    code, rows, _ = run(capsys, "queues", "--json")
+    (row,) = [r for r in rows if r["queue"] == "q"]
+    assert (row["paused"], row["queued"], row["prioritized"], row["rate_limit"]) == (True, 1, 1, "5/1s")
+    code, text, _ = run(capsys, "queues")
+    assert code == 0 and "PAUSED" in text and "limit 5/1s" in text
+
+    code, results, _ = run(capsys, "job", "cancel", plain, ranked, "--json")
+    assert code == 0 and [r["action"] for r in results] == ["removed", "removed"]
+    code, text, err = run(capsys, "job", "cancel", plain, "no-such-job")
+    assert code == 1 and "already canceled" in text and "no such job" in text
+    code, rows, _ = run(capsys, "queues", "--json")
+    (row,) = [r for r in rows if r["queue"] == "q"]
+    assert (row["queued"], row["prioritized"]) == (0, 0)
+
+    code, report, _ = run(capsys, "queues", "resume", "q", "--json")
+    assert code == 0 and report == {"resumed": ["q"], "unchanged": []}
+    assert Control(redis, settings).paused() == set()
+    code, _, err = run(capsys, "queues", "pause", "bad name!")
+    assert code == 2 and "QUEUE" in err and "Traceback" not in err

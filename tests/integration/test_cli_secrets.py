@@ -98,3 +98,19 @@ def test_dlq_show_masks_personal_data_unless_revealed_and_prints_every_traceback
     assert cli.main(["dlq", "list", "--json", "--reveal"]) == 0
     listed, _ = capsys.readouterr()
     assert "ada.lovelace@example.com" in listed
+
+
+def test_job_show_masks_personal_data_unless_revealed(
+    capsys: pytest.CaptureFixture[str], redis: Redis, redis_url: str
+) -> None:
+    settings = make_settings(redis_url)
+    text = "grace.hopper@example.com tok_mc_5555"
+    job_id = Enqueuer(redis, settings).enqueue(sample.record, {"name": text})
+    for argv in (["job", "show", job_id], ["job", "show", job_id, "--json"]):
+        assert cli.main(argv) == 0
+        shown, _ = capsys.readouterr()
+        assert job_id in shown and "grace.hopper@example.com" not in shown and "tok_mc_5555" not in shown
+        assert "g***@example.com" in shown
+    assert cli.main(["job", "show", job_id, "--reveal"]) == 0
+    revealed, _ = capsys.readouterr()
+    assert "grace.hopper@example.com" in revealed and "tok_mc_5555" in revealed

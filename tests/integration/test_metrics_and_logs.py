@@ -18,7 +18,7 @@ from orders.metrics import process_saga_metrics
 from tests.apps import sample
 from tests.flow import running_flow
 from tests.support import run_burst, wait_until, worker_thread
-from workers import EnqueueOptions, Enqueuer, RuntimeSettings, load_job
+from workers import Control, EnqueueOptions, Enqueuer, RuntimeSettings, load_job
 from workers.keys import Keys
 from workers.metrics import RuntimeMetrics
 
@@ -70,6 +70,24 @@ def test_exporter_reads_queue_dead_letter_and_worker_state(redis: Redis, setting
     assert value(found, "chumon_dead_letter_alert", queue="q") == 1
     assert value(found, "chumon_workers_alive") == 0
     assert value(found, "chumon_projector_lag_events") == 0
+    assert value(found, "chumon_queue_paused", queue="q") == 0
+
+
+def test_exporter_shows_paused_prioritized_and_throttled_queues(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    Enqueuer(redis, settings).enqueue(sample.echo, {"text": "p"}, options=EnqueueOptions(priority=4))
+    Enqueuer(redis, settings).enqueue(sample.echo, {"text": "plain"})
+    Control(redis, settings).pause("q")
+    redis.set(Keys().throttle("queue", "q"), 1, px=30_000)
+    found = samples(exporter_registry(redis, settings))
+    assert value(found, "chumon_queue_paused", queue="q") == 1
+    assert value(found, "chumon_queue_prioritized", queue="q") == 1
+    assert value(found, "chumon_queue_depth", queue="q") == 2  # the prioritized job waits too
+    assert 0 < value(found, "chumon_queue_throttled_seconds", queue="q") <= 30
+    redis.set(Keys().paused, "garbage")  # the wrong type: reads as not paused, the scrape goes on
+    found = samples(exporter_registry(redis, settings))
+    assert value(found, "chumon_queue_paused", queue="q") == 0
 
 
 def test_saga_outcomes_and_projector_lag(redis: Redis, redis_url: str) -> None:

@@ -39,3 +39,47 @@ def _ping(client) -> bool:
         return bool(client.ping())
     except Exception:
         return False
+
+
+def test_a_client_follows_a_planned_failover_when_sentinel_announces_it() -> None:
+    """Issue 10: the old primary accepts writes for ~10 s after a planned failover; a client
+    must move to the new one on ``+switch-master``, not when the old one finally says READONLY."""
+    from tests.sentinelproc import SentinelCluster
+    from workers.connection import connect
+    from workers.sentinel import FollowingRedis
+
+    if find_server() is None:
+        pytest.skip("no redis-server binary")
+    with SentinelCluster() as cluster:
+        client = connect(cluster.url)
+        assert isinstance(client, FollowingRedis) and client.watcher is not None
+        client.set("before", 1)
+        old = cluster.primary_port()
+        wait_until(lambda: client.watcher.subscribed, timeout=30, message="the watcher to subscribe")
+        cluster.failover()
+        wait_until(
+            lambda: client.watcher.switches == 1, timeout=30, message="the client to follow the switch"
+        )
+        new = cluster.primary_port()
+        assert new != old
+        client.set("after", 1)
+        assert cluster.server(new).client().get("after") == b"1"
+        client.close()
+        wait_until(lambda: not client.watcher.alive, timeout=10, message="the watcher to stop")
+
+
+def test_the_newest_configuration_names_the_primary() -> None:
+    """Right after a switch a Sentinel that has not heard of it still names the old primary."""
+    from workers.sentinel import EpochSentinel
+
+    class Stale:
+        def __init__(self, port: int, epoch: int) -> None:
+            self.state = {"ip": "127.0.0.1", "port": port, "config-epoch": epoch, "is_master": True,
+                          "is_sdown": False, "is_odown": False, "num-other-sentinels": 2}  # fmt: skip
+
+        def sentinel_masters(self) -> dict:
+            return {"shop": self.state}
+
+    sentinel = EpochSentinel([])
+    sentinel.sentinels = [Stale(6379, 0), Stale(6380, 1), Stale(6379, 0)]
+    assert sentinel.discover_master("shop") == ("127.0.0.1", 6380)

@@ -6,6 +6,8 @@
           joins K.cancel, which its worker's heartbeat reads, and the job sees `ctx.cancelled`;
           it ends canceled if it raises Cancelled, or as it would have otherwise
   a finished, failed or canceled job is left as it is
+  a flow's child that is canceled counts as failed for its parent; a flow's parent waiting for its
+  children (deferred) is canceled and will not run (includes/flows.lua)
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
@@ -18,6 +20,7 @@
     none
 ]]
 --- @include "common"
+--- @include "flows"
 
 local plan = cjson.decode(ARGV[2])
 local id = plan.id
@@ -48,4 +51,6 @@ redis.call('EXPIRE', jk, plan.ttl)
 if usable(K.canceled .. queue, 'zset') then
   redis.call('ZADD', K.canceled .. queue, now() + plan.ttl, id)
 end
+flow_settled(id, queue, 'canceled', '', plan.ttl) -- flows: a child tells its parent; a parent stops waiting
+emit(plan.events, 'canceled', id, queue)
 return {status, 'removed'}

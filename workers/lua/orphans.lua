@@ -17,7 +17,8 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace, slack}
+    ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace, slack,
+             events (the job event stream's cap, or false: a `released` event per run put back)}
 
   Output:
     {scanned, orphans, released, stale}
@@ -34,6 +35,7 @@
 --- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 
 local LOST_LIMIT = 3
@@ -67,7 +69,7 @@ for _, run in ipairs(members) do
         end
         orphans[#orphans + 1] = {id, exec, worker, attempt, lost, f[6] or '', f[7] or '', f[8] or '',
           f[9] or '', f[10] or '', f[11] or '', f[12] or ''}
-      elseif release({}, {id, exec, plan.queue, worker, lost + 1}) == true then
+      elseif release({events = plan.events}, {id, exec, plan.queue, worker, lost + 1}) == true then
         released[#released + 1] = id
       end
     end

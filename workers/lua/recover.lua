@@ -20,12 +20,14 @@
       dropped    dead letters removed by the length cap
 
   Events:
-    one entry on the signal stream of each queue that got a job back
+    one entry on the signal stream of each queue that got a job back; with ctx.events, a
+    `stalled` job event per run recovered, then its `failed` and `retrying`/`dead_lettered`
 ]]
 --- @include "common"
 --- @include "liveness"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 
 local plan = cjson.decode(ARGV[2])
@@ -36,6 +38,9 @@ for _, item in ipairs(plan.failed) do
   local seen = redis.call('ZSCORE', K.live_workers, item[12])
   local result = false
   if presumed_dead(tonumber(seen), plan, since) then
+    if ctx.events and owner_of(item[1], item[2]) then
+      emit(ctx.events, 'stalled', item[1], item[3], {'worker', item[12]})
+    end
     result = fail(ctx, item)
   end
   if result == 'held' then

@@ -19,6 +19,8 @@
       throttled {{id, exec, queue, delay, false, {{kind, name}, ...}}, ...}   (RateLimited)
       cancelled {{id, exec, queue, false}, ...}      (the job raised Cancelled)
       released {{id, exec, queue, false, false}, ...}
+      kept     {{id, job type, 'completed'|'failed', count|false, age|false}, ...}
+               retention per job type, applied after settling (includes/retention.lua)
       queues   queue names in priority order
       n        how many jobs to claim (0: settle only)
 
@@ -42,13 +44,16 @@
       now          the server's time, as a string (workers keep their clock's offset from it)
 
   Events:
-    one entry on the signal stream of each queue that got work or a scheduled job
+    one entry on the signal stream of each queue that got work or a scheduled job;
+    with ctx.events (CHUMON_JOB_EVENTS), job lifecycle events on K.events (workers/events.py)
 ]]
 --- @include "common"
 --- @include "enqueue_job"
 --- @include "effects"
+--- @include "flows"
 --- @include "settle"
 --- @include "claim"
+--- @include "retention"
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
@@ -107,6 +112,11 @@ for _, item in ipairs(plan.released) do
   elseif not result then
     lost[#lost + 1] = item[1]
   end
+end
+
+-- retention per job type: only for types that keep their last N (or dead letters for an age)
+for _, item in ipairs(plan.kept or {}) do
+  dropped = dropped + keep_recent(ctx, item)
 end
 
 local rq_worker = K.rq_worker .. ctx.worker

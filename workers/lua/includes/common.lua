@@ -145,3 +145,18 @@ end
 local function inflight_key(worker)
   return K.inflight .. worker .. K.inflight_suffix
 end
+
+-- -- job lifecycle events (CHUMON_JOB_EVENTS, workers/events.py) ----------------------------------
+-- emit(cap, event, id, queue, extra): append one entry {event, id, queue, extra k/v...} to the
+-- stream K.events, trimmed to about `cap` entries. `cap` is false while events are off: nothing
+-- is written and the call costs one comparison. Values are strings or numbers.
+local function emit(cap, event, id, queue, extra)
+  if not cap or not usable(K.events, 'stream') then
+    return
+  end
+  local args = {'XADD', K.events, 'MAXLEN', '~', cap, '*', 'event', event, 'id', id, 'queue', queue}
+  for _, value in ipairs(extra or {}) do
+    args[#args + 1] = value
+  end
+  redis.call(unpack(args))
+end

@@ -4,7 +4,8 @@
   job = {id, queue, fields = {k1, v1, ...} (the job hash without status and times),
          delay = <seconds, absent for none> or run_at = <unix time, absent for now>,
          at_front = <bool>, priority = <1..2^21, absent for none: its queue's list>,
-         enqueue_key = <absent or key>, enqueue_key_ttl = <seconds>}
+         enqueue_key = <absent or key>, enqueue_key_ttl = <seconds>,
+         events = <the event stream's cap: a `queued` or `delayed` event>, absent: none}
 
   The job is due at now() + delay, or at run_at; one due later than now() is scheduled
   (status 'scheduled', in rq's scheduled registry), any other is queued now.
@@ -60,5 +61,6 @@ local function enqueue_job(job)
   else
     push(job.queue, job.id, job.at_front)
   end
+  emit(job.events, due > at and 'delayed' or 'queued', job.id, job.queue)
   return job.id
 end

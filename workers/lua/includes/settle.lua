@@ -8,7 +8,8 @@
   whole or not at all: a key holding hand-written garbage makes the item 'held' (nothing
   written, reported in `problems`); the worker keeps it and tries again later.
 
-  Needs includes/effects.lua before it (check_effects, apply_effects).
+  Needs includes/effects.lua before it (check_effects, apply_effects) and includes/flows.lua
+  (flow_settled: every job that ends tells its flow parent, if it has one).
 
   Times come from the server's clock (now()); the worker sends durations and the times its
   handler really started and ended (for display).
@@ -20,12 +21,37 @@
 local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
+-- A job's log lines (workers/reporting.py) live as long as the job: ttl 0 deletes, -1 keeps.
+local function expire_logs(id, ttl)
+  local lk = K.job_logs .. id
+  if ttl == 0 then
+    redis.call('DEL', lk)
+  elseif ttl < 0 then
+    redis.call('PERSIST', lk)
+  else
+    redis.call('EXPIRE', lk, ttl)
+  end
+end
+
+-- The `error` of a `failed` event: the last error the worker wrote in the job's meta.
+local function last_error(meta_json)
+  local ok, meta = pcall(cjson.decode, meta_json)
+  if ok and type(meta) == 'table' and type(meta.last_error) == 'string' then
+    return meta.last_error
+  end
+  return ''
+end
+
+-- The job's effect key ('' if none) if run `exec` owns the job, else nil; then whether the job
+-- has log lines (report.lua marks it `logged`).
 local function owner_of(id, exec)
-  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key')
+  local f = redis.pcall('HMGET', K.job .. id, 'execution', 'effect_key', 'logged', 'flow_parent', 'flow_policy',
+    'flow')
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
-  return f[2] or ''
+  flow_seen[id] = {f[4], f[5], f[6]} -- flows.lua: what flow_settled needs, read in the same command
+  return f[2] or '', f[3] ~= false
 end
 
 -- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared.
@@ -63,9 +89,14 @@ local function add_result(id, ttl, fields)
   end
 end
 
--- finish as successful; result_b64 '' means no return value; ttl is checked by the caller
-local function finish(id, queue, result_b64, ttl, exec, worker)
+-- finish as successful; result_b64 '' means no return value; ttl is checked by the caller;
+-- `logged`: the job has log lines, which expire with it
+local function finish(id, queue, result_b64, ttl, exec, worker, logged)
+  flow_settled(id, queue, 'done', result_b64, ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
+  if logged then
+    expire_logs(id, ttl)
+  end
   if ttl == 0 then
     redis.call('DEL', jk, K.results .. id)
     return
@@ -99,11 +130,13 @@ end
 -- Move a job to its queue's dead-letter queue (a real rq queue no worker serves) and to rq's
 -- failed registry of its origin queue. Returns how many old dead letters the length cap removed.
 local function dead_letter(ctx, id, queue)
+  flow_settled(id, queue, 'dead', '', ctx.dlq_retention) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   local dlq = K.queue .. queue .. K.dlq_suffix
   local stamp = iso(now())
   redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'dead_lettered_at', stamp)
   redis.call('PERSIST', jk)
+  expire_logs(id, ctx.dlq_retention)
   redis.call('RPUSH', dlq, id)
   if usable(K.queues, 'set') then
     redis.call('SADD', K.queues, dlq)
@@ -120,7 +153,7 @@ local function dead_letter(ctx, id, queue)
     if failed_ok then
       redis.call('ZREM', failed, old)
     end
-    redis.call('DEL', K.job .. old, K.results .. old)
+    redis.call('DEL', K.job .. old, K.results .. old, K.job_logs .. old)
     dropped = dropped + 1
     over = over - 1
   end
@@ -156,6 +189,14 @@ local function fail(ctx, item)
     'started_at', iso(item[10]), 'ended_at', iso(item[11]))
   add_result(id, ctx.dlq_retention, {'worker_name', item[12] or ctx.worker, 'type', '2',
     'exc_string', item[7], 'execution_id', exec})
+  if ctx.events then
+    emit(ctx.events, 'failed', id, queue, {'attempt', item[9], 'error', last_error(item[6])})
+    if action == 'retry' then
+      emit(ctx.events, 'retrying', id, queue, {'delay', item[5]})
+    else
+      emit(ctx.events, 'dead_lettered', id, queue)
+    end
+  end
   if action == 'retry' then
     if item[5] > 0 then
       redis.call('HSET', jk, 'status', 'scheduled')
@@ -179,7 +220,7 @@ end
 -- Returns true, false (the run no longer owned the job), 'held', or {'refused', reason, dropped}.
 local function complete(ctx, item)
   local id, exec, queue = item[1], item[2], item[3]
-  local effect_key = owner_of(id, exec)
+  local effect_key, logged = owner_of(id, exec)
   if not effect_key then
     return false
   end
@@ -198,15 +239,18 @@ local function complete(ctx, item)
     redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
   end
   redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
-  finish(id, queue, item[4], item[5], exec, ctx.worker)
+  finish(id, queue, item[4], item[5], exec, ctx.worker, logged)
+  emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
   return true
 end
 
 -- A job that will not run (any more): status canceled, in rq's canceled registry, kept `ttl` s.
 local function mark_canceled(id, queue, ttl)
+  flow_settled(id, queue, 'canceled', '', ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
   redis.call('EXPIRE', jk, ttl)
+  expire_logs(id, ttl)
   if usable(K.canceled .. queue, 'zset') then
     redis.call('ZADD', K.canceled .. queue, now() + ttl, id)
   end
@@ -249,6 +293,7 @@ local function throttle(ctx, item)
     redis.call('DEL', key)
     redis.call('SET', key, 1, 'PX', math.max(1, math.floor(delay * 1000)))
   end
+  emit(ctx.events, 'throttled', id, queue, {'delay', delay})
   return true
 end
 
@@ -264,6 +309,7 @@ local function cancel_run(ctx, item)
   take(id, exec, queue, item[4] or ctx.worker)
   release_claim(effect_key, exec)
   mark_canceled(id, queue, ctx.dlq_retention)
+  emit(ctx.events, 'canceled', id, queue)
   return true
 end
 
@@ -288,5 +334,6 @@ local function release(ctx, item)
     redis.call('HSET', jk, 'lost', item[5])
   end
   requeue(queue, id, true)
+  emit(ctx.events, 'released', id, queue)
   return true
 end

@@ -1,0 +1,98 @@
+"""The docs name only what exists: every file path they cite, every metric they name.
+
+A path is a backticked token that contains a ``/`` or ends in ``.py``, ``.lua`` or ``.md``.
+One with a folder must exist from the repository's root; a bare name (``step.lua``, ``e2e/``)
+must be the name of some file or folder in the repository. A metric is any ``chumon_...``
+word: it must be a metric that a worker, the events process or the exporter serves.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from redis import Redis
+
+from chumon.exporter import registry as exporter_registry
+from orders.metrics import ConsumerMetrics, SagaMetrics
+from workers import RuntimeSettings
+from workers.metrics import RuntimeMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*/?)`")
+METRIC = re.compile(r"\bchumon_[a-z0-9_]*[a-z0-9]\b")
+SUFFIXES = ("", "_total", "_count", "_sum", "_bucket", "_created")
+SKIP = {".venv", ".git", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
+def cited_paths() -> set[tuple[str, str]]:
+    found = set()
+    for doc in DOCS:
+        for token in PATH.findall(doc.read_text()):
+            if "/" in token or token.endswith((".py", ".lua", ".md")):
+                found.add((doc.name, token))
+    return found
+
+
+def repo_names() -> set[str]:
+    names = set()
+    for path in ROOT.rglob("*"):
+        if not SKIP.intersection(path.relative_to(ROOT).parts):
+            names.add(path.name)
+    return names
+
+
+def exists(token: str, names: set[str]) -> bool:
+    bare = token.rstrip("/")
+    if "/" in bare:
+        return (ROOT / bare).exists()
+    return bare in names
+
+
+def test_every_path_the_docs_cite_exists() -> None:
+    names = repo_names()
+    cited = cited_paths()
+    assert len(cited) > 50, "the pattern finds the docs' paths"
+    missing = sorted(f"{doc}: {token}" for doc, token in cited if not exists(token, names))
+    assert missing == [], missing
+
+
+def served_metrics(redis: Redis, settings: RuntimeSettings) -> set[str]:
+    registry = CollectorRegistry()
+    RuntimeMetrics(registry)
+    SagaMetrics(registry)
+    ConsumerMetrics(registry)
+    families = [*registry.collect(), *exporter_registry(redis, settings).collect()]
+    return {family.name + suffix for family in families for suffix in SUFFIXES}
+
+
+def test_every_metric_the_docs_name_is_served(redis: Redis, settings: RuntimeSettings) -> None:
+    served = served_metrics(redis, settings)
+    named = {(doc.name, m) for doc in DOCS for m in METRIC.findall(doc.read_text())}
+    assert len(named) > 10, "the pattern finds the docs' metrics"
+    missing = sorted(f"{doc}: {metric}" for doc, metric in named if metric not in served)
+    assert missing == [], missing
+
+
+def test_a_metric_the_exporter_does_not_serve_is_caught(redis: Redis, settings: RuntimeSettings) -> None:
+    served = served_metrics(redis, settings)
+    assert "chumon_dead_letter_alert" in served
+    assert "chumon_dlq_alert" not in served  # the name jobs/maintenance.py used to cite
+
+
+SOURCE_PATH = re.compile(
+    r"(?<![\w/.])((?:orders|workers|jobs|chumon|producer|tests|docs|bench)/[A-Za-z0-9_./-]*\.(?:py|lua|md))"
+)
+
+
+def test_every_path_a_docstring_or_comment_cites_exists() -> None:
+    """Code cites files too (orders/events.py once cited a commit.lua that is transition.lua)."""
+    missing = []
+    for folder in ("orders", "workers", "jobs", "chumon", "producer", "bench"):
+        for source in sorted((ROOT / folder).rglob("*.py")):
+            for token in SOURCE_PATH.findall(source.read_text()):
+                if not (ROOT / token).exists():
+                    missing.append(f"{source.relative_to(ROOT)}: {token}")
+    assert missing == [], missing
