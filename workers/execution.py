@@ -304,14 +304,14 @@ class Executor:
             return throttled
         if isinstance(exc, Cancelled):
             return Outcome(claimed, "cancelled", job_type=job_type, payload=payload, message=str(exc))
-        remote = exc if isinstance(exc, ChildFailed) else None
+        remote = exc if isinstance(exc, IsolatedFailure) else None
         return Outcome.failure(
             claimed,
             remote.exc_type if remote else type(exc).__name__,
             str(exc),
             tb=remote.tb if remote else "".join(traceback.format_exception(exc)),
             retryable=_retryable(job_type, exc),
-            delay=exc.delay if isinstance(exc, Retryable | ChildFailed) else None,
+            delay=exc.delay if isinstance(exc, Retryable | IsolatedFailure) else None,
             job_type=job_type,
             payload=payload,
         )
@@ -342,7 +342,7 @@ class Encoded:
     b64: str
 
 
-class ChildFailed(Exception):
+class IsolatedFailure(Exception):
     """An isolated job's failure as its child process reported it (or the child's death)."""
 
     def __init__(
@@ -362,7 +362,7 @@ class Isolation(Protocol):
 
 def _retryable(job_type: JobType[Any], exc: BaseException) -> bool:
     """Retryable unless the job said Permanent or raised one of its type's permanent classes."""
-    if isinstance(exc, ChildFailed):
+    if isinstance(exc, IsolatedFailure):
         return exc.retryable
     if isinstance(exc, Retryable):
         return True
