@@ -3,7 +3,7 @@
 ``registry.job(..., isolated=True)`` is for CPU-bound work. In a thread slot such a handler
 holds the GIL from every other slot and the conductor; in a child process it holds its own.
 And whatever the child does (``os._exit``, a segfault in C code, running out of memory) the
-worker lives: the attempt fails with ``ChildDied`` and the retry policy decides what follows.
+worker lives: the attempt fails with ``ProcessDied`` and the retry policy decides what follows.
 
 How: the runner thread that took the job sends it to an idle child of this worker's
 ``ChildPool`` (started on demand, at most one per thread slot, kept for the next job) and waits
@@ -23,7 +23,8 @@ does (enqueue, run a worker) under ``if __name__ == "__main__":``.
 - **Cancellation** (``chumon job cancel``): the child is killed and the job ends canceled,
   so ``ctx.cancelled`` is not needed (nor seen) in an isolated handler.
 - ``ctx.effects`` works (the child records, the worker applies them with the completion);
-  ``ctx.redis`` and ``ctx.enqueuer`` are the child's own clients.
+  ``ctx.redis`` and ``ctx.enqueuer`` are the child's own clients; ``ctx.progress`` and
+  ``ctx.log("line")`` write to the job from the child.
 - A child that raised ``MemoryError`` reports it and exits; a fresh one takes the next job.
 """
 
