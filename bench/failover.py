@@ -1,4 +1,4 @@
-"""``python -m bench.failover [--configs a,b] [--faults planned,kill] [--orders N] [--json]``.
+"""``python -m bench.failover [--configs a,b] [--faults planned,kill] [--orders N] [--rate R] [--json]``.
 
 What a Sentinel failover costs in acknowledged orders, for each way of running Redis
 (tests/failover.py runs the scenario: a primary, replicas, three Sentinels, a worker and the
@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--faults", default="planned,kill", help="planned, kill or both (comma-separated)")
     parser.add_argument("--orders", type=int, default=200, help="orders per run (default 200, at 20/s)")
+    parser.add_argument("--rate", type=float, default=20.0, help="orders placed per second (default 20)")
+    parser.add_argument(
+        "--fault-after", type=int, help="orders acknowledged before the fault (default a third)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="runs of each configuration and fault")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     return parser.parse_args(argv)
@@ -47,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         for fault in args.faults.split(","):
             for _ in range(args.rounds):
-                outcome = scenario.run(CONFIGS[name], fault, total=args.orders, fault_after=args.orders // 3)
+                after = args.fault_after if args.fault_after is not None else args.orders // 3
+                outcome = scenario.run(
+                    CONFIGS[name], fault, total=args.orders, rate=args.rate, fault_after=after
+                )
                 rows.append({"key": name, **outcome.as_dict()})
                 if not args.json:
                     print(_line(rows[-1]), flush=True)

@@ -343,7 +343,7 @@ def embed(doc: str) -> str:
     def block(match: re.Match[str]) -> str:
         style, fmt = match.group(2), match.group(3)
         body = render(style, fmt)
-        body = body if fmt == "mermaid" else f"```\n{body}\n```"
+        body = body if fmt == "mermaid" else f"```text\n{body}\n```"
         return f"{match.group(1)}{body}\n{match.group(5)}"
 
     return MARKER.sub(block, doc)

@@ -34,8 +34,14 @@ def cmd_dashboard(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_scheduler(args: argparse.Namespace, ctx: CliContext) -> int:
     from chumon import scheduling
     from workers import Control, Enqueuer
+    from workers.cli import UsageError
+    from workers.errors import UnknownJobType
 
     registry = ctx.registry(args.app)
+    try:
+        registry.check()  # a schedule naming a missing job type, or a bad payload: say so at start
+    except (ValueError, UnknownJobType) as exc:
+        raise UsageError(f"--app / CHUMON_APP: {exc}") from None
     redis = ctx.redis()
     control = Control(redis, ctx.settings)
     scheduling.run(
@@ -52,7 +58,7 @@ def cmd_schedules_list(args: argparse.Namespace, ctx: CliContext) -> int:
     def render(data: list[dict[str, Any]]) -> str:
         if not data:
             return "no schedules registered (a running `chumon scheduler` registers its app's)"
-        cells = [(r["name"], r["job_type"], r["rule"], r["queue"] or "-", r["next_at"], r["next_job"] or "-")
+        cells = [(r["name"], r["job_type"], r["rule"], r["queue"], r["next_at"], r["next_job"] or "-")
                  for r in data]  # fmt: skip
         return table(cells, ["name", "job type", "rule", "queue", "next run", "next job"])
 

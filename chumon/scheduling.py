@@ -231,10 +231,12 @@ class Registered:
     schedule: Schedule
     next_at: float | None
     next_job: str | None
+    queue: str  # where its occurrences go: the schedule's queue, else its job type's
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.schedule.model_dump(mode="json"),
+            "queue": self.queue,
             "rule": self.schedule.rule(),
             "next_at": iso(self.next_at) if self.next_at is not None else None,
             "next_job": self.next_job,
@@ -257,7 +259,8 @@ def registered(redis: Redis) -> list[tuple[str, Registered]]:
             continue
         nxt = template.meta.get("next_job")
         pending = nxt if isinstance(nxt, str) else None
-        found.append((schedule.name, Registered(schedule, float(score), pending)))
+        queue = schedule.queue or template.origin
+        found.append((schedule.name, Registered(schedule, float(score), pending, queue)))
     return found
 
 

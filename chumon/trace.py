@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +19,10 @@ from typing import Any, get_args
 from redis import Redis
 
 from orders import commands as c
+from orders.errors import CorruptOrder
 from orders.keys import OrderKeys
 from orders.trace import Node, Trace, build, epoch
-from workers.cli import CliContext, NotFound, emit
+from workers.cli import CliContext, Exit, NotFound, emit
 from workers.codec import BadJob, decode_data, readable, texts
 from workers.keys import dead_letter_queue
 
@@ -101,7 +103,11 @@ def render(trace: Trace) -> str:
 
 def cmd_trace(args: argparse.Namespace, ctx: CliContext) -> int:
     keys = OrderKeys(ctx.settings.key_prefix)
-    trace = build(ctx.redis(), keys, args.order_id, command_names())
+    try:
+        trace = build(ctx.redis(), keys, args.order_id, command_names())
+    except CorruptOrder as exc:
+        print(f"chumon: {exc}", file=sys.stderr)
+        return Exit.NOT_FOUND
     if trace is None:
         raise NotFound(f"no order {args.order_id!r}")
     emit(trace, args.json, render, ctx.mask)

@@ -19,9 +19,10 @@ import datetime as dt
 from contextlib import suppress
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from redis import Redis
 
+from orders.errors import CorruptOrder
 from orders.events import OrderPlaced, from_fields
 from orders.keys import OrderKeys
 from orders.model import Order
@@ -121,8 +122,11 @@ def build(redis: Redis, keys: OrderKeys, order_id: str, command_names: dict[str,
     doc, version = redis.hmget(keys.order(order_id), ["doc", "version"])
     if doc is None:
         return None
-    order = Order.model_validate_json(doc)
-    events = order_events(redis, keys, order_id, order.placed_at, int(version or 0))
+    try:
+        order, count = Order.model_validate_json(doc), int(version or 0)
+    except (ValidationError, ValueError) as exc:
+        raise CorruptOrder(order_id, str(exc).replace("\n", "; ")) from None
+    events = order_events(redis, keys, order_id, order.placed_at, count)
     commands = [command_node(job, command_names) for job in order_jobs(redis, keys, order_id)]
     summary = ReadModel(redis, keys).get(order_id)
     root = Node(kind="request", id="", type="PlaceOrder", at=order.placed_at, detail="the customer's request")
@@ -132,7 +136,7 @@ def build(redis: Redis, keys: OrderKeys, order_id: str, command_names: dict[str,
         status=order.status.value,
         reason=order.reason,
         attention=order.attention,
-        version=int(version or 0),
+        version=count,
         read_model_version=summary.version if summary else None,
         events=len(events),
         commands=len(commands),
@@ -162,7 +166,7 @@ def event_node(fields: dict[str, str]) -> Node:
     except Exception as exc:  # a type this version cannot read: still shown, with its envelope
         return Node(
             kind="event", id=fields.get("id", "?"), type=fields.get("type", "?"), at=_float(fields.get("at")),
-            seq=int(fields.get("seq") or 0), causation_id=fields.get("causation_id") or None,
+            seq=int(_float(fields.get("seq"))), causation_id=fields.get("causation_id") or None,
             detail=f"cannot be read here: {type(exc).__name__}",
         )  # fmt: skip
     data = event.model_dump(

@@ -96,6 +96,10 @@ class Producer:
         repeated call with the same request (a double submit) returns the first order, with
         ``created=False``; the same key with a different request raises
         ``orders.errors.IdempotencyConflict`` naming the key, and nothing is written.
+
+        With ``CHUMON_REDIS__REPLICAS_ACK`` set, it returns once that many replicas hold the
+        order, and raises ``workers.durability.NotReplicated`` otherwise: call again with the
+        same ``idempotency_key`` (docs/operations.md, "Failover with Redis Sentinel").
         """
         request = PlaceOrder.model_validate(
             {

@@ -35,3 +35,20 @@ def redis(redis_url: str) -> Iterator[Redis]:
 @pytest.fixture
 def settings(redis_url: str) -> RuntimeSettings:
     return make_settings(redis_url)
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """A test that runs a command in-process (``chumon.cli.main``) configures the process's
+    logging and the job-line sink, writing to streams pytest closes afterwards: put both back,
+    so no later test depends on the order tests ran in."""
+    import logging
+
+    from workers.joblog import set_sink
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)

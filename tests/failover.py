@@ -70,6 +70,7 @@ class Outcome:
     stuck: list[str] = field(default_factory=list)
     emails_for_missing_orders: list[str] = field(default_factory=list)
     refused_calls: int = 0
+    exited: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,6 +152,7 @@ def run(config: Config, fault: str, *, total: int = 120, rate: float = 20.0, fau
         fail_over(cluster, fault if config.replicas else "restart")
         placer.thread.join(timeout=deadline)
         assert not placer.thread.is_alive(), f"the producer did not finish in {deadline} s"
+        outcome.exited = [" ".join(p.proc.args[3:5]) for p in processes if p.proc.poll() is not None]
         outcome.acknowledged = len(placer.acknowledged)
         outcome.refused_calls = placer.refused
         settle(cluster, redis, placer.acknowledged, outcome, deadline)

@@ -103,8 +103,9 @@ class SentinelCluster:
         return next(server for server in self.servers if server.port == port)
 
     def failover(self) -> None:
-        """A planned failover, as an operator does it (SENTINEL FAILOVER)."""
-        self.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
+        """A planned failover, as an operator does it (SENTINEL FAILOVER; retried while the
+        Sentinel answers NOGOODSLAVE because it has not judged the replica fit yet)."""
+        self.wait_for(lambda: self.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE), "a failover")
 
     def wait_for(self, condition, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

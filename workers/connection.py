@@ -104,7 +104,9 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
         raise ValueError("the Sentinel URL names no service (add /<service name> to the URL)")
     options = parsed.sentinel_options
     sentinel = EpochSentinel(parsed.hosts, sentinel_kwargs=options, **parsed.client_options)  # type: ignore[no-untyped-call]
-    client: FollowingRedis = sentinel.master_for(service, redis_class=FollowingRedis)  # type: ignore[no-untyped-call]
+    client: FollowingRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        service, redis_class=FollowingRedis, max_connections=MAX_CONNECTIONS
+    )
     pool = client.connection_pool
     assert isinstance(pool, SentinelConnectionPool)
     client.watcher = SwitchWatcher(pool, parsed.hosts, options).start()

@@ -20,7 +20,6 @@ same idempotency key. On the caller's pipeline, the caller's transaction decides
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import uuid
@@ -115,8 +114,10 @@ class Enqueuer:
                 self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline)
             return []
         if len(chunks) == 1:
-            send = functools.partial(self.scripts.run, "enqueue", {"jobs": chunks[0]})
-            replies = [self.durability.write(self.redis, lambda client: send(client=client))]
+            plan = {"jobs": chunks[0]}
+            replies = [
+                self.durability.write(self.redis, lambda client: self.scripts.run("enqueue", plan, client))
+            ]
         else:
             replies = self.durability.write_all(
                 self.redis,

@@ -286,6 +286,17 @@ class JobRegistry:
         """The rate limits the job types declare, by job type name."""
         return {t.name: t.rate_limit for t in self if t.rate_limit is not None}
 
+    def kept(self) -> list[list[Any]]:
+        """The retention of the job types that keep their last N or for an age (workers/lua/keep.lua)."""
+        policies = []
+        for t in self:
+            for kind, keep in (("completed", t.keep_completed), ("failed", t.keep_failed)):
+                if keep is not None and (keep.count or kind == "failed"):
+                    policies.append(
+                        [t.name, kind, keep.count if keep.count is not None else False, keep.age or False]
+                    )
+        return policies
+
     def queues(self) -> list[str]:
         return sorted({job_type.queue for job_type in self})
 

@@ -258,7 +258,7 @@ class Keys:
                 "deferred": self.RQ_DEFERRED,
                 "flow": self._p + "flow:",
                 "job_logs": self._p + "joblog:",
-                "events": self.events,
+                "job_events": self.events,
                 "kept": self._p + "kept:",
             },
             separators=(",", ":"),

@@ -2,7 +2,9 @@
 
 - dead letters past their retention are removed (counted and logged, see deadletter.py);
 - rq's finished and failed registries drop entries whose job hash has expired (rq does the
-  same in its registry cleanup; chumon's workers do not run rq's cleanup).
+  same in its registry cleanup; chumon's workers do not run rq's cleanup);
+- job types that keep only their last N jobs or those younger than an age are trimmed
+  (workers/retention.py): the settling step trims too, but ages pass while nothing settles.
 
 Everything else chumon writes expires by itself: finished jobs and their results after
 ``result_ttl``, idempotency keys after ``idempotency_ttl``, worker hashes after their TTL.
@@ -11,6 +13,7 @@ Everything else chumon writes expires by itself: finished jobs and their results
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis import Redis
 
@@ -18,15 +21,26 @@ from workers import locks
 from workers.codec import names
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
+from workers.scripts import Scripts
 
 INTERVAL = 60
 
 
 class Maintenance:
     def __init__(
-        self, redis: Redis, keys: Keys, dead_letters: DeadLetters, worker: str, log: logging.Logger
+        self,
+        redis: Redis,
+        keys: Keys,
+        dead_letters: DeadLetters,
+        worker: str,
+        log: logging.Logger,
+        *,
+        kept: list[list[Any]] | None = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self.redis = redis
+        self.kept = kept or []  # JobRegistry.kept(): retention per job type
+        self.scripts = scripts
         self.keys = keys
         self.dead_letters = dead_letters
         self.worker = worker
@@ -37,6 +51,10 @@ class Maintenance:
         if not locks.take(self.redis, self.keys.maintenance_lock, self.worker, INTERVAL * 1000):
             return False
         self.dead_letters.enforce_retention(now)
+        if self.kept and self.scripts is not None:
+            removed = int(self.scripts.run("keep", {"kept": self.kept}))
+            if removed:
+                self.log.warning("retention per job type removed %d dead letter(s)", removed)
         queues = [
             self.keys.queue_name_of(k)
             for k in names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)

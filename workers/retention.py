@@ -4,13 +4,15 @@ and removeOnFail), instead of the one global ``result_ttl`` and dead-letter rete
 ``registry.job(..., keep_completed=100, keep_failed=Keep(count=1000, age=7 * 86400))``:
 
 - an int N keeps the last N jobs of the type (0: a finished job is deleted at once);
-- ``Keep(age=S)`` keeps them S seconds (the job's key expires, so Redis does it exactly);
+- ``Keep(age=S)`` keeps them S seconds;
 - ``Keep(count=N, age=S)``: both, whichever removes first.
 
-The count is kept in a sorted set per type and outcome (``Keys.kept``): the step that settles a
-job adds it there and removes the oldest beyond N, at most 100 per call (workers/lua/includes/
-retention.lua), in the same script call. A dead letter removed this way is counted like one
-the length cap removed (``chumon:dlq:dropped``).
+A finished job's age is its key's expiry (Redis removes it on time). Otherwise the type's jobs
+are a sorted set per type and outcome (``Keys.kept``): the step that settles a job adds it and
+removes the oldest beyond N and those past the age, at most 100 per call
+(workers/lua/includes/retention.lua); the workers' minute-by-minute housekeeping trims too,
+so a dead letter goes at most about a minute late. A dead letter removed this way is counted
+like one the length cap removed (``chumon:dlq:dropped``).
 """
 
 from __future__ import annotations

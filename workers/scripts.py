@@ -54,8 +54,7 @@ class Scripts:
 
     NAMES = (
         "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
-        "flow",
-        "report",
+        "flow", "report", "keep",
     )  # fmt: skip
 
     def __init__(self, redis: Redis, keyspace: str) -> None:

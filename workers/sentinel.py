@@ -9,7 +9,9 @@ error. Two parts close that gap:
 
 - ``EpochSentinel`` asks every Sentinel and trusts the one with the highest configuration
   epoch: right after a switch, a Sentinel that has not heard of it yet still names the old
-  primary (redis-py would believe the first one that answers);
+  primary (redis-py would believe the first one that answers). It asks them whenever a
+  connection opens: a Sentinel that refuses costs nothing, one that does not answer at all
+  costs ``CHUMON_REDIS__CONNECT_TIMEOUT`` per new connection until it is back;
 - ``SwitchWatcher``, a daemon thread per client, subscribes to ``+switch-master`` (Sentinel
   Pub/Sub) and, on a switch of its service, resolves the primary again: idle connections to
   the old primary are closed and busy ones are dropped when they come back to the pool

@@ -111,7 +111,7 @@ class Settler:
         if job_type is None:
             return
         keep = {"succeeded": job_type.keep_completed, "dead_lettered": job_type.keep_failed}.get(action)
-        if keep is not None and (keep.count or (action == "dead_lettered")):
+        if keep is not None and (keep.count or action == "dead_lettered"):
             kind = "completed" if action == "succeeded" else "failed"
             plan.kept.append(keep.item(outcome.claimed.job_id, job_type.name, kind))
 

@@ -154,7 +154,15 @@ class Worker:
             metrics=self.metrics, joblog=self.joblog,
         )  # fmt: skip
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
-        self.maintenance = Maintenance(redis, self.keys, self.dead_letters, self.name, self.log)
+        self.maintenance = Maintenance(
+            redis,
+            self.keys,
+            self.dead_letters,
+            self.name,
+            self.log,
+            kept=registry.kept(),
+            scripts=self.scripts,
+        )
 
         limits = settings.queue_rate_limits
         self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
@@ -376,7 +384,9 @@ class Worker:
             self.log.error("%d attempt(s) were settled elsewhere (worker presumed dead?): %s",
                            len(lost), ", ".join(shown(i) for i in lost[:10]))  # fmt: skip
         if int(dropped):
-            self.log.warning("dead-letter cap removed %d old dead letter(s)", int(dropped))
+            self.log.warning(
+                "dead-letter cap (or its type's keep_failed) removed %d old dead letter(s)", int(dropped)
+            )
         self._log_problems(problems)
         due = float(next_due)
         self._next_due = due if due >= 0 else None

@@ -47,6 +47,17 @@ def total(payload: Total, ctx: JobContext) -> int:
     return sum(c.result["n"] if isinstance(c.result, dict) else (c.result or 0) for c in children)
 
 
+class Keyed(BaseModel):
+    key: str
+    n: int
+
+
+@registry.job("flow.keyed", queue="a", idempotency_key=lambda p: p.key)
+def keyed(payload: Keyed, ctx: JobContext) -> dict[str, int]:
+    ctx.redis.rpush(PART_RUNS, ctx.job_id)
+    return {"n": payload.n}
+
+
 @registry.job("flow.dead_letter_hook", queue="hooks")
 def dead_letter_hook(payload: DeadLetterNotice, ctx: JobContext) -> None:
     ctx.redis.rpush(NOTICES, payload.job_id)

@@ -22,3 +22,7 @@ def tick(payload: Tick, ctx: JobContext) -> str:
 
 registry.schedule("every-second", tick, every=1, args={"label": "fast"})
 registry.schedule("five-minutes", "sched.tick", cron="*/5 * * * *")
+
+
+broken = JobRegistry()
+broken.schedule("orphan", "no.such.type", every=60)  # its job type is nowhere: refused at start

@@ -93,6 +93,10 @@ def test_orders_pages_follow_a_running_order(redis: Redis, redis_url: str, tmp_p
             flow.settled(retried)
             flow.settled(refused)
             network.wait_until(lambda: "EmailSent" in text(driver, "#order-tree"), "the email to show")
+            network.wait_until(  # settled: the page stops asking the server for traces
+                lambda: "final" in text(driver, "#order-outcome"),
+                "the settled order's page to stop refreshing",
+            )
         tree = text(driver, "#order-tree")
         for kind in (
             "OrderPlaced",

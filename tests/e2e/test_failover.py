@@ -27,3 +27,4 @@ def test_no_acknowledged_order_is_lost_or_stuck(fault: str) -> None:
     assert outcome.lost == [], f"acknowledged orders missing after the failover: {outcome.lost}"
     assert outcome.stuck == [], f"acknowledged orders neither CONFIRMED nor CANCELLED: {outcome.stuck}"
     assert outcome.emails_for_missing_orders == [], outcome.emails_for_missing_orders
+    assert outcome.exited == [], f"processes that exited during the failover: {outcome.exited}"

@@ -1,13 +1,15 @@
 """The docs name only what exists: every file path they cite, every metric they name.
 
 A path is a backticked token that contains a ``/`` or ends in ``.py``, ``.lua`` or ``.md``.
-One with a folder must exist from the repository's root; a bare name (``step.lua``, ``e2e/``)
+One with a folder must exist from the repository's root (or, for a folder that is not the
+repository's, inside the installed package of that name: ``rq/job.py``); a bare name (``step.lua``, ``e2e/``)
 must be the name of some file or folder in the repository. A metric is any ``chumon_...``
 word: it must be a metric that a worker, the events process or the exporter serves.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -47,8 +49,19 @@ def repo_names() -> set[str]:
 def exists(token: str, names: set[str]) -> bool:
     bare = token.rstrip("/")
     if "/" in bare:
-        return (ROOT / bare).exists()
+        return (ROOT / bare).exists() or in_dependency(bare)
     return bare in names
+
+
+def in_dependency(path: str) -> bool:
+    """A path inside an installed package the docs quote (``rq/job.py``)."""
+    top = path.split("/")[0]
+    if (ROOT / top).exists():
+        return False  # a folder of this repository: the path must be here
+    spec = importlib.util.find_spec(top) if top.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any((Path(folder).parent / path).exists() for folder in spec.submodule_search_locations)
 
 
 def test_every_path_the_docs_cite_exists() -> None:

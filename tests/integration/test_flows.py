@@ -4,10 +4,15 @@ atomically and idempotently; a failed child fails the parent or is ignored, as i
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis import Redis
+from rq.job import Job
+from rq.registry import DeferredJobRegistry
+from rq.serializers import JSONSerializer
 
 from chumon import cli
 from chumon.settings import load
@@ -17,9 +22,24 @@ from workers import Control, EnqueueOptions, FlowJob, FlowProducer, RuntimeSetti
 from workers.codec import parse_iso
 from workers.deadletter import DeadLetters
 from workers.flows import FlowRefused
+from workers.joblog import set_sink
 from workers.jobview import load_job
 
 QUEUES = ["a", "b", "c", "parents", "hooks"]
+
+
+@pytest.fixture
+def cli_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that call cli.main, which configures the process's logging: put it back after."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    load.cache_clear()
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
 
 
 def part(n: int, queue: str = "a", **extra: Any) -> FlowJob:
@@ -62,7 +82,7 @@ def test_the_parent_runs_once_after_all_its_children_on_several_queues(redis: Re
     assert flow.created and flow.job_ids == ["report-1", "report-1-0", "report-1-1", "report-1-2",
                                              "report-1-2-0", "report-1-2-1"]  # fmt: skip
     assert status(redis, "report-1") == "deferred" and status(redis, "report-1-2") == "deferred"
-    assert redis.zscore("rq:deferred:parents", "report-1") == float("inf")
+    assert redis.zscore("rq:deferred:parents", "report-1")  # rq's deferred registry, as rq scores it
     flow_app = "tests.apps.flows:registry"
     workers = [WorkerProcess(redis_url, "--queues", "a", "b", app=flow_app),
                WorkerProcess(redis_url, "--queues", "c", "parents", app=flow_app)]  # fmt: skip
@@ -83,6 +103,29 @@ def test_the_parent_runs_once_after_all_its_children_on_several_queues(redis: Re
     for child in ("report-1-0", "report-1-1", "report-1-2"):
         assert parse_iso(redis.hget(f"rq:job:{child}", "ended_at").decode()) <= started
     assert not redis.zcard("rq:deferred:parents") and not redis.zcard("rq:deferred:c")
+
+
+def test_a_child_whose_worker_is_killed_is_recovered_and_the_parent_still_runs_once(
+    redis: Redis, redis_url: str
+) -> None:
+    flows = FlowProducer(redis, RuntimeSettings(redis_url=redis_url))
+    flows.add(FlowJob(app.total, {"label": "k"}, children=[part(1, seconds=1.5), part(2, "b", seconds=1.5)]),
+              flow_id="killed")  # fmt: skip
+    flow_app = "tests.apps.flows:registry"
+    doomed = WorkerProcess(redis_url, "--queues", "a", "b", app=flow_app)
+    try:
+        wait_until(lambda: status(redis, "killed-0") == "started" and status(redis, "killed-1") == "started",
+                   timeout=30, message="both children running")  # fmt: skip
+    finally:
+        doomed.kill()
+    rescuer = WorkerProcess(redis_url, "--queues", "a", "b", "parents", app=flow_app)
+    try:
+        wait_until(lambda: status(redis, "killed") == "finished", timeout=60, message="the parent to run")
+    finally:
+        rescuer.stop()
+    assert runs(redis, app.TOTAL_RUNS) == ["killed"]
+    assert sorted(runs(redis, app.PART_RUNS)) == ["killed-0", "killed-1"]  # the killed runs never ended
+    assert load_job(redis, flows.keys, "killed").result == 3
 
 
 def test_the_same_flow_id_twice_creates_the_flow_once(redis: Redis, settings: RuntimeSettings) -> None:
@@ -133,6 +176,20 @@ def test_an_ignored_failure_lets_the_parent_run_and_see_it(redis: Redis, setting
     assert load_job(redis, flows.keys, "tolerant").result == 2
 
 
+def test_a_child_that_finishes_as_a_duplicate_counts_as_done(redis: Redis, settings: RuntimeSettings) -> None:
+    """A child whose effect key is done already never runs: the claim finishes it with the stored
+    result, and that too tells the parent."""
+    flows = FlowProducer(redis, settings)
+    first = flows.enqueuer.enqueue(app.keyed, {"key": "k1", "n": 5})
+    with worker_thread(redis, app.registry, settings, queues=QUEUES):
+        wait_until(lambda: status(redis, first) == "finished", message="the first keyed job")
+        flows.add(FlowJob(app.total, {"label": "d"}, children=[FlowJob(app.keyed, {"key": "k1", "n": 99})]),
+                  flow_id="dup")  # fmt: skip
+        wait_until(lambda: status(redis, "dup") == "finished", message="the parent")
+    assert runs(redis, app.PART_RUNS) == [first]  # the child never ran
+    assert [(c["status"], c["result"]) for c in seen(redis, "dup")] == [("finished", {"n": 5})]
+
+
 def test_a_requeued_dead_parent_runs_and_sees_its_children(redis: Redis, settings: RuntimeSettings) -> None:
     flows = FlowProducer(redis, settings)
     flows.add(FlowJob(app.total, {"label": "x"}, children=[part(1, fail=True), part(2)]), flow_id="again")
@@ -179,27 +236,24 @@ def test_a_flow_is_written_whole_or_not_at_all(redis: Redis, settings: RuntimeSe
 
 
 def test_a_flow_is_shown_as_a_tree(
-    redis: Redis, settings: RuntimeSettings, redis_url: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    redis: Redis, settings: RuntimeSettings, capsys: pytest.CaptureFixture[str], cli_env: None
+) -> None:
     flows = FlowProducer(redis, settings)
     flows.add(FlowJob(app.total, {"label": "t"}, children=[
         part(1), FlowJob(app.total, {"label": "n"}, children=[part(2, "b")], on_failure="ignore"),
     ]), flow_id="tree")  # fmt: skip
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    try:
-        assert cli.main(["job", "tree", "tree-1-0", "--json"]) == 0  # any job of the flow shows it all
-        data = json.loads(capsys.readouterr().out)
-        assert (data["id"], data["status"], data["waiting_for"]) == ("tree", "deferred", 2)
-        assert [(c["id"], c["status"], c["on_failure"]) for c in data["children"]] == [
-            ("tree-0", "queued", "fail_parent"), ("tree-1", "deferred", "ignore")]  # fmt: skip
-        assert data["children"][1]["children"][0]["id"] == "tree-1-0"
-        assert cli.main(["job", "tree", "tree"]) == 0
-        text = capsys.readouterr().out
-        assert "tree  flow.total  queue=parents  deferred (waiting for 2 of 2 children)" in text
-        assert "└── tree-1-0  flow.part  queue=b  queued  [fail_parent]" in text
-        assert cli.main(["job", "tree", "nothing-here"]) == 1
-        assert capsys.readouterr().err.strip() == "chumon: no job nothing-here"
-    finally:
-        load.cache_clear()
+    registry = DeferredJobRegistry("parents", connection=redis, serializer=JSONSerializer)
+    assert sorted(registry.get_job_ids()) == ["tree", "tree-1"]  # rq's own tools see the waiting parents
+    assert Job.fetch("tree", connection=redis, serializer=JSONSerializer).get_status() == "deferred"
+    assert cli.main(["job", "tree", "tree-1-0", "--json"]) == 0  # any job of the flow shows it all
+    data = json.loads(capsys.readouterr().out)
+    assert (data["id"], data["status"], data["waiting_for"]) == ("tree", "deferred", 2)
+    assert [(c["id"], c["status"], c["on_failure"]) for c in data["children"]] == [
+        ("tree-0", "queued", "fail_parent"), ("tree-1", "deferred", "ignore")]  # fmt: skip
+    assert data["children"][1]["children"][0]["id"] == "tree-1-0"
+    assert cli.main(["job", "tree", "tree"]) == 0
+    text = capsys.readouterr().out
+    assert "tree  flow.total  queue=parents  deferred (waiting for 2 of 2 children)" in text
+    assert "└── tree-1-0  flow.part  queue=b  queued  [fail_parent]" in text
+    assert cli.main(["job", "tree", "nothing-here"]) == 1
+    assert capsys.readouterr().err.strip() == "chumon: no job nothing-here"

@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from redis import Redis
 
 from tests.apps import reporting
@@ -112,3 +113,22 @@ def test_no_events_while_they_are_off(redis: Redis, settings: RuntimeSettings) -
     Enqueuer(redis, settings).enqueue(reporting.steps, {"steps": 2})
     run_burst(redis, reporting.registry, settings)
     assert not redis.exists(Keys().events)
+
+
+@pytest.mark.parametrize("style", ["orchestrated", "choreographed"])
+def test_job_events_beside_the_order_flow_never_touch_its_domain_events(
+    redis: Redis, redis_url: str, style: str
+) -> None:
+    """The order scripts enqueue through the runtime's code: with job events on, every job event
+    goes to the job-events stream and the domain-event stream holds domain events only."""
+    from orders.keys import OrderKeys
+    from tests.flow import running_flow
+
+    with running_flow(redis, redis_url, style=style, job_events=True) as flow:
+        order_id = flow.place(("TEA", 1))
+        assert flow.settled(order_id).status.value == "CONFIRMED"
+    domain = redis.xrange(OrderKeys().events)
+    assert domain and all(b"type" in fields and b"event" not in fields for _, fields in domain)
+    job_events = JobEvents(redis, RuntimeSettings(redis_url=redis_url)).read("0-0", count=10_000)
+    kinds = {event.event for event in job_events}
+    assert {"queued", "active", "completed"} <= kinds

@@ -3,13 +3,18 @@ age, enforced in the step that settles each job. Real Redis, real workers (burst
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from redis import Redis
 
 from tests.apps import reporting
-from tests.support import run_burst
+from tests.support import run_burst, wait_until
 from workers import Enqueuer, JobRegistry, Keep, RuntimeSettings, load_job
+from workers.deadletter import DeadLetters
 from workers.keys import Keys, dead_letter_queue
+from workers.maintenance import Maintenance
+from workers.scripts import Scripts
 
 KEYS = Keys()
 
@@ -56,14 +61,35 @@ def test_a_type_keeps_its_last_n_dead_letters(redis: Redis, settings: RuntimeSet
     assert int(redis.hget(KEYS.dlq_dropped, "rq1") or 0) == 3  # counted, like the length cap's
 
 
-def test_dead_letters_of_a_type_expire_after_an_age(redis: Redis, settings: RuntimeSettings) -> None:
-    job_id = Enqueuer(redis, settings).enqueue(reporting.fail_young, {"n": 1})
+def test_dead_letters_of_a_type_go_after_an_age(redis: Redis, settings: RuntimeSettings) -> None:
+    enqueuer = Enqueuer(redis, settings)
+    first = enqueuer.enqueue(reporting.fail_young, {"n": 1})
     run_burst(redis, reporting.registry, settings)
-    info = load_job(redis, KEYS, job_id)
+    info = load_job(redis, KEYS, first)
     assert info is not None and info.dead_lettered_at is not None
-    assert 0 < redis.ttl(KEYS.job(job_id)) <= 1
-    expires = redis.zscore(KEYS.failed("rq1"), job_id)
-    assert expires is not None and expires - redis.time()[0] <= 2
+    expires = redis.zscore(KEYS.failed("rq1"), first)
+    assert expires is not None and expires - redis.time()[0] <= 2  # rq's failed registry agrees
+    dead_at = server_time(redis)
+    wait_until(lambda: server_time(redis) > dead_at + 1.2, message="the age of 1 s to pass")
+    second = enqueuer.enqueue(reporting.fail_young, {"n": 2})
+    run_burst(redis, reporting.registry, settings)  # the next dead letter of the type trims
+    assert ids(redis, KEYS.queue(dead_letter_queue("rq1"))) == {second}
+    assert not redis.exists(KEYS.job(first)) and redis.exists(KEYS.job(second))
+    # and housekeeping trims while none settles
+    wait_until(lambda: server_time(redis) > dead_at + 2.5, message="the second one's age to pass")
+    housekeeping = Maintenance(
+        redis, KEYS, DeadLetters(redis, settings), "w", logging.getLogger("test"),
+        kept=reporting.registry.kept(), scripts=Scripts(redis, KEYS.lua_keyspace),
+    )  # fmt: skip
+    redis.delete(KEYS.maintenance_lock)  # the burst worker did its housekeeping already
+    assert housekeeping.run(server_time(redis))
+    assert not redis.exists(KEYS.job(second)) and redis.llen(KEYS.queue(dead_letter_queue("rq1"))) == 0
+    assert int(redis.hget(KEYS.dlq_dropped, "rq1") or 0) == 2
+
+
+def server_time(redis: Redis) -> float:
+    seconds, micros = redis.time()
+    return seconds + micros / 1e6
 
 
 def test_other_types_keep_the_global_settings(redis: Redis, settings: RuntimeSettings) -> None:

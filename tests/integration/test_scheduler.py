@@ -4,8 +4,10 @@ and no occurrence enqueued or run twice however many schedulers tick."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +24,23 @@ from tests.apps import scheduled
 from tests.support import ChumonProcess, WorkerProcess, run_burst, wait_until
 from workers import Control, Enqueuer, JobRegistry, RuntimeSettings
 from workers.codec import decode_data
+from workers.joblog import set_sink
 
 TEMPLATES = "rq:scheduler:scheduled_jobs"
+
+
+@pytest.fixture
+def cli_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that call cli.main, which configures the process's logging: put it back after."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    load.cache_clear()
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
+    set_sink(None)
 
 
 def scheduler(
@@ -143,16 +160,14 @@ def cli_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, s
 
 
 def test_schedules_are_listed_and_removed_from_the_command_line(
-    redis: Redis, settings: RuntimeSettings, redis_url: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
+    redis: Redis, settings: RuntimeSettings, capsys: pytest.CaptureFixture[str], cli_env: None
+) -> None:
     scheduler(redis, settings).register()
     code, rows, _ = cli_run(capsys, "schedules", "list", "--json")
     assert code == 0 and [r["name"] for r in rows] == ["every-second", "five-minutes"]
     cron = rows[1]
     assert (cron["cron"], cron["job_type"], cron["rule"]) == ("*/5 * * * *", "sched.tick", "cron */5 * * * *")
+    assert cron["queue"] == "ticks"  # the job type's queue: the schedule names none
     assert redis.hget(f"rq:job:{cron['next_job']}", "status") == b"scheduled"
     code, text, _ = cli_run(capsys, "schedules", "list")
     assert code == 0 and "every 1 s" in text and "five-minutes" in text
@@ -162,7 +177,6 @@ def test_schedules_are_listed_and_removed_from_the_command_line(
     assert [name for name, _ in registered(redis)] == ["every-second"]
     code, _, err = cli_run(capsys, "schedules", "remove", "five-minutes")
     assert code == 1 and err.count("\n") == 1 and "no schedule" in err
-    load.cache_clear()
 
 
 def test_two_schedulers_never_enqueue_or_run_one_occurrence_twice(redis: Redis, redis_url: str) -> None:
@@ -190,3 +204,11 @@ def test_two_schedulers_never_enqueue_or_run_one_occurrence_twice(redis: Redis, 
     assert max(runs.values()) == 1, runs  # one run per occurrence
     slots = sorted(int(k.rsplit("@", 1)[1]) for k in runs)
     assert slots == list(range(slots[0], slots[0] + len(slots)))  # none skipped either
+
+
+def test_a_schedule_of_a_missing_job_type_is_refused_at_start(
+    capsys: pytest.CaptureFixture[str], cli_env: None
+) -> None:
+    code = cli.main(["scheduler", "--app", "tests.apps.scheduled:broken", "--burst"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no.such.type" in err

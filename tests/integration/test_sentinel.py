@@ -83,3 +83,29 @@ def test_the_newest_configuration_names_the_primary() -> None:
     sentinel = EpochSentinel([])
     sentinel.sentinels = [Stale(6379, 0), Stale(6380, 1), Stale(6379, 0)]
     assert sentinel.discover_master("shop") == ("127.0.0.1", 6380)
+
+
+def test_the_cli_and_the_smtp_sink_take_the_sentinel_url() -> None:
+    """Issue 10: every entry point reads REDIS_URL through workers/connection.py."""
+    import os
+    import sys
+
+    from tests.sentinelproc import SentinelCluster
+    from tests.support import ROOT
+
+    if find_server() is None:
+        pytest.skip("no redis-server binary")
+    with SentinelCluster() as cluster:
+        env = {**os.environ, "REDIS_URL": cluster.url, "PYTHONPATH": str(ROOT)}
+        cli = subprocess.run([sys.executable, "-m", "chumon", "queues", "--json"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        command = [sys.executable, "-m", "chumon.smtpsink", "--port", "0"]
+        with subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as sink:  # fmt: skip
+            assert sink.stdout is not None and sink.stderr is not None
+            line = sink.stdout.readline()
+            sink.terminate()
+            errors = sink.stderr.read()
+        assert "smtp-sink listening on" in line, errors
+        assert "does not answer" not in errors

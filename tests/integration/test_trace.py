@@ -151,3 +151,11 @@ def test_consumers_is_the_process_new_name_and_events_still_works(capsys: pytest
         assert args.command == name and args.func.__name__ == "cmd_events"
         assert cli.main([name, "dlq", "list", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
+
+
+def test_trace_of_a_corrupt_order_is_one_line(capsys: pytest.CaptureFixture[str], redis: Redis) -> None:
+    redis.hset(OrderKeys().order("broken"), mapping={"doc": "{not json", "version": "x"})
+    code = cli.main(["trace", "broken"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith("chumon: order 'broken': its stored record cannot be read") and err.count("\n") == 1

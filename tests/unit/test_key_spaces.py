@@ -48,3 +48,11 @@ def test_no_runtime_key_is_or_prefixes_an_order_flow_key() -> None:
         (r, key) for r in runtime for key in found if key == r or (r.endswith(":") and key.startswith(r))
     ]
     assert clashes == []
+
+
+def test_the_order_scripts_keyspace_keeps_every_runtime_prefix_as_it_is() -> None:
+    """orders/lua scripts include the runtime's enqueue code: a name the order domain reuses in
+    its keyspace (as ``events`` once was) would send the runtime's writes into a domain key."""
+    runtime = json.loads(Keys().lua_keyspace)
+    orders = json.loads(OrderKeys().lua_keyspace)
+    assert {name: orders.get(name) for name in runtime} == runtime

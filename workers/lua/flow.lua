@@ -53,7 +53,7 @@ for _, node in ipairs(nodes) do
       fields[#fields + 1] = pair[2]
     end
     redis.call('HSET', K.job .. node.id, unpack(fields))
-    redis.call('ZADD', K.deferred .. node.queue, '+inf', node.id)
+    redis.call('ZADD', K.deferred .. node.queue, now(), node.id) -- scored by creation time, as rq does
     redis.call('RPUSH', base .. ':children', unpack(node.children))
     redis.call('SADD', base .. ':pending', unpack(node.children))
     if usable(K.queues, 'set') then

@@ -16,7 +16,7 @@
     1 if written, 0 if the run no longer owns the job (nothing written)
 
   Events:
-    `progress` {progress = <JSON text>} on K.events when events are on and progress was given
+    `progress` {progress = <JSON text>} on K.job_events when events are on and progress was given
 ]]
 --- @include "common"
 

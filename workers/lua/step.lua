@@ -45,7 +45,7 @@
 
   Events:
     one entry on the signal stream of each queue that got work or a scheduled job;
-    with ctx.events (CHUMON_JOB_EVENTS), job lifecycle events on K.events (workers/events.py)
+    with ctx.events (CHUMON_JOB_EVENTS), job lifecycle events on K.job_events (workers/events.py)
 ]]
 --- @include "common"
 --- @include "enqueue_job"

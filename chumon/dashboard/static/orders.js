@@ -26,15 +26,27 @@
         var toggle = document.getElementById("autorefresh-switch");
         return !toggle || toggle.checked;
     }
+    // Loads url now and every POLL_MS while auto-refresh is on; stops once draw says the page
+    // is final (an order that ended, read model caught up, no job left to run): a trace costs
+    // the server a pass over the jobs Redis keeps, not worth repeating for a settled order.
     function poll(url, draw, fail) {
+        var timer = null;
         var load = function () {
             fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
                 .then(function (r) { return r.json().then(function (body) { return {ok: r.ok, body: body}; }); })
-                .then(function (answer) { if (answer.ok) { draw(answer.body); } else { fail(answer.body); } })
+                .then(function (answer) {
+                    if (!answer.ok) { fail(answer.body); return; }
+                    if (draw(answer.body) === "final" && timer !== null) { clearInterval(timer); timer = null; }
+                })
                 .catch(function (error) { fail({message: String(error)}); });
         };
         load();
-        setInterval(function () { if (autorefresh()) { load(); } }, POLL_MS);
+        timer = setInterval(function () { if (autorefresh()) { load(); } }, POLL_MS);
+    }
+    var WAITING = {queued: true, scheduled: true, started: true, deferred: true};
+    function jobsWaiting(node) {
+        if (node.job && WAITING[node.job.status]) { return true; }
+        return node.children.some(jobsWaiting);
     }
 
     // -- the list ------------------------------------------------------------------------------
@@ -119,7 +131,10 @@
         tree.appendChild(drawNode(data.root));
         document.getElementById("order-tree").replaceChildren(tree);
         var outcome = {CONFIRMED: "confirmed", CANCELLED: "cancelled: " + data.reason, PENDING: "still running"};
-        document.getElementById("order-outcome").textContent = "Outcome: " + (outcome[data.status] || data.status);
+        var final = data.status !== "PENDING" && !data.attention && !data.read_model_lag && !jobsWaiting(data.root);
+        document.getElementById("order-outcome").textContent = "Outcome: " + (outcome[data.status] || data.status) +
+            (final ? " (final: no longer refreshed; reload the page to look again)" : "");
+        return final ? "final" : "";
     }
 
     function failed(target) {

@@ -148,13 +148,13 @@ end
 
 -- -- job lifecycle events (CHUMON_JOB_EVENTS, workers/events.py) ----------------------------------
 -- emit(cap, event, id, queue, extra): append one entry {event, id, queue, extra k/v...} to the
--- stream K.events, trimmed to about `cap` entries. `cap` is false while events are off: nothing
+-- stream K.job_events, trimmed to about `cap` entries. `cap` is false while events are off: nothing
 -- is written and the call costs one comparison. Values are strings or numbers.
 local function emit(cap, event, id, queue, extra)
-  if not cap or not usable(K.events, 'stream') then
+  if not cap or not usable(K.job_events, 'stream') then
     return
   end
-  local args = {'XADD', K.events, 'MAXLEN', '~', cap, '*', 'event', event, 'id', id, 'queue', queue}
+  local args = {'XADD', K.job_events, 'MAXLEN', '~', cap, '*', 'event', event, 'id', id, 'queue', queue}
   for _, value in ipairs(extra or {}) do
     args[#args + 1] = value
   end

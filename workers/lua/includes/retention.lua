@@ -1,20 +1,23 @@
 --[[
   Retention per job type (workers/retention.py): keep the last N finished or dead-lettered jobs
-  of a type, and dead letters for at most an age.
+  of a type, and/or those younger than an age.
+
+  A type's kept jobs are the sorted set K.kept .. kind .. ':' .. type (kind: completed or
+  failed; score: when settled, in microseconds). Trimming deletes the oldest beyond the count
+  and those older than the age (job, result, log keys, and the job's place in rq's registries
+  and the dead-letter queue), at most KEEP_CAP_PER_CALL per call; the next call goes on.
 
   keep_recent(ctx, item), item = {id, job type, 'completed' | 'failed', count or false, age or false}
-    Runs after the job was settled in the same call; a job no longer in the state its item
-    names (lost, held, refused) is left alone. A dead letter with an age expires after it
-    (its job, result and log keys; its failed-registry score); the id it leaves in the
-    dead-letter list is dropped by the retention pass (workers/deadletter.py). With a count,
-    the job joins the sorted set K.kept .. kind .. ':' .. type (score: now, in microseconds) and the oldest
-    beyond the count are deleted, at most CAP_PER_CALL per call (the next settle goes on).
-    Returns how many dead letters it removed (counted in K.dlq_dropped).
+    After the job was settled in the same call: a job no longer in the state its item names
+    (lost, held, refused) is left alone; else it joins its type's set, which is then trimmed.
+  trim_kept(kind, job type, count or false, age or false)
+    Trim a type's set without adding to it (maintenance: ages pass while nothing settles).
+  Both return how many dead letters they removed (counted in K.dlq_dropped, like the cap's).
 ]]
 
 local KEEP_CAP_PER_CALL = 100
-local kept_seq = 0 -- orders the jobs one call settles: scores are microseconds plus this
 local KEPT_STATUS = {completed = 'finished', failed = 'failed'}
+local kept_seq = 0 -- orders the jobs one call settles: scores are microseconds plus this
 
 -- Delete a kept job that fell out of its type's window, from every registry that lists it; a
 -- job no longer in that state (a dead letter requeued since) is only dropped from the window.
@@ -41,38 +44,49 @@ local function forget_kept(kind, id)
   return 1
 end
 
+local function trim_kept(kind, job_type, count, age)
+  local index = K.kept .. kind .. ':' .. job_type
+  if not own(index, 'zset') then
+    return 0
+  end
+  local removed, budget = 0, KEEP_CAP_PER_CALL
+  if age then
+    local cutoff = math.floor((now() - age) * 1000000)
+    local old = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, budget)
+    for _, id in ipairs(old) do
+      redis.call('ZREM', index, id)
+      removed = removed + forget_kept(kind, id)
+    end
+    budget = budget - #old
+  end
+  if count and budget > 0 then
+    local over = math.min(redis.call('ZCARD', index) - count, budget)
+    if over > 0 then
+      local oldest = redis.call('ZPOPMIN', index, over)
+      for i = 1, #oldest, 2 do
+        removed = removed + forget_kept(kind, oldest[i])
+      end
+    end
+  end
+  return kind == 'failed' and removed or 0
+end
+
 local function keep_recent(ctx, item)
   local id, job_type, kind, count, age = item[1], item[2], item[3], item[4], item[5]
   local jk = K.job .. id
   if redis.pcall('HGET', jk, 'status') ~= KEPT_STATUS[kind] then
     return 0
   end
-  if kind == 'failed' and age then
-    redis.call('EXPIRE', jk, age)
-    redis.call('EXPIRE', K.results .. id, age)
-    redis.call('EXPIRE', K.job_logs .. id, age)
+  if kind == 'failed' and age then -- rq's failed registry says when it goes
     local origin = redis.pcall('HGET', jk, 'origin')
     if type(origin) == 'string' and usable(K.failed .. origin, 'zset') then
       redis.call('ZADD', K.failed .. origin, 'XX', now() + age, id)
     end
   end
-  if not count then
-    return 0
-  end
   local index = K.kept .. kind .. ':' .. job_type
-  if not own(index, 'zset') then
-    return 0
+  if own(index, 'zset') then
+    kept_seq = kept_seq + 1
+    redis.call('ZADD', index, math.floor(now() * 1000000) + kept_seq, id)
   end
-  kept_seq = kept_seq + 1
-  redis.call('ZADD', index, math.floor(now() * 1000000) + kept_seq, id)
-  local over = math.min(redis.call('ZCARD', index) - count, KEEP_CAP_PER_CALL)
-  if over <= 0 then
-    return 0
-  end
-  local removed = 0
-  local oldest = redis.call('ZPOPMIN', index, over)
-  for i = 1, #oldest, 2 do
-    removed = removed + forget_kept(kind, oldest[i])
-  end
-  return kind == 'failed' and removed or 0
+  return trim_kept(kind, job_type, count, age)
 end
