@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-failover profile
+.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -74,6 +74,10 @@ bench-quick: $(BENCH_STAMP)
 # A global rate limit measured across 4 worker processes, and what priorities cost the claim.
 bench-flow: $(BENCH_STAMP)
 	$(BIN)/python -m bench.flowcontrol $(BENCH_ARGS)
+
+# Async against thread slots (10 ms waits), and isolated against in-thread CPU-bound jobs.
+bench-slots: $(BENCH_STAMP)
+	$(BIN)/python -m bench.slots $(BENCH_ARGS)
 
 # What a Sentinel failover loses per configuration (docs/operations.md quotes the figures).
 bench-failover: $(STAMP)

@@ -187,13 +187,14 @@ class AsyncRunners:
         prepared = self.executor.prepare(run.claimed, self.redis)
         if isinstance(prepared, Outcome):
             return prepared
+        _, job_type, payload, _, _ = prepared
         timeout = asyncio.timeout(run.claimed.timeout)
         try:
             async with timeout:
                 value = await _call(prepared)
         except TimeoutError as exc:
             if timeout.expired():
-                return Outcome(run.claimed, "failed", prepared.job_type, prepared.payload).timed_out()
+                return Outcome(run.claimed, "failed", job_type, payload).timed_out()
             return self.executor.failed(prepared, exc)
         except asyncio.CancelledError as exc:
             if run.flag == INTERRUPT:
@@ -202,9 +203,10 @@ class AsyncRunners:
         except Exception as exc:  # the job's failure is an outcome
             return self.executor.failed(prepared, exc)
         if timeout.expired():  # it swallowed the cancellation: the time limit still wins
-            return Outcome(run.claimed, "failed", prepared.job_type, prepared.payload).timed_out()
+            return Outcome(run.claimed, "failed", job_type, payload).timed_out()
         return self.executor.succeeded(prepared, value)
 
 
 async def _call(prepared: Prepared) -> object:
-    return await prepared.job_type.handler(prepared.model, prepared.ctx)
+    _, job_type, _, model, ctx = prepared
+    return await job_type.handler(model, ctx)

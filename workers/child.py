@@ -35,7 +35,8 @@ from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobType
 from workers.keys import Keys
-from workers.reporting import JobLogger
+from workers.reporting import JobLogger, Reporter
+from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 SCRIPT = "__chumon_main__"
@@ -48,7 +49,9 @@ class Runtime:
         self.settings = settings
         self.redis = connect(settings.redis_url, settings.redis)  # lazy: connects on first use
         self.enqueuer = Enqueuer(self.redis, settings)
-        self.owned = Keys(settings.key_prefix).runtime_owned
+        keys = Keys(settings.key_prefix)
+        self.owned = keys.runtime_owned
+        self.scripts = Scripts(self.redis, keys.lua_keyspace)
         self.log = logging.getLogger("chumon.worker")
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +85,14 @@ class Runtime:
             idempotency_key=fields.get("idempotency_key"),
             redis=self.redis,
             enqueuer=self.enqueuer,
-            log=JobLogger(self.log),  # progress and log lines of an isolated job stay in the worker's log
+            log=JobLogger(self.log, self._reporter(fields)),
             effects=Effects(self.owned),
         )
+
+    def _reporter(self, fields: dict[str, Any]) -> Reporter:
+        """``ctx.progress`` and ``ctx.log("line")`` write to the job from the child, as in a slot."""
+        job_id, execution, queue = str(fields["job_id"]), str(fields["execution_id"]), str(fields["queue"])
+        return Reporter(self.scripts, self.redis, self.settings, job_id, execution, queue)
 
 
 def _find(module: str, name: str, path: str | None) -> JobType[Any]:

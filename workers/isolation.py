@@ -3,7 +3,7 @@
 ``registry.job(..., isolated=True)`` is for CPU-bound work. In a thread slot such a handler
 holds the GIL from every other slot and the conductor; in a child process it holds its own.
 And whatever the child does (``os._exit``, a segfault in C code, running out of memory) the
-worker lives: the attempt fails with ``ChildDied`` and the retry policy decides what follows.
+worker lives: the attempt fails with ``ProcessDied`` and the retry policy decides what follows.
 
 How: the runner thread that took the job sends it to an idle child of this worker's
 ``ChildPool`` (started on demand, at most one per thread slot, kept for the next job) and waits
@@ -23,7 +23,8 @@ does (enqueue, run a worker) under ``if __name__ == "__main__":``.
 - **Cancellation** (``chumon job cancel``): the child is killed and the job ends canceled,
   so ``ctx.cancelled`` is not needed (nor seen) in an isolated handler.
 - ``ctx.effects`` works (the child records, the worker applies them with the completion);
-  ``ctx.redis`` and ``ctx.enqueuer`` are the child's own clients.
+  ``ctx.redis`` and ``ctx.enqueuer`` are the child's own clients; ``ctx.progress`` and
+  ``ctx.log("line")`` write to the job from the child.
 - A child that raised ``MemoryError`` reports it and exits; a fresh one takes the next job.
 """
 
@@ -41,7 +42,7 @@ import threading
 from typing import IO, Any
 
 from workers.errors import Cancelled, RateLimited
-from workers.execution import ChildFailed, Encoded
+from workers.execution import Encoded, IsolatedFailure
 from workers.jobtypes import JobContext, JobType
 from workers.settings import RuntimeSettings
 
@@ -70,7 +71,7 @@ class Child:
         self.stdin.flush()
 
     def ask(self, request: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
-        """Send one job and wait for its reply; raises ChildFailed if the child dies, Cancelled
+        """Send one job and wait for its reply; raises IsolatedFailure if the child dies, Cancelled
         if the job is cancelled meanwhile (the child is killed then)."""
         try:
             self._send(request)
@@ -87,7 +88,7 @@ class Child:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
-    def _died(self) -> ChildFailed:
+    def _died(self) -> IsolatedFailure:
         code = self.process.wait()
         if code < 0:
             try:
@@ -96,7 +97,7 @@ class Child:
                 how = f"killed by signal {-code}"
         else:
             how = f"exited with status {code}"
-        return ChildFailed("ChildDied", f"the job's process died: {how}")
+        return IsolatedFailure("ProcessDied", f"the job's process died: {how}")
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -132,7 +133,7 @@ class ChildPool:
         self, job_type: JobType[Any], payload: dict[str, Any], ctx: JobContext, cancel: threading.Event
     ) -> Encoded:
         """Run one attempt of ``job_type`` in a child; raise what the handler raised, as the
-        runtime needs it (RateLimited, Cancelled, or ChildFailed for the rest)."""
+        runtime needs it (RateLimited, Cancelled, or IsolatedFailure for the rest)."""
         child = self._take()
         request = {"job": _request(job_type, payload, ctx)}
         try:
@@ -202,8 +203,8 @@ def _result(reply: dict[str, Any], ctx: JobContext) -> Encoded:
     if kind == "cancelled":
         raise Cancelled(message)
     delay = reply.get("delay")
-    raise ChildFailed(
-        str(reply.get("exc_type", "ChildFailed")),
+    raise IsolatedFailure(
+        str(reply.get("exc_type", "IsolatedJobFailed")),
         message,
         tb=str(reply.get("traceback", "")),
         retryable=bool(reply.get("retryable", True)),

@@ -27,7 +27,7 @@ class Nap(BaseModel):
 
 class Crunch(BaseModel):
     n: int = Field(ge=0)
-    how: str = "ok"  # ok | exit | segv | memory | permanent | slow | rate | effects
+    how: str = "ok"  # ok | exit | segv | memory | permanent | slow | rate | report
 
 
 @registry.job("a.nap", queue="aio", retry=FAST_RETRY, idempotency_key=lambda p: p.name)
@@ -80,6 +80,9 @@ def crunch(payload: Crunch, ctx: JobContext) -> dict[str, int]:
         time.sleep(60)
     if payload.how == "rate" and ctx.redis.incr("test:crunch-rate") == 1:
         raise RateLimited("slow down", delay=0.2)
+    if payload.how == "report":
+        ctx.progress({"done": 50})
+        ctx.log(f"half way in {os.getpid()}")
     ctx.effects.incrby("test:crunched", 1)
     return {"fib": _fib(payload.n), "pid": os.getpid()}
 

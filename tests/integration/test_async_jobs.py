@@ -108,3 +108,16 @@ def test_a_worker_process_runs_async_jobs_and_stops_cleanly(redis: Redis, redis_
     finally:
         process.stop()
     assert process.proc.returncode == 0, process.output[-2000:]
+
+
+def test_an_async_job_without_its_type_field_still_runs_in_a_thread_slot(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """A job written by another producer (no ``job_type`` field) is routed to the threads, where
+    its coroutine is run to completion: slower, but the job is not lost."""
+    job_id = Enqueuer(redis, settings).enqueue(aio.nap, {"name": "untyped"})
+    redis.hdel(KEYS.job(job_id), "job_type")
+    worker = run_burst(redis, aio.registry, settings)
+    info = load_job(redis, KEYS, job_id)
+    assert info is not None and info.result == {"name": "untyped", "attempt": 1}
+    assert worker.stats["done"] == 1 and int(redis.get("test:naps") or 0) == 1

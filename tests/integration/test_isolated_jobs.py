@@ -104,6 +104,14 @@ def test_slow_down_from_a_child_uses_no_attempt(redis: Redis, settings: RuntimeS
     assert info is not None and info.attempt == 1 and worker.stats["throttled"] == 1
 
 
+def test_an_isolated_job_reports_progress_and_log_lines(redis: Redis, settings: RuntimeSettings) -> None:
+    job_id = Enqueuer(redis, settings).enqueue(aio.crunch, {"n": 5, "how": "report"})
+    run_burst(redis, aio.registry, settings)
+    info = load_job(redis, KEYS, job_id)
+    assert info is not None and info.status == "finished" and info.progress == {"done": 50}
+    assert len(info.logs) == 1 and f"half way in {pids(redis, 'report')[0]}" in info.logs[0]
+
+
 def test_a_worker_process_survives_a_segfaulting_child(redis: Redis, redis_url: str) -> None:
     settings = RuntimeSettings(redis_url=redis_url)
     enqueuer = Enqueuer(redis, settings)
