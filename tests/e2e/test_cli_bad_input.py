@@ -2,12 +2,15 @@
 code from the table (workers.cli.Exit), never with a Python traceback or a silent success.
 
 The commands are found by walking chumon's argparse tree, so a command added later is tried
-too. Each runs as a real process (``python -m chumon``), as a user runs it.
+too. Each runs in a child process forked from one that imported chumon once (tests/clirunner.py:
+the same ``main(argv)`` ``python -m chumon`` runs), and a sample as real ``python -m chumon``
+processes, as a user runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -146,36 +149,88 @@ def cases() -> Iterator[Case]:
         )
 
 
-def run(case: Case, redis_url: str) -> str | None:
-    """None if the case was answered properly, else what went wrong."""
-    what, argv, extra, expected = case
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **extra}
+class Runner:
+    """A tests/clirunner.py process: imports chumon once, forks a child per command line."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.clirunner"],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def __call__(self, argv: list[str], env: dict[str, str]) -> tuple[int | None, str, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "timeout": 60}) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return answer["code"], answer["stdout"], answer["stderr"]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+
+
+def as_process(argv: list[str], env: dict[str, str]) -> tuple[int | None, str, str]:
+    """``python -m chumon`` as a user runs it (import time included)."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "chumon", *argv],
-            env=env,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
         )
     except subprocess.TimeoutExpired:
-        return f"{what}: still running after 60 s (chumon {' '.join(argv)})"
-    output = done.stdout + done.stderr
+        return None, "", ""
+    return done.returncode, done.stdout, done.stderr
+
+
+def judge(case: Case, code: int | None, stdout: str, stderr: str) -> str | None:
+    """None if the case was answered properly, else what went wrong."""
+    what, argv, _, expected = case
+    command = " ".join(argv)
+    if code is None:
+        return f"{what}: still running after 60 s (chumon {command})"
+    output = stdout + stderr
     if "Traceback" in output:
-        return f"{what}: a traceback (chumon {' '.join(argv)}):\n{output[-1500:]}"
-    if done.returncode not in expected:
-        command = " ".join(argv)
-        return f"{what}: exit {done.returncode}, not {sorted(expected)} (chumon {command}):\n{output[-600:]}"
-    if done.returncode and not done.stderr.strip():
-        return f"{what}: exit {done.returncode} without a word (chumon {' '.join(argv)})"
+        return f"{what}: a traceback (chumon {command}):\n{output[-1500:]}"
+    if code not in expected:
+        return f"{what}: exit {code}, not {sorted(expected)} (chumon {command}):\n{output[-600:]}"
+    if code and not stderr.strip():
+        return f"{what}: exit {code} without a word (chumon {command})"
     return None
 
 
 @pytest.mark.timeout(900)
 def test_every_command_refuses_bad_input_without_a_traceback(redis: Redis, redis_url: str) -> None:
+    """Every case in a child forked from a process that imported chumon once (the same
+    ``main(argv)`` a real process runs, without its 0.4 s of imports), and every 12th case,
+    the first of each command included, also as a real ``python -m chumon`` process."""
     tried = list(cases())
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        problems = [p for p in pool.map(lambda c: run(c, redis_url), tried) if p]
+    runners = [Runner() for _ in range(3)]
+
+    def one(item: tuple[int, Case]) -> list[str]:
+        i, case = item
+        env = {"REDIS_URL": redis_url, **case[2]}
+        found = [judge(case, *runners[i % len(runners)](case[1], env))]
+        if i % 12 == 0:
+            found.append(judge(case, *as_process(case[1], env)))
+        return [p for p in found if p]
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+            # each runner serves one thread: case i goes to runner i % 3, handled by thread i % 3
+            lanes = [
+                [(i, c) for i, c in enumerate(tried) if i % len(runners) == n] for n in range(len(runners))
+            ]
+            results = pool.map(lambda lane: [p for item in lane for p in one(item)], lanes)
+            problems = [p for lane in results for p in lane]
+    finally:
+        for runner in runners:
+            runner.close()
     assert len(tried) > 100
     assert problems == [], "\n\n".join(problems)
