@@ -42,6 +42,10 @@ class OrderKeys:
         digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
         return f"{self._p}idem:order:{digest}:{key}"
 
+    def order_jobs(self, order_id: str) -> str:
+        """Set of the ids of the jobs that carry the order's commands (orders/trace.py reads it)."""
+        return self._p + "order-jobs:" + order_id
+
     def payment_method(self, order_id: str) -> str:
         """String: the payment token ``place_order`` was given, kept only until the charge step has
         answered (or the saga ended, or its TTL passed). Nothing else stores the token: the order,
@@ -159,6 +163,7 @@ class OrderKeys:
         space.update(
             order=self._p + "order:",
             payment_method=self._p + "payment-method:",
+            order_jobs=self._p + "order-jobs:",
             orders_by_time=self.orders_by_time,
             saga_deadlines=self.saga_deadlines,
             events=self.events,

@@ -61,6 +61,8 @@ class OrderStore:
         self._place: Script = redis.register_script(source("place", "orders"))
         self._transition: Script = redis.register_script(source("transition", "orders"))
         self.durability = enqueuer.durability
+        # the order's job index lives as long as its longest-kept job (a dead letter)
+        self.index_ttl = max(int(enqueuer.settings.dlq_retention), 1)
 
     def load(self, order_id: str) -> Loaded | None:
         """The order and its saga; None if there is none; CorruptOrder if its record cannot be read."""
@@ -102,6 +104,7 @@ class OrderStore:
             "max_total": MAX_AMOUNT,
             "event": fields[: fields.index("data")],
             "jobs": [self._job(out, now) for out in outgoing],
+            "index_ttl": self.index_ttl,
             "payment_method": {"token": payment_token, "ttl": payment_ttl},
         }
         if idempotency is not None:
@@ -150,6 +153,7 @@ class OrderStore:
             "deadline": transition.saga.deadline,
             "events": fields,
             "jobs": [self._job(out, now) for out in transition.outgoing],
+            "index_ttl": self.index_ttl,
             "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
             "forget_payment_method": not transition.saga.may_charge,
         }
@@ -172,7 +176,26 @@ class OrderStore:
         repeated for a redelivered event enqueues nothing new.
         """
         specs = [self._job(out, now, dedupe=f"{dedupe}.{i}") for i, out in enumerate(outgoing)]
-        self.enqueuer.submit(specs)
+        ids = self.enqueuer.submit(specs) or [str(spec["id"]) for spec in specs]
+        by_order: dict[str, list[str]] = {}
+        for out, job_id in zip(outgoing, ids, strict=True):
+            order_id = getattr(out.command, "order_id", None)
+            if isinstance(order_id, str):
+                by_order.setdefault(order_id, []).append(job_id)
+        self.index(by_order)
+
+    def index(self, jobs_by_order: dict[str, list[str]]) -> None:
+        """Add jobs to their orders' job index (place and transitions do it in their script).
+
+        After the enqueue, not in it: the index only helps a trace find the jobs, so a crash in
+        between costs the trace those jobs and nothing else."""
+        if not jobs_by_order:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for order_id, job_ids in jobs_by_order.items():
+                pipe.sadd(self.keys.order_jobs(order_id), *job_ids)
+                pipe.expire(self.keys.order_jobs(order_id), self.index_ttl)
+            pipe.execute(raise_on_error=False)
 
     def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))

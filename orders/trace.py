@@ -7,10 +7,11 @@ reacted to (choreographed). A job's own id can be a cause too (a dead letter's n
 Messages with no cause hang under the customer's request (``PlaceOrder``).
 
 Sources, all read-only: the order's hash (status, version), the event stream (the order's
-entries, found from the time it was placed), the job hashes whose payload names the order
-(found by SCAN: a trace costs one pass over the jobs Redis keeps; finished jobs stay
-``result_ttl`` seconds, 500 by default, so an old order's commands may be gone while its
-events stay), and the read model's summary (how far behind it is for this order).
+entries, found from the time it was placed), the job hashes of its commands (from the order's
+job index, ``chumon:order-jobs:<id>``, written in the same script as the jobs; an order placed
+before the index existed is found by SCAN; finished jobs stay ``result_ttl`` seconds, 500 by
+default, so an old order's commands may be gone while its events stay), and the read model's
+summary (how far behind it is for this order).
 """
 
 from __future__ import annotations
@@ -185,8 +186,22 @@ def event_node(fields: dict[str, str]) -> Node:
 
 
 def order_jobs(redis: Redis, keys: OrderKeys, order_id: str) -> list[JobInfo]:
-    """The jobs whose payload names the order. The description (a bounded call string) picks the
-    candidates; each is loaded and its payload checked (the description may be cut short)."""
+    """The jobs that carried the order's commands: those in its job index (written with the
+    jobs, orders/lua/includes/order_index.lua), else, for an order placed before there was an
+    index, those found by scanning."""
+    indexed = (
+        redis.smembers(keys.order_jobs(order_id)) if redis.type(keys.order_jobs(order_id)) == b"set" else None
+    )
+    if not indexed:
+        return scanned_jobs(redis, keys, order_id)
+    jobs = (load_job(redis, keys.runtime, i) for i in sorted(texts(indexed)))
+    return [job for job in jobs if job is not None and names(job.payload or {}, order_id)]
+
+
+def scanned_jobs(redis: Redis, keys: OrderKeys, order_id: str) -> list[JobInfo]:
+    """The jobs whose payload names the order, found by SCAN. The description (a bounded call
+    string) picks the candidates; each is loaded and its payload checked (the description may
+    be cut short)."""
     prefix = keys.runtime.job("")
     ids = []
     for chunk in _chunks(redis.scan_iter(match=keys.runtime.job("*"), count=1000), 500):

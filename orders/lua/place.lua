@@ -13,6 +13,7 @@
       max_total the largest total allowed (orders/money.py MAX_AMOUNT: 13 digits, so the total
                 is exact in Lua's doubles and in cjson's %.14g)
       event     the OrderPlaced stream entry as a flat field list, without `data`
+      index_ttl how long the order's job index (K.order_jobs) is kept after this
       jobs      the saga's first commands, as enqueue_job() takes them
 
   Output:
@@ -30,6 +31,7 @@
 ]]
 --- @include "common"
 --- @include "enqueue_job"
+--- @include "order_index"
 
 local plan = cjson.decode(ARGV[2])
 local idem = plan.idempotency
@@ -83,5 +85,6 @@ redis.call('XADD', K.events, '*', unpack(event))
 for _, job in ipairs(plan.jobs) do
   enqueue_job(job, plan.now)
 end
+index_jobs(plan.order_id, plan.jobs, plan.index_ttl)
 flush_touched()
 return {'placed', plan.order_id}

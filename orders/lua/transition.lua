@@ -11,6 +11,7 @@
       deadline  when the saga must have moved on (unix time; indexed in K.saga_deadlines for the
                 watchdog), or null: it waits for nothing, or a person has been asked
       events    stream entries as flat field lists; the order's version grows by their number
+      index_ttl how long the order's job index (K.order_jobs) is kept after this
       jobs      commands to enqueue, as enqueue_job() takes them
       cancel    {{queue, job id}, ...} scheduled jobs to withdraw (a step's time-out check)
       forget_payment_method  true once the charge step can no longer run: its token is deleted
@@ -23,6 +24,7 @@
 ]]
 --- @include "common"
 --- @include "enqueue_job"
+--- @include "order_index"
 
 local plan = cjson.decode(ARGV[2])
 local key = K.order .. plan.order_id
@@ -50,5 +52,6 @@ end
 for _, job in ipairs(plan.jobs) do
   enqueue_job(job, plan.now)
 end
+index_jobs(plan.order_id, plan.jobs, plan.index_ttl)
 flush_touched()
 return 1

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from orders.keys import OrderKeys
 from orders.trace import Node
 from tests.flow import running_flow
 from tests.support import wait_until
+from workers.codec import texts
 from workers.joblog import set_sink
 
 
@@ -159,3 +161,55 @@ def test_trace_of_a_corrupt_order_is_one_line(capsys: pytest.CaptureFixture[str]
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert err.startswith("chumon: order 'broken': its stored record cannot be read") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("style", ["orchestrated", "choreographed"])
+def test_trace_finds_an_orders_jobs_in_its_index_without_scanning(
+    capsys: pytest.CaptureFixture[str],
+    redis: Redis,
+    redis_url: str,
+    style: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every job whose payload names the order (the step jobs, compensations, emails, a dead
+    letter's notice) is in the order's job index, written with the jobs; the trace reads it and
+    never scans. An order without an index (placed by an older version) is still found by SCAN."""
+    import jobs
+    from orders import trace as trace_module
+
+    charge = jobs.registry.find("payments.charge")
+    assert charge is not None and charge.retry is not None
+    fast = charge.retry.model_copy(update={"base": 0.05, "cap": 1.0})  # to its dead letter quickly
+    monkeypatch.setitem(jobs.registry._types, "payments.charge", replace(charge, retry=fast))
+    keys = OrderKeys()
+    with running_flow(redis, redis_url, style=style) as flow:
+        refused = flow.place(("TEA", 1), ship_to="1 Nowhere Lane, Void")  # compensations
+        dead = flow.place(("TEA", 1), payment_token="tok_timeout")  # a dead letter and its notice
+        flow.settled(refused)
+        flow.settled(dead, timeout=40)
+        for order_id in (refused, dead):
+            indexed = set(texts(redis.smembers(keys.order_jobs(order_id))))
+            scanned = {job.id for job in trace_module.scanned_jobs(redis, keys, order_id)}
+            assert scanned and scanned <= indexed, scanned - indexed
+            assert redis.ttl(keys.order_jobs(order_id)) > 0
+
+        def no_scan(*args: Any) -> Any:
+            raise AssertionError("the trace scanned the keyspace")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(trace_module, "scanned_jobs", no_scan)
+            code, data = trace(capsys, dead, "--json")
+        assert code == 0
+        found = {n["job"]["job_id"] for n in walk(data["root"]) if n.get("job")}
+        assert "orders.dead_letter" in {n["job"]["job_type"] for n in walk(data["root"]) if n.get("job")}
+        assert found == scanned_ids(redis, keys, dead)
+
+        redis.delete(keys.order_jobs(dead))  # as an order placed before the index
+        code, data = trace(capsys, dead, "--json")
+        assert {n["job"]["job_id"] for n in walk(data["root"]) if n.get("job")} == found
+
+
+def scanned_ids(redis: Redis, keys: OrderKeys, order_id: str) -> set[str]:
+    from orders.trace import scanned_jobs
+
+    return {job.id for job in scanned_jobs(redis, keys, order_id)}

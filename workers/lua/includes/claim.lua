@@ -247,7 +247,7 @@ local function claim(ctx, queues, n)
             local ttl = whole(f[8], -1, 31536000) or ctx.result_ttl
             finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
             duplicates[#duplicates + 1] = {id, queue, job_type}
-            emit(ctx.events, 'completed', id, queue, {'duplicate', 1})
+            if ctx.events then emit(ctx.events, 'completed', id, queue, {'duplicate', 1}) end
           elseif state == 'held' then
             defer(ctx, id, queue, whole(f[12], 0, MAX_COUNT) or 0)
             deferred[#deferred + 1] = {id, queue, job_type}
@@ -269,7 +269,9 @@ local function claim(ctx, queues, n)
               redis.call('SADD', inflight, id .. ':' .. exec)
             end
             local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note}
-            emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
+            if ctx.events then -- no table built per job while events are off
+              emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
+            end
             for i = 1, #FETCH do
               job[#job + 1] = f[i] or ''
             end

@@ -240,7 +240,9 @@ local function complete(ctx, item)
   end
   redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
   finish(id, queue, item[4], item[5], exec, ctx.worker, logged)
-  emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
+  if ctx.events then -- no table built per job while events are off
+    emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
+  end
   return true
 end
 
@@ -293,7 +295,7 @@ local function throttle(ctx, item)
     redis.call('DEL', key)
     redis.call('SET', key, 1, 'PX', math.max(1, math.floor(delay * 1000)))
   end
-  emit(ctx.events, 'throttled', id, queue, {'delay', delay})
+  if ctx.events then emit(ctx.events, 'throttled', id, queue, {'delay', delay}) end
   return true
 end
 
