@@ -117,7 +117,7 @@ class BatchedJobLines:
             at = datetime.fromtimestamp(line.at, UTC).isoformat(timespec="milliseconds")
             head = {
                 "time": at,
-                "level": logging.getLevelName(line.level),
+                "level": line.level_name,
                 "logger": "chumon.jobs",
                 "message": line.text(),
             }
@@ -125,7 +125,7 @@ class BatchedJobLines:
         second = int(line.at)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        level = logging.getLevelName(line.level)
+        level = line.level_name
         return f"{self._stamp},{int(line.at % 1 * 1000):03d} {level} chumon.jobs: {line.text()}\n"
 
 

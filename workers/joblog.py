@@ -52,7 +52,11 @@ class JobLine(NamedTuple):
 
     @property
     def level(self) -> int:
-        return level_of(self.event)
+        return logging.WARNING if self.event in WARNING_EVENTS else logging.INFO
+
+    @property
+    def level_name(self) -> str:
+        return "WARNING" if self.event in WARNING_EVENTS else "INFO"
 
     def text(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in self.context.items())
@@ -100,7 +104,7 @@ class JobLog:
         context: dict[str, Any] | None = None,
         detail: str = "",
     ) -> None:
-        if log.isEnabledFor(level_of(event)):
+        if log.isEnabledFor(logging.WARNING if event in WARNING_EVENTS else logging.INFO):
             self._lines.put(
                 JobLine(time.time(), event, job_id, queue, job_type, attempt, context or {}, detail)
             )

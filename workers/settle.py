@@ -107,9 +107,10 @@ class Settler:
     def keep(self, plan: Plan, outcome: Outcome) -> None:
         """A kept item for a job whose type keeps only its last N finished or dead-lettered jobs,
         or dead letters for a limited age."""
-        job_type, action = outcome.job_type, plan.actions[-1]
-        if job_type is None:
-            return
+        job_type = outcome.job_type
+        if job_type is None or (job_type.keep_completed is None and job_type.keep_failed is None):
+            return  # the common case: the type keeps what result_ttl and the dlq settings say
+        action = plan.actions[-1]
         keep = {"succeeded": job_type.keep_completed, "dead_lettered": job_type.keep_failed}.get(action)
         if keep is not None and (keep.count or action == "dead_lettered"):
             kind = "completed" if action == "succeeded" else "failed"

