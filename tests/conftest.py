@@ -52,3 +52,15 @@ def restored_logging() -> Iterator[None]:
     root.handlers[:], root.level = handlers, level
     logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
     set_sink(None)
+
+
+@pytest.fixture
+def cli_environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For commands run in-process (``chumon.cli.main``): REDIS_URL is the suite's Redis, and
+    settings are read afresh before and after (restored_logging puts logging back)."""
+    from chumon.settings import load
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    load.cache_clear()
+    yield
+    load.cache_clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,28 +10,17 @@ import pytest
 from redis import Redis
 
 from chumon import cli
-from chumon.settings import load
 from orders.keys import OrderKeys
 from orders.projector import Projector
 from orders.readmodel import ReadModel
 from tests.apps import sample
 from tests.support import make_settings
 from workers import Control, EnqueueOptions, Enqueuer
-from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
-def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """cli.main configures the process's logging: put it back, so later tests are unaffected."""
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    load.cache_clear()
-    root.handlers[:], root.level = handlers, level
-    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
-    set_sink(None)
+def environment(cli_environment: None) -> None:
+    """Commands run in-process against the suite's Redis (tests/conftest.py)."""
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:

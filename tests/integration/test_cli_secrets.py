@@ -5,8 +5,6 @@ show`` prints every attempt's traceback, as the README promises."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 from redis import Redis
@@ -17,21 +15,11 @@ from chumon.settings import load
 from tests.apps import sample
 from tests.support import make_settings, run_burst
 from workers import Enqueuer
-from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
-def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """cli.main configures the process's logging: put it back, so later tests are unaffected."""
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    load.cache_clear()
-    root.handlers[:], root.level = handlers, level
-    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
-    set_sink(None)
+def environment(cli_environment: None) -> None:
+    """Commands run in-process against the suite's Redis (tests/conftest.py)."""
 
 
 @pytest.mark.parametrize(

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis import Redis
 
 from chumon import cli
-from chumon.settings import load
 from tests.apps import reporting
 from tests.support import make_settings, run_burst
 from workers import Enqueuer
-from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
-def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("REDIS_URL", redis_url)
+def environment(cli_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHUMON_JOB_EVENTS", "1")
-    load.cache_clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    load.cache_clear()
-    root.handlers[:], root.level = handlers, level
-    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
-    set_sink(None)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:

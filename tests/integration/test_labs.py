@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis import Redis
 
 from chumon import cli
-from chumon.settings import load
-from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
-def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    load.cache_clear()
-    root.handlers[:], root.level = handlers, level
-    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
-    set_sink(None)
+def environment(cli_environment: None) -> None:
+    """Commands run in-process against the suite's Redis (tests/conftest.py)."""
 
 
 def lab(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:

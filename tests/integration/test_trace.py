@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -13,26 +11,16 @@ import pytest
 from redis import Redis
 
 from chumon import cli
-from chumon.settings import load
 from orders.keys import OrderKeys
 from orders.trace import Node
 from tests.flow import running_flow
 from tests.support import wait_until
 from workers.codec import texts
-from workers.joblog import set_sink
 
 
 @pytest.fixture(autouse=True)
-def environment(redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    load.cache_clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    load.cache_clear()
-    root.handlers[:], root.level = handlers, level
-    logging.getLogger("chumon.jobs").setLevel(logging.NOTSET)
-    set_sink(None)
+def environment(cli_environment: None) -> None:
+    """Commands run in-process against the suite's Redis (tests/conftest.py)."""
 
 
 def trace(capsys: pytest.CaptureFixture[str], order_id: str, *extra: str) -> tuple[int, Any]:
