@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from redis import Redis
@@ -71,48 +72,35 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def count(text: str) -> int:
-    """A whole number of at least 1 (``--limit``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+N = TypeVar("N", int, float)
 
 
-def seconds(text: str) -> float:
-    """A number of seconds above 0 and at most a day (``--timeout``, ``--interval``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 and at most 86400")
-    return value
+def ranged(cast: Callable[[str], N], low: N, high: N, what: str, name: str) -> Callable[[str], N]:
+    """An argparse type: the text as ``cast`` reads it, from ``low`` to ``high``; else an error
+    saying what it must be (``nan`` and ``1e400`` are refused by the comparison)."""
+
+    def parse(text: str) -> N:
+        try:
+            value: N | None = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def whole(text: str) -> int:
-    """A whole number, 0 or more (``--keep``, ``--seed``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, 0 or more")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A chance from 0 to 1 (``--crash-rate``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a chance from 0 to 1")
-    return value
+count = ranged(int, 1, sys.maxsize, "a whole number of at least 1", "count")  # --limit
+whole = ranged(int, 0, sys.maxsize, "a whole number, 0 or more", "whole")  # --keep, --seed
+seconds = ranged(  # --timeout, --interval
+    float, math.nextafter(0.0, 1.0), 86400.0, "a number of seconds above 0 and at most 86400", "seconds"
+)
+fraction = ranged(float, 0.0, 1.0, "a chance from 0 to 1", "fraction")  # --crash-rate
+concurrency = ranged(int, 1, 1024, "a number of slots from 1 to 1024", "concurrency")
+async_concurrency = ranged(int, 1, 10_000, "a number of async slots from 1 to 10000", "async_concurrency")
+event_count = ranged(int, 1, 10_000, "a number of events from 1 to 10000", "event_count")
 
 
 def port(text: str) -> int:
@@ -232,23 +220,6 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     return Exit.OK
 
 
-def concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of slots from 1 to 1024")
-    return value
-
-
-def async_concurrency(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of async slots from 1 to 10000")
-    return value
-
-
 def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
     entries = DeadLetters(ctx.redis(), ctx.settings).entries(args.queue)
     emit(entries, args.json, render_dead_letters, unmasked if args.reveal else ctx.mask)
@@ -332,13 +303,6 @@ def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
         raise NotFound(f"no job {args.job_id}")
     emit(found, args.json, render_tree)
     return Exit.OK
-
-
-def event_count(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events from 1 to 10000")
-    return value
 
 
 def render_event(event: JobEvent) -> str:
