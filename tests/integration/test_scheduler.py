@@ -202,8 +202,10 @@ def test_two_schedulers_never_enqueue_or_run_one_occurrence_twice(redis: Redis, 
     fast = {k: n for k, n in jobs_by_occurrence.items() if "every-second" in k}
     assert len(fast) >= 6 and max(fast.values()) == 1, jobs_by_occurrence  # one job per occurrence
     assert max(runs.values()) == 1, runs  # one run per occurrence
-    slots = sorted(int(k.rsplit("@", 1)[1]) for k in runs)
-    assert slots == list(range(slots[0], slots[0] + len(slots)))  # none skipped either
+    # the five-minute cron fires too when the run spans a multiple of 300 s: only the
+    # every-second schedule's occurrences must be consecutive
+    slots = sorted(int(k.rsplit("@", 1)[1]) for k in runs if "every-second" in k)
+    assert len(slots) >= 6 and slots == list(range(slots[0], slots[0] + len(slots)))  # none skipped
 
 
 def test_a_schedule_of_a_missing_job_type_is_refused_at_start(
