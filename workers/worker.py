@@ -83,6 +83,7 @@ INTERRUPT_GRACE = 0.5
 SETTLE_MAX = 256  # outcomes settled per call
 CLAIM_MAX = 256  # jobs claimed per call
 BACKOFF_CAP = 5.0
+CLOCK_JUMP = 0.25  # s: a server-time sample this far below the offset means our clock jumped
 PROBLEM_LOG_EVERY = 60.0
 STUCK_AFTER = 60.0  # the heartbeat stops if the conductor's loop has not moved for this long
 
@@ -124,7 +125,7 @@ class Worker:
         self.log = log or logging.getLogger("chumon.worker")
         self.stats: Counter[str] = Counter()
         self._local_clock = clock
-        self._offset = 0.0  # the server's clock minus ours, from every step's reply
+        self._offset: float | None = None  # the server's clock minus ours (see _note_server_time)
 
         self.scripts = Scripts(redis, self.keys.lua_keyspace)
         self.enqueuer = Enqueuer(redis, settings, scripts=self.scripts)
@@ -205,7 +206,20 @@ class Worker:
     # -- control ------------------------------------------------------------------------------
     def clock(self) -> float:
         """Now, by the server's clock (as last measured): for the times shown on jobs."""
-        return self._local_clock() + self._offset
+        return self._local_clock() + (self._offset or 0.0)
+
+    def _note_server_time(self, server_now: float) -> None:
+        """Keep the offset of the server's clock from ours, measured by every step's reply.
+
+        A sample is the server's time when the script began less ours once the reply is read, so
+        it falls short of the true offset by the call's duration and wanders by milliseconds from
+        call to call. The offset therefore only moves up (to a better sample), or down when a
+        sample is further below than any call takes (our clock jumped): the times written on jobs
+        never step back between one run and the next, so runs of one slot never overlap.
+        """
+        sample = server_now - self._local_clock()
+        if self._offset is None or sample > self._offset or sample < self._offset - CLOCK_JUMP:
+            self._offset = sample
 
     def wake(self) -> None:
         self.inbox.put(WAKE)
@@ -360,7 +374,7 @@ class Worker:
         self._recovered_from_trouble()
         jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused = reply[:9]
         quarantined, exhausted, problems, server_now = reply[9:13]
-        self._offset = float(server_now) - self._local_clock()
+        self._note_server_time(float(server_now))
         held_ids = {readable(i) for i in held}
         self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[SETTLE_MAX:]
         for claimed in self._began_runs.copy().values():

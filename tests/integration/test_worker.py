@@ -258,3 +258,23 @@ def test_stuck_job_thread_is_abandoned_and_replaced(redis: Redis, settings: Runt
         after = enqueuer.enqueue(sample.echo, {"text": "after"})
         wait_until(lambda: load_job(redis, KEYS, after).status == "finished", message="slot replaced")
     assert load_job(redis, KEYS, stuck).failures[0]["exc_type"] == "JobTimeout"
+
+
+def test_a_jobs_times_are_its_handlers_own_not_its_batchs(redis: Redis, settings: RuntimeSettings) -> None:
+    """Jobs claimed in one batch by a one-slot worker run one after the other: each job's
+    started_at and ended_at are when its handler began and returned (not the claim's time, nor
+    when the worker got round to recording the outcome), so they never overlap, and each span
+    covers the handler's nap."""
+    ids = Enqueuer(redis, settings).enqueue_many(sample.nap, [{"name": f"n{i}", "seconds": 0.2} for i in range(3)])
+    worker = run_burst(redis, sample.registry, settings, concurrency=1)
+    assert worker.stats["done"] == 3
+    spans = []
+    for job_id in ids:
+        started, ended = redis.hmget(KEYS.job(job_id), "started_at", "ended_at")
+        spans.append((parse_iso(started.decode()).timestamp(), parse_iso(ended.decode()).timestamp()))
+    spans.sort()
+    for begin, end in spans:
+        assert end - begin >= 0.2  # the handler's nap is inside its span
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert end <= begin  # one slot: a job's span ends before the next one's begins
+    assert all(redis.hget(KEYS.job(i), "execution") in (None, b"") for i in ids)  # no run owns them

@@ -57,6 +57,7 @@
 
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
+gathering = true -- registry and set members are written once per key and call (common.lua gather)
 local lost, held, refused = {}, {}, {}
 local dropped = 0
 local done_count, failed_count = 0, 0
@@ -114,6 +115,8 @@ for _, item in ipairs(plan.released) do
   end
 end
 
+flush_gathered() -- retention reads the finished registries
+
 -- retention per job type: only for types that keep their last N (or dead letters for an age)
 for _, item in ipairs(plan.kept or {}) do
   dropped = dropped + keep_recent(ctx, item)
@@ -133,6 +136,7 @@ local jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until =
 if plan.n > 0 then
   jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until = claim(ctx, plan.queues, plan.n)
 end
+flush_gathered()
 flush_touched()
 local due = next_due(plan.queues)
 if limited_until >= 0 and (due < 0 or limited_until < due) then

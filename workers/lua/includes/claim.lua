@@ -196,15 +196,25 @@ local function claim(ctx, queues, n)
       end
     end
     local started = 0
-    while open[queue] and #jobs < n and spent < ctx.budget and (left == nil or started < left) do
-      local id = redis.call('LPOP', qk)
-      if not id then
-        local first = redis.call('ZPOPMIN', pk)
-        id = first[1]
-        if not id then
-          break
+    local popped, at = {}, 1 -- ids taken off the queue in one command, looked at one by one
+    while at <= #popped
+      or (open[queue] and #jobs < n and spent < ctx.budget and (left == nil or started < left)) do
+      if at > #popped then
+        -- as many as the call may still claim: every one popped is looked at below
+        local want = math.min(n - #jobs, ctx.budget - spent, left and (left - started) or n)
+        popped, at = redis.call('LPOP', qk, want) or {}, 1
+        if #popped == 0 then
+          local first = redis.call('ZPOPMIN', pk, want)
+          for i = 1, #first, 2 do
+            popped[#popped + 1] = first[i]
+          end
+          if #popped == 0 then
+            break
+          end
         end
       end
+      local id = popped[at]
+      at = at + 1
       spent = spent + 1
       local jk = K.job .. id
       local f = valid_id(id) and redis.pcall('HMGET', jk, unpack(FETCH))
@@ -222,7 +232,7 @@ local function claim(ctx, queues, n)
         if next(type_limits) ~= nil or job_type == '' then
           job_type = job_type ~= '' and job_type or job_type_of(f[1])
         end
-        if type_left[job_type] == nil then
+        if type_used[job_type] == nil then -- once per type and call (its allowance may be nil)
           local type_wait
           type_left[job_type], type_wait = allowance('type', job_type, type_limits[job_type])
           type_used[job_type] = 0
@@ -264,9 +274,9 @@ local function claim(ctx, queues, n)
             end
             redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
               'last_heartbeat', iso(now()))
-            redis.call('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
+            gather('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
             if inflight_ok then
-              redis.call('SADD', inflight, id .. ':' .. exec)
+              gather('SADD', inflight, id .. ':' .. exec)
             end
             local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note}
             if ctx.events then -- no table built per job while events are off

@@ -21,9 +21,16 @@
                 queue's prioritized set), for retries, hand-backs and requeued dead letters
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
                 in rq:queues and appends one entry to its signal stream (idle workers block on it)
+  gather(cmd, key, ...)
+                a member write (ZADD, ZREM, SADD, SREM) to a registry or set: run at once, or,
+                once a script sets `gathering` (step.lua), kept and sent by flush_gathered() as one
+                command per key for the whole call (1,000 members at most per command). Only for
+                writes whose order against the call's other commands does not matter: the
+                call reads none of those members before the flush
 ]]
 local K = cjson.decode(ARGV[1])
 local touched = {}
+local gathered, gathered_order, gathering = {}, {}, false
 local problems = {}
 local checked = {}
 local NOW
@@ -109,6 +116,35 @@ local function flush_touched()
     end
   end
   touched = {}
+end
+
+local function gather(cmd, key, ...)
+  if not gathering then
+    redis.call(cmd, key, ...)
+    return
+  end
+  local slot = cmd .. ' ' .. key
+  local entry = gathered[slot]
+  if not entry then
+    entry = {cmd, key, {}}
+    gathered[slot] = entry
+    gathered_order[#gathered_order + 1] = entry
+  end
+  local args = entry[3]
+  for i = 1, select('#', ...) do
+    args[#args + 1] = select(i, ...)
+  end
+end
+
+local function flush_gathered()
+  for _, entry in ipairs(gathered_order) do
+    local cmd, key, args = entry[1], entry[2], entry[3]
+    local per = (cmd == 'ZADD') and 2000 or 1000 -- score-member pairs stay together
+    for first = 1, #args, per do
+      redis.call(cmd, key, unpack(args, first, math.min(first + per - 1, #args)))
+    end
+  end
+  gathered, gathered_order = {}, {}
 end
 
 local function push(queue, id, at_front)

@@ -55,17 +55,20 @@ local function owner_of(id, exec)
   return f[2] or '', f[3] ~= false
 end
 
--- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared.
-local function take(id, exec, queue, worker)
+-- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared
+-- (unless the caller's own write of the job hash clears it: `cleared`).
+local function take(id, exec, queue, worker, cleared)
   local run = id .. ':' .. exec
   if usable(K.wip .. queue, 'zset') then
-    redis.call('ZREM', K.wip .. queue, run)
+    gather('ZREM', K.wip .. queue, run)
   end
   local inflight = inflight_key(worker)
   if usable(inflight, 'set') then
-    redis.call('SREM', inflight, run)
+    gather('SREM', inflight, run)
   end
-  redis.call('HDEL', K.job .. id, 'execution')
+  if not cleared then
+    redis.call('HDEL', K.job .. id, 'execution')
+  end
 end
 
 local function release_claim(effect_key, exec)
@@ -91,8 +94,9 @@ local function add_result(id, ttl, fields)
 end
 
 -- finish as successful; result_b64 '' means no return value; ttl is checked by the caller;
--- `logged`: the job has log lines, which expire with it
-local function finish(id, queue, result_b64, ttl, exec, worker, logged)
+-- `logged`: the job has log lines, which expire with it; `run`: the attempt's own fields
+-- {attempt, exec, started_at, ended_at} (a job finished as a duplicate has none)
+local function finish(id, queue, result_b64, ttl, exec, worker, logged, run)
   flow_settled(id, queue, 'done', result_b64, ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   if logged then
@@ -102,17 +106,22 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged)
     redis.call('DEL', jk, K.results .. id)
     return
   end
-  redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(now()))
+  if run then -- one write: the attempt, its real start and end, and the run forgotten
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(run[4]), 'attempt', run[1], 'ran', run[2],
+      'started_at', iso(run[3]), 'execution', '')
+  else
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(now()))
+  end
   local fk = K.finished .. queue
   if ttl < 0 then
     redis.call('PERSIST', jk)
     if usable(fk, 'zset') then
-      redis.call('ZADD', fk, '+inf', id)
+      gather('ZADD', fk, '+inf', id)
     end
   else
     redis.call('EXPIRE', jk, ttl)
     if usable(fk, 'zset') then
-      redis.call('ZADD', fk, now() + ttl, id)
+      gather('ZADD', fk, now() + ttl, id)
     end
   end
   if result_b64 ~= '' then
@@ -232,15 +241,14 @@ local function complete(ctx, item)
       return {'refused', refused, dropped == 'held' and 0 or dropped}
     end
   end
-  take(id, exec, queue, ctx.worker)
+  take(id, exec, queue, ctx.worker, true) -- finish clears `execution` in its own write
   if item[10] then
     apply_effects(item[10])
   end
   if effect_key ~= '' then
     redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
   end
-  redis.call('HSET', K.job .. id, 'attempt', item[7], 'ran', exec, 'started_at', iso(item[8]))
-  finish(id, queue, item[4], item[5], exec, ctx.worker, logged)
+  finish(id, queue, item[4], item[5], exec, ctx.worker, logged, {item[7], exec, item[8], item[9]})
   if ctx.events then -- no table built per job while events are off
     emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
   end
