@@ -265,7 +265,9 @@ def test_a_jobs_times_are_its_handlers_own_not_its_batchs(redis: Redis, settings
     started_at and ended_at are when its handler began and returned (not the claim's time, nor
     when the worker got round to recording the outcome), so they never overlap, and each span
     covers the handler's nap."""
-    ids = Enqueuer(redis, settings).enqueue_many(sample.nap, [{"name": f"n{i}", "seconds": 0.2} for i in range(3)])
+    ids = Enqueuer(redis, settings).enqueue_many(
+        sample.nap, [{"name": f"n{i}", "seconds": 0.2} for i in range(3)]
+    )
     worker = run_burst(redis, sample.registry, settings, concurrency=1)
     assert worker.stats["done"] == 3
     spans = []
