@@ -28,15 +28,19 @@ PER_CALL = {"lpop": 1, "zadd": 2, "zrem": 1, "sadd": 1, "srem": 1, "time": 1}
 
 
 def calls(redis: Redis) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in redis.info("commandstats").items()}
+    stats = redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
 
 
-def test_a_no_op_job_costs_five_commands_and_a_batch_one_per_key(redis: Redis, settings: RuntimeSettings) -> None:
+def test_a_no_op_job_costs_five_commands_and_a_batch_one_per_key(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
     Enqueuer(redis, settings).enqueue_many(sample.echo, [{"text": f"m{i}"} for i in range(BATCH * BATCHES)])
     scripts = Scripts(redis, KEYS.lua_keyspace)
     ctx = {"worker": "w.1", "token": "t", "seq": 0, "claim_ttl_ms": 60_000, "defer_s": 1.0, "result_ttl": 500,
            "budget": BATCH + 128, "dlq_retention": 3600, "dlq_max_length": 100, "events": False}  # fmt: skip
-    plan: dict[str, Any] = {"ctx": ctx, "started": [], "done": [], "failed": [], "released": [], "queues": ["q"]}
+    plan: dict[str, Any] = {"ctx": ctx, "started": [], "done": [], "failed": [], "released": []}
+    plan["queues"] = ["q"]
     scripts.run("step", {**plan, "n": 0})  # loads the script (NOSCRIPT, SCRIPT LOAD) before counting
     redis.config_resetstat()
     done: list[list[Any]] = []
