@@ -46,7 +46,7 @@ for _, key in ipairs({K.prioritized .. queue, K.scheduled .. queue}) do
     removed = removed + redis.call('ZREM', key, id)
   end
 end
-redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
+redis.call('HSET', jk, 'status', 'canceled', 'ended_at', now_iso())
 redis.call('EXPIRE', jk, plan.ttl)
 if usable(K.canceled .. queue, 'zset') then
   redis.call('ZADD', K.canceled .. queue, now() + plan.ttl, id)

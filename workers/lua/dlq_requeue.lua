@@ -25,7 +25,7 @@ for _, item in ipairs(plan.items) do
       redis.call('ZREM', failed, id)
     end
     redis.call('HDEL', jk, 'dead_lettered_at', 'execution', 'ran', 'lost', 'deferred')
-    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()), 'attempt', '0', 'meta', item[3])
+    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_iso(), 'attempt', '0', 'meta', item[3])
     requeue(origin, id, false)
     requeued[#requeued + 1] = id
   end

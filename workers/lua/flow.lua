@@ -40,7 +40,7 @@ for _, node in ipairs(nodes) do
   end
 end
 
-local stamp = iso(now())
+local stamp = now_iso()
 for _, node in ipairs(nodes) do
   if #node.children == 0 then
     enqueue_job(node)

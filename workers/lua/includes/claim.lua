@@ -57,7 +57,7 @@ end
 local function quarantine(queue, id, reason)
   if own(K.quarantine, 'stream') then
     redis.call('XADD', K.quarantine, 'MAXLEN', '~', '10000', '*', 'queue', queue, 'id', id,
-      'reason', reason, 'at', iso(now()))
+      'reason', reason, 'at', now_iso())
   end
 end
 
@@ -72,7 +72,7 @@ local function promote_due(ctx, queue)
     return
   end
   spent = spent + #due
-  local stamp = iso(now())
+  local stamp = now_iso()
   for _, id in ipairs(due) do
     local jk = K.job .. id
     local f = redis.pcall('HMGET', jk, 'status', 'priority')
@@ -273,7 +273,7 @@ local function claim(ctx, queues, n)
               redis.call('SET', K.effect_key .. f[6], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
             end
             redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
-              'last_heartbeat', iso(now()))
+              'last_heartbeat', now_iso())
             gather('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
             if inflight_ok then
               gather('SADD', inflight, id .. ':' .. exec)

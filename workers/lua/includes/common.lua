@@ -4,7 +4,8 @@
   K             the key prefixes from workers/keys.py (ARGV[1] of every script)
   now()         the server's time (TIME), read once per call: every decision about liveness,
                 due times and expiry uses it, never a client's clock
-  iso(t)        a Unix time in rq's timestamp format (2026-12-02T10:00:00.123456Z)
+  iso(t)        a Unix time in rq's timestamp format (2026-12-02T10:00:00.123456Z); now_iso(): iso(now()),
+                formatted once per call
   whole(raw, lo, hi)
                 a value read from Redis as a whole number within [lo, hi], or nil: nothing a
                 script reads is trusted to be what it should be
@@ -43,26 +44,42 @@ local function now()
   return NOW
 end
 
+local iso_secs, iso_prefix -- the last second formatted: a call's times mostly share it
+
 local function iso(ts)
   local secs = math.floor(ts)
   local micro = math.floor((ts - secs) * 1000000 + 0.5)
   if micro >= 1000000 then
     secs, micro = secs + 1, micro - 1000000
   end
-  local days = math.floor(secs / 86400)
-  local rem = secs - days * 86400
-  -- days since 1970-01-01 to a civil date (H. Hinnant's algorithm)
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local day = doy - math.floor((153 * mp + 2) / 5) + 1
-  local month = mp < 10 and mp + 3 or mp - 9
-  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day,
-    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, micro)
+  if secs ~= iso_secs then
+    local days = math.floor(secs / 86400)
+    local rem = secs - days * 86400
+    -- days since 1970-01-01 to a civil date (H. Hinnant's algorithm)
+    local z = days + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local day = doy - math.floor((153 * mp + 2) / 5) + 1
+    local month = mp < 10 and mp + 3 or mp - 9
+    local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+    iso_secs = secs
+    iso_prefix = string.format('%04d-%02d-%02dT%02d:%02d:%02d', year, month, day,
+      math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
+  end
+  return string.format('%s.%06dZ', iso_prefix, micro)
+end
+
+local NOW_ISO
+
+-- iso(now()), formatted once per call
+local function now_iso()
+  if not NOW_ISO then
+    NOW_ISO = iso(now())
+  end
+  return NOW_ISO
 end
 
 local function whole(raw, lo, hi)

@@ -63,7 +63,7 @@ local function flow_release(parent, failure)
   if failure then
     redis.call('HSET', jk, 'meta', cjson.encode({flow_failed = failure, state = 'a child failed'}))
   end
-  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
+  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_iso())
   requeue(queue, parent, false)
 end
 

@@ -110,7 +110,7 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged, run)
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(run[4]), 'attempt', run[1], 'ran', run[2],
       'started_at', iso(run[3]), 'execution', '')
   else
-    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(now()))
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_iso())
   end
   local fk = K.finished .. queue
   if ttl < 0 then
@@ -143,7 +143,7 @@ local function dead_letter(ctx, id, queue)
   flow_settled(id, queue, 'dead', '', ctx.dlq_retention) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   local dlq = K.queue .. queue .. K.dlq_suffix
-  local stamp = iso(now())
+  local stamp = now_iso()
   redis.call('HSET', jk, 'status', 'failed', 'ended_at', stamp, 'dead_lettered_at', stamp)
   redis.call('PERSIST', jk)
   expire_logs(id, ctx.dlq_retention)
@@ -213,7 +213,7 @@ local function fail(ctx, item)
       redis.call('ZADD', K.scheduled .. queue, now() + item[5], id)
       touch(queue)
     else -- at once: a run that was cut off (WorkerLost) goes ahead of work not yet begun
-      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_iso())
       requeue(queue, id, true)
     end
     return 0
@@ -259,7 +259,7 @@ end
 local function mark_canceled(id, queue, ttl)
   flow_settled(id, queue, 'canceled', '', ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
-  redis.call('HSET', jk, 'status', 'canceled', 'ended_at', iso(now()))
+  redis.call('HSET', jk, 'status', 'canceled', 'ended_at', now_iso())
   redis.call('EXPIRE', jk, ttl)
   expire_logs(id, ttl)
   if usable(K.canceled .. queue, 'zset') then
@@ -340,7 +340,7 @@ local function release(ctx, item)
   release_claim(effect_key, exec)
   local jk = K.job .. id
   unstart(jk, exec)
-  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso(now()))
+  redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', now_iso())
   if item[5] then
     redis.call('HSET', jk, 'lost', item[5])
   end
