@@ -280,3 +280,16 @@ def test_a_jobs_times_are_its_handlers_own_not_its_batchs(redis: Redis, settings
     for (_, end), (begin, _) in itertools.pairwise(spans):
         assert end <= begin  # one slot: a job's span ends before the next one's begins
     assert all(redis.hget(KEYS.job(i), "execution") in (None, b"") for i in ids)  # no run owns them
+
+
+def test_a_result_key_holding_garbage_is_replaced_by_the_jobs_result(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """rq:results:<id> is the job's own: something else in its place gives way to the result."""
+    job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "kept"})
+    redis.set(f"rq:results:{job_id}", "not a stream")
+    worker = run_burst(redis, sample.registry, settings)
+    assert worker.stats["done"] == 1
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == "finished" and job.return_value() == {"text": "kept", "attempt": 1}
+    assert redis.xlen(f"rq:results:{job_id}") == 1 and redis.ttl(f"rq:results:{job_id}") > 0

@@ -82,10 +82,10 @@ end
 
 local function add_result(id, ttl, fields)
   local rk = K.results .. id
-  if not usable(rk, 'stream') then
-    redis.call('DEL', rk) -- the job's own result stream, replaced
+  if type(redis.pcall('XADD', rk, 'MAXLEN', '10', '*', unpack(fields))) == 'table' then
+    redis.call('DEL', rk) -- not a stream: the job's own result stream, replaced
+    redis.call('XADD', rk, 'MAXLEN', '10', '*', unpack(fields))
   end
-  redis.call('XADD', rk, 'MAXLEN', '10', '*', unpack(fields))
   if ttl < 0 then
     redis.call('PERSIST', rk)
   else
