@@ -38,6 +38,7 @@
   and the server time when the earliest limit or throttle lifts (-1: none held a queue back).
 ]]
 
+-- the fields a claimed job's row carries, in this order (claim() lists all 13 by position)
 local FETCH = {'data', 'meta', 'origin', 'timeout', 'retry', 'effect_key', 'created_at', 'result_ttl',
   'status', 'attempt', 'lost', 'deferred', 'job_type'}
 -- statuses a job may be claimed in; an id met in any other (a stray second copy of an id that
@@ -177,7 +178,8 @@ local function claim(ctx, queues, n)
     end
   end
   for _, queue in ipairs(queues) do
-    local qk, sk, wk, pk = K.queue .. queue, K.scheduled .. queue, K.wip .. queue, K.prioritized .. queue
+    local keys = keys_of(queue)
+    local qk, sk, wk, pk = keys[1], keys[2], keys[3], keys[5]
     open[queue] = not paused[queue] and usable(qk, 'list') and usable(sk, 'zset') and usable(wk, 'zset')
       and usable(pk, 'zset')
     if open[queue] then
@@ -187,7 +189,8 @@ local function claim(ctx, queues, n)
   local inflight = inflight_key(ctx.worker)
   local inflight_ok = usable(inflight, 'set')
   for _, queue in ipairs(queues) do
-    local qk, pk = K.queue .. queue, K.prioritized .. queue
+    local keys = keys_of(queue)
+    local qk, wk, pk = keys[1], keys[3], keys[5]
     local left, wait = nil, 0
     if open[queue] then
       left, wait = allowance('queue', queue, limits[queue])
@@ -274,16 +277,17 @@ local function claim(ctx, queues, n)
             end
             redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
               'last_heartbeat', now_iso())
-            gather('ZADD', K.wip .. queue, '+inf', id .. ':' .. exec)
+            local run = id .. ':' .. exec
+            gather('ZADD', wk, '+inf', run)
             if inflight_ok then
-              gather('SADD', inflight, id .. ':' .. exec)
+              gather('SADD', inflight, run)
             end
-            local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note}
+            -- one table of its final size (FETCH's fields in order): no growth per field
+            local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
+              f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', f[8] or '', f[9] or '', f[10] or '',
+              f[11] or '', f[12] or '', f[13] or ''}
             if ctx.events then -- no table built per job while events are off
               emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
-            end
-            for i = 1, #FETCH do
-              job[#job + 1] = f[i] or ''
             end
             jobs[#jobs + 1] = job
           end

@@ -20,9 +20,11 @@
   push(q, id, front), requeue(q, id, front)
                 put a job on its queue's list; requeue also honours the job's priority (its
                 queue's prioritized set), for retries, hand-backs and requeued dead letters
+  keys_of(q)    queue q's keys {list, scheduled, wip, finished, prioritized}, built once per call;
+                inflight_key(worker) likewise
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
                 in rq:queues and appends one entry to its signal stream (idle workers block on it)
-  gather(cmd, key, ...)
+  gather(cmd, key, a[, b])
                 a member write (ZADD, ZREM, SADD, SREM) to a registry or set: run at once, or,
                 once a script sets `gathering` (step.lua), kept and sent by flush_gathered() as one
                 command per key for the whole call (1,000 members at most per command). Only for
@@ -135,21 +137,30 @@ local function flush_touched()
   touched = {}
 end
 
-local function gather(cmd, key, ...)
+-- a member write: (cmd, key, member) for SADD/SREM/ZREM, (cmd, key, score, member) for ZADD
+local function gather(cmd, key, a, b)
   if not gathering then
-    redis.call(cmd, key, ...)
+    if b == nil then
+      redis.call(cmd, key, a)
+    else
+      redis.call(cmd, key, a, b)
+    end
     return
   end
-  local slot = cmd .. ' ' .. key
-  local entry = gathered[slot]
-  if not entry then
-    entry = {cmd, key, {}}
-    gathered[slot] = entry
-    gathered_order[#gathered_order + 1] = entry
+  local by_key = gathered[cmd]
+  if not by_key then
+    by_key = {}
+    gathered[cmd] = by_key
   end
-  local args = entry[3]
-  for i = 1, select('#', ...) do
-    args[#args + 1] = select(i, ...)
+  local args = by_key[key]
+  if not args then
+    args = {}
+    by_key[key] = args
+    gathered_order[#gathered_order + 1] = {cmd, key, args}
+  end
+  args[#args + 1] = a
+  if b ~= nil then
+    args[#args + 1] = b
   end
 end
 
@@ -195,8 +206,27 @@ local function requeue(queue, id, at_front)
   end
 end
 
+local inflight_keys = {}
+
 local function inflight_key(worker)
-  return K.inflight .. worker .. K.inflight_suffix
+  local key = inflight_keys[worker]
+  if not key then
+    key = K.inflight .. worker .. K.inflight_suffix
+    inflight_keys[worker] = key
+  end
+  return key
+end
+
+-- A queue's keys, built once per call: {list, scheduled, wip, finished, prioritized}
+local queue_keys = {}
+
+local function keys_of(queue)
+  local qk = queue_keys[queue]
+  if not qk then
+    qk = {K.queue .. queue, K.scheduled .. queue, K.wip .. queue, K.finished .. queue, K.prioritized .. queue}
+    queue_keys[queue] = qk
+  end
+  return qk
 end
 
 -- -- job lifecycle events (CHUMON_JOB_EVENTS, workers/events.py) ----------------------------------

@@ -59,8 +59,9 @@ end
 -- (unless the caller's own write of the job hash clears it: `cleared`).
 local function take(id, exec, queue, worker, cleared)
   local run = id .. ':' .. exec
-  if usable(K.wip .. queue, 'zset') then
-    gather('ZREM', K.wip .. queue, run)
+  local wk = keys_of(queue)[3]
+  if usable(wk, 'zset') then
+    gather('ZREM', wk, run)
   end
   local inflight = inflight_key(worker)
   if usable(inflight, 'set') then
@@ -94,9 +95,9 @@ local function add_result(id, ttl, fields)
 end
 
 -- finish as successful; result_b64 '' means no return value; ttl is checked by the caller;
--- `logged`: the job has log lines, which expire with it; `run`: the attempt's own fields
--- {attempt, exec, started_at, ended_at} (a job finished as a duplicate has none)
-local function finish(id, queue, result_b64, ttl, exec, worker, logged, run)
+-- `logged`: the job has log lines, which expire with it; `attempt`, `started_at`, `ended_at`: the
+-- run's own (a job finished as a duplicate has none)
+local function finish(id, queue, result_b64, ttl, exec, worker, logged, attempt, started_at, ended_at)
   flow_settled(id, queue, 'done', result_b64, ttl) -- flows: a child tells its parent (flows.lua)
   local jk = K.job .. id
   if logged then
@@ -106,13 +107,13 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged, run)
     redis.call('DEL', jk, K.results .. id)
     return
   end
-  if run then -- one write: the attempt, its real start and end, and the run forgotten
-    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(run[4]), 'attempt', run[1], 'ran', run[2],
-      'started_at', iso(run[3]), 'execution', '')
+  if attempt then -- one write: the attempt, its real start and end, and the run forgotten
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(ended_at), 'attempt', attempt, 'ran', exec,
+      'started_at', iso(started_at), 'execution', '')
   else
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_iso())
   end
-  local fk = K.finished .. queue
+  local fk = keys_of(queue)[4]
   if ttl < 0 then
     redis.call('PERSIST', jk)
     if usable(fk, 'zset') then
@@ -248,7 +249,7 @@ local function complete(ctx, item)
   if effect_key ~= '' then
     redis.call('SET', K.effect_key .. effect_key, 'd' .. item[4], 'EX', item[6])
   end
-  finish(id, queue, item[4], item[5], exec, ctx.worker, logged, {item[7], exec, item[8], item[9]})
+  finish(id, queue, item[4], item[5], exec, ctx.worker, logged, item[7], item[8], item[9])
   if ctx.events then -- no table built per job while events are off
     emit(ctx.events, 'completed', id, queue, {'attempt', item[7]})
   end
