@@ -24,7 +24,9 @@ from workers.scripts import Scripts
 KEYS = Keys()
 BATCH, BATCHES = 50, 4
 # per call: a key each (zadd: the running and the finished registries)
-PER_CALL = {"lpop": 1, "zadd": 2, "zrem": 1, "sadd": 1, "srem": 1, "time": 1}
+# type: a check of the scheduled and running registries before anything is popped; every other key
+# is written or read under pcall, which says when it holds something else
+PER_CALL = {"lpop": 1, "zadd": 2, "zrem": 1, "sadd": 1, "srem": 1, "time": 1, "type": 2, "smembers": 1}
 
 
 def calls(redis: Redis) -> dict[str, int]:

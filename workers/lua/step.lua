@@ -123,7 +123,7 @@ for _, item in ipairs(plan.kept or {}) do
 end
 
 local rq_worker = K.rq_worker .. ctx.worker
-if (done_count > 0 or failed_count > 0) and usable(rq_worker, 'hash') then
+if done_count > 0 or failed_count > 0 then -- rq's counters, under pcall: garbage there is left alone
   if done_count > 0 then
     redis.pcall('HINCRBY', rq_worker, 'successful_job_count', done_count)
   end

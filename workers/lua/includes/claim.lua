@@ -67,10 +67,11 @@ local function promote_due(ctx, queue)
   if left <= 0 then
     return
   end
-  local sk = K.scheduled .. queue
+  local keys = keys_of(queue)
+  local sk = keys[2]
   local due = redis.call('ZRANGEBYSCORE', sk, '-inf', now(), 'LIMIT', 0, left)
-  if #due == 0 then
-    return
+  if #due == 0 or not (usable(keys[1], 'list') and usable(keys[5], 'zset')) then
+    return -- nothing due, or where it would go holds garbage (reported): it stays scheduled
   end
   spent = spent + #due
   local stamp = now_iso()
@@ -166,10 +167,8 @@ local function claim(ctx, queues, n)
   local open, paused, limited_until = {}, {}, -1
   local limits, type_limits = ctx.limits or {}, ctx.type_limits or {}
   local type_left, type_used = {}, {}
-  if usable(K.paused, 'set') then
-    for _, name in ipairs(redis.call('SMEMBERS', K.paused)) do
-      paused[name] = true
-    end
+  for _, name in ipairs(try('set', 'SMEMBERS', K.paused) or {}) do
+    paused[name] = true
   end
   local function lifts_in(ms)
     local at = now() + ms / 1000
@@ -179,15 +178,15 @@ local function claim(ctx, queues, n)
   end
   for _, queue in ipairs(queues) do
     local keys = keys_of(queue)
-    local qk, sk, wk, pk = keys[1], keys[2], keys[3], keys[5]
-    open[queue] = not paused[queue] and usable(qk, 'list') and usable(sk, 'zset') and usable(wk, 'zset')
-      and usable(pk, 'zset')
+    -- checked before anything is popped: a claimed job goes to the running registry, one held
+    -- back or deferred to the scheduled one (the list and the prioritized set are popped under
+    -- try(): one holding garbage gives nothing)
+    open[queue] = not paused[queue] and usable(keys[2], 'zset') and usable(keys[3], 'zset')
     if open[queue] then
       promote_due(ctx, queue)
     end
   end
   local inflight = inflight_key(ctx.worker)
-  local inflight_ok = usable(inflight, 'set')
   for _, queue in ipairs(queues) do
     local keys = keys_of(queue)
     local qk, wk, pk = keys[1], keys[3], keys[5]
@@ -205,9 +204,9 @@ local function claim(ctx, queues, n)
       if at > #popped then
         -- as many as the call may still claim: every one popped is looked at below
         local want = math.min(n - #jobs, ctx.budget - spent, left and (left - started) or n)
-        popped, at = redis.call('LPOP', qk, want) or {}, 1
+        popped, at = try('list', 'LPOP', qk, want) or {}, 1
         if #popped == 0 then
-          local first = redis.call('ZPOPMIN', pk, want)
+          local first = try('zset', 'ZPOPMIN', pk, want) or {}
           for i = 1, #first, 2 do
             popped[#popped + 1] = first[i]
           end
@@ -279,9 +278,7 @@ local function claim(ctx, queues, n)
               'last_heartbeat', now_iso())
             local run = id .. ':' .. exec
             gather('ZADD', wk, '+inf', run)
-            if inflight_ok then
-              gather('SADD', inflight, run)
-            end
+            gather('SADD', inflight, run)
             -- one table of its final size (FETCH's fields in order): no growth per field
             local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
               f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', f[8] or '', f[9] or '', f[10] or '',
@@ -315,9 +312,8 @@ end
 local function next_due(queues)
   local best = -1
   for _, queue in ipairs(queues) do
-    local sk = K.scheduled .. queue
-    if usable(sk, 'zset') then
-      local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
+    local first = try('zset', 'ZRANGE', keys_of(queue)[2], 0, 0, 'WITHSCORES')
+    if first then
       if first[2] then
         local at = tonumber(first[2])
         if best < 0 or at < best then

@@ -24,8 +24,11 @@
                 inflight_key(worker) likewise
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
                 in rq:queues and appends one entry to its signal stream (idle workers block on it)
+  try(kind, cmd, key, ...)
+                a command that fails without effect on a key of another type, under pcall: its
+                reply, or nil (the key reported as usable() does); no TYPE call beforehand
   gather(cmd, key, a[, b])
-                a member write (ZADD, ZREM, SADD, SREM) to a registry or set: run at once, or,
+                a member write (ZADD, ZREM, SADD, SREM) to a registry or set (under try): run at once, or,
                 once a script sets `gathering` (step.lua), kept and sent by flush_gathered() as one
                 command per key for the whole call (1,000 members at most per command). Only for
                 writes whose order against the call's other commands does not matter: the
@@ -110,6 +113,27 @@ local function usable(key, kind)
   return ok
 end
 
+-- redis.pcall of a command on `key` that fails without effect when the key holds another type (a
+-- read, a pop, a member write): its reply, or nil when the key holds something else than a `kind`
+-- (reported in `problems` as usable() reports it, and left alone for the rest of the call). Saves
+-- the TYPE a usable() check costs on every call. Any other error is raised.
+local function try(kind, cmd, key, ...)
+  if checked[key] == false then
+    return nil
+  end
+  local reply = redis.pcall(cmd, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then
+      error(reply.err)
+    end
+    checked[key] = nil
+    usable(key, kind) -- says what the key holds
+    checked[key] = false
+    return nil
+  end
+  return reply
+end
+
 local function own(key, kind)
   if not usable(key, kind) then
     redis.call('DEL', key)
@@ -124,26 +148,22 @@ local function touch(queue)
 end
 
 local function flush_touched()
-  local queues_ok = usable(K.queues, 'set')
   for queue, _ in pairs(touched) do
-    if queues_ok then
-      redis.call('SADD', K.queues, K.queue .. queue)
-    end
-    local signal = K.signal .. queue
-    if usable(signal, 'stream') then
-      redis.call('XADD', signal, 'MAXLEN', '1', '*', 'q', queue)
-    end
+    try('set', 'SADD', K.queues, K.queue .. queue)
+    try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue)
   end
   touched = {}
 end
 
 -- a member write: (cmd, key, member) for SADD/SREM/ZREM, (cmd, key, score, member) for ZADD
+local GATHERED_KIND = {ZADD = 'zset', ZREM = 'zset', SADD = 'set', SREM = 'set'}
+
 local function gather(cmd, key, a, b)
   if not gathering then
     if b == nil then
-      redis.call(cmd, key, a)
+      try(GATHERED_KIND[cmd], cmd, key, a)
     else
-      redis.call(cmd, key, a, b)
+      try(GATHERED_KIND[cmd], cmd, key, a, b)
     end
     return
   end
@@ -169,7 +189,7 @@ local function flush_gathered()
     local cmd, key, args = entry[1], entry[2], entry[3]
     local per = (cmd == 'ZADD') and 2000 or 1000 -- score-member pairs stay together
     for first = 1, #args, per do
-      redis.call(cmd, key, unpack(args, first, math.min(first + per - 1, #args)))
+      try(GATHERED_KIND[cmd], cmd, key, unpack(args, first, math.min(first + per - 1, #args)))
     end
   end
   gathered, gathered_order = {}, {}

@@ -59,14 +59,8 @@ end
 -- (unless the caller's own write of the job hash clears it: `cleared`).
 local function take(id, exec, queue, worker, cleared)
   local run = id .. ':' .. exec
-  local wk = keys_of(queue)[3]
-  if usable(wk, 'zset') then
-    gather('ZREM', wk, run)
-  end
-  local inflight = inflight_key(worker)
-  if usable(inflight, 'set') then
-    gather('SREM', inflight, run)
-  end
+  gather('ZREM', keys_of(queue)[3], run) -- a registry holding garbage is reported and left alone
+  gather('SREM', inflight_key(worker), run)
   if not cleared then
     redis.call('HDEL', K.job .. id, 'execution')
   end
@@ -116,14 +110,10 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged, attempt,
   local fk = keys_of(queue)[4]
   if ttl < 0 then
     redis.call('PERSIST', jk)
-    if usable(fk, 'zset') then
-      gather('ZADD', fk, '+inf', id)
-    end
+    gather('ZADD', fk, '+inf', id)
   else
     redis.call('EXPIRE', jk, ttl)
-    if usable(fk, 'zset') then
-      gather('ZADD', fk, now() + ttl, id)
-    end
+    gather('ZADD', fk, now() + ttl, id)
   end
   if result_b64 ~= '' then
     add_result(id, ttl, {'worker_name', worker, 'type', '1', 'return_value', result_b64, 'execution_id', exec})
