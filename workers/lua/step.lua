@@ -62,60 +62,62 @@ local lost, held, refused = {}, {}, {}
 local dropped = 0
 local done_count, failed_count = 0, 0
 
-for _, item in ipairs(plan.started) do
-  mark_started(item)
-end
-for _, item in ipairs(plan.done) do
-  local result = complete(ctx, item)
-  if result == true then
-    done_count = done_count + 1
-  elseif result == 'held' then
-    held[#held + 1] = item[1]
-  elseif result then
-    refused[#refused + 1] = {item[1], result[2]}
-    dropped = dropped + result[3]
-    failed_count = failed_count + 1
-  else
-    lost[#lost + 1] = item[1]
+local function settle_all()
+  for _, item in ipairs(plan.started) do
+    mark_started(item)
   end
-end
-for _, item in ipairs(plan.failed) do
-  local result = fail(ctx, item)
-  if result == 'held' then
-    held[#held + 1] = item[1]
-  elseif result then
-    dropped = dropped + result
-    failed_count = failed_count + 1
-  else
-    lost[#lost + 1] = item[1]
+  for _, item in ipairs(plan.done) do
+    local result = complete(ctx, item)
+    if result == true then
+      done_count = done_count + 1
+    elseif result == 'held' then
+      held[#held + 1] = item[1]
+    elseif result then
+      refused[#refused + 1] = {item[1], result[2]}
+      dropped = dropped + result[3]
+      failed_count = failed_count + 1
+    else
+      lost[#lost + 1] = item[1]
+    end
   end
-end
-for _, item in ipairs(plan.throttled or {}) do
-  local result = throttle(ctx, item)
-  if result == 'held' then
-    held[#held + 1] = item[1]
-  elseif not result then
-    lost[#lost + 1] = item[1]
+  for _, item in ipairs(plan.failed) do
+    local result = fail(ctx, item)
+    if result == 'held' then
+      held[#held + 1] = item[1]
+    elseif result then
+      dropped = dropped + result
+      failed_count = failed_count + 1
+    else
+      lost[#lost + 1] = item[1]
+    end
   end
-end
-for _, item in ipairs(plan.cancelled or {}) do
-  local result = cancel_run(ctx, item)
-  if result == 'held' then
-    held[#held + 1] = item[1]
-  elseif not result then
-    lost[#lost + 1] = item[1]
+  for _, item in ipairs(plan.throttled or {}) do
+    local result = throttle(ctx, item)
+    if result == 'held' then
+      held[#held + 1] = item[1]
+    elseif not result then
+      lost[#lost + 1] = item[1]
+    end
   end
-end
-for _, item in ipairs(plan.released) do
-  local result = release(ctx, item)
-  if result == 'held' then
-    held[#held + 1] = item[1]
-  elseif not result then
-    lost[#lost + 1] = item[1]
+  for _, item in ipairs(plan.cancelled or {}) do
+    local result = cancel_run(ctx, item)
+    if result == 'held' then
+      held[#held + 1] = item[1]
+    elseif not result then
+      lost[#lost + 1] = item[1]
+    end
+  end
+  for _, item in ipairs(plan.released) do
+    local result = release(ctx, item)
+    if result == 'held' then
+      held[#held + 1] = item[1]
+    elseif not result then
+      lost[#lost + 1] = item[1]
+    end
   end
 end
 
-flush_gathered() -- retention reads the finished registries
+guarded(settle_all) -- retention below reads the finished registries
 
 -- retention per job type: only for types that keep their last N (or dead letters for an age)
 for _, item in ipairs(plan.kept or {}) do
@@ -134,9 +136,9 @@ end
 
 local jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until = {}, {}, {}, 0, 0, false, -1
 if plan.n > 0 then
-  jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until = claim(ctx, plan.queues, plan.n)
+  jobs, duplicates, deferred, stale, quarantined, exhausted, limited_until =
+    guarded(claim, ctx, plan.queues, plan.n)
 end
-flush_gathered()
 flush_touched()
 local due = next_due(plan.queues)
 if limited_until >= 0 and (due < 0 or limited_until < due) then

@@ -32,7 +32,8 @@
                 once a script sets `gathering` (step.lua), kept and sent by flush_gathered() as one
                 command per key for the whole call (1,000 members at most per command). Only for
                 writes whose order against the call's other commands does not matter: the
-                call reads none of those members before the flush
+                call reads none of those members before the flush. guarded(fn, ...) runs fn and
+                flushes what it gathered even if it fails
 ]]
 local K = cjson.decode(ARGV[1])
 local touched = {}
@@ -193,6 +194,18 @@ local function flush_gathered()
     end
   end
   gathered, gathered_order = {}, {}
+end
+
+-- fn(...) under pcall; what it gathered goes out whether it succeeded or not, then its error is
+-- raised again: a command that fails half-way through a call (out of memory, say) never leaves
+-- jobs written as started or finished without their registry entries
+local function guarded(fn, ...)
+  local ok, a, b, c, d, e, f, g = pcall(fn, ...)
+  flush_gathered()
+  if not ok then
+    error(a)
+  end
+  return a, b, c, d, e, f, g
 end
 
 local function push(queue, id, at_front)
