@@ -35,9 +35,10 @@ from orders.model import OrderStatus
 from orders.projector import GROUP
 from orders.reactors import SERVICES
 from orders.readmodel import ReadModel
-from workers.codec import names, parse_iso, readable
+from workers.codec import parse_iso, readable
 from workers.control import Control
 from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.queueindex import QueueIndex
 from workers.settings import RuntimeSettings
 from workers.streams import GroupReader
 
@@ -58,8 +59,7 @@ class RedisCollector(Collector):
     def _queues(self) -> Iterator[Metric]:
         """Queue, dead-letter and worker state. Garbage in a key reads as 0, never as a failed scrape."""
         keys, now = self.keys, time.time()
-        members = names(self.redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=log)
-        queues = sorted(keys.queue_name_of(q) for q in members if q.startswith(keys.RQ_QUEUE))
+        queues = sorted(QueueIndex(self.redis, keys, log=log).names())
         work = [n for n in queues if not is_dead_letter_queue(n)]
         dead = [n for n in queues if is_dead_letter_queue(n)]
         with self.redis.pipeline(transaction=False) as pipe:

@@ -25,6 +25,7 @@ from orders.trace import Node, Trace, build, epoch
 from workers.cli import CliContext, Exit, NotFound, emit, seconds
 from workers.codec import BadJob, decode_data, readable, texts
 from workers.keys import dead_letter_queue
+from workers.queueindex import QueueIndex
 
 
 def command_names() -> dict[str, str]:
@@ -142,10 +143,9 @@ class JobWatch:
 
     def ids(self) -> set[str]:
         rt = self.keys
-        queues = [q for q in texts(self.redis.smembers(rt.RQ_QUEUES)) if q.startswith(rt.RQ_QUEUE)]
         found: set[str] = set()
         with self.redis.pipeline(transaction=False) as pipe:
-            for queue in (rt.queue_name_of(q) for q in queues):
+            for queue in QueueIndex(self.redis, rt).names():
                 pipe.lrange(rt.queue(queue), 0, 200)
                 pipe.zrange(rt.wip(queue), 0, 200)
                 pipe.zrange(rt.scheduled(queue), 0, 200)

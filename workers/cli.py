@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from redis import Redis
 
-from workers.codec import names as registry_names
 from workers.control import Control
 from workers.deadletter import DeadLetters
 from workers.events import JobEvent, JobEvents, check_stream_id
@@ -29,6 +28,7 @@ from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, check_queue_name, is_dead_letter_queue
+from workers.queueindex import QueueIndex
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
 
@@ -349,10 +349,7 @@ def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
     redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
     control = Control(redis, ctx.settings)
-    members = registry_names(
-        redis.smembers(keys.RQ_QUEUES), what="rq:queues", log=logging.getLogger(__name__)
-    )
-    names = sorted(keys.queue_name_of(k) for k in members if k.startswith(keys.RQ_QUEUE))
+    names = sorted(QueueIndex(redis, keys, log=logging.getLogger(__name__)).names())
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(keys.queue(name))

@@ -20,6 +20,7 @@ from redis import Redis
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
@@ -37,8 +38,7 @@ class DeadLetters:
 
     def origins(self) -> list[str]:
         """The queues that have a dead-letter queue (unreadable members of rq:queues are skipped)."""
-        queues = names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=log)
-        found = (self.keys.queue_name_of(key) for key in queues if key.startswith(self.keys.RQ_QUEUE))
+        found = QueueIndex(self.redis, self.keys, log=log).names()
         return sorted(origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name))
 
     def ids(self, queue: str) -> list[str]:

@@ -18,9 +18,9 @@ from typing import Any
 from redis import Redis
 
 from workers import locks
-from workers.codec import names
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
+from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 
 INTERVAL = 60
@@ -45,6 +45,7 @@ class Maintenance:
         self.dead_letters = dead_letters
         self.worker = worker
         self.log = log
+        self.index = QueueIndex(redis, keys, log=log)
 
     def run(self, now: float) -> bool:
         """Do the housekeeping unless another worker did within INTERVAL. True if it ran."""
@@ -55,10 +56,7 @@ class Maintenance:
             removed = int(self.scripts.run("keep", {"kept": self.kept}))
             if removed:
                 self.log.warning("retention per job type removed %d dead letter(s)", removed)
-        queues = [
-            self.keys.queue_name_of(k)
-            for k in names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)
-        ]
+        queues = self.index.names()
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.zremrangebyscore(self.keys.finished(queue), "-inf", now)

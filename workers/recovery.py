@@ -31,12 +31,13 @@ from typing import Any
 from redis import Redis
 
 from workers import locks
-from workers.codec import decode_data, names, parse_iso, readable, shown
+from workers.codec import decode_data, parse_iso, readable, shown
 from workers.execution import Claimed, Outcome
 from workers.joblog import JobLog, context_of
 from workers.keys import Keys, is_dead_letter_queue
 from workers.metrics import RuntimeMetrics
 from workers.presence import grace_params
+from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
@@ -57,6 +58,7 @@ class Reaper:
         *,
         metrics: RuntimeMetrics | None = None,
         joblog: JobLog | None = None,
+        queues: list[str] | None = None,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -68,20 +70,26 @@ class Reaper:
         self.metrics = metrics
         self.joblog = joblog or JobLog()
         self.grace = grace_params(settings.worker_ttl, settings.heartbeat_interval)
+        self.own_queues = list(queues or [])  # recovered even if rq:queues does not list them
+        self.index = QueueIndex(redis, keys, log=log)
 
     def run(self) -> int:
         """Recover every orphaned run, unless another worker is doing it; return the runs recovered."""
         lock_ms = max(100, int(self.settings.recovery_interval * 1000 * 0.9))
         if not locks.take(self.redis, self.keys.recovery_lock, self.own_name, lock_ms):
             return 0
-        queues = names(self.redis.smembers(self.keys.RQ_QUEUES), what="rq:queues", log=self.log)
         recovered = 0
-        for queue_key in queues:
-            queue = self.keys.queue_name_of(queue_key)
-            if queue_key.startswith(self.keys.RQ_QUEUE) and not is_dead_letter_queue(queue):
-                recovered += self.recover_queue(queue)
+        for queue in self.queues():
+            recovered += self.recover_queue(queue)
         self.forget()
         return recovered
+
+    def queues(self) -> list[str]:
+        """The queues to look at: rq's index of queues (rq:queues) and this worker's own, so a
+        queue is recovered even when the index lost it or holds something else than a set."""
+        found = dict.fromkeys(self.own_queues)
+        found.update(dict.fromkeys(q for q in self.index.names() if not is_dead_letter_queue(q)))
+        return list(found)
 
     def recover_queue(self, queue: str) -> int:
         recovered, offset = 0, 0

@@ -153,7 +153,7 @@ class Worker:
         )  # fmt: skip
         self.reaper = Reaper(
             redis, self.scripts, self.keys, self.settler, settings, self.name, self.log,
-            metrics=self.metrics, joblog=self.joblog,
+            metrics=self.metrics, joblog=self.joblog, queues=self.queues,
         )  # fmt: skip
         self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
         self.maintenance = Maintenance(

@@ -190,6 +190,7 @@ RUNTIME_OWN = {"chumon:workers", "chumon:liveness", "chumon:quarantine", "chumon
         "rq:queues", "rq:workers", "rq:workers:q", "chumon:workers", "chumon:signal:q",
         "chumon:liveness", "chumon:quarantine", "chumon:dlq:dropped", "chumon:recovery:lock",
         "chumon:maintenance:lock", "chumon:idem:effect:t.keyed:k", "chumon:idem:enqueue:t.echo:e",
+        "chumon:paused", "chumon:prioritized:q",
     ],
 )  # fmt: skip
 def test_garbage_in_any_key_the_runtime_reads_never_stops_a_worker(
@@ -221,6 +222,44 @@ def test_garbage_in_any_key_the_runtime_reads_never_stops_a_worker(
         assert worker.heartbeat.is_alive()
     if garbage and key not in RUNTIME_OWN:  # the runtime's own keys may be replaced; shared ones never
         assert redis.get(key) == garbage.encode()  # shared with rq's tools: reported and left alone
+
+
+def test_a_dead_workers_run_is_recovered_when_rq_queues_is_garbage_or_gone(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """rq's index of queues is shared with rq's tools: if it holds something else than a set (or
+    was deleted), each worker still recovers its own queues."""
+    for garbage in (True, False):
+        job_id = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "orphan"})
+        claim_for(redis, "ghost.1")
+        redis.delete(KEYS.inflight("ghost.1"), KEYS.live_workers, "rq:queues")
+        if garbage:
+            redis.set("rq:queues", "garbage")
+        with worker_thread(redis, sample.registry, settings):
+            wait_until(lambda j=job_id: status(redis, j) == "finished", message="the orphan recovered")
+        redis.delete("rq:queues")
+
+
+def test_keys_garbled_while_a_worker_runs_are_reported_and_left_alone(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """Keys the step writes without checking their type first (the finished registry, rq:queues,
+    the signal stream), garbled under a running worker: every job still finishes, the worker
+    serves on, and the garbage is left as it was. (The worker's in-flight set is its own: its
+    heartbeat replaces garbage there.)"""
+    enqueuer = Enqueuer(redis, settings)
+    with worker_thread(redis, sample.registry, settings, name="garbled") as worker:
+        first = enqueuer.enqueue(sample.echo, {"text": "before"})
+        wait_until(lambda: status(redis, first) == "finished", message="a first job")
+        garbled = ["rq:finished:q", "rq:queues", "chumon:signal:q"]
+        for key in garbled:
+            redis.delete(key)
+            redis.set(key, "garbage")
+        ids = enqueuer.enqueue_many(sample.echo, [{"text": str(i)} for i in range(20)])
+        wait_until(lambda: all(status(redis, i) == "finished" for i in ids), message="every job after it")
+        assert worker.heartbeat.is_alive()
+    for key in garbled:
+        assert redis.get(key) == b"garbage"  # reported, never overwritten by a run
 
 
 # -- bounded work ----------------------------------------------------------------------------------------
@@ -357,3 +396,30 @@ def test_the_exporter_reads_garbage_as_zero_and_never_fails_a_scrape(
     depth = {s.labels["queue"]: s.value for s in metrics["chumon_queue_depth"].samples}
     assert depth == {"broken": 0.0, "q": 2.0}
     assert metrics["chumon_quarantined"].samples[0].value == 0.0
+
+
+def test_a_queue_index_of_another_type_lists_no_queue_and_fails_nothing(
+    redis: Redis, settings: RuntimeSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rq:queues holding a string: the exporter scrapes, `chumon queues` and `dlq list` answer,
+    housekeeping runs; each reads it as an empty index and says so."""
+    from chumon.exporter import RedisCollector
+    from chumon.settings import load
+
+    Enqueuer(redis, settings).enqueue(sample.permanent, {"text": "dead letter"})
+    redis.delete("rq:queues")
+    redis.set("rq:queues", "garbage")
+    metrics = {m.name: m for m in RedisCollector(redis, settings).collect()}
+    assert metrics["chumon_queue_depth"].samples == []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REDIS_URL", settings.redis_url)
+        load.cache_clear()
+        assert chumon(["queues", "--json"]) == 0
+        assert chumon(["dlq", "list", "--json"]) == 0
+        load.cache_clear()
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == []
+    with worker_thread(redis, sample.registry, settings, queues=["q", "hooks"]) as worker:
+        wait_until(lambda: worker.stats["dead"] == 1, message="the dead letter")
+        redis.delete(KEYS.maintenance_lock)  # the worker's own round may have taken it
+        assert worker.maintenance.run(time.time())  # housekeeping over the garbage
+    assert redis.get("rq:queues") == b"garbage"
