@@ -18,6 +18,7 @@ Every call is one Redis round trip (bulk enqueue included).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 from orders.commands import PlaceOrder
 from orders.keys import OrderKeys
@@ -35,6 +37,7 @@ from orders.service import OrderService
 from orders.store import Placed
 from orders.views import OrderDetails
 from workers import EnqueueOptions, Enqueuer, JobInfo, JobRegistry, JobType, RuntimeSettings, load_job
+from workers.connection import check_server
 from workers.errors import UnknownJobType
 from workers.keys import Keys
 
@@ -69,6 +72,10 @@ class Producer:
 
         settings = load()
         redis = redis_client(settings.redis_url, settings.redis)
+        # a server chumon cannot serve is refused before anything is written (ServerUnsupported);
+        # one that does not answer yet is not an error here: the first call says so
+        with contextlib.suppress(RedisError, OSError):
+            check_server(redis)
         producer = cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
         producer.registry_name = f"CHUMON_APP={settings.app!r}"
         return producer

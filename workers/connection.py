@@ -79,6 +79,8 @@ def connect(url: str, options: RedisOptions | None = None) -> Redis:
     kwargs = client_options(options or RedisOptions())
     if url.startswith("redis+sentinel://"):
         return _sentinel_client(url, kwargs)
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        raise ValueError(CLUSTER_UNSUPPORTED)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://")
     try:
@@ -114,6 +116,10 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
 
 
 MIN_VERSION = (6, 2)
+CLUSTER_UNSUPPORTED = (
+    "Redis Cluster is not supported yet: chumon needs one primary (with Sentinel for failover), "
+    "since its scripts and transactions span keys of many slots"
+)
 
 
 def server_version(redis: Redis) -> tuple[int, ...]:
@@ -133,4 +139,8 @@ def check_server(redis: Redis) -> tuple[int, ...]:
         raise ServerUnsupported(
             f"Redis {shown} is too old: chumon needs Redis 6.2 or later (or Valkey 7.2 or later)"
         )
+    # a cluster node would take the first write of a script and refuse the next with MOVED or
+    # CROSSSLOT: half an order written. Refused before anything is.
+    if str(redis.info("cluster").get("cluster_enabled", "0")) == "1":
+        raise ServerUnsupported(f"the server is a Redis Cluster node. {CLUSTER_UNSUPPORTED}")
     return version

@@ -17,7 +17,7 @@ from redis import Redis
 
 from chumon.cli import main as chumon
 from tests.apps import sample
-from tests.support import run_burst, wait_until, worker_thread
+from tests.support import make_settings, run_burst, wait_until, worker_thread
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings, Worker, load_job
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
@@ -423,3 +423,33 @@ def test_a_queue_index_of_another_type_lists_no_queue_and_fails_nothing(
         redis.delete(KEYS.maintenance_lock)  # the worker's own round may have taken it
         assert worker.maintenance.run(time.time())  # housekeeping over the garbage
     assert redis.get("rq:queues") == b"garbage"
+
+
+def test_a_cluster_node_or_url_is_refused_before_anything_is_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Redis Cluster node would take a script's first write and refuse the next (MOVED,
+    CROSSSLOT): the worker, the command line and the producer refuse it at start, in one line."""
+    from chumon.settings import load
+    from producer import Producer
+    from tests.redisproc import RedisServer
+    from workers.errors import ServerUnsupported
+
+    with RedisServer(appendonly=False, extra=["--cluster-enabled", "yes"]) as node:
+        client = node.client()
+        monkeypatch.setenv("REDIS_URL", node.url)
+        load.cache_clear()
+        try:
+            assert chumon(["queues"]) == 2
+            with pytest.raises(ServerUnsupported, match="Redis Cluster node"):
+                Worker(client, sample.registry, make_settings(node.url)).run(burst=True)
+            with pytest.raises(ServerUnsupported, match="Redis Cluster node"):
+                Producer.connect()
+            monkeypatch.setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+            load.cache_clear()
+            assert chumon(["queues"]) == 2
+        finally:
+            load.cache_clear()
+        assert client.dbsize() == 0  # nothing written
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("Redis Cluster is not supported yet" in line for line in err), err
