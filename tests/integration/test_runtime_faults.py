@@ -453,3 +453,26 @@ def test_a_cluster_node_or_url_is_refused_before_anything_is_written(
         assert client.dbsize() == 0  # nothing written
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("Redis Cluster is not supported yet" in line for line in err), err
+
+
+@pytest.mark.parametrize(
+    ("garbled", "options"),
+    [("rq:queue:q", EnqueueOptions()), ("rq:scheduled:q", EnqueueOptions(delay=60)),
+     ("chumon:prioritized:q", EnqueueOptions(priority=5))],
+)  # fmt: skip
+def test_an_enqueue_is_refused_only_by_the_key_its_job_goes_to(
+    redis: Redis, settings: RuntimeSettings, garbled: str, options: EnqueueOptions
+) -> None:
+    """Garbage in the one key a job would go to refuses it with nothing written; garbage in the
+    queue's other keys does not stand in the way of a job that does not go there."""
+    redis.set(garbled, "garbage")
+    enqueuer = Enqueuer(redis, settings)
+    before = set(redis.keys("*"))
+    with pytest.raises(Exception, match="something else"):
+        enqueuer.enqueue(sample.echo, {"text": "refused"}, options=options)
+    assert set(redis.keys("*")) == before  # nothing written
+    every = (EnqueueOptions(), EnqueueOptions(delay=60), EnqueueOptions(priority=5))
+    for other in (o for o in every if o != options):
+        job_id = enqueuer.enqueue(sample.echo, {"text": "taken"}, options=other)
+        assert status(redis, job_id) in ("queued", "scheduled")
+    assert redis.get(garbled) == b"garbage"

@@ -11,12 +11,17 @@
   (status 'scheduled', in rq's scheduled registry), any other is queued now.
 
   Returns the job id, or the id of the job an earlier enqueue with the same key created, or
-  false (nothing written) when the queue's keys hold something else than a queue (reported in
-  `problems`).
+  false (nothing written) when the key the job goes to (the queue's list, its prioritized set or
+  its scheduled registry) holds something else (reported in `problems`).
 ]]
 local function enqueue_job(job)
-  local qk, sk = K.queue .. job.queue, K.scheduled .. job.queue
-  if not (usable(qk, 'list') and usable(sk, 'zset') and usable(K.prioritized .. job.queue, 'zset')) then
+  local keys = keys_of(job.queue)
+  local at = now()
+  local due = job.run_at or (job.delay and at + job.delay) or at
+  -- the one key the job goes to is checked before anything is written: the scheduled registry,
+  -- the prioritized set, or the queue's list
+  local target = (due > at and keys[2]) or (job.priority and keys[5]) or keys[1]
+  if not usable(target, (target == keys[1]) and 'list' or 'zset') then
     return false
   end
   local ek
@@ -30,8 +35,6 @@ local function enqueue_job(job)
       redis.call('DEL', ek)
     end
   end
-  local at = now()
-  local due = job.run_at or (job.delay and at + job.delay) or at
   local stamp = iso(at)
   local fields = job.fields
   fields[#fields + 1] = 'created_at'
@@ -53,10 +56,10 @@ local function enqueue_job(job)
     redis.call('SET', ek, job.id, 'EX', job.enqueue_key_ttl)
   end
   if due > at then
-    redis.call('ZADD', sk, due, job.id)
+    redis.call('ZADD', target, due, job.id)
     touch(job.queue)
   elseif job.priority then
-    redis.call('ZADD', K.prioritized .. job.queue, priority_score(job.queue, job.priority, job.at_front), job.id)
+    redis.call('ZADD', target, priority_score(job.queue, job.priority, job.at_front), job.id)
     touch(job.queue)
   else
     push(job.queue, job.id, job.at_front)
