@@ -1,8 +1,9 @@
 """Enqueue from app code, timed in this process: one call per job, and bulk calls.
 
-One by one: rq's ``queue.enqueue``, chumon's ``Enqueuer.enqueue``, bullmq's ``queue.add``.
-Bulk, in batches: rq's ``enqueue_many`` on a pipeline, chumon's ``Enqueuer.enqueue_many``,
-bullmq's ``addBulk``. Payloads are plain dicts, as app code passes them (chumon validates).
+One by one: rq's ``queue.enqueue``, chumon's ``Enqueuer.enqueue``, bullmq's ``queue.add``,
+dramatiq's ``actor.send``. Bulk, in batches: rq's ``enqueue_many`` on a pipeline, chumon's
+``Enqueuer.enqueue_many``, bullmq's ``addBulk``; dramatiq has none (``Adapter.no_bulk``).
+Payloads are plain dicts, as app code passes them (chumon validates).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bench.systems import Adapter
 @dataclass
 class EnqueueRates:
     single: float
-    bulk: float
+    bulk: float | None  # None: the system has no bulk path
 
 
 def timed_enqueue(env: RedisEnv, adapter: Adapter, jobs: int, batch: int | None) -> float:
@@ -39,5 +40,5 @@ def run_enqueue(env: RedisEnv, adapter: Adapter, single: int, bulk: int, batch: 
     adapter.add_each("noop", range(10))  # warm-up: scripts loaded, connections open
     return EnqueueRates(
         single=timed_enqueue(env, adapter, single, None),
-        bulk=timed_enqueue(env, adapter, bulk, batch),
+        bulk=None if adapter.no_bulk else timed_enqueue(env, adapter, bulk, batch),
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bench.drain import Case, RunFailed, run_drain
 from bench.enqueue import run_enqueue
+from bench.latency import run_latency
 from bench.machine import describe
 from bench.memory import run_memory
 from bench.orderflow import run_orders
@@ -59,6 +60,7 @@ def cases(bench: Bench, workload: str) -> list[Case]:
         "rq": [Case("rq", workload)],
         "chumon": [Case("chumon", workload, c) for c in chumon],
         "bullmq": [Case("bullmq", workload, c) for c in plan.bullmq_concurrency],
+        "dramatiq": [Case("dramatiq", workload, plan.dramatiq_threads)],
     }
     return [case for system in bench.systems for case in by_system[system]]
 
@@ -72,10 +74,13 @@ def drains(bench: Bench, workload: str) -> None:
                 bench.env, adapter, case, bench.plan.jobs, bench.plan.batch, bench.tag(case.label)
             )
             bench.results.add(workload, case.label, result.rate)
+            if workload == "noop":
+                bench.results.add("redis_cpu", case.label, result.redis_cpu_us_per_job)
             window = result.window
             bench.results.note(
                 kind="drain", round=bench.round + 1, workload=workload, system=case.label,
                 jobs=result.jobs, seconds=round(result.seconds, 3), rate=round(result.rate, 1),
+                redis_cpu_us_per_job=round(result.redis_cpu_us_per_job, 2),
                 commands_per_job=window.per_job() if window else None,
             )  # fmt: skip
 
@@ -87,13 +92,34 @@ def enqueues(bench: Bench) -> None:
     for system in bench.systems:
 
         def run(system: str = system) -> None:
-            rates = run_enqueue(
-                bench.env, bench.adapters[system], plan.enqueue_single, plan.enqueue_bulk, plan.batch
-            )
+            adapter = bench.adapters[system]
+            rates = run_enqueue(bench.env, adapter, plan.enqueue_single, plan.enqueue_bulk, plan.batch)
             bench.results.add("enqueue_single", system, rates.single)
-            bench.results.add("enqueue_bulk", system, rates.bulk)
+            if rates.bulk is None:
+                bench.results.missing[("enqueue_bulk", system)] = adapter.no_bulk or "no bulk path"
+            else:
+                bench.results.add("enqueue_bulk", system, rates.bulk)
 
         bench.attempt(f"enqueue {system}", run)
+
+
+def latencies(bench: Bench) -> None:
+    """Single jobs through an idle worker: rq, chumon (default), bullmq c=1, dramatiq."""
+    plan = bench.plan
+    concurrency = {"rq": None, "chumon": None, "bullmq": 1, "dramatiq": plan.dramatiq_threads}
+    for system in bench.systems:
+        case = Case(system, "noop", concurrency[system])
+
+        def run(case: Case = case) -> None:
+            measured = run_latency(
+                bench.env, bench.adapters[case.system], case, plan.latency_jobs, plan.latency_gap,
+                bench.tag(f"single-job latency, {case.label}"),
+            )  # fmt: skip
+            bench.results.add("latency_single_p50", case.label, measured.percentile(50))
+            bench.results.add("latency_single_p99", case.label, measured.percentile(99))
+            bench.results.note(kind="latency", round=bench.round + 1, **measured.as_dict())
+
+        bench.attempt(f"single-job latency {case.label}", run)
 
 
 def memory(bench: Bench) -> None:
@@ -110,7 +136,10 @@ def roundtrips(bench: Bench) -> None:
     if redis_cli() is None:
         bench.results.unavailable["MONITOR count"] = "no redis-cli beside redis-server or on PATH"
         return
-    concurrency = {"rq": None, "chumon": None, "bullmq": max(bench.plan.bullmq_concurrency)}
+    concurrency = {
+        "rq": None, "chumon": None, "bullmq": max(bench.plan.bullmq_concurrency),
+        "dramatiq": bench.plan.dramatiq_threads,
+    }  # fmt: skip
     for system in bench.systems:
         case = Case(system, "noop", concurrency[system])
 
@@ -143,6 +172,7 @@ STEPS: dict[str, Callable[[Bench], None]] = {
     "noop": lambda bench: drains(bench, "noop"),
     "write": lambda bench: drains(bench, "write"),
     "enqueue": enqueues,
+    "latency": latencies,
     "memory": memory,
     "roundtrips": roundtrips,
     "orders": orders,
