@@ -105,8 +105,6 @@ class Scripts:
             conn.disconnect()
             raise
         finally:
-            if getattr(conn, "should_reconnect", bool)():  # redis-py 8: a maintenance notice said so
-                conn.disconnect()
             pool.release(conn)
 
 
