@@ -31,7 +31,7 @@ def mark_start(redis: Redis) -> None:
     redis.set(T0_KEY, repr(time.time()))
 
 
-def run_rq(url: str, serve: bool) -> dict[str, Any]:
+def run_rq(url: str, serve: bool, queue_name: str) -> dict[str, Any]:
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
@@ -49,7 +49,7 @@ def run_rq(url: str, serve: bool) -> dict[str, Any]:
             super().handle_job_failure(*args, **kwargs)
 
     redis = Redis.from_url(url)
-    queue = Queue(QUEUE, connection=redis, serializer=JSONSerializer)
+    queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
     worker = CountingWorker([queue], connection=redis, serializer=JSONSerializer)
     mark_start(redis)
     # rq's default logging: INFO lines per job (to a file, see drain.Child); SIGTERM stops it
@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--serve", action="store_true", help="serve until SIGTERM (no burst)")
+    parser.add_argument("--queue", default=QUEUE, help="rq's queue (chumon's is the job types')")
     args = parser.parse_args(argv)
     if args.system == "rq":
-        summary = run_rq(args.redis_url, args.serve)
+        summary = run_rq(args.redis_url, args.serve, args.queue)
     elif args.system == "chumon":
         summary = run_chumon(args.redis_url, args.concurrency, args.serve)
     elif args.system == "bullmq":

@@ -92,7 +92,7 @@ class Child:
     """A ``python -m bench.child`` process; stderr goes to a file kept for error messages."""
 
     def __init__(
-        self, case: Case, env: RedisEnv, expect: int, timeout: float, *, serve: bool = False
+        self, case: Case, env: RedisEnv, expect: int, timeout: float, *, serve: bool = False, queue: str = ""
     ) -> None:
         command = [
             sys.executable, "-m", "bench.child", case.system, case.workload,
@@ -102,6 +102,8 @@ class Child:
             command += ["--concurrency", str(case.concurrency)]
         if serve:
             command.append("--serve")
+        if queue:  # rq's, when it serves beside chumon (the latency run)
+            command += ["--queue", queue]
         self.case = case
         # files, not pipes: a chatty worker never blocks; both are closed by close()
         self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.drain import Case, RunFailed, run_drain
-from bench.enqueue import run_enqueue
-from bench.latency import run_latency
+from bench.enqueue import run_enqueues
+from bench.latency import RQ_QUEUE, run_latencies
 from bench.machine import describe
 from bench.memory import run_memory
 from bench.orderflow import run_orders
@@ -21,7 +21,7 @@ from bench.plan import Plan
 from bench.redisenv import RedisEnv, redis_cli
 from bench.results import Results
 from bench.roundtrips import count_commands, probe
-from bench.systems import Adapter
+from bench.systems import Adapter, RqAdapter
 
 
 @dataclass
@@ -88,38 +88,42 @@ def drains(bench: Bench, workload: str) -> None:
 
 
 def enqueues(bench: Bench) -> None:
+    """All systems in one run, taking turns slice by slice (bench/enqueue.py)."""
     plan = bench.plan
-    for system in bench.systems:
 
-        def run(system: str = system) -> None:
-            adapter = bench.adapters[system]
-            rates = run_enqueue(bench.env, adapter, plan.enqueue_single, plan.enqueue_bulk, plan.batch)
-            bench.results.add("enqueue_single", system, rates.single)
-            if rates.bulk is None:
-                bench.results.missing[("enqueue_bulk", system)] = adapter.no_bulk or "no bulk path"
+    def run() -> None:
+        adapters = [bench.adapters[system] for system in bench.systems]
+        single, bulk = run_enqueues(bench.env, adapters, plan.enqueue_single, plan.enqueue_bulk, plan.batch)
+        for adapter in adapters:
+            bench.results.add("enqueue_single", adapter.system, single[adapter.system])
+            if adapter.system in bulk:
+                bench.results.add("enqueue_bulk", adapter.system, bulk[adapter.system])
             else:
-                bench.results.add("enqueue_bulk", system, rates.bulk)
+                bench.results.missing[("enqueue_bulk", adapter.system)] = adapter.no_bulk or "no bulk path"
 
-        bench.attempt(f"enqueue {system}", run)
+    bench.attempt("enqueue", run)
 
 
 def latencies(bench: Bench) -> None:
-    """Single jobs through an idle worker: rq, chumon (default), bullmq c=1, dramatiq."""
+    """Single jobs through idle workers, all serving at once (bench/latency.py): rq, chumon at
+    its default concurrency, bullmq c=1, dramatiq with its threads."""
     plan = bench.plan
     concurrency = {"rq": None, "chumon": None, "bullmq": 1, "dramatiq": plan.dramatiq_threads}
-    for system in bench.systems:
-        case = Case(system, "noop", concurrency[system])
 
-        def run(case: Case = case) -> None:
-            measured = run_latency(
-                bench.env, bench.adapters[case.system], case, plan.latency_jobs, plan.latency_gap,
-                bench.tag(f"single-job latency, {case.label}"),
-            )  # fmt: skip
-            bench.results.add("latency_single_p50", case.label, measured.percentile(50))
-            bench.results.add("latency_single_p99", case.label, measured.percentile(99))
+    def run() -> None:
+        runs: list[tuple[Adapter, Case]] = []
+        for system in bench.systems:
+            adapter = bench.adapters[system]
+            if system == "rq":  # rq on a queue of its own: chumon serves rq's "bench" queue
+                adapter = RqAdapter(bench.env.redis, RQ_QUEUE)
+            runs.append((adapter, Case(system, "noop", concurrency[system])))
+        tag = bench.tag("single-job latency")
+        for measured in run_latencies(bench.env, runs, plan.latency_jobs, plan.latency_gap, tag):
+            bench.results.add("latency_single_p50", measured.case.label, measured.percentile(50))
+            bench.results.add("latency_single_p99", measured.case.label, measured.percentile(99))
             bench.results.note(kind="latency", round=bench.round + 1, **measured.as_dict())
 
-        bench.attempt(f"single-job latency {case.label}", run)
+    bench.attempt("single-job latency", run)
 
 
 def memory(bench: Bench) -> None:

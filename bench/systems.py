@@ -81,10 +81,11 @@ class RqAdapter(FinishedSet):
 
     system = "rq"
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, queue: str = QUEUE) -> None:
         self.redis = redis
-        self.queue = Queue(QUEUE, connection=redis, serializer=JSONSerializer)
-        self.done_key = Keys.RQ_FINISHED + QUEUE
+        self.name = queue  # another than chumon's when both serve at once (the latency run)
+        self.queue = Queue(queue, connection=redis, serializer=JSONSerializer)
+        self.done_key = Keys.RQ_FINISHED + queue
 
     def add_each(self, workload: str, numbers: range) -> None:
         func = RQ_FUNCTIONS[workload]
@@ -100,12 +101,12 @@ class RqAdapter(FinishedSet):
                 pipe.execute()
 
     def queued(self) -> int:
-        return int(self.redis.llen(Keys.RQ_QUEUE + QUEUE))
+        return int(self.redis.llen(Keys.RQ_QUEUE + self.name))
 
     def problems(self) -> dict[str, int]:
         return {
-            "failed": int(self.redis.zcard(Keys.RQ_FAILED + QUEUE)),
-            "started": int(self.redis.zcard(Keys.RQ_WIP + QUEUE)),
+            "failed": int(self.redis.zcard(Keys.RQ_FAILED + self.name)),
+            "started": int(self.redis.zcard(Keys.RQ_WIP + self.name)),
         }
 
     def close(self) -> None:
