@@ -12,13 +12,13 @@ from bench.redisenv import redis_env
 from bench.report import as_json, summary, write
 from bench.results import Results
 from bench.runner import run
-from bench.systems import SYSTEMS, Adapter, adapter, bullmq_unavailable
+from bench.systems import PEERS, SYSTEMS, Adapter, adapter, unavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="chumon's worker beside rq's SimpleWorker and bullmq; see docs/performance.md",
+        description="chumon's worker beside rq's SimpleWorker, bullmq and dramatiq; see docs/performance.md",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller runs, one round (a smoke check)")
@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the order flow's (default orchestrated)",
     )
     parser.add_argument("--no-bullmq", action="store_true", help="leave bullmq out even if it is installed")
+    parser.add_argument(
+        "--no-dramatiq", action="store_true", help="leave dramatiq out even if it is installed"
+    )
     parser.add_argument(
         "--redis-url",
         help="use this Redis instead of a private server; its database is FLUSHED before every run",
@@ -57,6 +60,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = replace(plan, saga_style=args.saga_style)
     if args.no_bullmq:
         plan = replace(plan, bullmq=False)
+    if args.no_dramatiq:
+        plan = replace(plan, dramatiq=False)
     return plan
 
 
@@ -64,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
     results = Results()
-    why_not = "left out (--no-bullmq)" if not plan.bullmq else bullmq_unavailable()
-    if why_not:
-        results.unavailable["bullmq"] = why_not
+    for peer in PEERS:
+        why_not = f"left out (--no-{peer})" if not getattr(plan, peer) else unavailable(peer)
+        if why_not:
+            results.unavailable[peer] = why_not
     with redis_env(args.redis_url) as env:
         adapters: dict[str, Adapter] = {
             name: adapter(name, env.redis, env.url) for name in SYSTEMS if name not in results.unavailable

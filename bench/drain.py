@@ -5,7 +5,9 @@ process, and poll the finished registry every few milliseconds from this process
 is from the moment the worker process says it starts working (``bench:t0``, written just
 before its work loop, after imports and set-up) until the first poll that sees all N jobs
 finished. At 20% and 80% of the jobs the poller snapshots INFO commandstats: the difference,
-less the poller's own commands, is what Redis executed per job in steady state.
+less the poller's own commands, is what Redis executed per job in steady state. INFO cpu
+before the worker process starts and after the last poll gives the CPU time Redis spent
+over the whole drain (``used_cpu_sys + used_cpu_user``), per job.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Case:
             return "rq SimpleWorker"
         if self.system == "chumon" and self.concurrency is None:
             return f"chumon c={DEFAULT_CONCURRENCY} (default)"
+        if self.system == "dramatiq":
+            return f"dramatiq {self.concurrency} threads"
         return f"{self.system} c={self.concurrency}"
 
 
@@ -73,22 +77,33 @@ class DrainResult:
     seconds: float
     window: Window | None
     summary: dict[str, Any] = field(default_factory=dict)
+    redis_cpu: float = 0.0  # seconds of Redis CPU (sys + user) over the drain
 
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds
 
+    @property
+    def redis_cpu_us_per_job(self) -> float:
+        return self.redis_cpu / self.jobs * 1e6
+
 
 class Child:
     """A ``python -m bench.child`` process; stderr goes to a file kept for error messages."""
 
-    def __init__(self, case: Case, env: RedisEnv, expect: int, timeout: float) -> None:
+    def __init__(
+        self, case: Case, env: RedisEnv, expect: int, timeout: float, *, serve: bool = False, queue: str = ""
+    ) -> None:
         command = [
             sys.executable, "-m", "bench.child", case.system, case.workload,
             "--redis-url", env.url, "--expect", str(expect), "--timeout", str(timeout),
         ]  # fmt: skip
         if case.concurrency is not None:
             command += ["--concurrency", str(case.concurrency)]
+        if serve:
+            command.append("--serve")
+        if queue:  # rq's, when it serves beside chumon (the latency run)
+            command += ["--queue", queue]
         self.case = case
         # files, not pipes: a chatty worker never blocks; both are closed by close()
         self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
@@ -117,6 +132,11 @@ class Child:
             raise RunFailed(f"{self.case.label}: no summary from the worker: {out[-300:]!r}") from None
         return summary
 
+    def terminate(self) -> None:
+        """SIGTERM: a serving worker's own way to stop (finish() then waits for it)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -132,21 +152,27 @@ class Child:
         self.errors.close()
 
 
-class Poller:
-    """Polls the finished count on its own connection, so its commands can be told apart."""
+def redis_cpu(redis: Redis) -> float:
+    """Seconds of CPU the Redis server has used so far (system and user, main thread included)."""
+    info = redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
-    def __init__(self, env: RedisEnv, finished_key: str, total: int) -> None:
+
+class Poller:
+    """Polls the done count on its own connection, so its commands can be told apart."""
+
+    def __init__(self, env: RedisEnv, adapter: Adapter, total: int) -> None:
         self.env = env
         self.client = Redis.from_url(env.url, single_connection_client=True)
         self.address = str(self.client.client_info()["addr"])
-        self.finished_key = finished_key
+        self.adapter = adapter
         self.total = total
         self.polls = 0
         self.snapshots: list[tuple[int, int, dict[str, int]]] = []  # (done, polls, commandstats)
 
     def done(self) -> int:
         self.polls += 1
-        return int(self.client.zcard(self.finished_key))
+        return self.adapter.done(self.client, self.total)
 
     def wait(self, child: Child, timeout: float, progress: Progress) -> float:
         """Poll until every job is finished; the time of that poll."""
@@ -177,12 +203,13 @@ class Poller:
             self.snapshots.append((done, self.polls, calls))
 
     def window(self) -> Window | None:
-        """Commands between the two snapshots, less the poller's own (its ZCARDs and first INFO)."""
+        """Commands between the two snapshots, less the poller's own (its polls and first INFO)."""
         if len(self.snapshots) < 2:
             return None
         (done_a, polls_a, a), (done_b, polls_b, b) = self.snapshots
         calls = {name: count - a.get(name, 0) for name, count in b.items()}
-        calls["zcard"] = calls.get("zcard", 0) - (polls_b - polls_a)
+        polled = self.adapter.done_command
+        calls[polled] = calls.get(polled, 0) - (polls_b - polls_a)
         calls["info"] = calls.get("info", 0) - 1
         return Window(done_b - done_a, {name: count for name, count in calls.items() if count > 0})
 
@@ -201,11 +228,13 @@ def run_drain(env: RedisEnv, adapter: Adapter, case: Case, jobs: int, batch: int
     if adapter.queued() != jobs:
         raise RunFailed(f"{case.label}: {adapter.queued()} jobs queued, expected {jobs}")
     timeout = drain_timeout(jobs)
-    poller = Poller(env, adapter.finished_key, jobs)
+    poller = Poller(env, adapter, jobs)
+    cpu_before = redis_cpu(poller.client)
     child = Child(case, env, jobs, timeout)
     progress = Progress(jobs, label)
     try:
         ended = poller.wait(child, timeout, progress)
+        cpu = redis_cpu(poller.client) - cpu_before
         summary = child.finish()
     finally:
         progress.close()
@@ -215,13 +244,13 @@ def run_drain(env: RedisEnv, adapter: Adapter, case: Case, jobs: int, batch: int
     if started is None:
         raise RunFailed(f"{case.label}: the worker never wrote {T0_KEY}")
     verify(env, adapter, case, jobs, summary)
-    return DrainResult(case, jobs, ended - float(started), poller.window(), summary)
+    return DrainResult(case, jobs, ended - float(started), poller.window(), summary, cpu)
 
 
 def verify(env: RedisEnv, adapter: Adapter, case: Case, jobs: int, summary: dict[str, Any]) -> None:
     """Exact counts: every job finished once, none failed, retried or dead-lettered."""
     problems = [f"{name}={count}" for name, count in adapter.problems().items() if count]
-    finished, queued = adapter.finished(), adapter.queued()
+    finished, queued = adapter.done(env.redis, jobs), adapter.queued()
     if finished != jobs or queued:
         problems.append(f"finished {finished}/{jobs}, {queued} still queued")
     if summary.get("done") != jobs:

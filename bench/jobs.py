@@ -6,7 +6,8 @@
   to the number of jobs. chumon's job type also declares the runtime's idempotency key.
 
 Payloads are ``{"n": i}`` (no-op) and ``{"key": "<i>"}`` (write) for every system. rq's
-functions take the payload as their one positional argument; everything is JSON.
+functions and dramatiq's actors take the payload as their one positional argument; everything
+is JSON.
 """
 
 from __future__ import annotations
@@ -100,3 +101,21 @@ def bullmq_processor(workload: str, redis: AsyncRedis) -> BullmqProcessor:
         return False
 
     return process_noop if workload == "noop" else process_write
+
+
+# -- dramatiq --------------------------------------------------------------------------------------
+def dramatiq_actors(broker: Any, redis: Redis) -> dict[str, Any]:
+    """The two actors, declared on ``broker`` (not on dramatiq's global one, so that importing
+    this module needs no dramatiq); ``redis`` is the write job's client (thread-safe pool)."""
+    import dramatiq
+
+    def noop(payload: dict[str, Any]) -> None:
+        return None
+
+    def write(payload: dict[str, Any]) -> bool:
+        return write_once(redis, payload["key"])
+
+    return {  # one decorator each: a dramatiq decorator keeps the first function's name
+        "noop": dramatiq.actor(queue_name=QUEUE, broker=broker)(noop),
+        "write": dramatiq.actor(queue_name=QUEUE, broker=broker)(write),
+    }

@@ -30,6 +30,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+PACKAGES = ("rq", "redis", "hiredis", "bullmq", "dramatiq", "pydantic")
+
+
 def describe(env: RedisEnv) -> dict[str, Any]:
     return {
         "nproc": _run("nproc").strip() or str(os.cpu_count()),
@@ -38,7 +41,9 @@ def describe(env: RedisEnv) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis_server": env.server_version(),
         "redis_private": env.private,
-        "packages": {name: version(name) for name in ("rq", "redis", "hiredis", "bullmq", "pydantic")},
+        "packages": {
+            name: version(name) for name in ("rq", "redis", "hiredis", "bullmq", "dramatiq", "pydantic")
+        },
         "commit": commit(),
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-WORKLOADS = ("noop", "write", "enqueue", "memory", "roundtrips", "orders")
+WORKLOADS = ("noop", "write", "enqueue", "latency", "memory", "roundtrips", "orders")
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Plan:
     noop_concurrency: tuple[int | None, ...]  # chumon's; None is the default
     write_concurrency: tuple[int | None, ...]
     bullmq_concurrency: tuple[int, ...]
+    dramatiq_threads: int  # one worker process with this many threads
+    latency_jobs: int  # single jobs through an idle worker, one at a time
+    latency_gap: tuple[float, float]  # seconds of idleness before each (uniform)
     burst_orders: int  # orders placed as fast as possible
     placing_threads: int
     offered_rate: float  # orders/s of the fixed offered load
@@ -28,6 +31,7 @@ class Plan:
     saga_style: str = "orchestrated"
     workloads: tuple[str, ...] = WORKLOADS
     bullmq: bool = True
+    dramatiq: bool = True
 
 
 FULL = Plan(
@@ -42,6 +46,9 @@ FULL = Plan(
     noop_concurrency=(None, 1, 16),
     write_concurrency=(None, 16),
     bullmq_concurrency=(1, 10),
+    dramatiq_threads=8,
+    latency_jobs=200,
+    latency_gap=(0.005, 0.02),
     burst_orders=3_000,
     placing_threads=4,
     offered_rate=30.0,
@@ -75,6 +82,7 @@ SMOKE = replace(
     noop_concurrency=(None,),
     write_concurrency=(None,),
     bullmq_concurrency=(10,),
+    latency_jobs=20,
     burst_orders=40,
     placing_threads=2,
     offered_seconds=2.0,

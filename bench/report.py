@@ -1,8 +1,9 @@
-"""The table, the targets of the speed issue, and the machine-readable results.
+"""The table, the targets of the speed issues, and the machine-readable results.
 
 Medians over rounds with min and max, and the ratio against rq's SimpleWorker from the same
-invocation. Targets are marked met or not beside chumon's default and best rows; the
-harness reports, it never fails a run on timing.
+invocation. Targets are marked met or not beside chumon's default and best rows, and so is
+whether that row leads every peer (rq, bullmq, dramatiq: their best configuration's median,
+same invocation). The harness reports, it never fails a run on timing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from bench.results import METRICS, Results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SYSTEM_ORDER = ("rq", "chumon", "bullmq")
+SYSTEM_ORDER = ("rq", "chumon", "bullmq", "dramatiq")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ TARGETS = {
     "enqueue_single": Target(">= 2,500/s", floor=2500),
     "enqueue_bulk": Target(">= 15,000/s", floor=15000),
     "client_commands": Target("<= 2 per job", ceiling=2),
+    "all_commands": Target("<= 7 per job", ceiling=7),
+    "redis_cpu": Target("<= 30 us", ceiling=30),
     "memory": Target("<= rq's", at_most_rq=True),
     "orders_sustained": Target(">= 150/s", floor=150),
     "latency_p99": Target("<= 250 ms", ceiling=250),
@@ -68,12 +71,29 @@ class Row:
     best: bool
     target: str
     met: bool | None
+    behind: str | None = None  # chumon rows checked: "" when it leads every peer, else the peer ahead
 
 
 def _system_key(label: str) -> tuple[int, int, str]:
     rank = next((i for i, name in enumerate(SYSTEM_ORDER) if label.startswith(name)), len(SYSTEM_ORDER))
     match = re.search(r"c=(\d+)", label)
     return rank, int(match.group(1)) if match else 0, label
+
+
+def _leading_peer(results: Results, metric: str, systems: list[str]) -> tuple[str, float] | None:
+    """The peer (any system but chumon) with the best median, and that median."""
+    better = max if METRICS[metric].higher_is_better else min
+    peers = [(s, results.median(metric, s)) for s in systems if not s.startswith("chumon")]
+    known = [(s, m) for s, m in peers if m is not None]
+    return better(known, key=lambda pair: pair[1]) if known else None
+
+
+def _behind(metric: str, value: float, leader: tuple[str, float] | None) -> str | None:
+    """ "" when ``value`` beats the leading peer, its name when not, None when there is no peer."""
+    if leader is None:
+        return None
+    ahead = value > leader[1] if METRICS[metric].higher_is_better else value < leader[1]
+    return "" if ahead else leader[0]
 
 
 def rows(results: Results) -> list[Row]:
@@ -85,11 +105,15 @@ def rows(results: Results) -> list[Row]:
         medians = {s: results.median(metric, s) or 0.0 for s in chumon}
         pick = max if spec.higher_is_better else min
         best = pick(chumon, key=lambda s: medians[s]) if len(chumon) > 1 else None
+        leader = _leading_peer(results, metric, systems)
         for system in systems:
             values = results.values[(metric, system)]
             median = statistics.median(values)
             target = TARGETS.get(metric) if system.startswith("chumon") else None
-            checked = target is not None and (len(chumon) == 1 or system == best or "default" in system)
+            shown = system.startswith("chumon") and (
+                len(chumon) == 1 or system == best or "default" in system
+            )
+            checked = target is not None and shown
             out.append(
                 Row(
                     metric=metric,
@@ -103,6 +127,7 @@ def rows(results: Results) -> list[Row]:
                     best=system == best,
                     target=target.text if target and checked else "",
                     met=target.met(median, rq) if target and checked else None,
+                    behind=_behind(metric, median, leader) if shown else None,
                 )
             )
     return out
@@ -114,29 +139,42 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def _lead(behind: str | None) -> str:
+    if behind is None:
+        return ""
+    return "leads" if behind == "" else f"BEHIND {behind}"
+
+
 def table(results: Results) -> str:
-    header = ["measure", "unit", "system", "median", "min", "max", "vs rq", "target", "met?"]
+    header = ["measure", "unit", "system", "median", "min", "max", "vs rq", "target", "met?", "vs peers"]
     lines: list[list[str]] = []
     shown = ""
-    for row in rows(results):
-        title = METRICS[row.metric].title if row.metric != shown else ""
-        shown = row.metric
-        lines.append(
-            [
-                title,
-                row.unit if title else "",
-                row.system + (" [best]" if row.best else ""),
-                number(row.median),
-                number(row.min),
-                number(row.max),
-                f"{row.vs_rq:.3g}x" if row.vs_rq is not None else "",
-                row.target,
-                {True: "met", False: "NOT MET", None: ""}[row.met] if row.target else "",
-            ]
-        )
+    blank = [""] * 6
+    every = rows(results)
+    for metric in METRICS:
+        for row in (r for r in every if r.metric == metric):
+            title = METRICS[row.metric].title if row.metric != shown else ""
+            shown = row.metric
+            lines.append(
+                [
+                    title,
+                    row.unit if title else "",
+                    row.system + (" [best]" if row.best else ""),
+                    number(row.median),
+                    number(row.min),
+                    number(row.max),
+                    f"{row.vs_rq:.3g}x" if row.vs_rq is not None else "",
+                    row.target,
+                    {True: "met", False: "NOT MET", None: ""}[row.met] if row.target else "",
+                    _lead(row.behind),
+                ]
+            )
+        for (missing, system), _reason in results.missing.items():
+            if missing == metric and shown == metric:
+                lines.append(["", "", system, "n/a (1)", *blank])
     for system, reason in results.unavailable.items():
-        lines.append(["", "", system, "unavailable", "", "", "", "", ""])
-        lines.append(["", "", f"  ({reason})", "", "", "", "", "", ""])
+        lines.append(["", "", system, "unavailable", *blank])
+        lines.append(["", "", f"  ({reason})", "", *blank])
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     numeric = {3, 4, 5, 6}
 
@@ -146,7 +184,10 @@ def table(results: Results) -> str:
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    notes = [
+        f"(1) {system}, {METRICS[metric].title}: {why}" for (metric, system), why in results.missing.items()
+    ]
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines), *notes])
 
 
 def summary(results: Results) -> str:
@@ -165,6 +206,7 @@ def as_json(results: Results) -> dict[str, Any]:
         "failures": results.failures,
         "info": results.info,
         "unavailable": results.unavailable,
+        "missing": [{"metric": m, "system": s, "why": why} for (m, s), why in results.missing.items()],
         "rows": [asdict(row) for row in rows(results)],
         "details": results.details,
     }

@@ -22,6 +22,9 @@ METRICS: dict[str, Metric] = {
     "enqueue_bulk": Metric("enqueue in bulk", "jobs/s"),
     "client_commands": Metric("client commands per job (MONITOR)", "cmds/job", higher_is_better=False),
     "all_commands": Metric("all commands per job, in scripts too", "cmds/job", higher_is_better=False),
+    "redis_cpu": Metric("Redis CPU per no-op job (drain)", "us/job", higher_is_better=False),
+    "latency_single_p50": Metric("single job, idle worker: p50", "ms", higher_is_better=False),
+    "latency_single_p99": Metric("single job, idle worker: p99", "ms", higher_is_better=False),
     "memory": Metric("Redis memory per queued job", "bytes", higher_is_better=False),
     "orders_sustained": Metric("orders end to end, sustained", "orders/s"),
     "latency_p50": Metric("place -> CONFIRMED p50 at fixed load", "ms", higher_is_better=False),
@@ -35,6 +38,7 @@ class Results:
     values: defaultdict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     failures: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    missing: dict[tuple[str, str], str] = field(default_factory=dict)  # (metric, system): why no row
     details: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 

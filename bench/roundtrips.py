@@ -165,7 +165,7 @@ def count_commands(
     adapter.add_bulk(case.workload, range(jobs), batch)
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
         monitor = Monitor(cli, env.url, Path(tmp) / "monitor.log")
-        poller = Poller(env, adapter.finished_key, jobs)
+        poller = Poller(env, adapter, jobs)
         child = Child(case, env, jobs, drain_timeout(jobs))
         progress = Progress(jobs, label)
         try:

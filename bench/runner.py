@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.drain import Case, RunFailed, run_drain
-from bench.enqueue import run_enqueue
+from bench.enqueue import run_enqueues
+from bench.latency import RQ_QUEUE, run_latencies
 from bench.machine import describe
 from bench.memory import run_memory
 from bench.orderflow import run_orders
@@ -20,7 +21,7 @@ from bench.plan import Plan
 from bench.redisenv import RedisEnv, redis_cli
 from bench.results import Results
 from bench.roundtrips import count_commands, probe
-from bench.systems import Adapter
+from bench.systems import Adapter, RqAdapter
 
 
 @dataclass
@@ -59,6 +60,7 @@ def cases(bench: Bench, workload: str) -> list[Case]:
         "rq": [Case("rq", workload)],
         "chumon": [Case("chumon", workload, c) for c in chumon],
         "bullmq": [Case("bullmq", workload, c) for c in plan.bullmq_concurrency],
+        "dramatiq": [Case("dramatiq", workload, plan.dramatiq_threads)],
     }
     return [case for system in bench.systems for case in by_system[system]]
 
@@ -72,10 +74,13 @@ def drains(bench: Bench, workload: str) -> None:
                 bench.env, adapter, case, bench.plan.jobs, bench.plan.batch, bench.tag(case.label)
             )
             bench.results.add(workload, case.label, result.rate)
+            if workload == "noop":
+                bench.results.add("redis_cpu", case.label, result.redis_cpu_us_per_job)
             window = result.window
             bench.results.note(
                 kind="drain", round=bench.round + 1, workload=workload, system=case.label,
                 jobs=result.jobs, seconds=round(result.seconds, 3), rate=round(result.rate, 1),
+                redis_cpu_us_per_job=round(result.redis_cpu_us_per_job, 2),
                 commands_per_job=window.per_job() if window else None,
             )  # fmt: skip
 
@@ -83,17 +88,42 @@ def drains(bench: Bench, workload: str) -> None:
 
 
 def enqueues(bench: Bench) -> None:
+    """All systems in one run, taking turns slice by slice (bench/enqueue.py)."""
     plan = bench.plan
-    for system in bench.systems:
 
-        def run(system: str = system) -> None:
-            rates = run_enqueue(
-                bench.env, bench.adapters[system], plan.enqueue_single, plan.enqueue_bulk, plan.batch
-            )
-            bench.results.add("enqueue_single", system, rates.single)
-            bench.results.add("enqueue_bulk", system, rates.bulk)
+    def run() -> None:
+        adapters = [bench.adapters[system] for system in bench.systems]
+        single, bulk = run_enqueues(bench.env, adapters, plan.enqueue_single, plan.enqueue_bulk, plan.batch)
+        for adapter in adapters:
+            bench.results.add("enqueue_single", adapter.system, single[adapter.system])
+            if adapter.system in bulk:
+                bench.results.add("enqueue_bulk", adapter.system, bulk[adapter.system])
+            else:
+                bench.results.missing[("enqueue_bulk", adapter.system)] = adapter.no_bulk or "no bulk path"
 
-        bench.attempt(f"enqueue {system}", run)
+    bench.attempt("enqueue", run)
+
+
+def latencies(bench: Bench) -> None:
+    """Single jobs through idle workers, all serving at once (bench/latency.py): rq, chumon at
+    its default concurrency, bullmq c=1, dramatiq with its threads."""
+    plan = bench.plan
+    concurrency = {"rq": None, "chumon": None, "bullmq": 1, "dramatiq": plan.dramatiq_threads}
+
+    def run() -> None:
+        runs: list[tuple[Adapter, Case]] = []
+        for system in bench.systems:
+            adapter = bench.adapters[system]
+            if system == "rq":  # rq on a queue of its own: chumon serves rq's "bench" queue
+                adapter = RqAdapter(bench.env.redis, RQ_QUEUE)
+            runs.append((adapter, Case(system, "noop", concurrency[system])))
+        tag = bench.tag("single-job latency")
+        for measured in run_latencies(bench.env, runs, plan.latency_jobs, plan.latency_gap, tag):
+            bench.results.add("latency_single_p50", measured.case.label, measured.percentile(50))
+            bench.results.add("latency_single_p99", measured.case.label, measured.percentile(99))
+            bench.results.note(kind="latency", round=bench.round + 1, **measured.as_dict())
+
+    bench.attempt("single-job latency", run)
 
 
 def memory(bench: Bench) -> None:
@@ -110,7 +140,10 @@ def roundtrips(bench: Bench) -> None:
     if redis_cli() is None:
         bench.results.unavailable["MONITOR count"] = "no redis-cli beside redis-server or on PATH"
         return
-    concurrency = {"rq": None, "chumon": None, "bullmq": max(bench.plan.bullmq_concurrency)}
+    concurrency = {
+        "rq": None, "chumon": None, "bullmq": max(bench.plan.bullmq_concurrency),
+        "dramatiq": bench.plan.dramatiq_threads,
+    }  # fmt: skip
     for system in bench.systems:
         case = Case(system, "noop", concurrency[system])
 
@@ -143,6 +176,7 @@ STEPS: dict[str, Callable[[Bench], None]] = {
     "noop": lambda bench: drains(bench, "noop"),
     "write": lambda bench: drains(bench, "write"),
     "enqueue": enqueues,
+    "latency": latencies,
     "memory": memory,
     "roundtrips": roundtrips,
     "orders": orders,

@@ -20,9 +20,8 @@ same idempotency key. On the caller's pipeline, the caller's transaction decides
 
 from __future__ import annotations
 
-import json
 import math
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,7 +35,7 @@ from workers.errors import RuntimeFault
 from workers.jobtypes import JobType
 from workers.keys import Keys
 from workers.options import EnqueueOptions, check_job_id
-from workers.scripts import Scripts
+from workers.scripts import Scripts, dumps
 from workers.settings import RuntimeSettings
 
 NO_OPTIONS = EnqueueOptions()
@@ -49,7 +48,11 @@ class EnqueueRefused(RuntimeFault):
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """``uuid.uuid4().hex`` (the same random bits, version and variant), without a UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 class Enqueuer:
@@ -147,7 +150,7 @@ class Enqueuer:
         """The job as enqueue_job() in Lua takes it; raises on an invalid payload or id before any I/O."""
         model = _validated(job_type, payload)
         payload_dict = model.model_dump(mode="json")
-        payload_json = json.dumps(payload_dict, separators=(",", ":"), ensure_ascii=False)
+        payload_json = dumps(payload_dict)
         queue = options.queue or job_type.queue
         timeout = options.timeout or job_type.timeout or self.settings.job_timeout
         job_id = check_job_id(job_id) if job_id is not None else new_job_id()

@@ -5,6 +5,12 @@ Every enqueue, retry and requeue appends an entry to its queue's signal stream (
 it saw, so no signal falls between "the queues were empty" and "start waiting". It also
 wakes the worker when a read times out, a safety poll that catches jobs pushed by tools that
 do not signal (rq's own ``enqueue``, rq-dashboard's requeue).
+
+The thread keeps one connection of the client's pool for itself and sends XREAD on it as
+redis-py's ``execute_command`` would, without the pool check-out and per-command wrappers each
+time: on an idle worker this read is on the path of every job, and the conductor waits for
+this thread to be blocked again before it can claim (one GIL). Any error closes the
+connection; the next read reconnects.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from redis import Redis
+from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from workers.codec import text
@@ -41,21 +47,35 @@ class Listener(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        redis: Redis | None = None
-        while not self.stopped.is_set():
-            try:
-                redis = redis or self.connect()
-                reply: Any = redis.xread(self.streams, count=1, block=self.block_ms)  # type: ignore[arg-type]
-            except (RedisError, OSError, ValueError) as exc:  # ValueError: socket closed under us
-                if self.stopped.is_set():
-                    return
-                self.log.warning("listener: %s; retrying", exc)
-                redis = None
-                self.stopped.wait(0.5)
-                continue
-            for stream, entries in reply or []:
-                self.streams[text(stream)] = text(entries[-1][0])
-            self.wake()
+        pool: ConnectionPool | None = None
+        conn: Any = None
+        try:
+            while not self.stopped.is_set():
+                try:
+                    if conn is None:
+                        pool = self.connect().connection_pool
+                        conn = pool.get_connection()
+                    reply = self._read(conn)
+                except (RedisError, OSError, ValueError) as exc:  # ValueError: socket closed under us
+                    if conn is not None:
+                        conn.disconnect()
+                    if self.stopped.is_set():
+                        return
+                    self.log.warning("listener: %s; retrying", exc)
+                    self.stopped.wait(0.5)
+                    continue
+                self.wake()
+                for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
+                    self.streams[text(stream)] = text(entries[-1][0])
+        finally:
+            if pool is not None and conn is not None:
+                pool.release(conn)
+
+    def _read(self, conn: Any) -> Any:
+        """XREAD COUNT 1 BLOCK ms STREAMS ... on ``conn``: the raw reply (RESP2 list or RESP3 map)."""
+        streams = self.streams
+        conn.send_command("XREAD", "COUNT", 1, "BLOCK", self.block_ms, "STREAMS", *streams, *streams.values())
+        return conn.read_response()
 
     def stop(self) -> None:
         self.stopped.set()

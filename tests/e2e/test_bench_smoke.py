@@ -33,6 +33,7 @@ def test_bench_smoke_mode_completes_with_exact_counts(redis_url: str) -> None:
     measured = {row["metric"] for row in results["rows"]}
     assert {"noop", "write", "enqueue_single", "enqueue_bulk", "memory", "client_commands"} <= measured
     assert {"orders_sustained", "latency_p99", "jobs_per_order"} <= measured
+    assert {"latency_single_p50", "latency_single_p99", "redis_cpu"} <= measured
     systems = {row["system"] for row in results["rows"] if row["metric"] == "noop"}
     assert any(s.startswith("rq") for s in systems) and any(s.startswith("chumon") for s in systems)
 
