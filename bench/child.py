@@ -166,7 +166,7 @@ def run_dramatiq(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("system", choices=["rq", "chumon", "bullmq", "dramatiq"])
-    parser.add_argument("workload", choices=["noop", "write"])
+    parser.add_argument("workload", choices=["noop", "write", "value"])  # value: chumon only
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--expect", type=int, default=0)

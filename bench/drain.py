@@ -49,6 +49,8 @@ class Case:
     def label(self) -> str:
         if self.system == "rq":
             return "rq SimpleWorker"
+        if self.system == "chumon" and self.workload == "value":
+            return f"chumon c={DEFAULT_CONCURRENCY}, returning a value"
         if self.system == "chumon" and self.concurrency is None:
             return f"chumon c={DEFAULT_CONCURRENCY} (default)"
         if self.system == "dramatiq":

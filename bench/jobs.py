@@ -26,7 +26,7 @@ SEEN_TTL = 3600
 
 
 def payload(workload: str, i: int) -> dict[str, Any]:
-    return {"n": i} if workload == "noop" else {"key": str(i)}
+    return {"n": i} if workload in ("noop", "value") else {"key": str(i)}
 
 
 def write_once(redis: Redis, key: str) -> bool:
@@ -64,7 +64,13 @@ def dead_letter(notice: DeadLetterNotice, ctx: JobContext) -> None:
     ctx.redis.incr("bench:dead_letters")
 
 
-CHUMON_TYPES: dict[str, JobType[Any]] = {"noop": noop, "write": guarded_write}
+@registry.job("bench.value", queue=QUEUE)
+def value(payload: Numbered, ctx: JobContext) -> dict[str, int]:
+    """A no-op that returns a value: its result is written (rq's result stream), a no-op's is not."""
+    return {"n": payload.n}
+
+
+CHUMON_TYPES: dict[str, JobType[Any]] = {"noop": noop, "write": guarded_write, "value": value}
 
 
 # -- rq --------------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def cases(bench: Bench, workload: str) -> list[Case]:
     chumon = plan.noop_concurrency if workload == "noop" else plan.write_concurrency
     by_system = {
         "rq": [Case("rq", workload)],
-        "chumon": [Case("chumon", workload, c) for c in chumon],
+        # beside the no-op drains: the same no-op returning a value (its result is written)
+        "chumon": [Case("chumon", workload, c) for c in chumon]
+        + ([Case("chumon", "value")] if workload == "noop" else []),
         "bullmq": [Case("bullmq", workload, c) for c in plan.bullmq_concurrency],
         "dramatiq": [Case("dramatiq", workload, plan.dramatiq_threads)],
     }
@@ -74,7 +76,7 @@ def drains(bench: Bench, workload: str) -> None:
                 bench.env, adapter, case, bench.plan.jobs, bench.plan.batch, bench.tag(case.label)
             )
             bench.results.add(workload, case.label, result.rate)
-            if workload == "noop":
+            if workload == "noop" and case.workload == "noop":
                 bench.results.add("redis_cpu", case.label, result.redis_cpu_us_per_job)
             window = result.window
             bench.results.note(
