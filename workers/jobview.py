@@ -88,6 +88,11 @@ def load_job(redis: Redis, keys: Keys, job_id: str) -> JobInfo | None:
                 failures = [{"message": decode_exc_string(entry[b"exc_string"])}]
         except (ValueError, binascii.Error, zlib.error, UnicodeDecodeError) as exc:
             problem = problem or f"its result cannot be read: {exc}"
+    if result is None and fields.get("return_value"):  # CHUMON_RESULT_STORE=hash
+        try:
+            result = decode_result(fields["return_value"])
+        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+            problem = problem or f"its result cannot be read: {exc}"
     max_attempts = meta.get("max_attempts")
     return JobInfo(
         id=job_id,

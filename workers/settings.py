@@ -53,6 +53,14 @@ class RuntimeSettings(BaseSettings):
         le=YEAR,
         description="How long a finished job and its result stay (at most a year).",
     )
+    result_store: Literal["stream", "hash"] = Field(
+        default="stream",
+        description=(
+            "Where a job's return value is kept: 'stream', rq 2.x's result stream (rq:results:<id>, "
+            "read by rq and rq-dashboard; Redis allocates about 4.7 KB for each), or 'hash', a "
+            "return_value field on the job hash (tens of bytes; chumon's tools read it, rq's do not)."
+        ),
+    )
 
     dlq_retention: int = Field(
         default=WEEK, gt=0, le=10 * YEAR, description="How long dead letters stay (at most ten years)."

@@ -27,6 +27,7 @@ def settle_ctx(settings: RuntimeSettings, worker: str) -> dict[str, Any]:
         "dlq_retention": settings.dlq_retention,
         "dlq_max_length": settings.dlq_max_length,
         "events": settings.events_cap,  # job lifecycle events: the stream's cap, or False (off)
+        "results_in_hash": settings.result_store == "hash",
     }
 
 

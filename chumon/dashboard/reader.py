@@ -145,6 +145,8 @@ class Reader:
             return None
         fields = {(text(k) or ""): v for k, v in raw.items()}
         latest = {(text(k) or ""): v for k, v in results[0][1].items()} if results else {}
+        if not latest and fields.get("return_value"):  # CHUMON_RESULT_STORE=hash: on the job hash
+            latest = {"type": b"1", "return_value": fields["return_value"]}
         origin = text(fields.get("origin")) or ""
         dead_letter = False
         if origin and not is_dead_letter_queue(origin):

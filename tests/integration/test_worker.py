@@ -10,6 +10,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from chumon.dashboard.reader import Reader
 from tests.apps import sample
 from tests.support import run_burst, wait_until, worker_thread
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings, load_job
@@ -293,3 +294,27 @@ def test_a_result_key_holding_garbage_is_replaced_by_the_jobs_result(
     job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     assert job.get_status() == "finished" and job.return_value() == {"text": "kept", "attempt": 1}
     assert redis.xlen(f"rq:results:{job_id}") == 1 and redis.ttl(f"rq:results:{job_id}") > 0
+
+
+def test_results_kept_in_the_job_hash_cost_no_stream(redis: Redis, settings: RuntimeSettings) -> None:
+    """CHUMON_RESULT_STORE=hash: a return value lands on the job hash (return_value), no result
+    stream is created (Redis allocates about 4.7 KB for each), and chumon's readers show it; a
+    duplicate of a done effect key gets the stored result the same way."""
+    hashed = settings.model_copy(update={"result_store": "hash"})
+    enqueuer = Enqueuer(redis, hashed)
+    ids = enqueuer.enqueue_many(sample.echo, [{"text": f"m{i}"} for i in range(5)])
+    first = enqueuer.enqueue(sample.keyed, {"key": "once"})
+    worker = run_burst(redis, sample.registry, hashed)
+    again = enqueuer.enqueue(sample.keyed, {"key": "once"})  # finished as a duplicate of the first
+    run_burst(redis, sample.registry, hashed)
+    assert worker.stats["done"] == 6
+    assert not list(redis.scan_iter("rq:results:*"))  # no stream at all
+    info = load_job(redis, KEYS, ids[2])
+    assert info is not None and info.result == {"text": "m2", "attempt": 1}
+    shown = Reader(redis, KEYS).job(ids[2])  # the dashboard's view of it
+    assert shown is not None and shown.result() == {"text": "m2", "attempt": 1}
+    assert load_job(redis, KEYS, first).result == load_job(redis, KEYS, again).result == 1
+    with_stream = Enqueuer(redis, settings).enqueue(sample.echo, {"text": "streamed"})
+    run_burst(redis, sample.registry, settings)
+    assert redis.exists(f"rq:results:{with_stream}")  # the default: rq's result stream
+    assert redis.memory_usage(KEYS.job(ids[2])) < 1000 < redis.memory_usage(f"rq:results:{with_stream}")

@@ -58,6 +58,7 @@
 local plan = cjson.decode(ARGV[2])
 local ctx = plan.ctx
 gathering = true -- registry and set members are written once per key and call (common.lua gather)
+results_in_hash = ctx.results_in_hash == true
 local lost, held, refused = {}, {}, {}
 local dropped = 0
 local done_count, failed_count = 0, 0

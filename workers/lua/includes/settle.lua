@@ -19,6 +19,9 @@
 ]]
 
 local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
+-- CHUMON_RESULT_STORE=hash (step.lua sets it from ctx): a return value goes to the job hash's
+-- return_value field instead of rq's result stream (about 4.7 KB of Redis memory each)
+local results_in_hash = false
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
 -- A job's log lines (workers/reporting.py) live as long as the job: ttl 0 deletes, -1 keeps.
@@ -101,9 +104,16 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged, attempt,
     redis.call('DEL', jk, K.results .. id)
     return
   end
-  if attempt then -- one write: the attempt, its real start and end, and the run forgotten
+  local in_hash = results_in_hash and result_b64 ~= ''
+  -- one write: the attempt, its real start and end, the run forgotten (and the result, in the hash)
+  if attempt and in_hash then
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(ended_at), 'attempt', attempt, 'ran', exec,
+      'started_at', iso(started_at), 'execution', '', 'return_value', result_b64)
+  elseif attempt then
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso(ended_at), 'attempt', attempt, 'ran', exec,
       'started_at', iso(started_at), 'execution', '')
+  elseif in_hash then
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_iso(), 'return_value', result_b64)
   else
     redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_iso())
   end
@@ -115,7 +125,7 @@ local function finish(id, queue, result_b64, ttl, exec, worker, logged, attempt,
     redis.call('EXPIRE', jk, ttl)
     gather('ZADD', fk, now() + ttl, id)
   end
-  if result_b64 ~= '' then
+  if result_b64 ~= '' and not in_hash then
     add_result(id, ttl, {'worker_name', worker, 'type', '1', 'return_value', result_b64, 'execution_id', exec})
   end
 end
