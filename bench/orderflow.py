@@ -231,9 +231,9 @@ def settle(flow: Flow, ids: list[str], label: str, timeout: float) -> None:
 
 
 # -- a round ---------------------------------------------------------------------------------------
-def run_orders(env: RedisEnv, plan: Plan, label: str) -> dict[str, Any]:
+def run_orders(env: RedisEnv, plan: Plan, label: str, saga_style: str) -> dict[str, Any]:
     """One round of the order flow; RunFailed unless every order ends CONFIRMED and the audit passes."""
-    with running_flow(env, plan.saga_style) as flow:
+    with running_flow(env, saga_style) as flow:
         warm = place_burst(flow, plan.warmup_orders, 1, 0)
         settle(flow, warm, f"{label} warm-up", 60)
         offered = Progress(round(plan.offered_rate * plan.offered_seconds), f"{label} offered load")
@@ -246,10 +246,12 @@ def run_orders(env: RedisEnv, plan: Plan, label: str) -> dict[str, Any]:
         burst = place_burst(flow, plan.burst_orders, plan.placing_threads, len(flow.placed))
         placing = time.time() - started
         settle(flow, burst, f"{label} burst", max(120.0, plan.burst_orders / 10))
-        return _measure(flow, paced, burst, placing, plan)
+        return _measure(flow, paced, burst, placing, plan, saga_style)
 
 
-def _measure(flow: Flow, paced: list[str], burst: list[str], placing: float, plan: Plan) -> dict[str, Any]:
+def _measure(
+    flow: Flow, paced: list[str], burst: list[str], placing: float, plan: Plan, saga_style: str
+) -> dict[str, Any]:
     log, redis = flow.log, flow.env.redis
     latencies = log.latencies_ms(paced)
     total = len(flow.placed)
@@ -259,7 +261,7 @@ def _measure(flow: Flow, paced: list[str], burst: list[str], placing: float, pla
     last_confirmed = max(log.confirmed_at[i] for i in burst)
     return {
         "orders": total,
-        "saga_style": plan.saga_style,
+        "saga_style": saga_style,
         "offered_rate": plan.offered_rate,
         "offered_orders": len(paced),
         "latency_p50_ms": percentile(latencies, 50),

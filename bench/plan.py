@@ -22,10 +22,10 @@ class Plan:
     bullmq_concurrency: tuple[int, ...]
     burst_orders: int  # orders placed as fast as possible
     placing_threads: int
-    offered_rate: float  # orders/s of the fixed offered load
+    offered_rate: float  # orders/s of the fixed offered load (the latency target is at 100/s)
     offered_seconds: float
     warmup_orders: int
-    saga_style: str = "orchestrated"
+    saga_styles: tuple[str, ...] = ("orchestrated", "choreographed")  # the order flow runs once per style
     workloads: tuple[str, ...] = WORKLOADS
     bullmq: bool = True
 
@@ -44,7 +44,7 @@ FULL = Plan(
     bullmq_concurrency=(1, 10),
     burst_orders=3_000,
     placing_threads=4,
-    offered_rate=30.0,
+    offered_rate=100.0,
     offered_seconds=20.0,
     warmup_orders=20,
 )
@@ -78,6 +78,7 @@ SMOKE = replace(
     burst_orders=40,
     placing_threads=2,
     offered_seconds=2.0,
+    saga_styles=("orchestrated",),
     warmup_orders=5,
 )
 
