@@ -52,6 +52,9 @@ from orders.shipping import SimulatedCarrier
 from producer import Producer
 from workers.keys import Keys, dead_letter_queue
 
+SMTP_KEEP_ALIVE = 30.0
+"""CHUMON_SMTP__KEEP_ALIVE of the workers: each notifications thread keeps its SMTP connection
+(a connection per email cost the worker and the sink as much as the message itself)."""
 SERVICE_QUEUES = ("orders", "inventory", "payments", "shipping", "notifications")
 CATALOGUE = {"TEA": 450, "MUG": 1299}
 STOCK = 10**9
@@ -133,7 +136,11 @@ def running_flow(env: RedisEnv, saga_style: str, procfile: Path | None = None) -
         inventory = Inventory(env.redis, keys)
         for sku, price in CATALOGUE.items():
             inventory.set_stock(sku, STOCK, price)
-        extra = {"CHUMON_SMTP__PORT": str(sink.port), "CHUMON_SAGA__STYLE": saga_style}
+        extra = {
+            "CHUMON_SMTP__PORT": str(sink.port),
+            "CHUMON_SAGA__STYLE": saga_style,
+            "CHUMON_SMTP__KEEP_ALIVE": str(SMTP_KEEP_ALIVE),
+        }
         processes = stack.enter_context(order_processes(env, extra, procfile))
         services = build_services(env.redis, settings)
         yield Flow(env, settings, services, EventLog(env.redis, keys.events), processes)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import orderflow
 from bench.drain import RunFailed
 from bench.orderflow import Flow, place_burst, running_flow, settle
 from bench.redisenv import RedisEnv, redis_cli, redis_env
@@ -405,10 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="use this Redis (FLUSHED) instead of a private server")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--procfile", type=Path, help="another Procfile's layout (default the checkout's)")
+    parser.add_argument("--smtp-keep-alive", type=float, help=f"default {orderflow.SMTP_KEEP_ALIVE}")
     parser.add_argument("--keep-raw", type=Path, help="keep py-spy's raw stacks in this directory")
     args = parser.parse_args(argv)
     global PROCFILE, KEEP_RAW
     PROCFILE, KEEP_RAW = args.procfile, args.keep_raw
+    if args.smtp_keep_alive is not None:
+        orderflow.SMTP_KEEP_ALIVE = args.smtp_keep_alive
     styles = args.saga_style or ["orchestrated"]
     report: dict[str, Any] = {}
     with redis_env(args.redis_url) as env:
