@@ -266,6 +266,45 @@ def tally(lines: Any, by_port: dict[int, str], shas: dict[str, str], orders: int
     }
 
 
+# -- pass: cost growth ---------------------------------------------------------------------------------
+def measure_growth(env: RedisEnv, style: str, orders: int, threads: int, bursts: int) -> list[dict[str, Any]]:
+    """``bursts`` bursts of ``orders`` one after the other on the same Redis: does an order cost
+    more (CPU, Redis time, commands) as the orders kept, the stream and the indexes grow? With
+    the memory kept per order, and per event of the stream."""
+    from orders.keys import OrderKeys
+
+    events_key = OrderKeys().events
+
+    def during(flow: Flow, run: Any) -> list[dict[str, Any]]:
+        rows = []
+        for number in range(bursts):
+            processes = pids(flow)
+            memory_before = int(env.info("memory")["used_memory"])
+            before = snapshot(env, processes)
+            ids = place_burst(flow, orders, threads, len(flow.placed))
+            settle(flow, ids, f"{style} growth burst {number + 1}/{bursts}", max(120.0, orders / 10))
+            after = snapshot(env, processes)
+            time.sleep(0.5)  # the tail of the burst (emails, commits) lands before memory is read
+            memory_after = int(env.info("memory")["used_memory"])
+            cost = per_order(before, after, orders)
+            events = int(env.redis.xlen(events_key))
+            stream_bytes = int(env.redis.memory_usage(events_key, samples=0) or 0)
+            rows.append({
+                "orders_kept_before": len(flow.placed) - orders,
+                "orders_per_second": cost["orders_per_second"],
+                "cpu_us_total": cost["cpu_us_total"],
+                "redis_info_cpu_us": cost["redis_info_cpu_us"],
+                "commands_per_order": cost["commands_per_order"],
+                "memory_per_order_bytes": round((memory_after - memory_before) / orders),
+                "stream_entries": events,
+                "stream_bytes_per_event": round(stream_bytes / max(1, events)),
+            })  # fmt: skip
+        return rows
+
+    result: list[dict[str, Any]] = burst(env, style, 0, threads, f"{style} growth", during)
+    return result
+
+
 # -- pass: SLOWLOG (every command's time, scripts by name) ----------------------------------------------
 def measure_slowlog(env: RedisEnv, style: str, orders: int, threads: int) -> dict[str, Any]:
     """Every top-level command's duration from SLOWLOG (threshold 0): a script call's time by
@@ -407,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--procfile", type=Path, help="another Procfile's layout (default the checkout's)")
     parser.add_argument("--smtp-keep-alive", type=float, help=f"default {orderflow.SMTP_KEEP_ALIVE}")
+    parser.add_argument("--growth", type=int, metavar="BURSTS", help="also: bursts on one growing Redis")
     parser.add_argument("--keep-raw", type=Path, help="keep py-spy's raw stacks in this directory")
     args = parser.parse_args(argv)
     global PROCFILE, KEEP_RAW
@@ -420,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             report[style] = {"cpu": measure_cpu(env, style, args.orders, args.threads)}
             if args.monitor:
                 report[style]["monitor"] = measure_monitor(env, style, args.orders, args.threads)
+            if args.growth:
+                report[style]["growth"] = measure_growth(env, style, args.orders, args.threads, args.growth)
             if args.slowlog:
                 report[style]["slowlog"] = measure_slowlog(env, style, args.orders, args.threads)
             if args.py_spy:
@@ -452,6 +494,16 @@ def text_report(report: dict[str, Any]) -> str:
             out.append("  script calls per order:")
             out += [f"    {k:50} {v}" for k, v in mon["script_calls"].items()]
             out.append(f"  commands inside scripts per order: {mon['inside_scripts_total']}")
+        if "growth" in parts:
+            out.append("Cost growth (one burst after another on the same Redis):")
+            out.append("  kept before  orders/s  CPU µs/order  Redis µs/order  cmds/order  B/order  B/event")
+            for row in parts["growth"]:
+                out.append(
+                    f"  {row['orders_kept_before']:11,}  {row['orders_per_second']:8}"
+                    f"  {row['cpu_us_total']:12,}  {row['redis_info_cpu_us']:14,}"
+                    f"  {row['commands_per_order']:10}  {row['memory_per_order_bytes']:7,}"
+                    f"  {row['stream_bytes_per_event']:7,}"
+                )
         if "slowlog" in parts:
             log = parts["slowlog"]
             out.append(f"SLOWLOG ({log['commands_logged']} commands): µs per call, share of logged time")
