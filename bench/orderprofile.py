@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,12 @@ from typing import Any
 
 from bench import orderflow
 from bench.drain import RunFailed
-from bench.orderflow import Flow, place_burst, running_flow, settle
+from bench.eventlog import percentile
+from bench.orderflow import Flow, place_burst, place_paced, running_flow, settle
 from bench.redisenv import RedisEnv, redis_cli, redis_env
 from bench.roundtrips import END_MARK, Monitor, parse
+from chumon.progress import Progress
+from workers.codec import texts
 from workers.scripts import source
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -305,6 +309,62 @@ def measure_growth(env: RedisEnv, style: str, orders: int, threads: int, bursts:
     return result
 
 
+# -- pass: latency budget ------------------------------------------------------------------------------
+PATH_JOBS = ("reserve_inventory", "charge_payment", "arrange_shipping")
+
+
+def measure_budget(env: RedisEnv, style: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Orders placed at a fixed ``rate``; then, per order, its path from the job records: how long
+    each step's job waited in its queue (enqueued -> its handler started) and how long it ran
+    until the next step's job was enqueued (the saga's transition, inside the handler) or, for
+    the last, until CONFIRMED. Medians (p50) of each segment, and of the whole."""
+    from orders.keys import OrderKeys
+    from workers.codec import parse_iso, text
+    from workers.keys import Keys
+
+    okeys, wkeys = OrderKeys(), Keys()
+
+    def during(flow: Flow, _run: Any) -> dict[str, Any]:
+        progress = Progress(round(rate * seconds), f"{style} budget, placed at {rate:g}/s")
+        try:
+            ids = place_paced(flow, rate, seconds, len(flow.placed), progress)
+        finally:
+            progress.close()
+        settle(flow, ids, f"{style} budget, settling", 120)
+        segments: dict[str, list[float]] = {}
+        for order_id in ids:
+            job_ids = texts(env.redis.smembers(okeys.order_jobs(order_id)))
+            stamps: dict[str, tuple[float, float]] = {}
+            for job_id in job_ids:
+                fields = ["data", "enqueued_at", "started_at"]
+                data, enqueued, started = env.redis.hmget(wkeys.job(job_id), fields)
+                if not (data and enqueued and started):
+                    continue
+                kind = json.loads(text(data))[0].rsplit(".", 1)[-1]
+                stamps[kind] = (parse_iso(text(enqueued)).timestamp(), parse_iso(text(started)).timestamp())
+            if not all(kind in stamps for kind in PATH_JOBS):
+                continue
+            placed, confirmed = flow.log.placed_at[order_id], flow.log.confirmed_at[order_id]
+            ends = [stamps[PATH_JOBS[1]][0], stamps[PATH_JOBS[2]][0], confirmed]
+            parts = {"place -> first job queued": stamps[PATH_JOBS[0]][0] - placed}
+            for kind, end in zip(PATH_JOBS, ends, strict=True):
+                parts[f"{kind}: waits in its queue"] = stamps[kind][1] - stamps[kind][0]
+                parts[f"{kind}: runs to the next step"] = end - stamps[kind][1]
+            parts["total: place -> CONFIRMED"] = confirmed - placed
+            for name, value in parts.items():
+                segments.setdefault(name, []).append(value * 1000)
+        return {
+            "rate": rate,
+            "orders": len(ids),
+            "with_path": len(segments.get("total: place -> CONFIRMED", [])),
+            "p50_ms": {name: round(statistics.median(v), 2) for name, v in segments.items()},
+            "p99_ms": {name: round(percentile(sorted(v), 99), 2) for name, v in segments.items()},
+        }
+
+    result: dict[str, Any] = burst(env, style, 0, 1, f"{style} budget", during)
+    return result
+
+
 # -- pass: SLOWLOG (every command's time, scripts by name) ----------------------------------------------
 def measure_slowlog(env: RedisEnv, style: str, orders: int, threads: int) -> dict[str, Any]:
     """Every top-level command's duration from SLOWLOG (threshold 0): a script call's time by
@@ -447,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procfile", type=Path, help="another Procfile's layout (default the checkout's)")
     parser.add_argument("--smtp-keep-alive", type=float, help=f"default {orderflow.SMTP_KEEP_ALIVE}")
     parser.add_argument("--growth", type=int, metavar="BURSTS", help="also: bursts on one growing Redis")
+    parser.add_argument("--budget", type=float, metavar="RATE", help="also: the latency budget at RATE/s")
     parser.add_argument("--keep-raw", type=Path, help="keep py-spy's raw stacks in this directory")
     args = parser.parse_args(argv)
     global PROCFILE, KEEP_RAW
@@ -460,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             report[style] = {"cpu": measure_cpu(env, style, args.orders, args.threads)}
             if args.monitor:
                 report[style]["monitor"] = measure_monitor(env, style, args.orders, args.threads)
+            if args.budget:
+                report[style]["budget"] = measure_budget(env, style, args.budget, 10.0)
             if args.growth:
                 report[style]["growth"] = measure_growth(env, style, args.orders, args.threads, args.growth)
             if args.slowlog:
@@ -494,6 +557,12 @@ def text_report(report: dict[str, Any]) -> str:
             out.append("  script calls per order:")
             out += [f"    {k:50} {v}" for k, v in mon["script_calls"].items()]
             out.append(f"  commands inside scripts per order: {mon['inside_scripts_total']}")
+        if "budget" in parts:
+            budget = parts["budget"]
+            out.append(f"Latency budget at {budget['rate']:g} orders/s ({budget['with_path']} orders), ms:")
+            out.append(f"  {'segment':44} {'p50':>8} {'p99':>8}")
+            for name, p50 in budget["p50_ms"].items():
+                out.append(f"  {name:44} {p50:8} {budget['p99_ms'][name]:8}")
         if "growth" in parts:
             out.append("Cost growth (one burst after another on the same Redis):")
             out.append("  kept before  orders/s  CPU µs/order  Redis µs/order  cmds/order  B/order  B/event")
