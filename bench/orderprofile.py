@@ -310,7 +310,7 @@ def measure_growth(env: RedisEnv, style: str, orders: int, threads: int, bursts:
 
 
 # -- pass: latency budget ------------------------------------------------------------------------------
-PATH_JOBS = ("reserve_inventory", "charge_payment", "arrange_shipping")
+PATH_JOBS = ("inventory.reserve", "payments.charge", "shipping.arrange")  # job types on the path
 
 
 def measure_budget(env: RedisEnv, style: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -340,7 +340,7 @@ def measure_budget(env: RedisEnv, style: str, rate: float, seconds: float) -> di
                 data, enqueued, started = env.redis.hmget(wkeys.job(job_id), fields)
                 if not (data and enqueued and started):
                     continue
-                kind = json.loads(text(data))[0].rsplit(".", 1)[-1]
+                kind = json.loads(text(data))[0]
                 stamps[kind] = (parse_iso(text(enqueued)).timestamp(), parse_iso(text(started)).timestamp())
             if not all(kind in stamps for kind in PATH_JOBS):
                 continue
