@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile
+.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile profile-orders
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -85,6 +85,11 @@ bench-failover: $(STAMP)
 
 profile: $(BENCH_STAMP)
 	$(BIN)/python -m bench.profile $(BENCH_ARGS)
+
+# Where an order's time goes: CPU per process, Redis commands, round trips and script times per
+# order, py-spy per process, the latency budget (docs/performance.md).
+profile-orders: $(BENCH_STAMP)
+	$(BIN)/python -m bench.orderprofile --monitor --slowlog --py-spy --budget 30 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

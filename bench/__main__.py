@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--saga-style",
         choices=["orchestrated", "choreographed"],
-        help="the order flow's (default orchestrated)",
+        help="run the order flow in this style only (default: both, one after the other)",
     )
     parser.add_argument("--no-bullmq", action="store_true", help="leave bullmq out even if it is installed")
     parser.add_argument(
@@ -57,7 +57,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise SystemExit(f"bench: unknown workload(s) {sorted(unknown)}; choose from {WORKLOADS}")
         plan = replace(plan, workloads=tuple(w for w in WORKLOADS if w in args.only))
     if args.saga_style:
-        plan = replace(plan, saga_style=args.saga_style)
+        plan = replace(plan, saga_styles=(args.saga_style,))
     if args.no_bullmq:
         plan = replace(plan, bullmq=False)
     if args.no_dramatiq:

@@ -139,7 +139,7 @@ def run_dramatiq(
     lock = threading.Lock()
     enough = threading.Event()
 
-    class Counting(Middleware):
+    class Counting(Middleware):  # type: ignore[misc,unused-ignore]
         def after_process_message(
             self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
         ) -> None:

@@ -52,6 +52,9 @@ from orders.shipping import SimulatedCarrier
 from producer import Producer
 from workers.keys import Keys, dead_letter_queue
 
+SMTP_KEEP_ALIVE = 30.0
+"""CHUMON_SMTP__KEEP_ALIVE of the workers: each notifications thread keeps its SMTP connection
+(a connection per email cost the worker and the sink as much as the message itself)."""
 SERVICE_QUEUES = ("orders", "inventory", "payments", "shipping", "notifications")
 CATALOGUE = {"TEA": 450, "MUG": 1299}
 STOCK = 10**9
@@ -60,19 +63,28 @@ STOCK = 10**9
 ORDER_PROCESSES = (["chumon", "worker"], ["chumon", "consumers"])  # the Procfile's lines that move orders
 
 
-def procfile_processes() -> list[str]:
-    """The Procfile's ``chumon worker`` and ``chumon consumers`` command lines, as written there."""
-    commands = []
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_processes(procfile: Path | None = None) -> list[str]:
+    """The Procfile's ``chumon worker`` and ``chumon consumers`` command lines, as written there.
+
+    ``procfile``: another file of the same format (to compare process layouts; default the
+    checkout's Procfile)."""
+    return [command for _, command in procfile_lines(procfile)]
+
+
+def procfile_lines(procfile: Path | None = None) -> list[tuple[str, str]]:
+    """(name, command line) of the Procfile's order processes (see ``procfile_processes``)."""
+    lines = []
+    for line in (procfile or ROOT / "Procfile").read_text().splitlines():
         if line.strip().startswith("#") or ":" not in line:
             continue
-        command = line.partition(":")[2].strip()
-        if shlex.split(command)[:2] in ORDER_PROCESSES:
-            commands.append(command)
+        name, _, command = line.partition(":")
+        if shlex.split(command.strip())[:2] in ORDER_PROCESSES:
+            lines.append((name.strip(), command.strip()))
+    commands = [command for _, command in lines]
     served = {q for command in commands for q in _queues_of(shlex.split(command))}
     if not set(SERVICE_QUEUES) <= served:
         raise RunFailed(f"the Procfile's workers serve {sorted(served)}, not every one of {SERVICE_QUEUES}")
-    return commands
+    return lines
 
 
 def shell(command: str) -> list[str]:
@@ -103,6 +115,7 @@ class Flow:
     settings: Settings
     services: Services
     log: EventLog
+    processes: list[tuple[str, subprocess.Popen[str]]] = field(default_factory=list)
     placed: list[str] = field(default_factory=list)
 
     def producer(self, redis: Redis) -> Producer:
@@ -111,7 +124,7 @@ class Flow:
 
 
 @contextmanager
-def running_flow(env: RedisEnv, saga_style: str) -> Iterator[Flow]:
+def running_flow(env: RedisEnv, saga_style: str, procfile: Path | None = None) -> Iterator[Flow]:
     """Sink, stock, and the Procfile's processes, for the block's duration."""
     env.flush()
     keys = OrderKeys()
@@ -123,14 +136,23 @@ def running_flow(env: RedisEnv, saga_style: str) -> Iterator[Flow]:
         inventory = Inventory(env.redis, keys)
         for sku, price in CATALOGUE.items():
             inventory.set_stock(sku, STOCK, price)
-        extra = {"CHUMON_SMTP__PORT": str(sink.port), "CHUMON_SAGA__STYLE": saga_style}
-        stack.enter_context(order_processes(env, extra))
-        yield Flow(env, settings, build_services(env.redis, settings), EventLog(env.redis, keys.events))
+        extra = {
+            "CHUMON_SMTP__PORT": str(sink.port),
+            "CHUMON_SAGA__STYLE": saga_style,
+            "CHUMON_SMTP__KEEP_ALIVE": str(SMTP_KEEP_ALIVE),
+        }
+        processes = stack.enter_context(order_processes(env, extra, procfile))
+        services = build_services(env.redis, settings)
+        yield Flow(env, settings, services, EventLog(env.redis, keys.events), processes)
 
 
 @contextmanager
-def order_processes(env: RedisEnv, extra: dict[str, str]) -> Iterator[None]:
-    commands = procfile_processes()
+def order_processes(
+    env: RedisEnv, extra: dict[str, str], procfile: Path | None = None
+) -> Iterator[list[tuple[str, subprocess.Popen[str]]]]:
+    """The Procfile's order processes, running: (its name in the Procfile, process) each."""
+    lines = procfile_lines(procfile)
+    commands = [command for _, command in lines]
     bin_dir = str(Path(sys.executable).parent)  # where the virtualenv's `chumon` entry point is
     extra = {**extra, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     with ExitStack() as stack:
@@ -143,7 +165,7 @@ def order_processes(env: RedisEnv, extra: dict[str, str]) -> Iterator[None]:
         ]
         stack.callback(_stop, procs)
         _wait_registered(env.redis, commands, procs, logs)
-        yield
+        yield [(name, proc) for (name, _), proc in zip(lines, procs, strict=True)]
 
 
 def _stop(procs: list[subprocess.Popen[str]]) -> None:
@@ -216,9 +238,9 @@ def settle(flow: Flow, ids: list[str], label: str, timeout: float) -> None:
 
 
 # -- a round ---------------------------------------------------------------------------------------
-def run_orders(env: RedisEnv, plan: Plan, label: str) -> dict[str, Any]:
+def run_orders(env: RedisEnv, plan: Plan, label: str, saga_style: str) -> dict[str, Any]:
     """One round of the order flow; RunFailed unless every order ends CONFIRMED and the audit passes."""
-    with running_flow(env, plan.saga_style) as flow:
+    with running_flow(env, saga_style) as flow:
         warm = place_burst(flow, plan.warmup_orders, 1, 0)
         settle(flow, warm, f"{label} warm-up", 60)
         offered = Progress(round(plan.offered_rate * plan.offered_seconds), f"{label} offered load")
@@ -231,10 +253,12 @@ def run_orders(env: RedisEnv, plan: Plan, label: str) -> dict[str, Any]:
         burst = place_burst(flow, plan.burst_orders, plan.placing_threads, len(flow.placed))
         placing = time.time() - started
         settle(flow, burst, f"{label} burst", max(120.0, plan.burst_orders / 10))
-        return _measure(flow, paced, burst, placing, plan)
+        return _measure(flow, paced, burst, placing, plan, saga_style)
 
 
-def _measure(flow: Flow, paced: list[str], burst: list[str], placing: float, plan: Plan) -> dict[str, Any]:
+def _measure(
+    flow: Flow, paced: list[str], burst: list[str], placing: float, plan: Plan, saga_style: str
+) -> dict[str, Any]:
     log, redis = flow.log, flow.env.redis
     latencies = log.latencies_ms(paced)
     total = len(flow.placed)
@@ -244,7 +268,7 @@ def _measure(flow: Flow, paced: list[str], burst: list[str], placing: float, pla
     last_confirmed = max(log.confirmed_at[i] for i in burst)
     return {
         "orders": total,
-        "saga_style": plan.saga_style,
+        "saga_style": saga_style,
         "offered_rate": plan.offered_rate,
         "offered_orders": len(paced),
         "latency_p50_ms": percentile(latencies, 50),

@@ -25,10 +25,10 @@ class Plan:
     latency_gap: tuple[float, float]  # seconds of idleness before each (uniform)
     burst_orders: int  # orders placed as fast as possible
     placing_threads: int
-    offered_rate: float  # orders/s of the fixed offered load
+    offered_rate: float  # orders/s of the fixed offered load (the latency target is at 100/s)
     offered_seconds: float
     warmup_orders: int
-    saga_style: str = "orchestrated"
+    saga_styles: tuple[str, ...] = ("orchestrated", "choreographed")  # the order flow runs once per style
     workloads: tuple[str, ...] = WORKLOADS
     bullmq: bool = True
     dramatiq: bool = True
@@ -51,7 +51,7 @@ FULL = Plan(
     latency_gap=(0.005, 0.02),
     burst_orders=3_000,
     placing_threads=4,
-    offered_rate=30.0,
+    offered_rate=100.0,
     offered_seconds=20.0,
     warmup_orders=20,
 )
@@ -86,6 +86,7 @@ SMOKE = replace(
     burst_orders=40,
     placing_threads=2,
     offered_seconds=2.0,
+    saga_styles=("orchestrated",),
     warmup_orders=5,
 )
 

@@ -27,9 +27,10 @@ METRICS: dict[str, Metric] = {
     "latency_single_p99": Metric("single job, idle worker: p99", "ms", higher_is_better=False),
     "memory": Metric("Redis memory per queued job", "bytes", higher_is_better=False),
     "orders_sustained": Metric("orders end to end, sustained", "orders/s"),
-    "latency_p50": Metric("place -> CONFIRMED p50 at fixed load", "ms", higher_is_better=False),
-    "latency_p99": Metric("place -> CONFIRMED p99 at fixed load", "ms", higher_is_better=False),
+    "latency_p50": Metric("place -> CONFIRMED p50 at 100 orders/s", "ms", higher_is_better=False),
+    "latency_p99": Metric("place -> CONFIRMED p99 at 100 orders/s", "ms", higher_is_better=False),
     "jobs_per_order": Metric("saga: jobs per order", "jobs", higher_is_better=False),
+    "events_per_order": Metric("saga: events per order", "events", higher_is_better=False),
 }
 
 

@@ -163,15 +163,20 @@ def roundtrips(bench: Bench) -> None:
 
 
 def orders(bench: Bench) -> None:
-    def run() -> None:
-        flow = run_orders(bench.env, bench.plan, bench.tag("orders"))
-        bench.results.add("orders_sustained", "chumon", flow["sustained_rate"])
-        bench.results.add("latency_p50", "chumon", flow["latency_p50_ms"])
-        bench.results.add("latency_p99", "chumon", flow["latency_p99_ms"])
-        bench.results.add("jobs_per_order", "chumon", flow["jobs_per_order"])
-        bench.results.note(kind="orders", round=bench.round + 1, **flow)
+    """The order flow once per saga style, each a system row of its own ("chumon orchestrated")."""
+    for style in bench.plan.saga_styles:
+        system = f"chumon {style}"
 
-    bench.attempt("order flow", run)
+        def run(style: str = style, system: str = system) -> None:
+            flow = run_orders(bench.env, bench.plan, bench.tag(f"orders {style}"), style)
+            bench.results.add("orders_sustained", system, flow["sustained_rate"])
+            bench.results.add("latency_p50", system, flow["latency_p50_ms"])
+            bench.results.add("latency_p99", system, flow["latency_p99_ms"])
+            bench.results.add("jobs_per_order", system, flow["jobs_per_order"])
+            bench.results.add("events_per_order", system, flow["events_per_order"])
+            bench.results.note(kind="orders", round=bench.round + 1, **flow)
+
+        bench.attempt(f"order flow {style}", run)
 
 
 STEPS: dict[str, Callable[[Bench], None]] = {

@@ -245,7 +245,7 @@ def broker(url: str) -> Any:
     from dramatiq.encoder import JSONEncoder
 
     dramatiq.set_encoder(JSONEncoder())
-    redis_broker = RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    redis_broker = RedisBroker(url=url)  # type: ignore[no-untyped-call,unused-ignore]
     dramatiq.set_broker(redis_broker)
     return redis_broker
 

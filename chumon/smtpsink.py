@@ -50,7 +50,6 @@ import sys
 import threading
 import time
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -61,6 +60,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orders.keys import OrderKeys
+from orders.notifications import PARSE_POLICY
 
 TEMPFAIL_PREFIX = "tempfail"
 BOUNCE_PREFIX = "bounce"
@@ -178,7 +178,7 @@ class _Handler:
 
 def describe(mail_from: str, rcpt_tos: list[str], content: bytes) -> dict[str, Any]:
     """The record kept of one accepted message."""
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(content)
+    headers = BytesHeaderParser(policy=PARSE_POLICY).parsebytes(content)
 
     def header(name: str) -> str | None:
         value = headers.get(name)

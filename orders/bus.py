@@ -29,6 +29,10 @@ class EventBus:
             raise ValueError(f"{handler!r} already handles {event_type.__name__}")
         self._handlers[event_type].append(handler)
 
+    def handles(self, event_type: type[Event]) -> bool:
+        """Whether publishing an event of this class would call any handler."""
+        return any(self._handlers.get(cls) for cls in event_type.__mro__)
+
     def publish(self, event: Event) -> int:
         """Call every handler of the event's class and bases; return how many ran."""
         called = 0

@@ -24,6 +24,15 @@ class SmtpConfig(BaseModel):
     sender: str = "Chumon Shop <orders@chumon.example>"
     message_id_domain: str = Field(default="chumon.example", description="right-hand side of Message-IDs")
     timeout: float = Field(default=10.0, gt=0, description="seconds for connect and each SMTP command")
+    keep_alive: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description=(
+            "seconds a worker thread keeps its SMTP connection open for its next email (checked with "
+            "NOOP first); 0: one connection per email"
+        ),
+    )
     busy_retry_after: float = Field(
         default=30.0, gt=0, le=3600, description="how long every worker waits after a 421 (slow down)"
     )

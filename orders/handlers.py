@@ -54,7 +54,8 @@ def shipment_key(order_id: str) -> str:
 
 # -- steps --------------------------------------------------------------------------------------
 def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
-    if not s.orders.awaits(cmd.order_id, Step.RESERVE):
+    loaded = s.orders.awaiting(cmd.order_id, Step.RESERVE)
+    if loaded is None:
         held = s.inventory.reservation(cmd.order_id)
         if held is not None and held.state in (ReservationState.RESERVED, ReservationState.COMMITTED):
             s.orders.step_succeeded(cmd.order_id, Step.RESERVE, {}, cause=cmd.id)
@@ -62,7 +63,7 @@ def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
     result = s.inventory.reserve(cmd.order_id, cmd.lines)
     if result.state is ReservationState.VOID:
         reason = "reservation void: the order let go of its stock before it was reserved"
-        s.orders.step_failed(cmd.order_id, Step.RESERVE, reason, definite=True, cause=cmd.id)
+        s.orders.step_failed(cmd.order_id, Step.RESERVE, reason, definite=True, cause=cmd.id, loaded=loaded)
         return "void"
     if result.state is ReservationState.REJECTED:
         shortage = [item.model_dump() for item in result.shortage]
@@ -74,14 +75,16 @@ def reserve_inventory(cmd: c.ReserveInventory, s: Services) -> str:
             definite=True,
             cause=cmd.id,
             shortage=shortage,
+            loaded=loaded,
         )
         return "out of stock"
-    s.orders.step_succeeded(cmd.order_id, Step.RESERVE, {}, cause=cmd.id)
+    s.orders.step_succeeded(cmd.order_id, Step.RESERVE, {}, cause=cmd.id, loaded=loaded)
     return result.state
 
 
 def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
-    if not s.orders.awaits(cmd.order_id, Step.CHARGE):
+    loaded = s.orders.awaiting(cmd.order_id, Step.CHARGE)
+    if loaded is None:
         found = s.payments.find_charge(charge_key(cmd.order_id))
         if found is not None and found.status == "succeeded":
             s.orders.step_succeeded(cmd.order_id, Step.CHARGE, {"charge_id": found.charge_id}, cause=cmd.id)
@@ -89,7 +92,7 @@ def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
     token = s.orders.payment_method(cmd.order_id)
     if token is None:  # kept only while the charge may run: it expired, or the saga moved on meanwhile
         reason = "payment declined: the payment method is no longer on file"
-        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id)
+        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id, loaded=loaded)
         return "no payment method"
     charge = s.payments.charge(
         idempotency_key=charge_key(cmd.order_id),
@@ -100,14 +103,16 @@ def charge_payment(cmd: c.ChargePayment, s: Services) -> str:
     )
     if charge.status != "succeeded":
         reason = f"payment declined: {charge.decline_reason or 'declined'}"
-        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id)
+        s.orders.step_failed(cmd.order_id, Step.CHARGE, reason, definite=True, cause=cmd.id, loaded=loaded)
         return "declined"
-    s.orders.step_succeeded(cmd.order_id, Step.CHARGE, {"charge_id": charge.charge_id}, cause=cmd.id)
+    facts = {"charge_id": charge.charge_id}
+    s.orders.step_succeeded(cmd.order_id, Step.CHARGE, facts, cause=cmd.id, loaded=loaded)
     return charge.charge_id
 
 
 def arrange_shipping(cmd: c.ArrangeShipping, s: Services) -> str:
-    if not s.orders.awaits(cmd.order_id, Step.SHIP):
+    loaded = s.orders.awaiting(cmd.order_id, Step.SHIP)
+    if loaded is None:
         found = s.carrier.find_shipment(shipment_key(cmd.order_id))
         if found is not None and found.status == "arranged":
             facts = {"shipment_id": found.shipment_id}
@@ -119,9 +124,10 @@ def arrange_shipping(cmd: c.ArrangeShipping, s: Services) -> str:
     )
     if shipment.status != "arranged":
         reason = f"carrier refused: {shipment.refusal_reason or 'refused'}"
-        s.orders.step_failed(cmd.order_id, Step.SHIP, reason, definite=True, cause=cmd.id)
+        s.orders.step_failed(cmd.order_id, Step.SHIP, reason, definite=True, cause=cmd.id, loaded=loaded)
         return "refused"
-    s.orders.step_succeeded(cmd.order_id, Step.SHIP, {"shipment_id": shipment.shipment_id}, cause=cmd.id)
+    facts = {"shipment_id": shipment.shipment_id}
+    s.orders.step_succeeded(cmd.order_id, Step.SHIP, facts, cause=cmd.id, loaded=loaded)
     return shipment.shipment_id
 
 
@@ -183,6 +189,6 @@ def _send_once(cmd: c.Command, s: Services, render: Callable[[Loaded], Email]) -
         return f"skipped: the {email.kind} email is on record already"
     # -- the crash window opens when the server has the whole message (docs/orders.md) --
     sent = s.mailer.send(email)
-    s.orders.email_sent(cmd.order_id, email.kind, sent.message_id, cause=cmd.id)
+    s.orders.email_sent(cmd.order_id, email.kind, sent.message_id, cause=cmd.id, loaded=loaded)
     # -- and closes here, with EmailSent committed --
     return sent.message_id

@@ -416,7 +416,16 @@ class Saga:
     def track(self, before: SagaState, t: Transition, now: float) -> None:
         """After any transition: if the saga moved, set its next deadline and take back the
         watchdog's flag. A transition that did not move it (a flag) leaves the deadline alone."""
-        if _progress(before) == _progress(t.saga):
+        self.track_from(_progress(before), t, now)
+
+    @staticmethod
+    def progress(saga: SagaState) -> tuple[Any, ...]:
+        """What changes when a saga moves: taken before a transition, for ``track_from``."""
+        return _progress(saga)
+
+    def track_from(self, before: tuple[Any, ...], t: Transition, now: float) -> None:
+        """``track``, given ``progress(saga)`` as it was before the transition."""
+        if before == _progress(t.saga):
             return
         t.saga.deadline = self.deadline_for(t.order, t.saga, now)
         if t.saga.stalled is not None:

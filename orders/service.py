@@ -104,22 +104,46 @@ class OrderService:
 
     def awaits(self, order_id: str, step: Step) -> bool:
         """Whether the saga still waits for ``step``: a step job checks before acting."""
+        return self.awaiting(order_id, step) is not None
+
+    def awaiting(self, order_id: str, step: Step) -> Loaded | None:
+        """The order as read, if its saga still waits for ``step``; else None.
+
+        A step job checks this before acting, and hands what it read to its answer
+        (``step_succeeded(..., loaded=...)``): the answer is decided on it and committed only
+        if the order is still at that version, else read again (one read per step, not two)."""
         loaded = self.store.load(order_id)
-        return loaded is not None and loaded.saga.status is SagaStatus.RUNNING and loaded.saga.current is step
+        if loaded is None or loaded.saga.status is not SagaStatus.RUNNING or loaded.saga.current is not step:
+            return None
+        return loaded
 
     # -- answers --------------------------------------------------------------------------------
-    def apply(self, order_id: str, decide: Decide) -> Transition | None:
-        """Decide and commit one transition; None if the saga had nothing to do (a duplicate)."""
+    def apply(self, order_id: str, decide: Decide, loaded: Loaded | None = None) -> Transition | None:
+        """Decide and commit one transition; None if the saga had nothing to do (a duplicate).
+
+        ``loaded``: the order as the caller read it, to decide on first (it is changed in
+        place; the caller must not use it afterwards). It is committed only if the order is
+        still at that version, so a stale read costs one more round, never a wrong commit.
+        A decision of "nothing to do" is only trusted on a fresh read.
+        """
+        given = loaded
         for _ in range(MAX_CONFLICTS):
-            loaded = self.store.load(order_id)
+            if given is not None:
+                loaded, given = given, None
+                fresh = False
+            else:
+                loaded, fresh = self.store.load(order_id), True
             if loaded is None:
                 raise UnknownOrder(order_id)
             now = self.clock()
-            transition = decide(loaded.order.model_copy(deep=True), loaded.saga.model_copy(deep=True), now)
+            before = self.saga.progress(loaded.saga)  # decided on in place: read once, never copied
+            transition = decide(loaded.order, loaded.saga, now)
             if transition is None:
+                if not fresh:
+                    continue  # nothing to do on what the caller read: make sure on a fresh read
                 self.store.durability.settle(self.store.redis)  # what we found must outlive a failover too
                 return None
-            self.saga.track(loaded.saga, transition, now)
+            self.saga.track_from(before, transition, now)
             if self.store.commit(loaded, transition, now):
                 for event in transition.events:  # committed: tell this process's listeners
                     self.bus.publish(event)
@@ -127,9 +151,11 @@ class OrderService:
         raise RuntimeError(f"order {order_id}: gave up after {MAX_CONFLICTS} concurrent changes")
 
     def step_succeeded(
-        self, order_id: str, step: Step, facts: dict[str, Any], cause: str
+        self, order_id: str, step: Step, facts: dict[str, Any], cause: str, *, loaded: Loaded | None = None
     ) -> Transition | None:
-        return self.apply(order_id, lambda o, s, now: self.saga.step_succeeded(o, s, step, facts, cause, now))
+        return self.apply(
+            order_id, lambda o, s, now: self.saga.step_succeeded(o, s, step, facts, cause, now), loaded
+        )
 
     def step_failed(
         self,
@@ -140,12 +166,14 @@ class OrderService:
         definite: bool,
         cause: str,
         shortage: list[dict[str, Any]] | None = None,
+        loaded: Loaded | None = None,
     ) -> Transition | None:
         return self.apply(
             order_id,
             lambda o, s, now: self.saga.step_failed(
                 o, s, step, reason, definite=definite, cause=cause, now=now, shortage=shortage
             ),
+            loaded,
         )
 
     def step_timed_out(self, order_id: str, step: Step, cause: str) -> Transition | None:
@@ -162,9 +190,11 @@ class OrderService:
     def inventory_committed(self, order_id: str, cause: str) -> Transition | None:
         return self.apply(order_id, lambda o, s, now: self.saga.inventory_committed(o, s, cause, now))
 
-    def email_sent(self, order_id: str, kind: str, message_id: str, cause: str) -> Transition | None:
+    def email_sent(
+        self, order_id: str, kind: str, message_id: str, cause: str, *, loaded: Loaded | None = None
+    ) -> Transition | None:
         return self.apply(
-            order_id, lambda o, s, now: self.saga.email_sent(o, s, kind, message_id, cause, now)
+            order_id, lambda o, s, now: self.saga.email_sent(o, s, kind, message_id, cause, now), loaded
         )
 
     def email_failed(self, order_id: str, kind: str, reason: str, cause: str) -> Transition | None:

@@ -93,6 +93,19 @@ def test_a_duplicate_send_carries_the_same_message_id(sink: SmtpSink) -> None:
     assert sink.unique_message_ids() == {"<cancellation.ord-1@shop.example>"}
 
 
+def test_a_kept_connection_carries_the_next_emails_and_survives_a_refusal(sink: SmtpSink) -> None:
+    mailer = mailer_for(sink, keep_alive=30)
+    try:
+        mailer.send(email_to("ada@example.com"))
+        with pytest.raises(MailTransient):
+            mailer.send(email_to("tempfail+2@example.com"))  # drops its connection
+        mailer.send(email_to("tempfail+2@example.com"))
+        mailer.send(email_to("bob@example.com"))
+    finally:
+        mailer.close()
+    assert sink.count() == 3
+
+
 def test_tempfail_defers_the_first_attempt_then_accepts(sink: SmtpSink) -> None:
     mailer = mailer_for(sink)
     email = email_to("tempfail+1@example.com")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from typing import Any
 
@@ -145,6 +146,17 @@ class FakeSMTP:
     def __exit__(self, *exc: object) -> None:
         self.closed = True
 
+    def noop(self) -> tuple[int, bytes]:
+        self._maybe_fail("noop")
+        self.calls.append(("noop", None))
+        return 250, b"OK"
+
+    def quit(self) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
             raise self.fail[name]
@@ -206,7 +218,7 @@ def test_send_builds_the_message_and_reports_it(fake_smtp: type[FakeSMTP]) -> No
     assert msg["X-Chumon-Kind"] == "confirmation"
     assert msg.get_content_type() == "text/plain"
     assert "EUR 40.48" in msg.get_content()
-    assert smtp.closed
+    assert smtp.closed  # by default, a connection per email
     assert sent.model_dump() == {
         "kind": "confirmation",
         "order_id": "ord-42",
@@ -214,6 +226,52 @@ def test_send_builds_the_message_and_reports_it(fake_smtp: type[FakeSMTP]) -> No
         "to": "ada@example.com",
         "sent_at": 1_700_000_123.0,
     }
+
+
+def test_a_connection_is_kept_and_checked_before_the_next_email(fake_smtp: type[FakeSMTP]) -> None:
+    mailer = SmtpMailer(config(keep_alive=30))
+    mailer.send(an_email())
+    mailer.send(an_email())
+
+    (smtp,) = fake_smtp.instances
+    assert len(smtp.sent) == 2 and smtp.calls == [("noop", None)] and not smtp.closed
+    mailer.close()
+    assert smtp.closed
+
+
+def test_a_kept_connection_that_does_not_answer_is_replaced(fake_smtp: type[FakeSMTP]) -> None:
+    mailer = SmtpMailer(config(keep_alive=30))
+    mailer.send(an_email())
+    fake_smtp.fail = {"noop": smtplib.SMTPServerDisconnected("Connection unexpectedly closed")}
+    mailer.send(an_email())
+
+    first, second = fake_smtp.instances
+    assert first.closed and len(first.sent) == 1
+    assert not second.closed and len(second.sent) == 1
+
+
+def test_a_failed_send_drops_its_connection(fake_smtp: type[FakeSMTP]) -> None:
+    mailer = SmtpMailer(config(keep_alive=30))
+    fake_smtp.fail = {"send_message": smtplib.SMTPDataError(451, b"4.3.0 try again later")}
+    with pytest.raises(MailTransient):
+        mailer.send(an_email())
+    fake_smtp.fail = {}
+    mailer.send(an_email())
+
+    first, second = fake_smtp.instances
+    assert first.closed and not first.sent
+    assert len(second.sent) == 1 and second.calls == []  # a new connection, not checked with NOOP
+
+
+def test_an_idle_connection_is_not_reused(fake_smtp: type[FakeSMTP], monkeypatch: pytest.MonkeyPatch) -> None:
+    mailer = SmtpMailer(config(keep_alive=0.001))
+    mailer.send(an_email())
+    clock = time.monotonic() + 1
+    monkeypatch.setattr(time, "monotonic", lambda: clock)
+    mailer.send(an_email())
+
+    first, second = fake_smtp.instances
+    assert first.closed and first.calls == [] and len(second.sent) == 1
 
 
 def test_starttls_and_login(fake_smtp: type[FakeSMTP]) -> None:
