@@ -38,7 +38,15 @@ def test_sigkill_mid_job_is_recovered_and_completes_once(redis: Redis, redis_url
         heartbeat_interval=1,
     )
     try:
-        wait_until(lambda: redis.llen("test:keyed:started") == 1, timeout=15, message="the job to start")
+
+        def begun() -> bool:
+            # the handler ran its first line, and the worker recorded that the attempt began (the
+            # record follows the handler's start by a round trip: a kill in between loses a run
+            # that never counted, which recovery hands back without using an attempt)
+            ran, execution = redis.hmget(f"rq:job:{job_id}", "ran", "execution")
+            return redis.llen("test:keyed:started") == 1 and ran is not None and ran == execution
+
+        wait_until(begun, timeout=15, message="the job to start")
         assert redis.hget(f"rq:job:{job_id}", "worker_name") == b"victim"
         victim.kill()
         killed_at = time.time()
