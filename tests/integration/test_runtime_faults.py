@@ -435,7 +435,11 @@ def test_a_cluster_node_or_url_is_refused_before_anything_is_written(
     from tests.redisproc import RedisServer
     from workers.errors import ServerUnsupported
 
-    with RedisServer(appendonly=False, extra=["--cluster-enabled", "yes"]) as node:
+    node = RedisServer(appendonly=False, extra=["--cluster-enabled", "yes"])
+    while node.port > 55535:  # a cluster node's bus port is its port + 10,000
+        node.dir.cleanup()
+        node = RedisServer(appendonly=False, extra=["--cluster-enabled", "yes"])
+    with node:
         client = node.client()
         monkeypatch.setenv("REDIS_URL", node.url)
         load.cache_clear()

@@ -92,28 +92,15 @@ local function settle_all()
       lost[#lost + 1] = item[1]
     end
   end
-  for _, item in ipairs(plan.throttled or {}) do
-    local result = throttle(ctx, item)
-    if result == 'held' then
-      held[#held + 1] = item[1]
-    elseif not result then
-      lost[#lost + 1] = item[1]
-    end
-  end
-  for _, item in ipairs(plan.cancelled or {}) do
-    local result = cancel_run(ctx, item)
-    if result == 'held' then
-      held[#held + 1] = item[1]
-    elseif not result then
-      lost[#lost + 1] = item[1]
-    end
-  end
-  for _, item in ipairs(plan.released) do
-    local result = release(ctx, item)
-    if result == 'held' then
-      held[#held + 1] = item[1]
-    elseif not result then
-      lost[#lost + 1] = item[1]
+  -- runs that end without a result: slowed down, cancelled, handed back
+  for _, section in ipairs({{plan.throttled, throttle}, {plan.cancelled, cancel_run}, {plan.released, release}}) do
+    for _, item in ipairs(section[1] or {}) do
+      local result = section[2](ctx, item)
+      if result == 'held' then
+        held[#held + 1] = item[1]
+      elseif not result then
+        lost[#lost + 1] = item[1]
+      end
     end
   end
 end
