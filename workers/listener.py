@@ -10,7 +10,9 @@ The thread keeps one connection of the client's pool for itself and sends XREAD 
 redis-py's ``execute_command`` would, without the pool check-out and per-command wrappers each
 time: on an idle worker this read is on the path of every job, and the conductor waits for
 this thread to be blocked again before it can claim (one GIL). Any error closes the
-connection; the next read reconnects.
+connection; the next read reconnects. A Sentinel client's connection goes back to its pool
+after every read and is taken again: the pool drops one that still points at a primary a
+failover replaced (a demoted primary keeps answering XREAD, so nothing else would notice).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
+from redis.sentinel import SentinelConnectionPool
 
 from workers.codec import text
 from workers.keys import Keys
@@ -54,6 +57,10 @@ class Listener(threading.Thread):
                 try:
                     if conn is None:
                         pool = self.connect().connection_pool
+                        conn = pool.get_connection()
+                    elif isinstance(pool, SentinelConnectionPool):  # see the module's docstring
+                        pool.release(conn)
+                        conn = None
                         conn = pool.get_connection()
                     reply = self._read(conn)
                 except (RedisError, OSError, ValueError) as exc:  # ValueError: socket closed under us

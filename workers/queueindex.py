@@ -17,13 +17,13 @@ from redis.exceptions import ResponseError
 from workers.codec import names
 from workers.keys import Keys
 
-log = logging.getLogger("chumon.queues")
+LOG = logging.getLogger("chumon.queues")
 
 
 class QueueIndex:
     def __init__(self, redis: Redis, keys: Keys, *, log: logging.Logger | None = None) -> None:
         self.redis, self.keys = redis, keys
-        self.log = log or globals()["log"]
+        self.log = log or LOG
         self.unreadable = False
 
     def names(self) -> list[str]:
