@@ -50,6 +50,7 @@ local DEFER_MAX = 30
 local MAX_COUNT = 1000000
 
 local spent = 0
+on_call(function() spent = 0 end)
 
 local function valid_id(id)
   return #id <= 128 and string.find(id, '^[%w_%-]+$') ~= nil

@@ -20,6 +20,8 @@
   push(q, id, front), requeue(q, id, front)
                 put a job on its queue's list; requeue also honours the job's priority (its
                 queue's prioritized set), for retries, hand-backs and requeued dead letters
+  begin()       a call's start: the keyspace, and fresh per-call state (see the end of this file)
+  on_call(fn)   an include's own per-call state: fn resets it at every call's begin()
   keys_of(q)    queue q's keys {list, scheduled, wip, finished, prioritized}, built once per call;
                 inflight_key(worker) likewise
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
@@ -35,7 +37,7 @@
                 call reads none of those members before the flush. guarded(fn, ...) runs fn and
                 flushes what it gathered even if it fails
 ]]
-local K = cjson.decode(ARGV[1])
+local K, K_RAW -- the keyspace, decoded once per distinct ARGV[1] (begin(), at the end)
 local touched = {}
 local gathered, gathered_order, gathering = {}, {}, false
 local problems = {}
@@ -275,4 +277,43 @@ local function emit(cap, event, id, queue, extra)
     args[#args + 1] = value
   end
   redis.call(unpack(args))
+end
+
+-- -- a call's start -------------------------------------------------------------------------------
+-- A script's chunk (EVALSHA) runs every declaration above afresh on each call. The runtime's
+-- function library (workers/scripts.py, Redis 7 and later) runs them once, when it is loaded, and
+-- keeps them between calls: there each function calls begin() first, which resets every piece of
+-- per-call state (each include registers its own with on_call) and decodes the keyspace only when
+-- it differs from the last call's. Nothing may outlive a call but caches derived from the keyspace.
+local RESETS = {}
+
+local function on_call(reset)
+  RESETS[#RESETS + 1] = reset
+end
+
+local KEYSPACES, KEYSPACE_COUNT = {}, 0 -- decoded keyspaces by their JSON, with their key caches
+
+local function begin()
+  local raw = ARGV[1]
+  if raw ~= K_RAW then
+    local entry = KEYSPACES[raw]
+    if not entry then
+      if KEYSPACE_COUNT >= 32 then
+        KEYSPACES, KEYSPACE_COUNT = {}, 0
+      end
+      entry = {cjson.decode(raw), {}, {}}
+      KEYSPACES[raw], KEYSPACE_COUNT = entry, KEYSPACE_COUNT + 1
+    end
+    K, inflight_keys, queue_keys, K_RAW = entry[1], entry[2], entry[3], raw
+  end
+  touched, problems, checked = {}, {}, {}
+  gathered, gathered_order, gathering = {}, {}, false
+  NOW, NOW_ISO = nil, nil
+  for i = 1, #RESETS do
+    RESETS[i]()
+  end
+end
+
+if ARGV then -- a script's chunk: its call starts here (in the library ARGV is nil until a call)
+  begin()
 end

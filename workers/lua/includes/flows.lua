@@ -28,6 +28,7 @@ local FLOW_KEYS = {':children', ':pending', ':results'}
 -- id -> {flow_parent, flow_policy, flow} of jobs whose fields settle.lua's owner_of read already, so
 -- the hot path spends no command of its own on flows
 local flow_seen = {}
+on_call(function() flow_seen = {} end)
 local NOT_IN_A_FLOW = {} -- flow_seen's entry for a job in no flow: no table built per job
 
 -- The parent's flow keys live as long as the parent's job: ttl s, for ever (-1), or not at all (0).

@@ -18,6 +18,7 @@
 local KEEP_CAP_PER_CALL = 100
 local KEPT_STATUS = {completed = 'finished', failed = 'failed'}
 local kept_seq = 0 -- orders the jobs one call settles: scores are microseconds plus this
+on_call(function() kept_seq = 0 end)
 
 -- Delete a kept job that fell out of its type's window, from every registry that lists it; a
 -- job no longer in that state (a dead letter requeued since) is only dropped from the window.

@@ -22,6 +22,7 @@ local MAX_TTL = 31536000 -- a year: workers/options.py MAX_TTL
 -- CHUMON_RESULT_STORE=hash (step.lua sets it from ctx): a return value goes to the job hash's
 -- return_value field instead of rq's result stream (about 4.7 KB of Redis memory each)
 local results_in_hash = false
+on_call(function() results_in_hash = false end)
 local CAP_PER_CALL = 100 -- dead letters the length cap removes per call (the rest: next call)
 
 -- A job's log lines (workers/reporting.py) live as long as the job: ttl 0 deletes, -1 keeps.
