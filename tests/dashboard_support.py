@@ -182,7 +182,7 @@ def dashboard_state(redis: Redis, redis_url: str) -> Iterator[State]:
             info = load_job(redis, KEYS, job_id)
             return info.status if info else None
 
-        wait_until(lambda: redis.llen("test:started:nap") == 1, timeout=15, message="the nap to start")
+        wait_until(lambda: redis.llen("test:started:nap") == 1, timeout=30, message="the nap to start")
         wait_until(lambda: status(dead) == "failed", message="the dead letter")
         wait_until(lambda: status(gated) == "scheduled", message="the scheduled retry")
         wait_until(lambda: all(status(i) == "finished" for i in echoes), message="the echoes to finish")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import random
 import secrets
@@ -84,6 +85,12 @@ SETTLE_MAX = 256  # outcomes settled per call
 CLAIM_MAX = 256  # jobs claimed per call
 BACKOFF_CAP = 5.0
 CLOCK_JUMP = 0.25  # s: a server-time sample this far below the offset means our clock jumped
+# s: a begun handler is recorded in Redis with the next step call, or on its own once it has run
+# this long. Most handlers end sooner, so their begin costs no call of its own (it did: one step
+# call per job more for any handler slower than a round trip). A worker that dies within this
+# time of a handler's start loses the run without an attempt counted; recovery counts one after
+# three such losses (orphans.lua LOST_LIMIT), so a job that kills its worker still ends.
+BEGAN_DELAY = 0.05
 PROBLEM_LOG_EVERY = 60.0
 STUCK_AFTER = 60.0  # the heartbeat stops if the conductor's loop has not moved for this long
 
@@ -173,6 +180,7 @@ class Worker:
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
         self._began_runs: dict[str, Claimed] = {}  # handlers that began, not yet recorded in Redis
+        self._began_at = 0.0  # monotonic time of the oldest begin notice in _began_runs
         self._seq = 0
         self._stopping = 0  # 0 running, 1 draining, 2 stop now
         self._next_due: float | None = None
@@ -299,7 +307,8 @@ class Worker:
         if woke or (self._next_due is not None and now >= self._next_due):
             may_have_work = True
         want = min(self._room(), CLAIM_MAX) if may_have_work else 0
-        if self._pending or self._began_runs or want:
+        began_due = bool(self._began_runs) and time.monotonic() >= self._began_at + BEGAN_DELAY
+        if self._pending or began_due or want:
             fetched, exhausted = self._step(want)
             if fetched < want and not exhausted:
                 may_have_work = False
@@ -321,6 +330,8 @@ class Worker:
                 if item is WAKE:
                     self._woken = True
                 elif isinstance(item, Claimed):
+                    if not self._began_runs:
+                        self._began_at = time.monotonic()
                     self._began_runs[item.execution] = item
                 else:
                     self._pending.append(item)
@@ -334,6 +345,8 @@ class Worker:
             until = min(until, self._next_due)
         wait = until - now
         deadline = self.runners.next_deadline()
+        if self._began_runs:
+            deadline = min(deadline or math.inf, self._began_at + BEGAN_DELAY)
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         return max(0.001, min(wait, 1.0))
@@ -380,6 +393,7 @@ class Worker:
         for claimed in self._began_runs.copy().values():
             if claimed.execution not in finished or claimed.job_id not in held_ids:
                 del self._began_runs[claimed.execution]
+        self._began_at = time.monotonic()  # any left (held) wait their delay again
         settled = [
             (o, a) for o, a in zip(outcomes, plan.actions, strict=True) if o.claimed.job_id not in held_ids
         ]

@@ -3,6 +3,7 @@ so tests can count them across processes."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -210,3 +211,12 @@ def limited(payload: Mark, ctx: JobContext) -> None:
     """A job type with a rate limit of its own."""
     seconds, micros = ctx.redis.time()
     ctx.redis.rpush("test:limited", seconds + micros / 1e6)
+
+
+@registry.job(
+    "t.exit_at_once", queue="crash", retry=RetryPolicy(max_attempts=2, base=0.1, factor=1.0, jitter=0.0)
+)
+def exit_at_once(payload: Echo, ctx: JobContext) -> None:
+    """Kills its worker process the moment it starts: before the worker can record the begin."""
+    ctx.redis.rpush("test:exit_at_once", ctx.execution_id)
+    os._exit(1)

@@ -12,7 +12,7 @@ from redis import Redis
 from tests.apps import sample
 from tests.support import WorkerProcess, make_settings, wait_until
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings, load_job
-from workers.keys import Keys
+from workers.keys import Keys, dead_letter_queue
 
 pytestmark = pytest.mark.e2e
 KEYS = Keys()
@@ -77,6 +77,35 @@ def test_sigkill_mid_job_is_recovered_and_completes_once(redis: Redis, redis_url
     assert info.worker == "survivor"
     assert redis.zscore("chumon:workers", "victim") is None
     assert redis.exists("rq:worker:victim") == 0 and redis.smembers("chumon:worker:victim:inflight") == set()
+
+
+def test_a_job_that_kills_its_worker_at_once_still_ends_dead_lettered(redis: Redis, redis_url: str) -> None:
+    """The handler ends the process before its begin is recorded (workers/worker.py BEGAN_DELAY):
+    each loss is handed back without an attempt until the third, then counted, so the job's two
+    attempts end it in the dead-letter queue after five runs, each one killing its worker."""
+    job_id = Enqueuer(redis, make_settings(redis_url)).enqueue(sample.exit_at_once, {"text": "boom"})
+    fast = {"worker_ttl": 1.0, "recovery_interval": 0.2, "heartbeat_interval": 0.2}
+    # a worker of another queue recovers each dead victim's run (and runs nothing of it)
+    recoverer = WorkerProcess(redis_url, "--queues", "elsewhere", "--name", "recoverer", **fast)
+    try:
+        for n in range(8):
+            if status(redis, job_id) == "failed":
+                break
+            victim = WorkerProcess(redis_url, "--queues", "crash", "--name", f"victim{n}", **fast)
+            try:
+                assert victim.wait(timeout=30) != 0, "the job ends its worker"
+            finally:
+                victim.stop()
+            assert redis.llen("test:exit_at_once") == n + 1
+            wait_until(
+                lambda: status(redis, job_id) != "started", timeout=20, message=f"run {n + 1} recovered"
+            )
+    finally:
+        recoverer.stop()
+    info = load_job(redis, KEYS, job_id)
+    assert info is not None and info.status == "failed" and info.attempt == 2, info
+    assert redis.llen("test:exit_at_once") == 5  # three losses handed back, then the two attempts
+    assert redis.lrange(KEYS.queue(dead_letter_queue("crash")), 0, -1) == [job_id.encode()]
 
 
 def test_sigkill_of_one_worker_among_several_under_load(redis: Redis, redis_url: str) -> None:
