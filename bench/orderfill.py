@@ -15,13 +15,14 @@ What a copy is made of, found by reading the keyspace, not from a list kept here
   group holds exactly one order id (anything else fails: the copies would share an id);
 - **an order's own keys**: every key whose name holds one of its tokens (the order hash, the
   read-model summary, the customer index, the job index, the reservation, the effect keys,
-  the job hashes and their result streams), written again with the same type, the same
-  fields and the same remaining TTL (the finished jobs expire ``result_ttl`` after the copy,
-  as they would after the real job);
+  the job hashes and their result streams), written again with the same type and the same
+  fields; a key that expires keeps the TTL it had left plus ``EXTRA_TTL`` (15 minutes: the
+  copies' finished jobs do not all expire while a level is measured);
 - **its entries in shared structures**: the event stream's entries (appended with new stream
   ids, after which every consumer group is moved past them, as if it had read them), the
-  sorted-set indexes (same scores), the simulated gateway's and carrier's hashes, the SMTP
-  sink's list.
+  sorted-set indexes (scores are times: moved by how much later the copy is written, and an
+  expiry by ``EXTRA_TTL`` too), the simulated gateway's and carrier's hashes, the SMTP sink's
+  list.
 
 Base64-encoded values (the effect records) keep the template's id inside: same size, never
 read for another order. Counters (stock, the simulators' call counts) are not touched.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,7 +44,26 @@ from typing import Any
 from redis import Redis
 
 TOKEN = re.compile(rb"(?<![0-9a-f])(?:[0-9a-f]{32}|(?:ch|shp)_[0-9a-f]{24})(?![0-9a-f])")
-Part = bytes | int  # a literal, or the index of a token in its order's token list
+EXTRA_TTL = 900.0
+"""Seconds a copy's expiring keys (finished jobs, results) live beyond what the original had
+left: none expires while a level is measured (filling 100,000 orders takes minutes, and a mass
+expiry would cost Redis far more than the steady trickle of a real flow)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A sorted-set score, which is a time: moved by how much later the copy is written. A time
+    still to come when captured (an expiry, as rq's finished registries keep) is a deadline, and
+    moves EXTRA_TTL further, with the keys it stands for."""
+
+    value: float
+    deadline: bool
+
+    def render(self, later: float) -> bytes:
+        return repr(self.value + later + (EXTRA_TTL if self.deadline else 0.0)).encode()
+
+
+Part = bytes | int | Score  # a literal, the index of a token in its order's token list, or a score
 
 
 @dataclass
@@ -52,8 +73,14 @@ class Write:
     command: str
     args: list[list[Part]]
 
-    def render(self, tokens: list[bytes]) -> list[bytes]:
-        return [b"".join(p if isinstance(p, bytes) else tokens[p] for p in arg) for arg in self.args]
+    def render(self, tokens: list[bytes], later: float = 0.0) -> list[bytes]:
+        return [
+            b"".join(
+                p if isinstance(p, bytes) else tokens[p] if isinstance(p, int) else p.render(later)
+                for p in arg
+            )
+            for arg in self.args
+        ]
 
 
 @dataclass
@@ -62,6 +89,7 @@ class Recipe:
 
     order_id: bytes
     tokens: list[bytes]
+    captured_at: float  # Redis's clock when the keyspace was read
     writes: list[Write] = field(default_factory=list)
     own_keys: list[bytes] = field(default_factory=list)  # the template's own keys (for compare)
 
@@ -119,6 +147,8 @@ def capture(redis: Redis, orders_key: str) -> list[Recipe]:
     items: list[_Item] = []
     for key in redis.scan_iter(count=1000):
         items += _read(client, key)
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
     for item in items:
         groups.join(_tokens(item))
     by_root: dict[bytes, Recipe] = {}
@@ -126,7 +156,7 @@ def capture(redis: Redis, orders_key: str) -> list[Recipe]:
         root = groups.find(order_id)
         if root in by_root:
             raise ValueError(f"orders {by_root[root].order_id!r} and {order_id!r} share an id: no copies")
-        by_root[root] = Recipe(order_id, [])
+        by_root[root] = Recipe(order_id, [], now)
     slots: dict[bytes, dict[bytes, int]] = defaultdict(dict)
     for item in items:
         tokens = _tokens(item)
@@ -140,7 +170,7 @@ def capture(redis: Redis, orders_key: str) -> list[Recipe]:
             if token not in index:
                 index[token] = len(recipe.tokens)
                 recipe.tokens.append(token)
-        recipe.writes += _writes(item, index)
+        recipe.writes += _writes(item, index, now)
         if item.own:
             recipe.own_keys.append(item.key)
     return list(by_root.values())
@@ -203,15 +233,18 @@ def _slot(value: bytes, index: dict[bytes, int]) -> list[Part]:
     return parts or [b""]
 
 
-def _writes(item: _Item, index: dict[bytes, int]) -> list[Write]:
-    def w(command: str, *args: bytes) -> Write:
-        return Write(command, [_slot(arg, index) for arg in args])
+def _writes(item: _Item, index: dict[bytes, int], now: float) -> list[Write]:
+    def w(command: str, *args: bytes | Score) -> Write:
+        return Write(command, [[arg] if isinstance(arg, Score) else _slot(arg, index) for arg in args])
+
+    def score(raw: bytes) -> Score:
+        return Score(float(raw), float(raw) > now)
 
     key = item.key
     if not item.own:  # one entry of a shared structure
         entry = item.content[0]
         if item.kind == "zset":
-            return [w("ZADD", key, entry[1], entry[0])]
+            return [w("ZADD", key, score(entry[1]), entry[0])]
         if item.kind == "hash":
             return [w("HSET", key, entry[0], entry[1])]
         if item.kind == "set":
@@ -229,13 +262,13 @@ def _writes(item: _Item, index: dict[bytes, int]) -> list[Write]:
     elif item.kind == "set":
         writes = [w("SADD", key, *item.content)]
     elif item.kind == "zset":
-        writes = [w("ZADD", key, *[x for m, s in item.content for x in (s, m)])]
+        writes = [w("ZADD", key, *[x for m, s in item.content for x in (score(s), m)])]
     elif item.kind == "list":
         writes = [w("RPUSH", key, *item.content)]
     else:  # stream: the same entry ids (a new key)
         writes = [w("XADD", key, i, *[x for kv in f.items() for x in kv]) for i, f in item.content]
     if item.pttl > 0:
-        writes.append(w("PEXPIRE", key, str(item.pttl).encode()))
+        writes.append(w("PEXPIRE", key, str(item.pttl + round(EXTRA_TTL * 1000)).encode()))
     return writes
 
 
@@ -254,8 +287,9 @@ def fill(
     for n in range(count):
         recipe = recipes[n % len(recipes)]
         tokens = recipe.fresh_tokens()
+        later = time.time() - recipe.captured_at
         for write in recipe.writes:
-            pipe.execute_command(write.command, *write.render(tokens))
+            pipe.execute_command(write.command, *write.render(tokens, later))
         if n < sample:
             sampled += copy_keys(recipe, tokens)
         if (n + 1) % batch == 0 or n + 1 == count:

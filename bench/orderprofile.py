@@ -356,6 +356,7 @@ def measure_kept(
             ids = place_burst(flow, orders, threads, first + 50)
             settle(flow, ids, f"{style} {level:,} kept: burst", max(120.0, orders / 10))
             row["burst"] = per_order(before, snapshot(env, processes), orders)
+            row["entries_after_burst"] = _entries(env, okeys)  # the workers' maintenance has run
             time.sleep(0.5)
             row["budget"] = budget_in(flow, style, rate, 10.0)
         report["levels"].append(row)
@@ -719,6 +720,8 @@ def kept_report(style: str, kept: dict[str, Any]) -> list[str]:
     for row in kept["levels"]:
         entries = ", ".join(f"{k} {v:,}" for k, v in row["entries"].items())
         out.append(f"    {row['orders_kept_before']:11,}: {entries}")
+        after = ", ".join(f"{k} {v:,}" for k, v in row["entries_after_burst"].items())
+        out.append(f"    {'after burst':>11}: {after}")
     if kept.get("copies"):
         out.append("  copies against the originals by key pattern (keys, mean MEMORY USAGE, type/encoding):")
         for pattern, row in sorted(kept["copies"].items()):

@@ -1,6 +1,8 @@
 """bench/orderfill.py: copies of settled orders are distinct orders, with every key and entry the
 originals have, and an id shared by two orders refuses to be copied."""
 
+import time
+
 import fakeredis
 import pytest
 
@@ -20,8 +22,8 @@ def settled(redis: fakeredis.FakeRedis) -> None:
         redis.hset(f"rq:job:{job}", mapping={"data": f'["payments.charge",{{"order_id":"{order}"}}]'})
         redis.expire(f"rq:job:{job}", 500)
         redis.xadd(f"rq:results:{job}", {"return_value": "ok"})
-        redis.zadd("chumon:orders", {order: 100.0 + n})
-        redis.zadd("rq:finished:payments", {job: 600.0 + n})
+        redis.zadd("chumon:orders", {order: time.time() - 10 + n})
+        redis.zadd("rq:finished:payments", {job: time.time() + 500 + n})
         redis.xadd("chumon:events", {"type": "OrderPlaced", "order_id": order})
     redis.hset("chumon:stock:TEA", mapping={"on_hand": 5})  # no order's: left alone
 
@@ -42,11 +44,16 @@ def test_copies_are_new_orders_with_the_originals_keys_and_entries() -> None:
         assert redis.sismember(f"chumon:order-jobs:{order}", f"{order}-timeout-charge_payment")
         assert order in redis.hget(f"chumon:order:{order}", "doc").decode()
         assert order in redis.hget(f"rq:job:{job}", "data").decode()
-        assert 0 < redis.ttl(f"rq:job:{job}") <= 500 and redis.ttl(f"chumon:order:{order}") == -1
-        assert redis.xlen(f"rq:results:{job}") == 1 and redis.zscore("rq:finished:payments", job) is not None
+        ttl = orderfill.EXTRA_TTL + 500
+        assert ttl - 60 < redis.ttl(f"rq:job:{job}") <= ttl and redis.ttl(f"chumon:order:{order}") == -1
+        assert redis.xlen(f"rq:results:{job}") == 1
+        expires = redis.zscore("rq:finished:payments", job)  # a time to come: moved with the TTL
+        assert expires is not None and expires > time.time() + orderfill.EXTRA_TTL
     assert {f"chumon:order:{o}".encode() for o in copies} <= set(sample)
     assert redis.hget("chumon:stock:TEA", "on_hand") == b"5"
     assert len({redis.hget(f"chumon:order:{o}", "doc") for o in orders}) == 7  # the charge ids too
+    placed = [redis.zscore("chumon:orders", o) for o in copies]  # a time past: moved, no further
+    assert all(time.time() - 15 < t <= time.time() + 1 for t in placed)
 
 
 def test_two_orders_sharing_an_id_cannot_be_copied() -> None:
