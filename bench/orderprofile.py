@@ -17,6 +17,10 @@ email sent):
 - with ``--py-spy``, a third burst with ``py-spy record`` on every Procfile process: the
   functions holding each process's samples (own time) and the areas (redis-py, pydantic, ...).
 
+With ``--kept 1000,10000,100000``, instead: the cost per order and the p99 at a fixed rate with
+that many orders kept, the orders beyond the first real ones being copies of them
+(bench/orderfill.py; docs/performance.md, "Cost growth").
+
 The numbers are per order: divide by nothing else. ``--json`` prints them as JSON.
 """
 
