@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile profile-orders
+.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile profile-orders profile-growth
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -90,6 +90,10 @@ profile: $(BENCH_STAMP)
 # order, py-spy per process, the latency budget (docs/performance.md).
 profile-orders: $(BENCH_STAMP)
 	$(BIN)/python -m bench.orderprofile --monitor --slowlog --py-spy --budget 30 $(BENCH_ARGS)
+
+# An order's cost and p99 with 1k, 10k and 100k orders kept (copies of real ones: bench/orderfill.py).
+profile-growth: $(BENCH_STAMP)
+	$(BIN)/python -m bench.orderprofile --kept 1000,10000,100000 --budget 30 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

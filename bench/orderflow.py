@@ -124,10 +124,20 @@ class Flow:
 
 
 @contextmanager
-def running_flow(env: RedisEnv, saga_style: str, procfile: Path | None = None) -> Iterator[Flow]:
-    """Sink, stock, and the Procfile's processes, for the block's duration."""
-    env.flush()
+def running_flow(
+    env: RedisEnv, saga_style: str, procfile: Path | None = None, *, flush: bool = True
+) -> Iterator[Flow]:
+    """Sink, stock, and the Procfile's processes, for the block's duration.
+
+    ``flush=False`` keeps what Redis holds (the orders kept of the cost-growth pass): the flow's
+    event log then starts at the stream's end."""
+    if flush:
+        env.flush()
     keys = OrderKeys()
+    log = EventLog(env.redis, keys.events)
+    if not flush:
+        last: list[tuple[bytes, Any]] = env.redis.xrevrange(keys.events, count=1)  # type: ignore[assignment]
+        log.last_id = last[0][0].decode() if last else "-"
     with ExitStack() as stack:
         sink = stack.enter_context(SmtpSink(port=0, redis=env.redis, keys=keys))
         settings = Settings(
@@ -143,7 +153,7 @@ def running_flow(env: RedisEnv, saga_style: str, procfile: Path | None = None) -
         }
         processes = stack.enter_context(order_processes(env, extra, procfile))
         services = build_services(env.redis, settings)
-        yield Flow(env, settings, services, EventLog(env.redis, keys.events), processes)
+        yield Flow(env, settings, services, log, processes)
 
 
 @contextmanager

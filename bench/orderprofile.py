@@ -17,6 +17,10 @@ email sent):
 - with ``--py-spy``, a third burst with ``py-spy record`` on every Procfile process: the
   functions holding each process's samples (own time) and the areas (redis-py, pydantic, ...).
 
+With ``--kept 1000,10000,100000``, instead: the cost per order and the p99 at a fixed rate with
+that many orders kept, the orders beyond the first real ones being copies of them
+(bench/orderfill.py; docs/performance.md, "Cost growth").
+
 The numbers are per order: divide by nothing else. ``--json`` prints them as JSON.
 """
 
@@ -309,6 +313,98 @@ def measure_growth(env: RedisEnv, style: str, orders: int, threads: int, bursts:
     return result
 
 
+# -- pass: cost growth with N orders kept (copies) -------------------------------------------------------
+TEMPLATES = 200  # real orders the copies are made from
+
+
+def measure_kept(
+    env: RedisEnv, style: str, levels: list[int], orders: int, threads: int, rate: float
+) -> dict[str, Any]:
+    """Cost per order, and the latency at a fixed ``rate``, with each of ``levels`` orders kept.
+
+    The first orders are real: a warm-up and ``TEMPLATES`` orders placed through the flow. The
+    flow is stopped, Redis is filled up to the level with copies of them (bench/orderfill.py:
+    every key they left, with fresh ids), the flow is started again on the same Redis, and
+    measured: a warm-up of 50 orders, a burst of ``orders`` (CPU, Redis, commands, as the
+    CPU pass), then ``rate`` orders/s for 10 s (place -> CONFIRMED, as the budget pass). The
+    measured orders are real and stay kept: the next level starts with them."""
+    from bench import orderfill
+    from orders.keys import OrderKeys
+
+    okeys = OrderKeys()
+    with running_flow(env, style, PROCFILE) as flow:
+        settle(flow, place_burst(flow, 50, 1, 0), f"{style} kept: warm-up", 60)
+        settle(flow, place_burst(flow, TEMPLATES, threads, 50), f"{style} kept: templates", 120)
+        time.sleep(1.0)  # the templates' last effects (emails, commits) land
+    recipes = orderfill.capture(env.redis, okeys.orders_by_time)
+    report: dict[str, Any] = {"templates": len(recipes), "levels": []}
+    for level in levels:
+        kept = int(env.redis.zcard(okeys.orders_by_time))
+        row: dict[str, Any] = {"level": level}
+        if level > kept:
+            row["fill"] = _fill(env, recipes, level - kept, okeys.events, first=not report.get("copies"))
+            report.setdefault("copies", row["fill"].pop("compare"))
+        row["orders_kept_before"] = int(env.redis.zcard(okeys.orders_by_time))
+        row["stream_entries"] = int(env.redis.xlen(okeys.events))
+        row["stream_bytes_per_event"] = round(
+            int(env.redis.memory_usage(okeys.events, samples=0) or 0) / max(1, row["stream_entries"])
+        )
+        row["used_memory"] = int(env.info("memory")["used_memory"])
+        row["entries"] = _entries(env, okeys)
+        with running_flow(env, style, PROCFILE, flush=False) as flow:
+            first = row["orders_kept_before"]
+            settle(flow, place_burst(flow, 50, 1, first), f"{style} {level:,} kept: warm-up", 60)
+            time.sleep(0.5)
+            processes = pids(flow)
+            before = snapshot(env, processes)
+            ids = place_burst(flow, orders, threads, first + 50)
+            settle(flow, ids, f"{style} {level:,} kept: burst", max(120.0, orders / 10))
+            row["burst"] = per_order(before, snapshot(env, processes), orders)
+            row["entries_after_burst"] = _entries(env, okeys)  # the workers' maintenance has run
+            time.sleep(0.5)
+            row["budget"] = budget_in(flow, style, rate, 10.0)
+        report["levels"].append(row)
+    return report
+
+
+def _entries(env: RedisEnv, okeys: Any) -> dict[str, int]:
+    """Entries of the shared structures the hot path writes to: they must hold every order kept."""
+    from workers.keys import Keys
+
+    redis, keys = env.redis, Keys()
+    return {
+        okeys.orders_by_time: int(redis.zcard(okeys.orders_by_time)),
+        okeys.view_all(1): int(redis.zcard(okeys.view_all(1))),
+        okeys.view_status(1, "CONFIRMED"): int(redis.zcard(okeys.view_status(1, "CONFIRMED"))),
+        okeys.events: int(redis.xlen(okeys.events)),
+        "rq:finished:* (5 queues)": sum(int(redis.zcard(keys.finished(q))) for q in orderflow.SERVICE_QUEUES),
+        "keys (DBSIZE)": int(redis.dbsize()),
+    }
+
+
+def _fill(env: RedisEnv, recipes: list[Any], count: int, events: str, first: bool) -> dict[str, Any]:
+    """Copies up to the level; the memory they took and how long writing them took."""
+    from bench import orderfill
+
+    memory = int(env.info("memory")["used_memory"])
+    started = time.monotonic()
+    progress = Progress(count, "copies of settled orders")
+    try:
+        sample = orderfill.fill(env.redis, recipes, count, progress.update, sample=50 if first else 0)
+    finally:
+        progress.close()
+    groups = orderfill.catch_up_groups(env.redis, events)
+    seconds = time.monotonic() - started
+    taken = int(env.info("memory")["used_memory"]) - memory
+    return {
+        "copies": count,
+        "seconds": round(seconds, 1),
+        "memory_per_copy_bytes": round(taken / count),
+        "groups_moved": groups,
+        "compare": orderfill.compare(env.redis, recipes[:50], sample) if first else None,
+    }
+
+
 # -- pass: latency budget ------------------------------------------------------------------------------
 PATH_JOBS = ("inventory.reserve", "payments.charge", "shipping.arrange")  # job types on the path
 
@@ -318,51 +414,56 @@ def measure_budget(env: RedisEnv, style: str, rate: float, seconds: float) -> di
     each step's job waited in its queue (enqueued -> its handler started) and how long it ran
     until the next step's job was enqueued (the saga's transition, inside the handler) or, for
     the last, until CONFIRMED. Medians (p50) of each segment, and of the whole."""
+
+    def during(flow: Flow, _run: Any) -> dict[str, Any]:
+        return budget_in(flow, style, rate, seconds)
+
+    result: dict[str, Any] = burst(env, style, 0, 1, f"{style} budget", during)
+    return result
+
+
+def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, Any]:
+    """The latency budget's placements and read-back, in a running flow (see measure_budget)."""
     from orders.keys import OrderKeys
     from workers.codec import parse_iso, text
     from workers.keys import Keys
 
-    okeys, wkeys = OrderKeys(), Keys()
-
-    def during(flow: Flow, _run: Any) -> dict[str, Any]:
-        progress = Progress(round(rate * seconds), f"{style} budget, placed at {rate:g}/s")
-        try:
-            ids = place_paced(flow, rate, seconds, len(flow.placed), progress)
-        finally:
-            progress.close()
-        settle(flow, ids, f"{style} budget, settling", 120)
-        segments: dict[str, list[float]] = {}
-        for order_id in ids:
-            job_ids = texts(env.redis.smembers(okeys.order_jobs(order_id)))
-            stamps: dict[str, tuple[float, float]] = {}
-            for job_id in job_ids:
-                fields = ["data", "enqueued_at", "started_at"]
-                data, enqueued, started = env.redis.hmget(wkeys.job(job_id), fields)
-                if not (data and enqueued and started):
-                    continue
-                kind = json.loads(text(data))[0]
-                stamps[kind] = (parse_iso(text(enqueued)).timestamp(), parse_iso(text(started)).timestamp())
-            if not all(kind in stamps for kind in PATH_JOBS):
+    okeys, wkeys, env = OrderKeys(), Keys(), flow.env
+    progress = Progress(round(rate * seconds), f"{style} budget, placed at {rate:g}/s")
+    try:
+        ids = place_paced(flow, rate, seconds, len(flow.placed), progress)
+    finally:
+        progress.close()
+    settle(flow, ids, f"{style} budget, settling", 120)
+    segments: dict[str, list[float]] = {}
+    for order_id in ids:
+        job_ids = texts(env.redis.smembers(okeys.order_jobs(order_id)))
+        stamps: dict[str, tuple[float, float]] = {}
+        for job_id in job_ids:
+            fields = ["data", "enqueued_at", "started_at"]
+            data, enqueued, started = env.redis.hmget(wkeys.job(job_id), fields)
+            if not (data and enqueued and started):
                 continue
-            placed, confirmed = flow.log.placed_at[order_id], flow.log.confirmed_at[order_id]
-            ends = [stamps[PATH_JOBS[1]][0], stamps[PATH_JOBS[2]][0], confirmed]
-            parts = {"place -> first job queued": stamps[PATH_JOBS[0]][0] - placed}
-            for kind, end in zip(PATH_JOBS, ends, strict=True):
-                parts[f"{kind}: waits in its queue"] = stamps[kind][1] - stamps[kind][0]
-                parts[f"{kind}: runs to the next step"] = end - stamps[kind][1]
-            parts["total: place -> CONFIRMED"] = confirmed - placed
-            for name, value in parts.items():
-                segments.setdefault(name, []).append(value * 1000)
-        return {
-            "rate": rate,
-            "orders": len(ids),
-            "with_path": len(segments.get("total: place -> CONFIRMED", [])),
-            "p50_ms": {name: round(statistics.median(v), 2) for name, v in segments.items()},
-            "p99_ms": {name: round(percentile(sorted(v), 99), 2) for name, v in segments.items()},
-        }
-
-    result: dict[str, Any] = burst(env, style, 0, 1, f"{style} budget", during)
-    return result
+            kind = json.loads(text(data))[0]
+            stamps[kind] = (parse_iso(text(enqueued)).timestamp(), parse_iso(text(started)).timestamp())
+        if not all(kind in stamps for kind in PATH_JOBS):
+            continue
+        placed, confirmed = flow.log.placed_at[order_id], flow.log.confirmed_at[order_id]
+        ends = [stamps[PATH_JOBS[1]][0], stamps[PATH_JOBS[2]][0], confirmed]
+        parts = {"place -> first job queued": stamps[PATH_JOBS[0]][0] - placed}
+        for kind, end in zip(PATH_JOBS, ends, strict=True):
+            parts[f"{kind}: waits in its queue"] = stamps[kind][1] - stamps[kind][0]
+            parts[f"{kind}: runs to the next step"] = end - stamps[kind][1]
+        parts["total: place -> CONFIRMED"] = confirmed - placed
+        for name, value in parts.items():
+            segments.setdefault(name, []).append(value * 1000)
+    return {
+        "rate": rate,
+        "orders": len(ids),
+        "with_path": len(segments.get("total: place -> CONFIRMED", [])),
+        "p50_ms": {name: round(statistics.median(v), 2) for name, v in segments.items()},
+        "p99_ms": {name: round(percentile(sorted(v), 99), 2) for name, v in segments.items()},
+    }
 
 
 # -- pass: SLOWLOG (every command's time, scripts by name) ----------------------------------------------
@@ -508,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smtp-keep-alive", type=float, help=f"default {orderflow.SMTP_KEEP_ALIVE}")
     parser.add_argument("--growth", type=int, metavar="BURSTS", help="also: bursts on one growing Redis")
     parser.add_argument("--budget", type=float, metavar="RATE", help="also: the latency budget at RATE/s")
+    parser.add_argument(
+        "--kept", metavar="N,N,...", help="cost per order with N orders kept (copies: bench/orderfill.py)"
+    )
     parser.add_argument("--keep-raw", type=Path, help="keep py-spy's raw stacks in this directory")
     args = parser.parse_args(argv)
     global PROCFILE, KEEP_RAW
@@ -518,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     with redis_env(args.redis_url) as env:
         for style in styles:
+            if args.kept:  # a pass of its own: it measures a burst and a budget at each level
+                levels = sorted(int(n.replace("_", "")) for n in args.kept.split(","))
+                rate = args.budget or 30.0
+                report[style] = {"kept": measure_kept(env, style, levels, args.orders, args.threads, rate)}
+                continue
             report[style] = {"cpu": measure_cpu(env, style, args.orders, args.threads)}
             if args.monitor:
                 report[style]["monitor"] = measure_monitor(env, style, args.orders, args.threads)
@@ -536,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
 def text_report(report: dict[str, Any]) -> str:
     out: list[str] = []
     for style, parts in report.items():
+        if "kept" in parts:
+            out += kept_report(style, parts["kept"])
+            continue
         cpu = parts["cpu"]
         out.append(f"== {style}: {cpu['orders']} orders in {cpu['seconds']} s = {cpu['orders_per_second']}/s")
         out.append(f"CPU µs per order (busy {cpu['cpu_busy_of_2_cores']:.0%} of 2 cores):")
@@ -589,6 +701,41 @@ def text_report(report: dict[str, Any]) -> str:
                 out += [f"    {v:8} {k}" for k, v in prof["top_own"].items()]
         out.append("")
     return "\n".join(out)
+
+
+def kept_report(style: str, kept: dict[str, Any]) -> list[str]:
+    out = [
+        f"== {style}: cost per order with N orders kept. Beyond the first {kept['templates']} real orders,"
+        " the orders kept are COPIES of them (bench/orderfill.py); the measured orders are real.",
+        "  kept before  orders/s  CPU µs/order  Redis µs/order  cmds/order  p50 ms  p99 ms"
+        "  stream entries  B/event  fill s  B/copy",
+    ]
+    for row in kept["levels"]:
+        cost, budget, fill = row["burst"], row["budget"], row.get("fill", {})
+        total = "total: place -> CONFIRMED"
+        out.append(
+            f"  {row['orders_kept_before']:11,}  {cost['orders_per_second']:8}  {cost['cpu_us_total']:12,}"
+            f"  {cost['redis_info_cpu_us']:14,}  {cost['commands_per_order']:10}"
+            f"  {budget['p50_ms'].get(total, 0):6}  {budget['p99_ms'].get(total, 0):6}"
+            f"  {row['stream_entries']:14,}  {row['stream_bytes_per_event']:7}"
+            f"  {fill.get('seconds', '-'):>6}  {fill.get('memory_per_copy_bytes', '-'):>6}"
+        )
+    out.append("  entries of the shared structures at each level:")
+    for row in kept["levels"]:
+        entries = ", ".join(f"{k} {v:,}" for k, v in row["entries"].items())
+        out.append(f"    {row['orders_kept_before']:11,}: {entries}")
+        after = ", ".join(f"{k} {v:,}" for k, v in row["entries_after_burst"].items())
+        out.append(f"    {'after burst':>11}: {after}")
+    if kept.get("copies"):
+        out.append("  copies against the originals by key pattern (keys, mean MEMORY USAGE, type/encoding):")
+        for pattern, row in sorted(kept["copies"].items()):
+            cells = [
+                f"{side} {c['keys']} x {c['mean_bytes']:,} B {','.join(c['kinds'])}"
+                for side, c in sorted(row.items())
+            ]
+            out.append(f"    {pattern:52} " + " | ".join(cells))
+    out.append("")
+    return out
 
 
 if __name__ == "__main__":

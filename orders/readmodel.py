@@ -49,6 +49,7 @@ from workers.streams import Entry, GroupReader, original_fields
 log = logging.getLogger("chumon.projector")
 MAX_CONFLICTS = 20
 MAX_READS = 5
+QUERY_PAGE = 100  # a customer's orders read per round trip when a status filters them
 
 
 @dataclass
@@ -140,15 +141,7 @@ class ReadModel:
     def _ids(self, gen: int, customer: str | None, status: OrderStatus | None, limit: int) -> list[str]:
         keys = self.keys
         if customer and status:
-            candidates, wanted = self._read(
-                lambda pipe, g: (
-                    pipe.zrevrange(keys.view_customer(g, customer), 0, -1),
-                    pipe.zrevrange(keys.view_status(g, status.value), 0, -1),
-                ),
-                gen,
-            )
-            chosen = set(texts(wanted))
-            return [i for i in texts(candidates) if i in chosen][:limit]
+            return self._customer_with_status(gen, customer, status, limit)
         index = (
             keys.view_customer(gen, customer)
             if customer
@@ -157,6 +150,26 @@ class ReadModel:
             else keys.view_all(gen)
         )
         return texts(self.redis.zrevrange(index, 0, limit - 1))
+
+    def _customer_with_status(self, gen: int, customer: str, status: OrderStatus, limit: int) -> list[str]:
+        """The customer's orders, newest first, a page at a time, kept if the status index scores
+        them (ZMSCORE). The status index holds every order of that status, so it is never read
+        whole: the cost follows the customer's orders, not the orders kept."""
+        customer_key, status_key = (
+            self.keys.view_customer(gen, customer),
+            self.keys.view_status(gen, status.value),
+        )
+        page, start, found = max(limit, QUERY_PAGE), 0, list[str]()
+        while len(found) < limit:
+            ids = texts(self.redis.zrevrange(customer_key, start, start + page - 1))
+            if not ids:
+                break
+            scores: Any = self.redis.zmscore(status_key, ids)
+            found += [order_id for order_id, score in zip(ids, scores, strict=True) if score is not None]
+            if len(ids) < page:
+                break
+            start += page
+        return found[:limit]
 
     def wait_for(
         self,

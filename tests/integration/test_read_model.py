@@ -70,6 +70,26 @@ def test_duplicated_and_reordered_events_never_corrupt_a_summary(redis: Redis) -
     ]
 
 
+def test_a_query_by_customer_and_status_reads_the_customers_orders_not_the_whole_status(redis: Redis) -> None:
+    """The status index holds every order of that status (100,000 confirmed orders kept: 100,000
+    entries): a query for one customer's confirmed orders must not read it whole."""
+    view = ReadModel(redis, KEYS)
+    for i in range(3):  # Ada's orders: two confirmed, the newest still pending
+        events = order_history(f"ada{i}")
+        view.project(as_entries(events if i < 2 else events[:3]), gens=[1])
+    others = {f"{i:032x}": float(i) for i in range(5_000)}  # other customers' confirmed orders
+    redis.zadd(KEYS.view_status(1, OrderStatus.CONFIRMED.value), others)
+    sent = int(redis.info("stats")["total_net_output_bytes"])
+    found = view.query(customer="ADA@example.com", status=OrderStatus.CONFIRMED, limit=10)
+    sent = int(redis.info("stats")["total_net_output_bytes"]) - sent
+    assert [s.order_id for s in found] == ["ada1", "ada0"]
+    assert [
+        s.order_id for s in view.query(customer="ADA@example.com", status=OrderStatus.CONFIRMED, limit=1)
+    ] == ["ada1"]
+    # before: 198,000 bytes, every id of the status index
+    assert sent < 20_000, f"{sent} bytes for 2 orders: the whole status index was read"
+
+
 def test_an_early_event_waits_parked_until_its_predecessor_arrives(redis: Redis) -> None:
     view = ReadModel(redis, KEYS)
     history = as_entries(order_history("late"))
