@@ -1,0 +1,118 @@
+"""Every order-domain script (orders/lua) declares in KEYS every key it touches.
+
+Redis Cluster, Dragonfly and ACL key patterns refuse or misroute a script that touches a key it
+did not declare. The order flow's main paths run under MONITOR (tests/declaredkeys.py), and any
+key a script's command touched outside that call's KEYS fails the test, naming script and key.
+The runtime's own scripts (workers/lua) are not checked here: docs/runtime.md says what they
+still build in Lua.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from redis import Redis
+
+from orders.errors import IdempotencyConflict
+from orders.keys import OrderKeys
+from orders.projector import rebuild
+from tests.declaredkeys import ORDER_SCRIPTS, Call, Calls, calls_of, parse_args, script_names, watching
+from tests.flow import running_flow
+
+ORDERS = [f"orders/{name}" for name in ORDER_SCRIPTS]
+
+
+def _report(calls: Calls) -> str:
+    counts = calls.declared_counts()
+    return "; ".join(
+        f"{script}: {sum(c.values())} calls, keys declared {dict(sorted(c.items()))}"
+        for script, c in sorted(counts.items())
+    )
+
+
+def _undeclared_report(undeclared: list[tuple[str, str, str]]) -> str:
+    """Per script: how many keys it touched undeclared, and the first few (command and key)."""
+    by_script: dict[str, list[str]] = {}
+    for script, command, key in undeclared:
+        by_script.setdefault(script, []).append(f"{command} {key}")
+    lines = ["keys touched but not declared in KEYS:"]
+    for script, touched in sorted(by_script.items()):
+        lines.append(f"  {script}: {len(touched)}: " + ", ".join(touched[:6]) + (", ..." if len(touched) > 6 else ""))
+    return "\n".join(lines)
+
+
+def test_order_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str) -> None:
+    with watching(redis_url) as seen, running_flow(redis, redis_url) as flow:
+        placed = flow.place(("TEA", 2), ("MUG", 1))
+        again = flow.producer.place_order(
+            items=[("TEA", 1)], customer_name="Ada", customer_email="ada@example.com",
+            ship_to="12 Analytical Lane", idempotency_key="k-1",
+        )  # fmt: skip
+        repeated = flow.producer.place_order(
+            items=[("TEA", 1)], customer_name="Ada", customer_email="ada@example.com",
+            ship_to="12 Analytical Lane", idempotency_key="k-1",
+        )  # fmt: skip
+        assert repeated.order_id == again.order_id and not repeated.created
+        with pytest.raises(IdempotencyConflict):
+            flow.producer.place_order(
+                items=[("MUG", 1)], customer_name="Ada", customer_email="ada@example.com",
+                ship_to="12 Analytical Lane", idempotency_key="k-1",
+            )  # fmt: skip
+        declined = flow.place(("TEA", 3), payment_token="tok_declined")
+        short = flow.place(("POT", 11))
+        assert flow.settled(placed).status.value == "CONFIRMED"
+        assert flow.settled(again.order_id).status.value == "CONFIRMED"
+        assert flow.settled(declined).status.value == "CANCELLED"
+        assert flow.settled(short).status.value == "CANCELLED"
+
+        inventory = flow.services.inventory
+        inventory.set_stock("NEW", 5, 100)
+        inventory.set_stock("NEW", 6)
+        assert inventory.reserve("direct-1", [("NEW", 2), ("TEA", 1)]).ok
+        assert inventory.commit("direct-1") == "committed"
+        assert inventory.commit("direct-1") == "committed"  # again: nothing changes
+        assert inventory.reserve("direct-2", [("NEW", 1)]).ok
+        assert inventory.release("direct-2") == "released"
+        assert inventory.release("direct-3") == "void"  # before any reserve
+        assert not inventory.reserve("direct-3", [("NEW", 1)]).ok
+        assert not inventory.reserve("direct-4", [("NEW", 100)]).ok  # short
+        assert inventory.commit("direct-5") is None  # no reservation
+
+        for order_id in (placed, again.order_id, declined, short):
+            summary = flow.producer.wait_for_order(order_id, timeout=20)
+            assert summary is not None and summary.status.value in ("CONFIRMED", "CANCELLED")
+        rebuild(redis, OrderKeys(), flow.producer.view)
+
+    calls = Calls(seen, redis)
+    ran = {call.script for call in seen if call.commands}
+    assert {f"orders/{name}" for name in ORDER_SCRIPTS} <= ran, f"not exercised: {set(ORDERS) - ran}"
+    undeclared = calls.undeclared(ORDERS)
+    print(_report(calls))
+    assert not undeclared, _undeclared_report(undeclared)
+
+
+def test_the_checker_sees_an_undeclared_key(redis: Redis, redis_url: str) -> None:
+    """The checker itself: a script touching a key it did not declare is caught, on this server."""
+    script = redis.register_script(
+        "redis.call('SET', KEYS[1], ARGV[1]); redis.call('TIME'); "
+        "redis.call('HSET', 'built \"in\" lua', 'f', ARGV[1]); "
+        "return redis.call('XADD', KEYS[2], '*', 'a', ARGV[1])"
+    )
+    with watching(redis_url, names={script.sha: "test/probe"}) as seen:
+        script(keys=["declared", "stream"], args=['{"json": "with \\"quotes\\"\\n"}'])
+    calls = Calls(seen, redis)
+    assert [call.declared for call in seen if call.commands] == [[b"declared", b"stream"]]
+    assert calls.undeclared() == [("test/probe", "HSET", 'built "in" lua')]
+    assert calls.declared_counts() == {"test/probe": Counter({2: 1})}
+
+
+def test_monitor_lines_are_parsed_as_redis_escapes_them() -> None:
+    assert parse_args(b'"SET" "a\\"b" "\\x00\\xc3\\xa9\\n" ""') == [b"SET", b'a"b', b"\x00\xc3\xa9\n", b""]
+    lines = [
+        b'1.1 [0 127.0.0.1:1] "EVALSHA" "abc" "1" "k" "argv"',
+        b'1.2 [0 lua] "GET" "k"',
+        b'1.3 [0 127.0.0.1:1] "GET" "x"',
+    ]
+    assert calls_of(lines, {"abc": "t/s"}) == [Call("t/s", [b"k"], [[b"GET", b"k"]])]
+    assert script_names([("orders", ["put_first"])])  # sha of the text as loaded
