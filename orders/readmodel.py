@@ -235,7 +235,7 @@ class ReadModel:
                     plan["park"] = {"stream": reader.parking.parked, "entries": parked}
             if not writes and reader is None:
                 return 0
-            reply = self._project(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+            reply = self._project(keys=_declared(plan), args=["{}", dumps(plan)])
             if int(reply[0]) == 1:
                 self.parked += len(plan.get("park", {}).get("entries", []))
                 return applied
@@ -336,6 +336,19 @@ class ReadModel:
             if publish:
                 write["channel"] = keys.view_changed(state.order_id)
         return write, len(used) + len(repairs)
+
+
+def _declared(plan: dict[str, Any]) -> list[str]:
+    """Every key project.lua may touch for ``plan`` (its plan names them all), each once: the
+    script declares them in KEYS (a write's channel is a Pub/Sub channel, not a key)."""
+    keys = [plan["current"], plan["generations"]]
+    for write in plan["writes"]:
+        keys += [write["key"], write["parked_key"], write["all_key"], write["history_key"]]
+        keys += [write[name] for name in ("status_key", "old_status_key", "customer_key") if name in write]
+    if "park" in plan:
+        keys.append(plan["park"]["stream"])
+    keys += [ack[0] for ack in plan.get("acks", ())]
+    return list(dict.fromkeys(keys))
 
 
 def _gen(raw: bytes | str | None) -> int:

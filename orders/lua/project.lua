@@ -7,7 +7,9 @@
   and writes. All keys come in the plan, built by orders/keys.py.
 
   Input:
-    ARGV[1]  keyspace (JSON, orders/keys.py; unused but for uniformity)
+    KEYS     every key the plan names (orders/readmodel.py _declared): the script reads them
+             from the plan, and declares them for Redis Cluster, Dragonfly and ACL key patterns
+    ARGV[1]  keyspace (JSON; unused but for uniformity: '{}')
     ARGV[2]  plan (JSON):
       writes  {{gen, key, expected, doc?, version?, id, placed_at, status_key?, old_status_key?,
                 all_key, customer_key, parked_key, park = {{seq, event}, ...}, unpark = {seq, ...},
