@@ -46,8 +46,8 @@ MAX_UNITS = 10**12
 _LEVEL_FIELDS = ("on_hand", "reserved", "committed", "price")
 
 MAX_LINE_READS = 3
-"""Release and commit calls per attempt: a reservation's lines are written once, so the second
-call has them (a third is never needed; more would be a bug)."""
+"""Script calls one release or commit makes at most: a reservation's lines are written once, so
+a second call (after a reserve came between the read and the first) always has them."""
 
 
 class ReservationState(StrEnum):
@@ -163,7 +163,8 @@ class _Scripts:
         self._scripts: dict[str, Script] = {
             name: redis.register_script(source(name, package="orders")) for name in self.NAMES
         }
-        self._keyspaces = {name: keyspace_for(source(name, package="orders"), keyspace) for name in self.NAMES}
+        # each script gets only the prefixes it reads (none, today): Redis decodes them per call
+        self._keyspaces = {name: keyspace_for(source(name, "orders"), keyspace) for name in self.NAMES}
 
     def run(self, name: str, keys: list[str], plan: Any) -> Any:
         return self._scripts[name](keys=keys, args=[self._keyspaces[name], dumps(plan)])

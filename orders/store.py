@@ -5,8 +5,9 @@ state), ``version`` (how many events it has), ``status``. Reading it is one HMGE
 change is one script call (``orders/lua/place.lua``, ``orders/lua/transition.lua``) that
 writes the new state, appends its events to the event stream and enqueues the commands it
 sends, or writes nothing at all. Each call declares in KEYS every key it may touch (Redis
-Cluster, Dragonfly and ACL key patterns need it; tests/integration/test_declared_keys.py). With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only
-once replicas hold it (``NotReplicated`` otherwise; workers/durability.py).
+Cluster, Dragonfly and ACL key patterns need it: tests/integration/test_declared_keys.py).
+With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only once replicas hold it
+(``NotReplicated`` otherwise; workers/durability.py).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def parse_args(text: bytes) -> list[bytes]:
             i += 1
             continue
         if text[i] != ord('"'):
-            raise ValueError(f"unexpected MONITOR text at {i}: {text[i:i + 40]!r}")
+            raise ValueError(f"unexpected MONITOR text at {i}: {text[i : i + 40]!r}")
         i += 1
         out = bytearray()
         while text[i] != ord('"'):
@@ -69,7 +69,9 @@ def script_names(packages: Iterable[tuple[str, Iterable[str]]]) -> dict[str, str
     return names
 
 
-ORDER_SCRIPTS = ("place", "transition", "reserve", "release", "commit_stock", "set_stock", "put_first", "project")
+ORDER_SCRIPTS = (
+    "place", "transition", "reserve", "release", "commit_stock", "set_stock", "put_first", "project",
+)  # fmt: skip
 RUNTIME_SCRIPTS = (
     "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
     "flow", "report", "keep",
@@ -172,8 +174,10 @@ def calls_of(lines: list[bytes], names: dict[str, str]) -> list[Call]:
 @contextmanager
 def watching(redis_url: str, names: dict[str, str] | None = None) -> Iterator[list[Call]]:
     """MONITOR while the block runs; afterwards the list it yields holds every script call."""
-    names = names if names is not None else script_names(
-        [("orders", ORDER_SCRIPTS), ("workers", RUNTIME_SCRIPTS)]
+    names = (
+        names
+        if names is not None
+        else script_names([("orders", ORDER_SCRIPTS), ("workers", RUNTIME_SCRIPTS)])
     )
     marker = f"declared-keys-test:end:{uuid.uuid4().hex}".encode()
     lines: list[bytes] = []
@@ -190,7 +194,7 @@ def watching(redis_url: str, names: dict[str, str] | None = None) -> Iterator[li
                 if marker in line:
                     return
                 lines.append(line)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test below
+        except BaseException as exc:  # handed to the test below
             failure.append(exc)
 
     reader = threading.Thread(target=read, name="monitor", daemon=True)

@@ -231,7 +231,8 @@ class Keys:
         sequence counter for a job with a priority; its enqueue idempotency key; the job event
         stream when events are on."""
         queue = job["queue"]
-        keys = [self.job(job["id"]), self.queue(queue), self.scheduled(queue), self.RQ_QUEUES, self.signal(queue)]
+        keys = [self.job(job["id"]), self.queue(queue), self.scheduled(queue), self.RQ_QUEUES]
+        keys.append(self.signal(queue))
         if job.get("priority") is not None:
             keys += [self.prioritized(queue), self.priority_seq(queue)]
         if job.get("enqueue_key") is not None:

@@ -38,7 +38,8 @@ def _undeclared_report(undeclared: list[tuple[str, str, str]]) -> str:
         by_script.setdefault(script, []).append(f"{command} {key}")
     lines = ["keys touched but not declared in KEYS:"]
     for script, touched in sorted(by_script.items()):
-        lines.append(f"  {script}: {len(touched)}: " + ", ".join(touched[:6]) + (", ..." if len(touched) > 6 else ""))
+        more = ", ..." if len(touched) > 6 else ""
+        lines.append(f"  {script}: {len(touched)}: " + ", ".join(touched[:6]) + more)
     return "\n".join(lines)
 
 
