@@ -10,6 +10,8 @@ still build in Lua.
 from __future__ import annotations
 
 from collections import Counter
+from importlib.resources import files
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -19,8 +21,14 @@ from orders.keys import OrderKeys
 from orders.projector import rebuild
 from tests.declaredkeys import ORDER_SCRIPTS, Call, Calls, calls_of, parse_args, script_names, watching
 from tests.flow import running_flow
+from workers.keys import Keys
+from workers.scripts import dumps
 
 ORDERS = [f"orders/{name}" for name in ORDER_SCRIPTS]
+
+
+def _includes(name: str) -> str:
+    return (Path(str(files("workers"))) / "lua" / "includes" / f"{name}.lua").read_text()
 
 
 def _report(calls: Calls) -> str:
@@ -43,8 +51,9 @@ def _undeclared_report(undeclared: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def test_order_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str) -> None:
-    with watching(redis_url) as seen, running_flow(redis, redis_url) as flow:
+@pytest.mark.parametrize("job_events", [False, True])
+def test_order_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str, job_events: bool) -> None:
+    with watching(redis_url) as seen, running_flow(redis, redis_url, job_events=job_events) as flow:
         placed = flow.place(("TEA", 2), ("MUG", 1))
         again = flow.producer.place_order(
             items=[("TEA", 1)], customer_name="Ada", customer_email="ada@example.com",
@@ -91,6 +100,39 @@ def test_order_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str
     undeclared = calls.undeclared(ORDERS)
     print(_report(calls))
     assert not undeclared, _undeclared_report(undeclared)
+
+
+ENQUEUE_JOB = (
+    f"{_includes('common')}\n{_includes('enqueue_job')}\n"
+    "for _, job in ipairs(cjson.decode(ARGV[2])) do enqueue_job(job) end\n"
+    "flush_touched()\n"
+    "return #problems\n"
+)
+
+
+def test_enqueue_job_keys_cover_every_option_of_a_job(redis: Redis, redis_url: str) -> None:
+    """Keys.enqueue_job_keys lists what enqueue_job.lua touches, whatever the job's options (the
+    flow above only enqueues plain jobs)."""
+    keys = Keys()
+    jobs = [
+        {"id": "plain", "queue": "q1", "fields": ["data", "x"]},
+        {"id": "prio", "queue": "q1", "fields": ["data", "x"], "priority": 5},
+        {"id": "prio-front", "queue": "q2", "fields": ["data", "x"], "priority": 5, "at_front": True},
+        {"id": "front", "queue": "q2", "fields": ["data", "x"], "at_front": True},
+        {"id": "later", "queue": "q3", "fields": ["data", "x"], "delay": 60, "events": 100},
+        {"id": "keyed", "queue": "q3", "fields": ["data", "x"], "enqueue_key": "t:k", "enqueue_key_ttl": 60},
+        {"id": "again", "queue": "q3", "fields": ["data", "x"], "enqueue_key": "t:k", "enqueue_key_ttl": 60},
+    ]
+    script = redis.register_script(ENQUEUE_JOB)
+    declared = list(dict.fromkeys(key for job in jobs for key in keys.enqueue_job_keys(job)))
+    with watching(redis_url, names={script.sha: "test/enqueue_job"}) as seen:
+        assert script(keys=declared, args=[keys.lua_keyspace, dumps(jobs)]) == 0
+    calls = Calls(seen, redis)
+    touched = {key for call in seen for command in call.commands for key in calls.keys_of(command)}
+    assert calls.undeclared() == []
+    wanted = [keys.prioritized("q1"), keys.priority_seq("q1"), keys.scheduled("q3"), keys.enqueue_key("t:k")]
+    wanted.append(keys.events)
+    assert {key.encode() for key in wanted} <= touched  # each option's own key was used
 
 
 def test_the_checker_sees_an_undeclared_key(redis: Redis, redis_url: str) -> None:
