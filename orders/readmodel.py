@@ -235,7 +235,8 @@ class ReadModel:
                     plan["park"] = {"stream": reader.parking.parked, "entries": parked}
             if not writes and reader is None:
                 return 0
-            reply = self._project(keys=_declared(plan), args=["{}", dumps(plan)])
+            keys = _keyed(plan)
+            reply = self._project(keys=keys, args=["{}", dumps(plan)])
             if int(reply[0]) == 1:
                 self.parked += len(plan.get("park", {}).get("entries", []))
                 return applied
@@ -338,17 +339,28 @@ class ReadModel:
         return write, len(used) + len(repairs)
 
 
-def _declared(plan: dict[str, Any]) -> list[str]:
-    """Every key project.lua may touch for ``plan`` (its plan names them all), each once: the
-    script declares them in KEYS (a write's channel is a Pub/Sub channel, not a key)."""
-    keys = [plan["current"], plan["generations"]]
+_WRITE_KEYS = ("key", "parked_key", "all_key", "history_key", "status_key", "old_status_key", "customer_key")
+
+
+def _keyed(plan: dict[str, Any]) -> list[str]:
+    """The KEYS of project.lua for ``plan``: every key the plan names, each once; the plan is
+    changed to name each by its index in KEYS (1-based, as Lua counts). A write's channel is a
+    Pub/Sub channel, not a key."""
+    keys: dict[str, int] = {}
+
+    def index(key: str) -> int:
+        return keys.setdefault(key, len(keys) + 1)
+
+    plan["current"], plan["generations"] = index(plan["current"]), index(plan["generations"])
     for write in plan["writes"]:
-        keys += [write["key"], write["parked_key"], write["all_key"], write["history_key"]]
-        keys += [write[name] for name in ("status_key", "old_status_key", "customer_key") if name in write]
+        for name in _WRITE_KEYS:
+            if name in write:
+                write[name] = index(write[name])
     if "park" in plan:
-        keys.append(plan["park"]["stream"])
-    keys += [ack[0] for ack in plan.get("acks", ())]
-    return list(dict.fromkeys(keys))
+        plan["park"]["stream"] = index(plan["park"]["stream"])
+    if "acks" in plan:
+        plan["acks"] = [[index(stream), *rest] for stream, *rest in plan["acks"]]
+    return list(keys)
 
 
 def _gen(raw: bytes | str | None) -> int:
