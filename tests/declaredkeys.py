@@ -2,7 +2,7 @@
 
 Redis Cluster, Dragonfly and ACL key patterns need every key a script touches to be one of
 its KEYS. ``watching(redis_url)`` records MONITOR while a scenario runs; ``Calls.undeclared()``
-then pairs each script call (an EVALSHA or EVAL line) with the commands its script ran (the
+then pairs each script call (an EVALSHA, EVAL or FCALL line) with the commands its script ran (the
 ``lua`` client's lines that follow it: Redis 6.2 and 7 both feed a script's line to monitors
 before the commands it runs, and no other client's command can come between them), finds
 each command's keys from ``COMMAND INFO`` (``COMMAND GETKEYS`` for commands whose key
@@ -165,8 +165,10 @@ def calls_of(lines: list[bytes], names: dict[str, str]) -> list[Call]:
         verb = args[0].upper()
         if verb in (b"EVALSHA", b"EVAL", b"EVALSHA_RO", b"EVAL_RO"):
             sha = args[1].decode() if verb.startswith(b"EVALSHA") else hashlib.sha1(args[1]).hexdigest()
-            numkeys = int(args[2])
-            current = Call(names.get(sha, f"unknown script {sha[:10]}"), args[3 : 3 + numkeys])
+            current = Call(names.get(sha, f"unknown script {sha[:10]}"), args[3 : 3 + int(args[2])])
+            calls.append(current)
+        elif verb in (b"FCALL", b"FCALL_RO"):  # a function of a library (Redis 7+), by its name
+            current = Call(f"function {args[1].decode()}", args[3 : 3 + int(args[2])])
             calls.append(current)
     return calls
 

@@ -158,4 +158,6 @@ def test_monitor_lines_are_parsed_as_redis_escapes_them() -> None:
         b'1.3 [0 127.0.0.1:1] "GET" "x"',
     ]
     assert calls_of(lines, {"abc": "t/s"}) == [Call("t/s", [b"k"], [[b"GET", b"k"]])]
+    fcall = [b'1.1 [0 127.0.0.1:1] "FCALL" "step" "0" "{}"', b'1.2 [0 lua] "TIME"']
+    assert calls_of(fcall, {}) == [Call("function step", [], [[b"TIME"]])]
     assert script_names([("orders", ["put_first"])])  # sha of the text as loaded
