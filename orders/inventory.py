@@ -14,6 +14,11 @@ change is
 one Lua script (``orders/lua``), so a reservation takes all of its lines or none, concurrent
 orders never oversell, and calling reserve, release or commit again for the same order changes
 nothing: each returns the outcome the order already has.
+
+Each script call declares in KEYS every key it may touch. Release and commit touch the stock of
+the lines the reservation holds, which only Redis knows: they read the lines first, declare
+their stock, and the script checks it was given those lines (it answers with the lines it
+holds, writing nothing, when a reserve came in between; the call is then made again).
 """
 
 from __future__ import annotations
@@ -32,13 +37,17 @@ from orders.errors import UnknownSku
 from orders.keys import OrderKeys
 from orders.model import LineRequest, check_sku
 from orders.money import MAX_AMOUNT
-from workers.codec import texts
-from workers.scripts import dumps, source
+from workers.codec import text, texts
+from workers.scripts import dumps, keyspace_for, source
 
 MAX_UNITS = 10**12
 """Upper bound of a count or price: Lua numbers are doubles, and Redis's cjson prints 14 digits."""
 
 _LEVEL_FIELDS = ("on_hand", "reserved", "committed", "price")
+
+MAX_LINE_READS = 3
+"""Script calls one release or commit makes at most: a reservation's lines are written once, so
+a second call (after a reserve came between the read and the first) always has them."""
 
 
 class ReservationState(StrEnum):
@@ -151,13 +160,14 @@ class _Scripts:
     NAMES = ("reserve", "release", "commit_stock", "set_stock")
 
     def __init__(self, redis: Redis, keyspace: str) -> None:
-        self._keyspace = keyspace
         self._scripts: dict[str, Script] = {
             name: redis.register_script(source(name, package="orders")) for name in self.NAMES
         }
+        # each script gets only the prefixes it reads (none, today): Redis decodes them per call
+        self._keyspaces = {name: keyspace_for(source(name, "orders"), keyspace) for name in self.NAMES}
 
-    def run(self, name: str, plan: Any) -> Any:
-        return self._scripts[name](keys=[], args=[self._keyspace, dumps(plan)])
+    def run(self, name: str, keys: list[str], plan: Any) -> Any:
+        return self._scripts[name](keys=keys, args=[self._keyspaces[name], dumps(plan)])
 
 
 class Inventory:
@@ -179,12 +189,15 @@ class Inventory:
         order already has a reservation record, nothing changes and its outcome is returned
         (even a rejection, and whatever ``lines`` says now).
         """
+        held = aggregate(lines)
         plan = {
             "order_id": _check_order_id(order_id),
             "now": self._now(),
-            "lines": [[line.sku, line.quantity] for line in aggregate(lines)],
+            "lines": [[line.sku, line.quantity] for line in held],
         }
-        state, lines_json, shortage_json = self._scripts.run("reserve", plan)
+        keys = [self.keys.reservation(order_id), self.keys.skus, self.keys.holds]
+        keys += [self.keys.stock(line.sku) for line in held]
+        state, lines_json, shortage_json = self._scripts.run("reserve", keys, plan)
         return ReservationResult(
             state=ReservationState(_text(state)),
             lines=json.loads(lines_json),
@@ -239,7 +252,7 @@ class Inventory:
         plan: dict[str, Any] = {"sku": check_sku(sku), "on_hand": check_count("on_hand", sku, on_hand)}
         if price is not None:
             plan["price"] = check_count("price", sku, price, MAX_AMOUNT)
-        outcome, *values = self._scripts.run("set_stock", plan)
+        outcome, *values = self._scripts.run("set_stock", [self.keys.stock(sku), self.keys.skus], plan)
         outcome = _text(outcome)
         if outcome == "no_price":
             raise ValueError(f"SKU {sku!r} is new and has no price: every catalogue SKU needs one")
@@ -270,8 +283,20 @@ class Inventory:
 
     # -- helpers ------------------------------------------------------------------------------------
     def _transition(self, script: str, order_id: str) -> ReservationState | None:
-        state = self._scripts.run(script, {"order_id": _check_order_id(order_id), "now": self._now()})
-        return None if state is None else ReservationState(_text(state))
+        """Run release or commit_stock, declaring the stock of the lines the reservation holds."""
+        record = self.keys.reservation(_check_order_id(order_id))
+        lines = self.redis.hget(record, "lines")
+        for _ in range(MAX_LINE_READS):
+            plan: dict[str, Any] = {"order_id": order_id, "now": self._now()}
+            keys = [record, self.keys.holds]
+            if lines is not None:
+                plan["lines"] = text(lines)
+                keys += [self.keys.stock(line["sku"]) for line in json.loads(lines)]
+            state = self._scripts.run(script, keys, plan)
+            if not isinstance(state, list):
+                return None if state is None else ReservationState(_text(state))
+            lines = state[1]  # {'lines', lines}: a reserve came between the read and the script
+        raise RuntimeError(f"reservation of order {order_id!r}: its lines kept changing")
 
     def _one_level(self, sku: str) -> StockLevel:
         pipe = self.redis.pipeline(transaction=False)

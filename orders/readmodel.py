@@ -248,7 +248,8 @@ class ReadModel:
                     plan["park"] = {"stream": reader.parking.parked, "entries": parked}
             if not writes and reader is None:
                 return 0
-            reply = self._project(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+            keys = _keyed(plan)
+            reply = self._project(keys=keys, args=["{}", dumps(plan)])
             if int(reply[0]) == 1:
                 self.parked += len(plan.get("park", {}).get("entries", []))
                 return applied
@@ -349,6 +350,30 @@ class ReadModel:
             if publish:
                 write["channel"] = keys.view_changed(state.order_id)
         return write, len(used) + len(repairs)
+
+
+_WRITE_KEYS = ("key", "parked_key", "all_key", "history_key", "status_key", "old_status_key", "customer_key")
+
+
+def _keyed(plan: dict[str, Any]) -> list[str]:
+    """The KEYS of project.lua for ``plan``: every key the plan names, each once; the plan is
+    changed to name each by its index in KEYS (1-based, as Lua counts). A write's channel is a
+    Pub/Sub channel, not a key."""
+    keys: dict[str, int] = {}
+
+    def index(key: str) -> int:
+        return keys.setdefault(key, len(keys) + 1)
+
+    plan["current"], plan["generations"] = index(plan["current"]), index(plan["generations"])
+    for write in plan["writes"]:
+        for name in _WRITE_KEYS:
+            if name in write:
+                write[name] = index(write[name])
+    if "park" in plan:
+        plan["park"]["stream"] = index(plan["park"]["stream"])
+    if "acks" in plan:
+        plan["acks"] = [[index(stream), *rest] for stream, *rest in plan["acks"]]
+    return list(keys)
 
 
 def _gen(raw: bytes | str | None) -> int:

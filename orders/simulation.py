@@ -139,8 +139,8 @@ class SimulatedSystem:
         """Store ``value`` under ``field`` in ``name`` unless ``name`` or ``rival`` has the field
         (orders/lua/put_first.lua). Returns (True, what ``name`` holds) or (False, what
         ``rival`` holds): the first of the two to be written wins for good."""
-        plan = {"target": self.key(name), "rival": self.key(rival), "field": field, "value": value}
-        where, stored = self._put_first(keys=[], args=[self.keys.lua_keyspace, dumps(plan)])
+        plan = {"field": field, "value": value}
+        where, stored = self._put_first(keys=[self.key(name), self.key(rival)], args=["{}", dumps(plan)])
         return _text(where) == "target", _text(stored)
 
     def get(self, name: str, field: str) -> str | None:

@@ -4,8 +4,10 @@ An order lives in one hash (``OrderKeys.order``): ``doc`` (the order), ``saga`` 
 state), ``version`` (how many events it has), ``status``. Reading it is one HMGET; every
 change is one script call (``orders/lua/place.lua``, ``orders/lua/transition.lua``) that
 writes the new state, appends its events to the event stream and enqueues the commands it
-sends, or writes nothing at all. With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only
-once replicas hold it (``NotReplicated`` otherwise; workers/durability.py).
+sends, or writes nothing at all. Each call declares in KEYS every key it may touch (Redis
+Cluster, Dragonfly and ACL key patterns need it: tests/integration/test_declared_keys.py).
+With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only once replicas hold it
+(``NotReplicated`` otherwise; workers/durability.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from orders.money import MAX_AMOUNT
 from orders.saga import Outgoing, SagaState, Transition
 from workers import EnqueueOptions, Enqueuer, JobType
 from workers.codec import readable, text, texts
-from workers.scripts import dumps, source
+from workers.scripts import dumps, keyspace_for, source
 
 Router = Callable[[type[Command]], JobType[Any]]
 """Which job type carries a kind of command (defined by the job adapters, jobs/orders.py)."""
@@ -60,6 +62,9 @@ class OrderStore:
         self.route = route
         self._place: Script = redis.register_script(source("place", "orders"))
         self._transition: Script = redis.register_script(source("transition", "orders"))
+        # each script gets only the prefixes it reads (what enqueue_job builds): Redis decodes them per call
+        self._place_keyspace = keyspace_for(source("place", "orders"), keys.lua_keyspace)
+        self._transition_keyspace = keyspace_for(source("transition", "orders"), keys.lua_keyspace)
         self.durability = enqueuer.durability
         # the order's job index lives as long as its longest-kept job (a dead letter)
         self.index_ttl = max(int(enqueuer.settings.dlq_retention), 1)
@@ -95,6 +100,7 @@ class OrderStore:
             order_id=order.id, correlation_id=order.correlation_id, at=now, order={}, sequence=1
         )
         fields = to_fields(event)
+        jobs = [self._job(out, now) for out in outgoing]
         plan: dict[str, Any] = {
             "order_id": order.id,
             "now": now,
@@ -103,20 +109,20 @@ class OrderStore:
             "deadline": saga.deadline,
             "max_total": MAX_AMOUNT,
             "event": fields[: fields.index("data")],
-            "jobs": [self._job(out, now) for out in outgoing],
+            "jobs": jobs,
             "index_ttl": self.index_ttl,
             "payment_method": {"token": payment_token, "ttl": payment_ttl},
         }
+        keys = self._order_keys(order.id)
         if idempotency is not None:
             scope, key, fingerprint = idempotency
-            plan["idempotency"] = {
-                "key": self.keys.order_idempotency(scope, key),
-                "fingerprint": fingerprint,
-                "ttl": idempotency_ttl,
-            }
-        args = [self.keys.lua_keyspace, dumps(plan)]
+            keys.append(self.keys.order_idempotency(scope, key))
+            plan["idempotency"] = {"fingerprint": fingerprint, "ttl": idempotency_ttl}
+        keys += [self.keys.stock(line.sku) for line in order.lines]
+        keys += self._job_keys(jobs)
+        args = [self._place_keyspace, dumps(plan)]
         reply = self.durability.write(
-            self.redis, lambda client: self._place(keys=[], args=args, client=client)
+            self.redis, lambda client: self._place(keys=keys, args=args, client=client)
         )
         outcome, values = text(reply[0]), texts(reply[1:])
         if outcome == "unknown_sku":
@@ -143,6 +149,8 @@ class OrderStore:
         fields = []
         for offset, event in enumerate(transition.events, start=1):
             fields.append(to_fields(event.model_copy(update={"sequence": version + offset})))
+        jobs = [self._job(out, now) for out in transition.outgoing]
+        timeout_queue = self.route(CheckStepTimeout).queue
         plan = {
             "order_id": transition.order.id,
             "now": now,
@@ -152,15 +160,23 @@ class OrderStore:
             "status": transition.order.status.value,
             "deadline": transition.saga.deadline,
             "events": fields,
-            "jobs": [self._job(out, now) for out in transition.outgoing],
+            "jobs": jobs,
             "index_ttl": self.index_ttl,
-            "cancel": [[self.route(CheckStepTimeout).queue, job_id] for job_id in transition.cancel_jobs],
+            "cancel": [[timeout_queue, job_id] for job_id in transition.cancel_jobs],
             "forget_payment_method": not transition.saga.may_charge,
         }
-        args = [self.keys.lua_keyspace, dumps(plan)]
+        order_id, runtime = transition.order.id, self.keys.runtime
+        keys = [
+            self.keys.order(order_id), self.keys.saga_deadlines, self.keys.payment_method(order_id),
+            self.keys.events, self.keys.order_jobs(order_id),
+        ]  # fmt: skip
+        for job_id in transition.cancel_jobs:
+            keys += [runtime.scheduled(timeout_queue), runtime.job(job_id)]
+        keys += self._job_keys(jobs)
+        args = [self._transition_keyspace, dumps(plan)]
         return bool(
             self.durability.write(
-                self.redis, lambda client: self._transition(keys=[], args=args, client=client)
+                self.redis, lambda client: self._transition(keys=keys, args=args, client=client)
             )
         )
 
@@ -196,6 +212,20 @@ class OrderStore:
                 pipe.sadd(self.keys.order_jobs(order_id), *job_ids)
                 pipe.expire(self.keys.order_jobs(order_id), self.index_ttl)
             pipe.execute(raise_on_error=False)
+
+    def _order_keys(self, order_id: str) -> list[str]:
+        """KEYS[1..6] of place.lua: the order, its payment method, orders by time, saga deadlines,
+        the event stream, the order's job index."""
+        keys = self.keys
+        return [
+            keys.order(order_id), keys.payment_method(order_id), keys.orders_by_time, keys.saga_deadlines,
+            keys.events, keys.order_jobs(order_id),
+        ]  # fmt: skip
+
+    def _job_keys(self, jobs: list[dict[str, Any]]) -> list[str]:
+        """The keys enqueueing ``jobs`` may touch, each once."""
+        runtime = self.keys.runtime
+        return list(dict.fromkeys(key for job in jobs for key in runtime.enqueue_job_keys(job)))
 
     def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 DLQ_SUFFIX = ".dlq"
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -220,6 +222,24 @@ class Keys:
             "joblog:", "job-events", "kept:",
         )  # fmt: skip
         return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
+
+    def enqueue_job_keys(self, job: Mapping[str, Any]) -> list[str]:
+        """Every key ``enqueue_job`` (lua/includes/enqueue_job.lua) and the ``flush_touched`` after
+        it may touch for the job spec ``job`` (``Enqueuer.spec``), for a script that declares its
+        KEYS: the job hash, the queue's list and scheduled registry (which one is decided by the
+        server's clock), rq:queues and the queue's signal stream; the prioritized set and its
+        sequence counter for a job with a priority; its enqueue idempotency key; the job event
+        stream when events are on."""
+        queue = job["queue"]
+        keys = [self.job(job["id"]), self.queue(queue), self.scheduled(queue), self.RQ_QUEUES]
+        keys.append(self.signal(queue))
+        if job.get("priority") is not None:
+            keys += [self.prioritized(queue), self.priority_seq(queue)]
+        if job.get("enqueue_key") is not None:
+            keys.append(self.enqueue_key(job["enqueue_key"]))
+        if job.get("events"):
+            keys.append(self.events)
+        return keys
 
     # -- for Lua ----------------------------------------------------------------------------
     @cached_property

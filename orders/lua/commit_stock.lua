@@ -7,12 +7,16 @@
   an order without one, is left as it is: committing twice is committing once.
 
   Input:
-    ARGV[1]  keyspace (JSON, orders/keys.py)
-    ARGV[2]  plan (JSON): {order_id, now (unix time, as a string)}
+    KEYS[1]  the reservation (OrderKeys.reservation)   KEYS[2]  the holds index (OrderKeys.holds)
+    KEYS[3..] the stock of each of the reservation's lines, in order, as the caller read them
+    ARGV[1]  keyspace (JSON; unused: every key comes in KEYS)
+    ARGV[2]  plan (JSON): {order_id, now (unix time, as a string), lines (the reservation's
+             `lines` field as the caller read it; absent if it had none)}
 
   Output:
     the reservation's state afterwards ('committed', or the state it was left in), or nil when
-    the order has no reservation
+    the order has no reservation; {'lines', lines} when the reservation holds other lines than
+    the caller read (their stock keys were not declared): nothing written, call again with them
 
   Errors (raised before anything is written):
     a SKU of the reservation holding fewer reserved or on-hand units than the reservation
@@ -21,20 +25,23 @@
   Events:
     none (the caller records the commit as a domain event)
 ]]
---- @include "common"
 --- @include "stock"
 
 local plan = cjson.decode(ARGV[2])
-local record = K.reservation .. plan.order_id
+local record = KEYS[1]
 
-local lines, answer = held(record)
+local lines, answer, raw = held(record)
 if not lines then
   return answer
 end
+local keys = stock_keys(raw, plan.lines)
+if not keys then
+  return {'lines', raw}
+end
 
 -- check every line first: nothing below may fail once the first write is done
-for _, line in ipairs(lines) do
-  local stock = redis.call('HMGET', K.stock .. line.sku, 'on_hand', 'reserved', 'committed')
+for i, line in ipairs(lines) do
+  local stock = redis.call('HMGET', keys[i], 'on_hand', 'reserved', 'committed')
   local on_hand = count(stock[1], line.sku, 'on_hand')
   local reserved = count(stock[2], line.sku, 'reserved')
   count(stock[3], line.sku, 'committed')
@@ -44,10 +51,10 @@ for _, line in ipairs(lines) do
   end
 end
 
-for _, line in ipairs(lines) do
-  local key = K.stock .. line.sku
+for i, line in ipairs(lines) do
+  local key = keys[i]
   redis.call('HINCRBY', key, 'on_hand', -line.quantity)
   redis.call('HINCRBY', key, 'reserved', -line.quantity)
   redis.call('HINCRBY', key, 'committed', line.quantity)
 end
-return close(record, plan.order_id, 'committed', plan.now)
+return close(record, KEYS[2], plan.order_id, 'committed', plan.now)

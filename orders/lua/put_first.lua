@@ -8,8 +8,9 @@
   charge that arrives after its order gave it up and voided it can never take money.
 
   Input:
-    ARGV[1]  keyspace (JSON, orders/keys.py; unused: the keys come in the plan)
-    ARGV[2]  plan (JSON): {target, rival (hash keys, built by orders/keys.py), field, value}
+    KEYS[1]  target, KEYS[2]  rival (hash keys, built by orders/keys.py)
+    ARGV[1]  keyspace (JSON; unused but for uniformity: the keys come in KEYS)
+    ARGV[2]  plan (JSON): {field, value}
 
   Output:
     {'target', stored value}  `field` is in `target` (written now, or it was there before)
@@ -20,9 +21,11 @@
 ]]
 local plan = cjson.decode(ARGV[2])
 
-local rival = redis.call('HGET', plan.rival, plan.field)
+local target, rival_key = KEYS[1], KEYS[2]
+
+local rival = redis.call('HGET', rival_key, plan.field)
 if rival then
   return {'rival', rival}
 end
-redis.call('HSETNX', plan.target, plan.field, plan.value)
-return {'target', redis.call('HGET', plan.target, plan.field)}
+redis.call('HSETNX', target, plan.field, plan.value)
+return {'target', redis.call('HGET', target, plan.field)}

@@ -6,7 +6,9 @@
   and holds nothing. A rejection is recorded too: the order's outcome is decided once.
 
   Input:
-    ARGV[1]  keyspace (JSON, orders/keys.py)
+    KEYS[1]  the reservation (OrderKeys.reservation)   KEYS[2]  the catalogue (OrderKeys.skus)
+    KEYS[3]  the holds index (OrderKeys.holds)   KEYS[3 + i]  the stock of plan.lines[i]
+    ARGV[1]  keyspace (JSON; unused: every key comes in KEYS)
     ARGV[2]  plan (JSON): {order_id, now (unix time, as a string), lines = {{sku, quantity}, ...}}
              (one line per SKU: the caller aggregates duplicates)
 
@@ -20,24 +22,22 @@
   Errors (raised before anything is written):
     no lines, a quantity that is not a positive integer, a stock count that is not an integer
 
-  A held reservation is also indexed in K.holds (order id -> time held), for the job that
+  A held reservation is also indexed in the holds index (order id -> time held), for the job that
   releases holds older than their hold time.
 
   Events:
     none (the caller records the outcome as a domain event)
 ]]
---- @include "common"
 --- @include "stock"
 
 local plan = cjson.decode(ARGV[2])
-local record = K.reservation .. plan.order_id
+local record, skus, holds = KEYS[1], KEYS[2], KEYS[3]
 
-
-local function available(sku)
-  if redis.call('SISMEMBER', K.skus, sku) == 0 then
+local function available(sku, key)
+  if redis.call('SISMEMBER', skus, sku) == 0 then
     return 0
   end
-  local stock = redis.call('HMGET', K.stock .. sku, 'on_hand', 'reserved')
+  local stock = redis.call('HMGET', key, 'on_hand', 'reserved')
   if not stock[1] then
     return 0
   end
@@ -57,14 +57,17 @@ for i, line in ipairs(plan.lines) do
     error('line ' .. i .. ' (SKU ' .. tostring(sku) .. '): quantity must be a positive integer')
   end
   lines[i] = {sku = sku, quantity = quantity}
+  if not KEYS[3 + i] then
+    error('line ' .. i .. ' (SKU ' .. tostring(sku) .. '): its stock key is not declared')
+  end
 end
 if #lines == 0 then
   error('a reservation needs at least one line')
 end
 
 local shortage = {}
-for _, line in ipairs(lines) do
-  local free = available(line.sku)
+for i, line in ipairs(lines) do
+  local free = available(line.sku, KEYS[3 + i])
   if line.quantity > free then
     shortage[#shortage + 1] = {sku = line.sku, requested = line.quantity, available = math.max(free, 0)}
   end
@@ -78,10 +81,10 @@ if #shortage > 0 then
   return {'rejected', lines_json, shortage_json}
 end
 
-for _, line in ipairs(lines) do
-  redis.call('HINCRBY', K.stock .. line.sku, 'reserved', line.quantity)
+for i, line in ipairs(lines) do
+  redis.call('HINCRBY', KEYS[3 + i], 'reserved', line.quantity)
 end
-redis.call('ZADD', K.holds, plan.now, plan.order_id)
+redis.call('ZADD', holds, plan.now, plan.order_id)
 redis.call('HSET', record, 'state', 'reserved', 'lines', lines_json, 'reserved_at', plan.now,
   'updated_at', plan.now)
 return {'reserved', lines_json, '[]'}

@@ -6,7 +6,8 @@
   the units reserved, or when the SKU has no price yet and the plan gives none.
 
   Input:
-    ARGV[1]  keyspace (JSON, orders/keys.py)
+    KEYS[1]  the SKU's stock (OrderKeys.stock)   KEYS[2]  the catalogue (OrderKeys.skus)
+    ARGV[1]  keyspace (JSON; unused: every key comes in KEYS)
     ARGV[2]  plan (JSON): {sku, on_hand, price (optional; minor units)}
              (validated by the caller: a valid SKU, non-negative integers)
 
@@ -20,10 +21,8 @@
   Events:
     none
 ]]
---- @include "common"
-
 local plan = cjson.decode(ARGV[2])
-local key = K.stock .. plan.sku
+local key = KEYS[1]
 local has_price = type(plan.price) == 'number'
 
 local found = redis.call('HMGET', key, 'reserved', 'price')
@@ -47,6 +46,6 @@ if has_price then
 end
 redis.call('HSETNX', key, 'reserved', '0')
 redis.call('HSETNX', key, 'committed', '0')
-redis.call('SADD', K.skus, plan.sku)
+redis.call('SADD', KEYS[2], plan.sku)
 local level = redis.call('HMGET', key, 'on_hand', 'reserved', 'committed', 'price')
 return {'ok', level[1], level[2], level[3], level[4]}

@@ -177,3 +177,34 @@ def test_a_mixed_concurrent_workload_keeps_the_counts_consistent(inv) -> None:
                 sold[sku] += quantity
     for sku, units in skus.items():
         assert level(inv, sku) == (units - sold[sku], 0, sold[sku], units - sold[sku])
+
+
+@pytest.mark.parametrize("call", ["release", "commit"])
+def test_a_reserve_between_reading_the_lines_and_the_script_is_caught(redis, inv, call) -> None:
+    """Release and commit declare the stock of the lines they read first; when a reserve came in
+    between, the script writes nothing and answers with the lines, and the call is made again."""
+    inv.set_stock("TEA", 10, 450)
+    inv.set_stock("MUG", 5, 1299)
+    real_hget = redis.hget
+    reads = []
+
+    def read_then_reserve(key, field):  # the first read sees no reservation; then one is made
+        reads.append(key)
+        value = real_hget(key, field)
+        if len(reads) == 1:
+            assert inv.reserve("o1", [("TEA", 2), ("MUG", 1)]).ok
+        return value
+
+    redis.hget = read_then_reserve
+    assert getattr(inv, call)("o1") == ("released" if call == "release" else "committed")
+    assert level(inv, "TEA") == ((10, 0, 0, 10) if call == "release" else (8, 0, 2, 8))
+    assert level(inv, "MUG") == ((5, 0, 0, 5) if call == "release" else (4, 0, 1, 4))
+
+
+def test_a_release_script_given_other_lines_writes_nothing(redis, inv) -> None:
+    inv.set_stock("TEA", 10, 450)
+    assert inv.reserve("o1", [("TEA", 2)]).ok
+    before = snapshot(redis)
+    plan = {"order_id": "o1", "now": "1.0", "lines": '[{"sku":"MUG","quantity":2}]'}
+    answer = inv._scripts.run("release", [KEYS.reservation("o1"), KEYS.holds, KEYS.stock("MUG")], plan)
+    assert answer == [b"lines", b'[{"sku":"TEA","quantity":2}]'] and snapshot(redis) == before
