@@ -31,14 +31,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
-from redis.commands.core import Script
 
 from orders.errors import UnknownSku
 from orders.keys import OrderKeys
 from orders.model import LineRequest, check_sku
 from orders.money import MAX_AMOUNT
+from orders.scripts import order_scripts
 from workers.codec import text, texts
-from workers.scripts import dumps, keyspace_for, source
 
 MAX_UNITS = 10**12
 """Upper bound of a count or price: Lua numbers are doubles, and Redis's cjson prints 14 digits."""
@@ -154,22 +153,6 @@ def _level(sku: str, values: Sequence[bytes | str | None]) -> StockLevel:
     )
 
 
-class _Scripts:
-    """The inventory's scripts (``orders/lua``), bound to one Redis client."""
-
-    NAMES = ("reserve", "release", "commit_stock", "set_stock")
-
-    def __init__(self, redis: Redis, keyspace: str) -> None:
-        self._scripts: dict[str, Script] = {
-            name: redis.register_script(source(name, package="orders")) for name in self.NAMES
-        }
-        # each script gets only the prefixes it reads (none, today): Redis decodes them per call
-        self._keyspaces = {name: keyspace_for(source(name, "orders"), keyspace) for name in self.NAMES}
-
-    def run(self, name: str, keys: list[str], plan: Any) -> Any:
-        return self._scripts[name](keys=keys, args=[self._keyspaces[name], dumps(plan)])
-
-
 class Inventory:
     """Stock levels, prices and reservations. Cheap to build; safe to share between threads."""
 
@@ -177,7 +160,7 @@ class Inventory:
         self.redis = redis
         self.keys = keys
         self.clock = clock
-        self._scripts = _Scripts(redis, keys.lua_keyspace)
+        self._scripts = order_scripts(redis, keys.lua_keyspace)
 
     # -- an order's reservation ------------------------------------------------------------------
     def reserve(
@@ -197,7 +180,7 @@ class Inventory:
         }
         keys = [self.keys.reservation(order_id), self.keys.skus, self.keys.holds]
         keys += [self.keys.stock(line.sku) for line in held]
-        state, lines_json, shortage_json = self._scripts.run("reserve", keys, plan)
+        state, lines_json, shortage_json = self._scripts.run("reserve", plan, keys=keys)
         return ReservationResult(
             state=ReservationState(_text(state)),
             lines=json.loads(lines_json),
@@ -252,7 +235,7 @@ class Inventory:
         plan: dict[str, Any] = {"sku": check_sku(sku), "on_hand": check_count("on_hand", sku, on_hand)}
         if price is not None:
             plan["price"] = check_count("price", sku, price, MAX_AMOUNT)
-        outcome, *values = self._scripts.run("set_stock", [self.keys.stock(sku), self.keys.skus], plan)
+        outcome, *values = self._scripts.run("set_stock", plan, keys=[self.keys.stock(sku), self.keys.skus])
         outcome = _text(outcome)
         if outcome == "no_price":
             raise ValueError(f"SKU {sku!r} is new and has no price: every catalogue SKU needs one")
@@ -292,7 +275,7 @@ class Inventory:
             if lines is not None:
                 plan["lines"] = text(lines)
                 keys += [self.keys.stock(line["sku"]) for line in json.loads(lines)]
-            state = self._scripts.run(script, keys, plan)
+            state = self._scripts.run(script, plan, keys=keys)
             if not isinstance(state, list):
                 return None if state is None else ReservationState(_text(state))
             lines = state[1]  # {'lines', lines}: a reserve came between the read and the script

@@ -36,14 +36,13 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
-from redis.commands.core import Script
 
 from orders.events import Event, from_fields
 from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.projection import OrderSummary, apply, skip
+from orders.scripts import order_scripts
 from workers.codec import text, texts
-from workers.scripts import dumps, source
 from workers.streams import Entry, GroupReader, original_fields
 
 log = logging.getLogger("chumon.projector")
@@ -81,7 +80,7 @@ class ReadModel:
         self.keys = keys
         self.gen_cache = gen_cache
         self._gen = (0, 0.0)  # (generation, read at)
-        self._project: Script = redis.register_script(source("project", "orders"))
+        self._scripts = order_scripts(redis, keys.lua_keyspace)
         self.parked = 0  # entries this instance parked, since it was made
 
     # -- generations --------------------------------------------------------------------------
@@ -249,7 +248,7 @@ class ReadModel:
             if not writes and reader is None:
                 return 0
             keys = _keyed(plan)
-            reply = self._project(keys=keys, args=["{}", dumps(plan)])
+            reply = self._scripts.run("project", plan, keys=keys)
             if int(reply[0]) == 1:
                 self.parked += len(plan.get("park", {}).get("entries", []))
                 return applied

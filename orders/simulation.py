@@ -20,17 +20,16 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 from redis import Redis
-from redis.commands.core import Script
 
 from orders.config import Latency
 from orders.errors import PartyBusy, TransientError
 from orders.inventory import Inventory, ReservationResult, ReservationState
 from orders.keys import OrderKeys
 from orders.model import LineRequest
+from orders.scripts import order_scripts
 from workers.codec import text as _text
 from workers.limits import RateLimit
 from workers.policy import RandomSource
-from workers.scripts import dumps, source
 
 Fault = Literal["before", "after"]
 M = TypeVar("M", bound=BaseModel)
@@ -83,7 +82,7 @@ class SimulatedSystem:
         self.request_latency = request_latency or Latency()
         self.response_latency = response_latency or Latency()
         self.rate_limit = rate_limit
-        self._put_first: Script = redis.register_script(source("put_first", "orders"))
+        self._scripts = order_scripts(redis, keys.lua_keyspace)
 
     def key(self, name: str) -> str:
         return self.keys.sim(self.system, name)
@@ -140,7 +139,7 @@ class SimulatedSystem:
         (orders/lua/put_first.lua). Returns (True, what ``name`` holds) or (False, what
         ``rival`` holds): the first of the two to be written wins for good."""
         plan = {"field": field, "value": value}
-        where, stored = self._put_first(keys=[self.key(name), self.key(rival)], args=["{}", dumps(plan)])
+        where, stored = self._scripts.run("put_first", plan, keys=[self.key(name), self.key(rival)])
         return _text(where) == "target", _text(stored)
 
     def get(self, name: str, field: str) -> str | None:

@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
-from redis.commands.core import Script
 
 from orders.commands import CheckStepTimeout, Command
 from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
@@ -27,9 +26,9 @@ from orders.keys import OrderKeys
 from orders.model import Order
 from orders.money import MAX_AMOUNT
 from orders.saga import Outgoing, SagaState, Transition
+from orders.scripts import order_scripts
 from workers import EnqueueOptions, Enqueuer, JobType
 from workers.codec import readable, text, texts
-from workers.scripts import dumps, keyspace_for, source
 
 Router = Callable[[type[Command]], JobType[Any]]
 """Which job type carries a kind of command (defined by the job adapters, jobs/orders.py)."""
@@ -60,11 +59,7 @@ class OrderStore:
         self.keys = keys
         self.enqueuer = enqueuer
         self.route = route
-        self._place: Script = redis.register_script(source("place", "orders"))
-        self._transition: Script = redis.register_script(source("transition", "orders"))
-        # each script gets only the prefixes it reads (what enqueue_job builds): Redis decodes them per call
-        self._place_keyspace = keyspace_for(source("place", "orders"), keys.lua_keyspace)
-        self._transition_keyspace = keyspace_for(source("transition", "orders"), keys.lua_keyspace)
+        self._scripts = order_scripts(redis, keys.lua_keyspace)
         self.durability = enqueuer.durability
         # the order's job index lives as long as its longest-kept job (a dead letter)
         self.index_ttl = max(int(enqueuer.settings.dlq_retention), 1)
@@ -120,10 +115,8 @@ class OrderStore:
             plan["idempotency"] = {"fingerprint": fingerprint, "ttl": idempotency_ttl}
         keys += [self.keys.stock(line.sku) for line in order.lines]
         keys += self._job_keys(jobs)
-        args = [self._place_keyspace, dumps(plan)]
-        reply = self.durability.write(
-            self.redis, lambda client: self._place(keys=keys, args=args, client=client)
-        )
+        run = self._scripts.run
+        reply = self.durability.write(self.redis, lambda client: run("place", plan, client, keys))
         outcome, values = text(reply[0]), texts(reply[1:])
         if outcome == "unknown_sku":
             raise UnknownSku(values[0])
@@ -173,12 +166,8 @@ class OrderStore:
         for job_id in transition.cancel_jobs:
             keys += [runtime.scheduled(timeout_queue), runtime.job(job_id)]
         keys += self._job_keys(jobs)
-        args = [self._transition_keyspace, dumps(plan)]
-        return bool(
-            self.durability.write(
-                self.redis, lambda client: self._transition(keys=keys, args=args, client=client)
-            )
-        )
+        run = self._scripts.run
+        return bool(self.durability.write(self.redis, lambda client: run("transition", plan, client, keys)))
 
     def payment_method(self, order_id: str) -> str | None:
         """The payment token place_order was given, while the charge step may still need it."""

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from workers.scripts import source
+from orders.scripts import NAMES as ORDER_LIBRARY
+from workers.scripts import Scripts, library, source
 
 _LINE = re.compile(rb"^\d+\.\d+ \[\d+ ([^\]]*)\] (.*)$", re.DOTALL)
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("a"): b"\a", ord("b"): b"\b"}
@@ -61,21 +62,20 @@ def parse_args(text: bytes) -> list[bytes]:
 
 
 def script_names(packages: Iterable[tuple[str, Iterable[str]]]) -> dict[str, str]:
-    """sha1 -> "package/name" of each script (its text as loaded, includes inlined)."""
+    """sha1 (its text as loaded, includes inlined) and function name (in its package's library,
+    workers/scripts.py) -> "package/name" of each script."""
     names = {}
     for package, scripts in packages:
+        functions = library(package, LIBRARIES[package]).functions
         for name in scripts:
             names[hashlib.sha1(source(name, package).encode()).hexdigest()] = f"{package}/{name}"
+            names[functions[name]] = f"{package}/{name}"
     return names
 
 
-ORDER_SCRIPTS = (
-    "place", "transition", "reserve", "release", "commit_stock", "set_stock", "put_first", "project",
-)  # fmt: skip
-RUNTIME_SCRIPTS = (
-    "enqueue", "step", "orphans", "recover", "presence", "forget", "dlq_requeue", "dlq_remove", "control",
-    "flow", "report", "keep",
-)  # fmt: skip
+ORDER_SCRIPTS = ORDER_LIBRARY
+RUNTIME_SCRIPTS = Scripts.NAMES
+LIBRARIES = {"orders": ORDER_LIBRARY, "workers": RUNTIME_SCRIPTS}  # each package's library, as it is made
 
 
 @dataclass
@@ -168,7 +168,8 @@ def calls_of(lines: list[bytes], names: dict[str, str]) -> list[Call]:
             current = Call(names.get(sha, f"unknown script {sha[:10]}"), args[3 : 3 + int(args[2])])
             calls.append(current)
         elif verb in (b"FCALL", b"FCALL_RO"):  # a function of a library (Redis 7+), by its name
-            current = Call(f"function {args[1].decode()}", args[3 : 3 + int(args[2])])
+            function = args[1].decode()
+            current = Call(names.get(function, f"function {function}"), args[3 : 3 + int(args[2])])
             calls.append(current)
     return calls
 

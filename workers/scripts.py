@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -91,10 +92,11 @@ class Library:
         self.functions = {name: f"{self.name}_{name}" for name in names}
         parts = [f"#!lua name={self.name}", "local KEYS, ARGV"]
         parts += [_include_text(include, package) for include in includes]
+        begin = "begin()\n" if "common" in includes else ""  # common.lua's reset of per-call state
         for name in names:
             parts.append(
                 f"redis.register_function('{self.functions[name]}', function(keys, args)\n"
-                f"KEYS, ARGV = keys, args\nbegin()\n{bodies[name]}\nend)"
+                f"KEYS, ARGV = keys, args\n{begin}{bodies[name]}\nend)"
             )
         self.text = "\n".join(parts)
 
@@ -151,37 +153,49 @@ class Scripts:
         "flow", "report", "keep",
     )  # fmt: skip
 
-    def __init__(self, redis: Redis, keyspace: str, *, functions: bool = True) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keyspace: str,
+        *,
+        functions: bool = True,
+        package: str = "workers",
+        names: tuple[str, ...] | None = None,
+    ) -> None:
+        names = names or self.NAMES
         self._redis = redis
-        self._scripts: dict[str, Script] = {name: redis.register_script(source(name)) for name in self.NAMES}
-        self._keyspaces = {name: keyspace_for(source(name), keyspace) for name in self.NAMES}
+        self._scripts: dict[str, Script] = {n: redis.register_script(source(n, package)) for n in names}
+        self._keyspaces = {n: keyspace_for(source(n, package), keyspace) for n in names}
         self._direct = _plain_pool(redis)
-        self._library = library() if functions else None
+        self._library = library(package, names) if functions else None
 
     @property
     def uses_functions(self) -> bool:
         """Whether calls on the bound client go as FCALL (until the server turns them down)."""
         return self._direct and self._library is not None
 
-    def run(self, name: str, plan: Any, client: Redis | Pipeline | None = None) -> Any:
-        """Run script ``name`` with ``plan`` (JSON-encoded here) on ``client`` or the bound client."""
-        script, keyspace = self._scripts[name], self._keyspaces[name]
+    def run(
+        self, name: str, plan: Any, client: Redis | Pipeline | None = None, keys: Sequence[str] = ()
+    ) -> Any:
+        """Run script ``name`` with ``plan`` (JSON-encoded here) and the declared ``keys`` on
+        ``client`` or the bound client."""
+        script, args = self._scripts[name], (self._keyspaces[name], dumps(plan))
         if self._direct and (client is None or client is self._redis):
-            return self._call(name, script, keyspace, dumps(plan))
-        return script(keys=[], args=[keyspace, dumps(plan)], client=client)
+            return self._call(name, script, keys, args)
+        return script(keys=list(keys), args=list(args), client=client)
 
-    def _call(self, name: str, script: Script, keyspace: str, plan: str) -> Any:
+    def _call(self, name: str, script: Script, keys: Sequence[str], args: tuple[str, str]) -> Any:
         """FCALL, or EVALSHA, on a pooled connection (see the module's docstring)."""
         pool = self._redis.connection_pool
         conn: Any = pool.get_connection()
         if conn.retry.get_retries():  # a client that retries: redis-py's path does it
             pool.release(conn)
             self._direct = False
-            return script(keys=[], args=[keyspace, plan])
+            return script(keys=list(keys), args=list(args))
         try:
             if self._library is not None:
                 try:
-                    return self._fcall(conn, self._library, name, keyspace, plan)
+                    return self._fcall(conn, self._library.functions[name], self._library.text, keys, args)
                 except NoPermissionError as exc:  # an ACL without FCALL or FUNCTION: scripts only
                     if not _FUNCTIONS_REFUSED.search(str(exc)):
                         raise
@@ -190,7 +204,7 @@ class Scripts:
                     if not _UNKNOWN_FCALL.search(str(exc)):  # Redis 6.2 has no functions
                         raise
                     self._library = None
-            return self._evalsha_on(conn, script, keyspace, plan)
+            return self._evalsha_on(conn, script, keys, args)
         except (ConnectionError, TimeoutError, OSError):
             conn.disconnect()
             raise
@@ -198,33 +212,32 @@ class Scripts:
             pool.release(conn)
 
     @staticmethod
-    def _fcall(conn: Any, library: Library, name: str, keyspace: str, plan: str) -> Any:
-        function = library.functions[name]
-        conn.send_command("FCALL", function, 0, keyspace, plan)
+    def _fcall(conn: Any, function: str, text: str, keys: Sequence[str], args: tuple[str, str]) -> Any:
+        conn.send_command("FCALL", function, len(keys), *keys, *args)
         try:
             return conn.read_response()
         except ResponseError as exc:
             if not str(exc).startswith("Function not found"):
                 raise
         # a restarted, flushed or different server: load the library, then call again
-        conn.send_command("FUNCTION", "LOAD", library.text)
+        conn.send_command("FUNCTION", "LOAD", text)
         try:
             conn.read_response()
         except ResponseError as exc:
             if "already exists" not in str(exc):  # loaded meanwhile by another client: fine
                 raise
-        conn.send_command("FCALL", function, 0, keyspace, plan)
+        conn.send_command("FCALL", function, len(keys), *keys, *args)
         return conn.read_response()
 
     @staticmethod
-    def _evalsha_on(conn: Any, script: Script, keyspace: str, plan: str) -> Any:
-        conn.send_command("EVALSHA", script.sha, 0, keyspace, plan)
+    def _evalsha_on(conn: Any, script: Script, keys: Sequence[str], args: tuple[str, str]) -> Any:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return conn.read_response()
         except NoScriptError:  # a restarted or different server: load it (same sha), then run it
             conn.send_command("SCRIPT", "LOAD", script.script)
             conn.read_response()
-            conn.send_command("EVALSHA", script.sha, 0, keyspace, plan)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return conn.read_response()
 
 

@@ -206,5 +206,5 @@ def test_a_release_script_given_other_lines_writes_nothing(redis, inv) -> None:
     assert inv.reserve("o1", [("TEA", 2)]).ok
     before = snapshot(redis)
     plan = {"order_id": "o1", "now": "1.0", "lines": '[{"sku":"MUG","quantity":2}]'}
-    answer = inv._scripts.run("release", [KEYS.reservation("o1"), KEYS.holds, KEYS.stock("MUG")], plan)
+    answer = inv._scripts.run("release", plan, keys=[KEYS.reservation("o1"), KEYS.holds, KEYS.stock("MUG")])
     assert answer == [b"lines", b'[{"sku":"TEA","quantity":2}]'] and snapshot(redis) == before

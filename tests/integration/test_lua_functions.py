@@ -12,14 +12,18 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from orders.scripts import NAMES as ORDER_SCRIPTS
 from tests.apps import sample
+from tests.flow import running_flow
 from tests.support import run_burst, wait_until, worker_thread
 from workers import Enqueuer, RuntimeSettings
 from workers.keys import Keys
 from workers.scripts import Scripts, library
 
 KEYS = Keys()
-INCLUDES = Path(__file__).parents[2] / "workers" / "lua" / "includes"
+ROOT = Path(__file__).parents[2]
+INCLUDES = ROOT / "workers" / "lua" / "includes"
+ORDER_INCLUDES = ROOT / "orders" / "lua" / "includes"
 # caches that stay right across calls: the last second formatted (keyed by that second)
 CACHES = {"iso_secs", "iso_prefix"}
 
@@ -113,7 +117,7 @@ def test_every_include_resets_its_per_call_state() -> None:
     """In the library an include's top-level locals live between calls: each one that is not a
     constant (upper case) or a cache must be reset by its include's on_call() or by begin()."""
     missing = []
-    for path in sorted(INCLUDES.glob("*.lua")):
+    for path in sorted([*INCLUDES.glob("*.lua"), *ORDER_INCLUDES.glob("*.lua")]):
         text = path.read_text()
         resets = " ".join(re.findall(r"on_call\(function\(\)(.*?)end\)", text, re.DOTALL))
         if path.stem == "common":
@@ -125,10 +129,25 @@ def test_every_include_resets_its_per_call_state() -> None:
     assert missing == []
 
 
-def test_the_library_holds_each_include_once_and_every_script() -> None:
-    text = library().text
-    for path in INCLUDES.glob("*.lua"):
-        assert text.count(path.read_text()) == 1, path.name
-    assert text.startswith(f"#!lua name={library().name}\n")
-    for name in Scripts.NAMES:
-        assert f"redis.register_function('{library().functions[name]}'" in text
+@pytest.mark.parametrize("package", ["workers", "orders"])
+def test_a_library_holds_each_include_once_and_every_script(package: str) -> None:
+    names = Scripts.NAMES if package == "workers" else ORDER_SCRIPTS
+    lib = library(package, names)
+    for path in INCLUDES.glob("*.lua") if package == "workers" else ORDER_INCLUDES.glob("*.lua"):
+        assert lib.text.count(path.read_text()) == 1, path.name
+    assert lib.text.startswith(f"#!lua name={lib.name}\n")
+    for name in names:
+        assert f"redis.register_function('{lib.functions[name]}'" in lib.text
+
+
+def test_the_order_flow_calls_functions_on_redis_7(redis: Redis, redis_url: str) -> None:
+    with running_flow(redis, redis_url) as flow:
+        redis.config_resetstat()
+        order = flow.settled(flow.place(("TEA", 2)))
+        assert order.status.value == "CONFIRMED" and flow.audit().ok
+    used = script_calls(redis)
+    if version(redis) >= (7, 0):
+        assert used["fcall"] > 0 and used["evalsha"] == 0, used
+        assert redis.function_list(library("orders", ORDER_SCRIPTS).name)
+    else:
+        assert used["fcall"] == 0 and used["evalsha"] > 0, used
