@@ -3,6 +3,7 @@ and in real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -109,6 +110,9 @@ class ChumonProcess:
     def __init__(self, redis_url: str, *args: str, wrapper: list[str] | None = None, **settings: Any):
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by wait())
         self._output = ""
+        # a wrapper (faketime) may fork the process instead of exec'ing it: it then gets a group
+        # of its own, and signals go to the whole group, or the real process outlives the test
+        self.group = bool(wrapper)
         self.proc = subprocess.Popen(
             [*(wrapper or []), sys.executable, "-m", "chumon", *args],
             env=env_for(redis_url, **settings),
@@ -116,6 +120,7 @@ class ChumonProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=self.group,
         )
 
     @property
@@ -126,10 +131,14 @@ class ChumonProcess:
         return self.log.read()
 
     def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        self.signal(signal.SIGKILL)
         self.wait(timeout=10)
 
     def wait(self, timeout: float = 15) -> int:
@@ -142,11 +151,11 @@ class ChumonProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
         try:
             self.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             self.wait()
 
 
