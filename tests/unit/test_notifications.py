@@ -9,7 +9,8 @@ from __future__ import annotations
 import smtplib
 import ssl
 import time
-from email.message import EmailMessage
+from email.message import Message
+from email.parser import BytesParser
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from orders.config import SmtpConfig
 from orders.errors import MailRejected, MailTransient, PartyBusy
 from orders.model import Order
 from orders.notifications import (
+    PARSE_POLICY,
     Email,
     SmtpMailer,
     cancellation_email,
@@ -136,7 +138,7 @@ class FakeSMTP:
             raise self.fail["connect"]
         self.host, self.port, self.timeout, self.context = host, port, timeout, context
         self.calls: list[tuple[str, Any]] = []
-        self.sent: list[tuple[EmailMessage, str, list[str]]] = []
+        self.sent: list[tuple[Message, str, list[str]]] = []
         self.closed = False
         FakeSMTP.instances.append(self)
 
@@ -169,7 +171,7 @@ class FakeSMTP:
         self._maybe_fail("login")
         self.calls.append(("login", (user, password)))
 
-    def send_message(self, msg: EmailMessage, from_addr: str, to_addrs: list[str]) -> dict[str, Any]:
+    def send_message(self, msg: Message, from_addr: str, to_addrs: list[str]) -> dict[str, Any]:
         self._maybe_fail("send_message")
         self.sent.append((msg, from_addr, to_addrs))
         return {}
@@ -206,7 +208,8 @@ def test_send_builds_the_message_and_reports_it(fake_smtp: type[FakeSMTP]) -> No
     (smtp,) = fake_smtp.instances
     assert (smtp.host, smtp.port, smtp.timeout) == ("mail.test", 2525, 3.5)
     assert smtp.calls == []  # no TLS, no login
-    ((msg, from_addr, to_addrs),) = smtp.sent
+    ((raw, from_addr, to_addrs),) = smtp.sent
+    msg = BytesParser(policy=PARSE_POLICY).parsebytes(raw.as_bytes())  # as the server reads it
     assert from_addr == "orders@chumon.example"
     assert to_addrs == ["ada@example.com"]
     assert msg["From"] == "Chumon Shop <orders@chumon.example>"
@@ -392,3 +395,28 @@ def test_password_echoed_by_a_server_is_masked(fake_smtp: type[FakeSMTP]) -> Non
     assert "bad password ***" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert PASSWORD not in repr(mailer.config)
+
+
+@pytest.mark.parametrize(
+    ("to", "to_name", "subject", "body"),
+    [
+        ("ada@example.com", "Ada Lovelace", "Your order ord-1 is confirmed", "Plain ASCII.\n"),
+        ("ada@example.com", 'Ada "the" Lövelace, Countess', "Bestellung ord-1 bestätigt — " + "lang " * 20,
+         "Grüße\n" + "x" * 120 + "\n= and a trailing space \n"),
+        ("ada@example.com", "Émile Zola", "  é  " * 40, "é" * 300 + "\n"),
+    ],
+    ids=["ascii", "encoded-words", "long-non-ascii"],
+)  # fmt: skip
+def test_a_built_message_reads_back_as_written(to: str, to_name: str, subject: str, body: str) -> None:
+    """What the server parses (with the sink's policy) is what the email says; no line is longer
+    than SMTP allows. (An address that needs SMTPUTF8 takes the modern API, unchanged.)"""
+    email = Email(kind="confirmation", order_id="ord-1", to=to, to_name=to_name, subject=subject, body=body,
+                  message_id="<confirmation.ord-1@shop.example>")  # fmt: skip
+    message = SmtpMailer(config()).build_message(email)
+    raw = message.as_bytes()
+    parsed = BytesParser(policy=PARSE_POLICY).parsebytes(raw)
+    assert parsed["Subject"] == subject and parsed["Message-ID"] == email.message_id
+    (address,) = parsed["To"].addresses
+    assert (address.display_name, address.addr_spec) == (to_name, to)
+    assert parsed.get_content().replace("\r\n", "\n") == body
+    assert max(len(line) for line in raw.split(b"\n")) <= 998
