@@ -62,14 +62,13 @@ def source(name: str, package: str = "workers") -> str:
         if include in seen:
             return ""
         seen.add(include)
-        own = _lua_dir(package) / "includes" / f"{include}.lua"
-        return (own if own.exists() else _lua_dir("workers") / "includes" / f"{include}.lua").read_text()
+        return _include_text(include, package)
 
     return _INCLUDE.sub(inline, text)
 
 
 class Library:
-    """The runtime's scripts as one Redis function library: its name, text and function names.
+    """A package's scripts as one Redis function library: its name, text and function names.
 
     The text declares ``KEYS`` and ``ARGV`` as locals, then every include once (in an order that
     keeps each script's own), then registers each script's body as a function that sets them
@@ -113,6 +112,7 @@ def _merge(order: list[str], wanted: list[str]) -> None:
 
 
 def _include_text(include: str, package: str) -> str:
+    """An include's text: the package's own ``lua/includes``, else the runtime's."""
     own = _lua_dir(package) / "includes" / f"{include}.lua"
     return (own if own.exists() else _lua_dir("workers") / "includes" / f"{include}.lua").read_text()
 
