@@ -107,6 +107,8 @@ class ChumonProcess:
     up (64 KB of job lines) and blocks the process on its next write.
     """
 
+    group = False  # signalled as a process group (set below; a subclass may start its own process)
+
     def __init__(self, redis_url: str, *args: str, wrapper: list[str] | None = None, **settings: Any):
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by wait())
         self._output = ""
