@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import random
 import secrets
@@ -346,7 +345,8 @@ class Worker:
         wait = until - now
         deadline = self.runners.next_deadline()
         if self._began_runs:
-            deadline = min(deadline or math.inf, self._began_at + BEGAN_DELAY)
+            began_due = self._began_at + BEGAN_DELAY
+            deadline = began_due if deadline is None else min(deadline, began_due)
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         return max(0.001, min(wait, 1.0))
