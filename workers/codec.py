@@ -36,20 +36,6 @@ MESSAGE_LIMIT = 1_000
 TRACEBACK_LIMIT = 4_000
 HISTORY_LIMIT = 20
 
-# Fields the fetch step reads for every job it claims, in the order claim.lua returns them
-# after (id, execution, attempt).
-FETCH_FIELDS = (
-    "data",
-    "meta",
-    "origin",
-    "timeout",
-    "retry",
-    "effect_key",
-    "created_at",
-    "result_ttl",
-    "status",
-)
-
 
 def text(value: bytes | str) -> str:
     """A Redis reply as str (redis-py types replies as bytes or str). Raises on bytes that are not

@@ -65,14 +65,14 @@ class Claimed:
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Claimed:
-        """From a job as claim.lua returns it: id, exec, attempt, queue, note, then its FETCH fields.
+        """From a job as claim.lua returns it: id, exec, attempt, queue, note, then the job hash's
+        data, meta, timeout, retry, effect_key, result_ttl, attempt (as stored) and job_type.
 
         Never raises: the id, execution and queue were written or checked by the script; every
         other field is read defensively and what cannot be read is noted in ``problems``.
         """
         job_id, execution, attempt, queue, note = row[:5]
-        data, meta, _origin, timeout, retry, effect_key, _created, result_ttl, _status, stored = row[5:15]
-        job_type = row[17] if len(row) > 17 else ""
+        data, meta, timeout, retry, effect_key, result_ttl, stored, job_type = row[5:13]
         problems = [readable(note)] if note else []
         claimed = cls(
             job_id=readable(job_id) or "",

@@ -162,23 +162,7 @@ class Reaper:
         job_id, execution, _worker, attempt, lost = row[:5]
         data, meta, _origin, timeout, retry, effect_key, started_at = row[5:12]
         claimed = Claimed.from_row(
-            [
-                job_id,
-                execution,
-                attempt,
-                queue,
-                "",
-                data,
-                meta,
-                queue,
-                timeout,
-                retry,
-                effect_key,
-                "",
-                "",
-                "",
-                "",
-            ]
+            [job_id, execution, attempt, queue, "", data, meta, timeout, retry, effect_key, "", "", ""]
         )
         started = readable(started_at)
         if started:

@@ -32,15 +32,17 @@
   ctx = {worker, token, seq, claim_ttl_ms, defer_s, result_ttl, budget,
          limits = {queue = {max, ms}}, type_limits = {type = {max, ms}}}
 
-  Returns jobs (each {id, exec, attempt, queue, note, <FETCH values>}), duplicates and deferred
+  Returns jobs (each {id, exec, attempt, queue, note, data, meta, timeout, retry, effect_key,
+  result_ttl, stored attempt, job_type}), duplicates and deferred
   jobs (each {id, queue, job type}), the number of stale ids dropped (no job hash behind them,
   or a job already running or settled), the number quarantined, whether the budget ran out,
   and the server time when the earliest limit or throttle lifts (-1: none held a queue back).
 ]]
 
--- the fields a claimed job's row carries, in this order (claim() lists all 13 by position)
-local FETCH = {'data', 'meta', 'origin', 'timeout', 'retry', 'effect_key', 'created_at', 'result_ttl',
-  'status', 'attempt', 'lost', 'deferred', 'job_type'}
+-- the fields the claim reads of each job, in this order (claim() uses them by position); the row a
+-- claimed job returns carries those the worker needs (workers/execution.py Claimed.from_row)
+local FETCH = {'data', 'meta', 'timeout', 'retry', 'effect_key', 'result_ttl', 'status', 'attempt',
+  'deferred', 'job_type'}
 -- statuses a job may be claimed in; an id met in any other (a stray second copy of an id that
 -- is already running or settled) is dropped from the queue and counted as stale
 local RUNNABLE = {queued = true, scheduled = true, deferred = true, created = true}
@@ -227,11 +229,11 @@ local function claim(ctx, queues, n)
       elseif f.err then
         quarantine(queue, id, 'the job key is not a hash')
         quarantined = quarantined + 1
-      elseif (not f[1] and redis.call('EXISTS', jk) == 0) or (f[9] and not RUNNABLE[f[9]]) then
+      elseif (not f[1] and redis.call('EXISTS', jk) == 0) or (f[7] and not RUNNABLE[f[7]]) then
         stale = stale + 1
       else
         local state, stored, note = 'free', nil, ''
-        local job_type = f[13] or ''
+        local job_type = f[10] or ''
         if next(type_limits) ~= nil or job_type == '' then
           job_type = job_type ~= '' and job_type or job_type_of(f[1])
         end
@@ -250,19 +252,19 @@ local function claim(ctx, queues, n)
           lifts_in(ms)
           deferred[#deferred + 1] = {id, queue, job_type}
         else
-          if f[6] then
-            state, stored = effect_state(f[6])
+          if f[5] then
+            state, stored = effect_state(f[5])
             if state == 'garbage' then
               state, note = 'free', 'its idempotency key holds something else than a chumon marker'
             end
           end
           if state == 'done' then
-            local ttl = whole(f[8], -1, 31536000) or ctx.result_ttl
+            local ttl = whole(f[6], -1, 31536000) or ctx.result_ttl
             finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
             duplicates[#duplicates + 1] = {id, queue, job_type}
             if ctx.events then emit(ctx.events, 'completed', id, queue, {'duplicate', 1}) end
           elseif state == 'held' then
-            defer(ctx, id, queue, whole(f[12], 0, MAX_COUNT) or 0)
+            defer(ctx, id, queue, whole(f[9], 0, MAX_COUNT) or 0)
             deferred[#deferred + 1] = {id, queue, job_type}
           else
             seq = seq + 1
@@ -272,18 +274,18 @@ local function claim(ctx, queues, n)
               type_used[job_type] = type_used[job_type] + 1
             end
             local exec = ctx.token .. '.' .. seq
-            if f[6] and note == '' then
-              redis.call('SET', K.effect_key .. f[6], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
+            if f[5] and note == '' then
+              redis.call('SET', K.effect_key .. f[5], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
             end
             redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
               'last_heartbeat', now_iso())
             local run = id .. ':' .. exec
             gather('ZADD', wk, '+inf', run)
             gather('SADD', inflight, run)
-            -- one table of its final size (FETCH's fields in order): no growth per field
-            local job = {id, exec, (whole(f[10], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
-              f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[7] or '', f[8] or '', f[9] or '', f[10] or '',
-              f[11] or '', f[12] or '', f[13] or ''}
+            -- one table of its final size: {id, exec, attempt, queue, note, data, meta, timeout, retry,
+            -- effect_key, result_ttl, stored attempt, job_type}
+            local job = {id, exec, (whole(f[8], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
+              f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[8] or '', f[10] or ''}
             if ctx.events then -- no table built per job while events are off
               emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
             end
