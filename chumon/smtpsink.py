@@ -49,7 +49,6 @@ import ssl
 import sys
 import threading
 import time
-from email.parser import BytesHeaderParser
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -60,7 +59,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orders.keys import OrderKeys
-from orders.notifications import PARSE_POLICY
+from orders.notifications import parse_message
 
 TEMPFAIL_PREFIX = "tempfail"
 BOUNCE_PREFIX = "bounce"
@@ -178,7 +177,7 @@ class _Handler:
 
 def describe(mail_from: str, rcpt_tos: list[str], content: bytes) -> dict[str, Any]:
     """The record kept of one accepted message."""
-    headers = BytesHeaderParser(policy=PARSE_POLICY).parsebytes(content)
+    headers = parse_message(content, headers_only=True)
 
     def header(name: str) -> str | None:
         value = headers.get(name)

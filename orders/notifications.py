@@ -29,6 +29,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage, Message
+from email.parser import BytesParser, Parser
 from email.policy import SMTP, SMTPUTF8, EmailPolicy
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, formatdate, parseaddr
@@ -238,6 +239,18 @@ SMTP_POLICY = sharing(SMTP)
 SMTPUTF8_POLICY = sharing(SMTPUTF8)
 PARSE_POLICY = sharing(default_policy)
 """The policies emails are built with (ASCII, SMTPUTF8) and parsed with (the SMTP sink)."""
+
+
+def parse_message(raw: bytes, *, headers_only: bool = False) -> Message:
+    """A received message as its recipient reads it. A message sent with SMTPUTF8 (RFC 6532)
+    carries its headers in raw UTF-8, which the stdlib's bytes parser would read as escaped
+    bytes ('Zo\\udcc3\\udcab' for 'Zoë'): a message that is UTF-8 is parsed as text; any other
+    (8-bit bytes of another charset) as bytes."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return BytesParser(policy=PARSE_POLICY).parsebytes(raw, headersonly=headers_only)
+    return Parser(policy=PARSE_POLICY).parsestr(text, headersonly=headers_only)
 
 
 class SmtpMailer:

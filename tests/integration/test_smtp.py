@@ -83,6 +83,18 @@ def test_delivery_reaches_the_sink_with_its_headers(sink: SmtpSink) -> None:
     assert sink.unique_message_ids() == {"<confirmation.ord-1@shop.example>"}
 
 
+def test_an_smtputf8_message_reads_back_in_the_sink_as_sent(sink: SmtpSink) -> None:
+    """An address with a non-ASCII local part goes out with SMTPUTF8, its headers in raw UTF-8
+    (RFC 6532): the sink must read them as UTF-8, not as escaped bytes."""
+    email = email_to("zoë@example.com").model_copy(update={"subject": "Bestellung ord-1 bestätigt — Grüße"})
+    mailer_for(sink).send(email)
+
+    (message,) = sink.messages()
+    assert message["rcpt_tos"] == ["zoë@example.com"]
+    assert message["subject"] == "Bestellung ord-1 bestätigt — Grüße"
+    assert message["order_id"] == "ord-1" and message["kind"] == "confirmation"
+
+
 def test_a_duplicate_send_carries_the_same_message_id(sink: SmtpSink) -> None:
     mailer = mailer_for(sink)
     order = make_order()
