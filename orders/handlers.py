@@ -14,13 +14,21 @@ answer was reported), that effect is reported now, as a late answer, so it is un
 An email is sent only if the order's saga has not recorded it yet. What is left is the crash
 window of docs/orders.md: from the moment the mail server has the whole message to the
 commit of ``EmailSent``, a worker that dies (or a reply that is lost) means the same
-Message-ID is sent once more on retry.
+Message-ID is sent once more on retry. A commit that Redis refuses for a while (out of memory,
+a failover's read-only moment, a dropped connection) does not open that window: once the
+message is out, the handler keeps trying to record it for up to ``RECORD_PATIENCE`` seconds,
+well inside the email job's time-out, instead of failing into a retry that would send again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders import commands as c
 from orders.inventory import Inventory, ReservationState
@@ -30,6 +38,13 @@ from orders.saga import Step
 from orders.service import OrderService
 from orders.shipping import Carrier
 from orders.store import Loaded, UnknownOrder
+from workers.durability import NotReplicated
+
+RECORD_PATIENCE = 20.0  # seconds; the email jobs' time-out is 30 s (jobs/orders.py)
+# Redis refusing or missing a write for a while: worth waiting out once an email is out
+PASSING = (
+    OutOfMemoryError, ReadOnlyError, BusyLoadingError, RedisConnectionError, RedisTimeoutError, NotReplicated,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -189,6 +204,25 @@ def _send_once(cmd: c.Command, s: Services, render: Callable[[Loaded], Email]) -
         return f"skipped: the {email.kind} email is on record already"
     # -- the crash window opens when the server has the whole message (docs/orders.md) --
     sent = s.mailer.send(email)
-    s.orders.email_sent(cmd.order_id, email.kind, sent.message_id, cause=cmd.id, loaded=loaded)
+    _record_sent(s.orders, cmd, email.kind, sent.message_id, loaded)
     # -- and closes here, with EmailSent committed --
     return sent.message_id
+
+
+def _record_sent(orders: OrderService, cmd: c.Command, kind: str, message_id: str, loaded: Loaded) -> None:
+    """Commit EmailSent, waiting out a Redis that refuses or misses writes (``PASSING``) for up
+    to ``RECORD_PATIENCE`` seconds. A retry reads the order afresh: if the first commit landed
+    and only its reply was lost, the saga finds the email on record and does nothing."""
+    deadline = time.monotonic() + RECORD_PATIENCE
+    delay = 0.05
+    given: Loaded | None = loaded
+    while True:
+        try:
+            orders.email_sent(cmd.order_id, kind, message_id, cause=cmd.id, loaded=given)
+            return
+        except PASSING:
+            if time.monotonic() + delay > deadline:
+                raise
+        given = None  # changed in place by the failed attempt: never decided on again
+        time.sleep(delay)  # Redis refused the write: wait, then try again
+        delay = min(delay * 2, 1.0)

@@ -239,3 +239,47 @@ def test_a_black_holed_connection_times_out_and_the_worker_comes_back(server: Re
             peer.stop()
         proxy.close()
     assert "TimeoutError" in cut.output and "redis answers again" in cut.output, cut.output
+
+
+def oom_errors(redis: Redis) -> int:
+    """Commands Redis refused for lack of memory so far (INFO errorstats, Redis 6.2 and later)."""
+    return int(redis.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def test_a_full_redis_stalls_work_without_losing_or_doubling_it(server: RedisServer) -> None:
+    """Redis at maxmemory (noeviction) refuses every write for longer than worker_ttl while jobs
+    run. Nobody dies of it; when memory is freed every job finishes, each effect once, nothing
+    in a dead-letter queue."""
+    redis = server.client()
+    enqueuer = Enqueuer(redis, make_settings(server.url))
+    total = 120
+    ids = enqueuer.enqueue_many(sample.tally, [{"n": n, "ms": 20} for n in range(total)])
+    workers = [WorkerProcess(server.url, "--queues", "q", "--concurrency", "4") for _ in range(2)]
+    try:
+        wait_until(lambda: redis.zcard("rq:finished:q") >= 10, timeout=30, message="work under way")
+        redis.config_set("maxmemory-policy", "noeviction")
+        redis.config_set("maxmemory", "1")  # every command that may grow memory is refused
+        refused = oom_errors(redis)
+        wait_until(lambda: oom_errors(redis) >= refused + 20, timeout=30, message="writes refused")
+        stalled = redis.zcard("rq:finished:q")
+        time.sleep(3)  # longer than worker_ttl (2 s): the scenario under test, not a wait
+        assert all(alive(w) for w in workers), [w.output for w in workers]
+        assert redis.zcard("rq:finished:q") == stalled  # nothing settles while Redis refuses writes
+        redis.config_set("maxmemory", "0")
+        wait_until(
+            lambda: redis.zcard("rq:finished:q") == total, timeout=60, message="every job finished after"
+        )
+        assert all(alive(w) for w in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert all(w.proc.returncode == 0 for w in workers), [w.output for w in workers]
+    effects = redis.hgetall("chaos:effects")
+    assert sorted(int(n) for n in effects) == list(range(total))
+    assert set(effects.values()) == {b"1"}, {k: v for k, v in effects.items() if v != b"1"}
+    jobs = [load_job(redis, KEYS, job_id) for job_id in ids]
+    assert [job.status for job in jobs] == ["finished"] * total
+    # a run whose handler's own write was refused is retried; no live worker is presumed dead
+    assert not [f for job in jobs for f in job.failures if f["exc_type"] == "WorkerLost"]
+    assert redis.llen("rq:queue:q:dlq") == 0 and redis.zcard("rq:failed:q") == 0
+    assert any("OutOfMemoryError" in w.output for w in workers)
