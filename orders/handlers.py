@@ -15,9 +15,10 @@ An email is sent only if the order's saga has not recorded it yet. What is left 
 window of docs/orders.md: from the moment the mail server has the whole message to the
 commit of ``EmailSent``, a worker that dies (or a reply that is lost) means the same
 Message-ID is sent once more on retry. A commit that Redis refuses for a while (out of memory,
-a failover's read-only moment, a dropped connection) does not open that window: once the
-message is out, the handler keeps trying to record it for up to ``RECORD_PATIENCE`` seconds,
-well inside the email job's time-out, instead of failing into a retry that would send again.
+a failover's read-only moment, a dropped connection, another client's long script) does not
+open that window: once the message is out, the handler keeps trying to record it for up to
+``RECORD_PATIENCE`` seconds, well inside the email job's time-out, instead of failing into a
+retry that would send again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -45,6 +46,11 @@ RECORD_PATIENCE = 20.0  # seconds; the email jobs' time-out is 30 s (jobs/orders
 PASSING = (
     OutOfMemoryError, ReadOnlyError, BusyLoadingError, RedisConnectionError, RedisTimeoutError, NotReplicated,
 )  # fmt: skip
+BUSY = "BUSY "  # another client's script holds Redis (redis-py raises a plain ResponseError)
+
+
+def _passing(exc: BaseException) -> bool:
+    return isinstance(exc, PASSING) or (isinstance(exc, ResponseError) and str(exc).startswith(BUSY))
 
 
 @dataclass(frozen=True)
@@ -220,8 +226,8 @@ def _record_sent(orders: OrderService, cmd: c.Command, kind: str, message_id: st
         try:
             orders.email_sent(cmd.order_id, kind, message_id, cause=cmd.id, loaded=given)
             return
-        except PASSING:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            if not _passing(exc) or time.monotonic() + delay > deadline:
                 raise
         given = None  # changed in place by the failed attempt: never decided on again
         time.sleep(delay)  # Redis refused the write: wait, then try again

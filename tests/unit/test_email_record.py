@@ -30,7 +30,10 @@ CMD = c.SendConfirmationEmail(order_id="ord-1", correlation_id="corr-1", at=0.0)
 
 def test_a_refused_record_is_tried_again_on_a_fresh_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(h.time, "sleep", lambda s: None)
-    orders = Orders(OutOfMemoryError("full"), OutOfMemoryError("full"))
+    busy = ResponseError(
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT."
+    )
+    orders = Orders(OutOfMemoryError("full"), busy)
     loaded = object()
     h._record_sent(orders, CMD, "confirmation", "<m@x>", loaded)  # type: ignore[arg-type]
     assert orders.calls == [loaded, None, None]  # the read it decided on is used once only
