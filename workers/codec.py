@@ -149,6 +149,19 @@ def decode_data(raw: bytes | None) -> tuple[str, dict[str, Any]]:
     raise BadJob("job data must carry one payload object, as args=[payload] or as kwargs")
 
 
+def size_over(text: str, limit: int) -> int | None:
+    """The size of ``text`` in UTF-8 bytes if it is more than ``limit``, else None; encodes only
+    text long enough to be over (a character is at most 4 bytes)."""
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text) if text.isascii() else len(text.encode())
+    return size if size > limit else None
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+
+
 def encode_result(value: Any) -> str:
     """A job's return value as the base64 JSON rq keeps in ``rq:results:<id>``; '' for None."""
     if value is None:

@@ -5,13 +5,15 @@ Validation happens entirely before anything is sent, so an invalid payload or op
 a job carries its delay (or its absolute ``run_at``), and the script decides, by Redis's
 clock, whether it is due now.
 
-A bulk enqueue is sent in chunks of ``CHUNK`` jobs, one script call each, all in one round
-trip: each chunk is atomic and no call holds Redis for long, whatever the batch's size (a
-failure between chunks leaves the earlier chunks enqueued). Passing ``pipeline=`` queues the
-scripts on the caller's pipeline (``redis.pipeline(transaction=True)``), so a state change
-and the jobs it triggers commit in one MULTI/EXEC or not at all; because that transaction
-holds Redis for its whole length, it takes at most ``MAX_ATOMIC`` jobs. The job ids are
-decided before anything is sent.
+A bulk enqueue is sent in chunks of at most ``CHUNK`` jobs and ``CHUNK_BYTES`` of their data,
+one script call each, all in one round trip: each chunk is atomic and no call holds Redis for
+long, whatever the batch's size (a failure between chunks leaves the earlier chunks enqueued).
+Passing ``pipeline=`` queues the scripts on the caller's pipeline
+(``redis.pipeline(transaction=True)``), so a state change and the jobs it triggers commit in
+one MULTI/EXEC or not at all; because that transaction holds Redis for its whole length, it
+takes at most ``MAX_ATOMIC`` jobs. The job ids are decided before anything is sent. A payload
+larger than ``CHUMON_MAX_PAYLOAD_BYTES`` is refused (``PayloadTooLarge``) before anything is
+sent.
 
 With ``CHUMON_REDIS__REPLICAS_ACK`` set, an enqueue returns only once that many replicas hold
 it, and raises ``NotReplicated`` otherwise (workers/durability.py): enqueue again with the
@@ -29,9 +31,9 @@ from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
 
-from workers.codec import describe, encode_data, shown, text
+from workers.codec import describe, encode_data, megabytes, shown, size_over, text
 from workers.durability import Durability
-from workers.errors import RuntimeFault
+from workers.errors import PayloadTooLarge, RuntimeFault
 from workers.jobtypes import JobType
 from workers.keys import Keys
 from workers.options import EnqueueOptions, check_job_id
@@ -40,6 +42,7 @@ from workers.settings import RuntimeSettings
 
 NO_OPTIONS = EnqueueOptions()
 CHUNK = 200
+CHUNK_BYTES = 4 * 1024 * 1024  # of job data per script call (one job alone may be larger)
 MAX_ATOMIC = 1000
 
 
@@ -106,7 +109,7 @@ class Enqueuer:
         """
         if not specs:
             return []
-        chunks = [specs[i : i + CHUNK] for i in range(0, len(specs), CHUNK)]
+        chunks = _chunks(specs)
         if pipeline is not None:
             if len(specs) > MAX_ATOMIC:
                 raise ValueError(
@@ -151,6 +154,13 @@ class Enqueuer:
         model = _validated(job_type, payload)
         payload_dict = model.model_dump(mode="json")
         payload_json = dumps(payload_dict)
+        size = size_over(payload_json, self.settings.max_payload_bytes)
+        if size is not None:
+            raise PayloadTooLarge(
+                f"the payload of job type {job_type.name!r} is {megabytes(size)} of JSON, more than "
+                f"CHUMON_MAX_PAYLOAD_BYTES ({megabytes(self.settings.max_payload_bytes)}): keep large data "
+                "elsewhere (a file, an object store) and pass its address"
+            )
         queue = options.queue or job_type.queue
         timeout = options.timeout or job_type.timeout or self.settings.job_timeout
         job_id = check_job_id(job_id) if job_id is not None else new_job_id()
@@ -184,6 +194,21 @@ class Enqueuer:
         if self.settings.job_events:
             spec["events"] = self.settings.job_events_max_length
         return spec
+
+
+def _chunks(specs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Specs in order, ``CHUNK`` jobs and ``CHUNK_BYTES`` of data at most per chunk (a job larger
+    than that goes alone): no call carries, or holds Redis for, more than a few megabytes."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for spec in specs:
+        data = len(spec["fields"][1])  # "data", <data>, ...: characters, about its bytes
+        if chunks[-1] and (len(chunks[-1]) >= CHUNK or size + data > CHUNK_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(spec)
+        size += data
+    return chunks
 
 
 def _validated(job_type: JobType[Any], payload: BaseModel | Mapping[str, Any]) -> BaseModel:

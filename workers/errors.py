@@ -77,5 +77,9 @@ class NoSuchJob(RuntimeFault):
     """A job id with no job behind it."""
 
 
+class PayloadTooLarge(ValueError):
+    """A payload larger than ``CHUMON_MAX_PAYLOAD_BYTES``: refused before anything is written."""
+
+
 class ServerUnsupported(RuntimeFault):
     """The Redis server cannot serve chumon (too old, or missing a feature chumon needs)."""

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 
-from workers.codec import BadJob, decode_data, encode_result, readable
+from workers.codec import BadJob, decode_data, encode_result, megabytes, readable
 from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
@@ -32,9 +32,11 @@ from workers.jobtypes import JobContext, JobRegistry, JobType
 from workers.options import MAX_TIMEOUT, MAX_TTL
 from workers.policy import RetryPolicy
 from workers.reporting import JobLogger, Reporter
+from workers.settings import MIB
 
 _WHOLE = re.compile(r"^-?[0-9]{1,12}$")
 DEFAULT_TIMEOUT = 180.0
+MAX_RESULT = MIB  # CHUMON_MAX_RESULT_BYTES' default
 
 # failures that no retry can mend: the job is dead-lettered at once
 UNREADABLE = ("MalformedJob", "InvalidPayload", "UnserializableResult", "EffectsRefused")
@@ -204,8 +206,10 @@ class Executor:
         owned: Callable[[str], bool] = lambda key: False,
         isolation: Isolation | None = None,
         reporter: Callable[[Redis, Claimed], Reporter] | None = None,
+        max_result: int = MAX_RESULT,
     ) -> None:
         self.registry = registry
+        self.max_result = max_result  # bytes of a return value as stored (CHUMON_MAX_RESULT_BYTES)
         self.redis = redis
         self.enqueuer = enqueuer
         self.policy_of = policy_of
@@ -325,6 +329,14 @@ class Executor:
             return Outcome.failure(
                 claimed, "UnserializableResult", str(exc), retryable=False, job_type=job_type, payload=payload
             )
+        if len(result) > self.max_result:  # base64: one byte per character
+            return Outcome.failure(
+                claimed, "ResultTooLarge",
+                f"the job's return value is {megabytes(len(result))} as stored, more than "
+                f"CHUMON_MAX_RESULT_BYTES ({megabytes(self.max_result)}): keep large data elsewhere "
+                "and return its address",
+                retryable=False, job_type=job_type, payload=payload,
+            )  # fmt: skip
         done = Outcome(claimed, "done", job_type=job_type, payload=payload, result_b64=result)
         done.effects = ctx.effects.commands or None
         return done

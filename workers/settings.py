@@ -19,6 +19,8 @@ from workers.policy import MAX_DELAY, RetryPolicy
 
 YEAR = 365 * 24 * 3600
 WEEK = 7 * 24 * 3600
+MIB = 1024 * 1024
+MAX_DATA = 64 * MIB  # a payload or result: larger values hold Redis for a good part of a second
 
 
 class RuntimeSettings(BaseSettings):
@@ -46,6 +48,24 @@ class RuntimeSettings(BaseSettings):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Default retry policy.")
     job_timeout: float = Field(
         default=180.0, gt=0, le=WEEK, description="Default time limit of one attempt (at most a week)."
+    )
+    max_payload_bytes: int = Field(
+        default=MIB,
+        ge=1024,
+        le=MAX_DATA,
+        description=(
+            "Largest payload an enqueue takes, in bytes of its JSON (at most 64 MiB): a larger one is "
+            "refused before anything is written, since every script call carrying it holds Redis longer."
+        ),
+    )
+    max_result_bytes: int = Field(
+        default=MIB,
+        ge=1024,
+        le=MAX_DATA,
+        description=(
+            "Largest return value a job may leave, in bytes as stored (at most 64 MiB): a job returning "
+            "more fails with ResultTooLarge and is dead-lettered, instead of a settle call holding Redis."
+        ),
     )
     result_ttl: int = Field(
         default=500,

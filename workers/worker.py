@@ -81,6 +81,7 @@ _STAT = {
 }  # fmt: skip
 INTERRUPT_GRACE = 0.5
 SETTLE_MAX = 256  # outcomes settled per call
+SETTLE_BYTES = 4 * 1024 * 1024  # of return values per call (one larger value goes alone)
 CLAIM_MAX = 256  # jobs claimed per call
 BACKOFF_CAP = 5.0
 CLOCK_JUMP = 0.25  # s: a server-time sample this far below the offset means our clock jumped
@@ -143,7 +144,7 @@ class Worker:
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
             on_start=self._started, owned=self.keys.runtime_owned, isolation=pool,
-            reporter=self._reporter,
+            reporter=self._reporter, max_result=settings.max_result_bytes,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = self._lanes(registry, async_concurrency, pool)
@@ -358,7 +359,8 @@ class Worker:
         outcome still pending: a reply lost in transit may have claimed jobs, which the next
         reconciliation hands back.
         """
-        outcomes = self._pending[:SETTLE_MAX]
+        count = settle_count(self._pending)
+        outcomes = self._pending[:count]
         finished = {o.claimed.execution for o in outcomes}
         started = [
             [c.job_id, c.execution, c.attempt, c.started_at]
@@ -389,7 +391,7 @@ class Worker:
         quarantined, exhausted, problems, server_now = reply[9:13]
         self._note_server_time(float(server_now))
         held_ids = {readable(i) for i in held}
-        self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[SETTLE_MAX:]
+        self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[count:]
         for claimed in self._began_runs.copy().values():
             if claimed.execution not in finished or claimed.job_id not in held_ids:
                 del self._began_runs[claimed.execution]
@@ -644,3 +646,14 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
+
+
+def settle_count(pending: list[Outcome]) -> int:
+    """How many of the first pending outcomes one step call settles: at most ``SETTLE_MAX``, and
+    ``SETTLE_BYTES`` of return values (at least one), so that no call holds Redis for long."""
+    size = 0
+    for n, outcome in enumerate(pending[:SETTLE_MAX]):
+        size += len(outcome.result_b64)
+        if size > SETTLE_BYTES and n > 0:
+            return n
+    return min(len(pending), SETTLE_MAX)
