@@ -149,12 +149,16 @@ class Enqueuer:
         options: EnqueueOptions,
         *,
         job_id: str | None = None,
+        sized: bool = True,
     ) -> dict[str, Any]:
-        """The job as enqueue_job() in Lua takes it; raises on an invalid payload or id before any I/O."""
+        """The job as enqueue_job() in Lua takes it; raises on an invalid payload or id before any I/O.
+
+        ``sized=False``: not checked against ``CHUMON_MAX_PAYLOAD_BYTES`` (the runtime's own
+        notices, bounded by construction)."""
         model = _validated(job_type, payload)
         payload_dict = model.model_dump(mode="json")
         payload_json = dumps(payload_dict)
-        size = size_over(payload_json, self.settings.max_payload_bytes)
+        size = size_over(payload_json, self.settings.max_payload_bytes) if sized else None
         if size is not None:
             raise PayloadTooLarge(
                 f"the payload of job type {job_type.name!r} is {megabytes(size)} of JSON, more than "

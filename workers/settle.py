@@ -8,16 +8,28 @@ job to enqueue in the same script call.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.codec import Failure, append_failure, decode_meta, encode_exc_string, history_text, iso
+from workers.codec import (
+    Failure,
+    append_failure,
+    decode_meta,
+    encode_exc_string,
+    history_text,
+    iso,
+    size_over,
+)
 from workers.enqueue import NO_OPTIONS, Enqueuer
 from workers.execution import UNREADABLE, Claimed, Outcome
 from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
 from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, clamp_delay, decide
+from workers.scripts import dumps
 from workers.settings import RuntimeSettings
+
+LOG = logging.getLogger("chumon.worker")
 
 
 def settle_ctx(settings: RuntimeSettings, worker: str) -> dict[str, Any]:
@@ -77,33 +89,62 @@ class Settler:
     def plan(self, outcomes: list[Outcome], *, worker: str | None = None) -> Plan:
         """Items for the scripts; ``worker`` names the (dead) worker the runs belong to, if not us."""
         plan = Plan([], [], [])
+        sections: tuple[list[Any], ...] = (
+            plan.done, plan.failed, plan.released, plan.throttled, plan.cancelled, plan.kept, plan.actions
+        )  # fmt: skip
         for outcome in outcomes:
-            claimed = outcome.claimed
-            if outcome.kind == "done":
-                plan.done.append(self.done_item(outcome))
-                plan.actions.append("succeeded")
-            elif outcome.kind == "released":
-                plan.released.append(
-                    [claimed.job_id, claimed.execution, claimed.queue, worker or False, False]
+            marks = [len(section) for section in sections]
+            counts = plan.retried, plan.dead
+            try:
+                self._plan_one(plan, outcome, worker)
+            except Exception as exc:  # a bug of ours: this run ends as a dead letter, not a stuck worker
+                LOG.exception(
+                    "job %s: its outcome could not be settled; dead-lettering it", outcome.claimed.job_id
                 )
-                plan.actions.append("released")
-            elif outcome.kind == "throttled":
-                plan.throttled.append(self.throttled_item(outcome, worker))
-                plan.actions.append("throttled")
-            elif outcome.kind == "cancelled":
-                plan.cancelled.append([claimed.job_id, claimed.execution, claimed.queue, worker or False])
-                plan.actions.append("cancelled")
-            else:
-                item = self.failed_item(outcome, worker=worker)
-                plan.failed.append(item)
-                if item[3] == "retry":
-                    plan.retried += 1
-                    plan.actions.append("retried")
-                else:
-                    plan.dead += 1
-                    plan.actions.append("dead_lettered")
-            self.keep(plan, outcome)
+                for section, mark in zip(sections, marks, strict=True):
+                    del section[mark:]  # nothing half-planned for it
+                plan.retried, plan.dead = counts
+                plan.failed.append(self._unplannable(outcome, exc, worker))
+                plan.dead += 1
+                plan.actions.append("dead_lettered")
         return plan
+
+    def _plan_one(self, plan: Plan, outcome: Outcome, worker: str | None) -> None:
+        """Append the outcome's item to the plan's section, and its action (keep() too)."""
+        claimed = outcome.claimed
+        if outcome.kind == "done":
+            plan.done.append(self.done_item(outcome))
+            plan.actions.append("succeeded")
+        elif outcome.kind == "released":
+            plan.released.append([claimed.job_id, claimed.execution, claimed.queue, worker or False, False])
+            plan.actions.append("released")
+        elif outcome.kind == "throttled":
+            plan.throttled.append(self.throttled_item(outcome, worker))
+            plan.actions.append("throttled")
+        elif outcome.kind == "cancelled":
+            plan.cancelled.append([claimed.job_id, claimed.execution, claimed.queue, worker or False])
+            plan.actions.append("cancelled")
+        else:
+            item = self.failed_item(outcome, worker=worker)
+            plan.failed.append(item)
+            if item[3] == "retry":
+                plan.retried += 1
+                plan.actions.append("retried")
+            else:
+                plan.dead += 1
+                plan.actions.append("dead_lettered")
+        self.keep(plan, outcome)
+
+    def _unplannable(self, outcome: Outcome, exc: Exception, worker: str | None) -> list[Any]:
+        """A dead letter without a hook for a run whose item could not be built: the least that can
+        be written, from values already checked (the claim's id, execution and queue)."""
+        claimed = outcome.claimed
+        reason = f"the runtime could not settle this run: {type(exc).__name__}: {exc}"[:500]
+        meta = {"state": "dead-lettered", "dead_letter_reason": reason, "last_error": reason,
+                "attempt": claimed.attempt}  # fmt: skip
+        return [claimed.job_id, claimed.execution, claimed.queue, "dead", 0, json.dumps(meta),
+                encode_exc_string(reason), False, claimed.attempt, claimed.started_at, outcome.ended_at,
+                worker or False]  # fmt: skip
 
     def keep(self, plan: Plan, outcome: Outcome) -> None:
         """A kept item for a job whose type keeps only its last N finished or dead-lettered jobs,
@@ -217,13 +258,18 @@ class Settler:
         hook = self.registry.dead_letter_hook(outcome.job_type)
         if hook is None:
             return None
+        payload, reason = outcome.payload, f"{decision.reason}: {outcome.exc_type}: {outcome.message}"[:1000]
+        if payload is not None and size_over(dumps(payload), self.settings.max_payload_bytes) is not None:
+            payload, reason = None, f"{reason} (its payload, too large for a notice, is on the dead letter)"
         notice = DeadLetterNotice(
             job_id=outcome.claimed.job_id,
             job_type=outcome.job_type.name if outcome.job_type else None,
             queue=outcome.claimed.queue,
-            payload=outcome.payload,
-            reason=f"{decision.reason}: {outcome.exc_type}: {outcome.message}"[:1000],
+            payload=payload,
+            reason=reason,
             attempts=outcome.claimed.attempt,
             failures=[{k: v for k, v in entry.items() if k != "traceback"} for entry in history],
         )
-        return self.enqueuer.spec(hook, notice, NO_OPTIONS)
+        # the notice is bounded by construction (a payload within the limit, 20 failures of at most
+        # 1,000 characters each): it is not refused for being a little over the payload limit
+        return self.enqueuer.spec(hook, notice, NO_OPTIONS, sized=False)

@@ -5,6 +5,8 @@ seconds: heartbeats timed out and a live worker was presumed dead."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis import Redis
 
@@ -73,3 +75,20 @@ def test_a_bulk_enqueue_is_cut_by_bytes_too(redis: Redis, settings: RuntimeSetti
     ids = enqueuer.enqueue_many(sample.echo, [{"text": str(i) * 600_000} for i in range(10)])
     assert script_calls(redis) - before == 2  # 6 MB of data: two calls of at most 4 MiB
     assert len(set(ids)) == 10 and redis.llen("rq:queue:q") == 11
+
+
+def test_a_dead_letter_notice_carries_the_payload_unless_it_is_over_the_limit(
+    redis: Redis, settings: RuntimeSettings
+) -> None:
+    """The hook's notice carries the dead job's payload and its failures: with a payload near
+    the limit the notice is over it, and must still go out, or the dead letter could never be
+    settled; a payload over the limit (written under a larger one, or by hand) is left out."""
+    tight = settings.model_copy(update={"max_payload_bytes": 4096})
+    loose = settings.model_copy(update={"max_payload_bytes": 65536})
+    near = Enqueuer(redis, tight).enqueue(sample.permanent, {"text": "n" * 4000})
+    over = Enqueuer(redis, loose).enqueue(sample.permanent, {"text": "o" * 10_000})
+    run_burst(redis, sample.registry, tight, queues=["q", "hooks"])
+    assert sorted(DeadLetters(redis, tight).ids("q")) == sorted([near, over])
+    notices = {n["job_id"]: n for n in map(json.loads, redis.lrange("test:dead_letters", 0, -1))}
+    assert notices[near]["payload"]["text"] == "n" * 4000
+    assert notices[over]["payload"] is None and "is on the dead letter" in notices[over]["reason"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -16,7 +18,9 @@ from tests.support import run_burst, wait_until, worker_thread
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings, load_job
 from workers.codec import parse_iso
 from workers.deadletter import DeadLetters
+from workers.execution import Outcome
 from workers.keys import Keys
+from workers.settle import Settler
 
 KEYS = Keys()
 
@@ -170,6 +174,31 @@ def test_pickled_and_garbage_jobs_are_dead_lettered_and_the_worker_serves_on(
     assert worker.stats["quarantined"] == 1  # an id whose key is no job hash
     ((_id, entry),) = redis.xrange("chumon:quarantine")
     assert entry[b"id"] == b"notahash" and b"not a hash" in entry[b"reason"]
+
+
+def test_a_run_whose_outcome_cannot_be_planned_is_dead_lettered_and_the_worker_serves_on(
+    redis: Redis, settings: RuntimeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours while planning one outcome (here: building its done item raises) must end
+    that run as a dead letter with the reason, not leave the outcome pending forever."""
+    enqueuer = Enqueuer(redis, settings)
+    cursed = enqueuer.enqueue(sample.echo, {"text": "cursed"})
+    fine = enqueuer.enqueue_many(sample.echo, [{"text": f"fine {i}"} for i in range(5)])
+    real = Settler.done_item
+
+    def done_item(self: Settler, outcome: Outcome) -> list[Any]:
+        if outcome.claimed.job_id == cursed:
+            raise KeyError("a bug of ours")
+        return real(self, outcome)
+
+    monkeypatch.setattr(Settler, "done_item", done_item)
+    worker = run_burst(redis, sample.registry, settings, concurrency=4)
+    assert [load_job(redis, KEYS, i).status for i in fine] == ["finished"] * 5
+    (dead,) = DeadLetters(redis, settings).entries("q")
+    assert dead.id == cursed and dead.attempt == 1
+    assert "the runtime could not settle this run: KeyError" in (dead.dead_letter_reason or "")
+    assert worker.stats["done"] == 5 and worker.stats["dead"] == 1
+    assert redis.zcard("rq:wip:q") == 0
 
 
 def test_unknown_job_type_is_retried_then_dead_lettered_through_the_hook(
