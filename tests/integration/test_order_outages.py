@@ -58,7 +58,8 @@ def server() -> Iterator[RedisServer]:
 def test_an_email_whose_record_redis_refuses_for_a_while_is_sent_once(server: RedisServer) -> None:
     redis = server.client()
     with running_flow(redis, server.url) as flow:
-        mailer = FullAfterSend(flow.services.mailer, server.client(), seconds=1.5)
+        admin = server.client()
+        mailer = FullAfterSend(flow.services.mailer, admin, seconds=1.5)
         jobs.orders.configure(dataclasses.replace(flow.services, mailer=mailer))
         refused = oom_errors(redis)
         order_id = flow.place(("TEA", 1))
@@ -69,3 +70,5 @@ def test_an_email_whose_record_redis_refuses_for_a_while_is_sent_once(server: Re
         sent = [m for m in flow.sink.messages() if m["order_id"] == order_id]
         assert [m["kind"] for m in sent] == ["confirmation"], sent  # every message the sink got
         assert flow.audit().ok
+        admin.close()
+    redis.close()
