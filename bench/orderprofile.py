@@ -469,6 +469,7 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
         "cpu_us_per_order": cost["cpu_us_per_order"],
         "cpu_us_total": cost["cpu_us_total"],
         "commands_per_order": cost["commands_per_order"],
+        "commandstats": cost["commandstats"],
     }
 
 
