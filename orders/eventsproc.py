@@ -128,8 +128,6 @@ class EventProcessors:
                 if self._guarded(group, consumer.step) and consumer.parked != parked:
                     counter.inc(consumer.parked - parked)
                     parked = consumer.parked
-            if ready and isinstance(consumer, Reactor):
-                self._guarded(group, consumer.release)  # what it held back, before the process ends
 
         return loop
 

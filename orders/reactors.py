@@ -56,11 +56,6 @@ from workers.streams import Entry, GroupReader
 
 log = logging.getLogger("chumon.reactors")
 SERVICES = ("inventory", "payments", "shipping", "orders", "notifications")
-ACK_DELAY = 0.5
-"""Seconds at most a reactor holds back the acknowledgement of entries that sent nothing (and at
-most a quarter of ``claim_after``, so no other consumer takes them over meanwhile)."""
-HOLD_MAX = 500
-"""Entries held back at most before they are acknowledged anyway."""
 
 
 def definite(event: e.StepFailed) -> bool:
@@ -249,18 +244,14 @@ class Reactor:
         self.orders = reactions.orders
         self.outbox = reactions.outbox
         self.bus = reactions.bus(service)
-        self.ack_delay = min(ACK_DELAY, claim_after / 4)
         self.reader = GroupReader(
             reactions.orders.store.redis,
             keys.events,
             self.group,
-            block=self.ack_delay,  # an idle reactor still acknowledges what it held back in time
             claim_after=claim_after,
             parking=keys.parking(self.group),
             max_deliveries=max_deliveries,
         )
-        self.held: list[Entry] = []  # processed, their acknowledgement not sent yet (``_hold``)
-        self.held_since = 0.0
         self.reacted = 0
         self.parked = 0
 
@@ -268,24 +259,16 @@ class Reactor:
         self.reader.ensure_group()
         while not stop.is_set():
             self.step()
-        self.release()
 
     def step(self) -> int:
         """One round: returns how many entries it settled (reacted to, or parked)."""
-        if self.held and time.monotonic() - self.held_since >= self.ack_delay:
-            self.release()
         return consume(self, log)
-
-    def release(self) -> None:
-        """Acknowledge the entries held back (``_hold``)."""
-        self._index_and_ack({}, [])
 
     def process(self, batch: list[Entry]) -> None:
         """React to a batch: its reactions' commands go out together (``Outbox``), then the job
-        index and the acknowledgements in one MULTI/EXEC (a batch that sent nothing is held back
-        a little: ``_hold``). A failure anywhere acknowledges nothing: ``consume`` processes the
-        entries again one by one, and the enqueue keys make what went out before the failure
-        go out once."""
+        index and the acknowledgements in one MULTI/EXEC. A failure anywhere acknowledges
+        nothing: ``consume`` processes the entries again one by one, and the enqueue keys make
+        what went out before the failure go out once."""
         done, unreadable, replayed = [], [], []
         try:
             for entry in batch:
@@ -307,30 +290,13 @@ class Reactor:
         for entry, event in replayed:  # its reaction went through: done at last
             if self.orders.get(event.order_id) is not None:
                 self.orders.unflag(event.order_id, self.flag_reason(entry), cause=event.id)
-        if jobs or len(self.held) + len(done) >= HOLD_MAX:
-            self._index_and_ack(jobs, done)
-        else:
-            self._hold(done)
+        self._index_and_ack(jobs, done)
         self.give_up(unreadable)
 
-    def _hold(self, done: list[Entry]) -> None:
-        """Hold back the acknowledgement of entries that sent nothing (most entries: each service
-        reacts to one or two of an order's seven events), to go with the next batch's writes or
-        at the latest ``ack_delay`` later (a quarter of ``claim_after``): one MULTI/EXEC per
-        event and service was the largest part of an idle reactor's work. Until then a crash
-        leaves them pending, and another consumer processes them again after ``claim_after``:
-        at least once, as every entry; what they did (a transition of the orders service) is
-        decided again on the order as it stands, which finds nothing to do."""
-        if not self.held:
-            self.held_since = time.monotonic()
-        self.held += done
-
     def _index_and_ack(self, jobs: dict[str, list[str]], done: list[Entry]) -> None:
-        """The sent jobs' order index and the acknowledgements (the batch's and those held back),
-        in one round trip. An index write that fails (a key of another type) costs a trace its
-        jobs, as alone; a failed acknowledgement raises: the entries come back, and send nothing
-        twice."""
-        done = [*self.held, *done]
+        """The sent jobs' order index and the batch's acknowledgements, in one round trip. An
+        index write that fails (a key of another type) costs a trace its jobs, as alone; a
+        failed acknowledgement raises: the entries come back, and send nothing twice."""
         plan = self.reader.ack_plan(done)
         if not jobs and not plan:
             return
@@ -345,7 +311,6 @@ class Reactor:
         failed = next((r for r in replies[:acks] if isinstance(r, Exception)), None)
         if failed is not None:
             raise failed
-        self.held = []
         for entry in done:
             self.reader.errors.pop(entry.id, None)
 
