@@ -17,6 +17,12 @@ transitions of the order itself. Entries are acknowledged after their reactions 
 - each service undoes its step again on CompensationRepeated for it (its compensation found
   nothing, but the step had answered late).
 
+A reactor reacts to a read batch at a time: the reactions that send commands are gathered
+(``Outbox``), the orders they need are read in one round trip, every command of the batch goes
+out in one enqueue call, each under the key it would have had alone, and the job index and
+the batch's acknowledgements follow in one MULTI/EXEC. So the busier the stream, the larger a
+batch and the less a reaction costs: one reaction per read cost a reactor four round trips.
+
 An entry a reactor cannot read (a type a newer writer added) is parked in its group's
 dead-letter stream, and the order is flagged for a person (the reaction it would have had
 may be missing: the saga could wait for ever). One whose reaction fails every time is parked
