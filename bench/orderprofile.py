@@ -430,11 +430,14 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
 
     okeys, wkeys, env = OrderKeys(), Keys(), flow.env
     progress = Progress(round(rate * seconds), f"{style} budget, placed at {rate:g}/s")
+    processes = pids(flow)
+    before = snapshot(env, processes)
     try:
         ids = place_paced(flow, rate, seconds, len(flow.placed), progress)
     finally:
         progress.close()
     settle(flow, ids, f"{style} budget, settling", 120)
+    cost = per_order(before, snapshot(env, processes), len(ids))  # at this rate, not in a burst
     segments: dict[str, list[float]] = {}
     for order_id in ids:
         job_ids = texts(env.redis.smembers(okeys.order_jobs(order_id)))
@@ -463,6 +466,10 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
         "with_path": len(segments.get("total: place -> CONFIRMED", [])),
         "p50_ms": {name: round(statistics.median(v), 2) for name, v in segments.items()},
         "p99_ms": {name: round(percentile(sorted(v), 99), 2) for name, v in segments.items()},
+        "cpu_us_per_order": cost["cpu_us_per_order"],
+        "cpu_us_total": cost["cpu_us_total"],
+        "commands_per_order": cost["commands_per_order"],
+        "commandstats": cost["commandstats"],
     }
 
 
@@ -675,6 +682,11 @@ def text_report(report: dict[str, Any]) -> str:
             out.append(f"  {'segment':44} {'p50':>8} {'p99':>8}")
             for name, p50 in budget["p50_ms"].items():
                 out.append(f"  {name:44} {p50:8} {budget['p99_ms'][name]:8}")
+            out.append(
+                f"  at this rate, per order: CPU {budget['cpu_us_total']:,} µs ("
+                + ", ".join(f"{k} {v:,}" for k, v in budget["cpu_us_per_order"].items())
+                + f"), Redis commands {budget['commands_per_order']}"
+            )
         if "growth" in parts:
             out.append("Cost growth (one burst after another on the same Redis):")
             out.append("  kept before  orders/s  CPU µs/order  Redis µs/order  cmds/order  B/order  B/event")

@@ -73,10 +73,15 @@ class EventProcessors:
         self.projector = Projector(
             redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries
         )
-        reactions = Reactions(orders, step_timeout=step_timeout)
         self.reactors = (
             [
-                Reactor(service, reactions, keys, claim_after=claim_after, max_deliveries=max_deliveries)
+                Reactor(
+                    service,
+                    Reactions(orders, step_timeout=step_timeout),  # its own: the outbox is per thread
+                    keys,
+                    claim_after=claim_after,
+                    max_deliveries=max_deliveries,
+                )
                 for service in SERVICES
             ]
             if choreographed

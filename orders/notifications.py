@@ -36,11 +36,11 @@ from email.utils import format_datetime, formataddr, formatdate, parseaddr
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from orders.config import SmtpConfig
 from orders.errors import MailRejected, MailTransient, PartyBusy
-from orders.model import Order
+from orders.model import EmailAddress, Order
 from orders.money import format_amount
 
 EmailKind = Literal["confirmation", "cancellation"]
@@ -58,7 +58,7 @@ class Email(BaseModel):
 
     kind: EmailKind
     order_id: str
-    to: EmailStr
+    to: EmailAddress
     to_name: str
     subject: str
     body: str

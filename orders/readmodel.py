@@ -92,9 +92,15 @@ class ReadModel:
         return gen
 
     def active(self) -> list[int]:
-        """Generations the projector must keep up to date."""
-        building = {int(g) for g in texts(self.redis.smembers(self.keys.view_generations))}
-        return sorted(building | {self.current(fresh=True)})
+        """Generations the projector must keep up to date (read afresh: one round trip for the
+        set and the current generation, which the projector asks for before every batch)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.view_generations)
+            pipe.get(self.keys.view_current)
+            members, current = pipe.execute()
+        gen = _gen(current)
+        self._gen = (gen, time.monotonic())
+        return sorted({int(g) for g in texts(members)} | {gen})
 
     def _read(self, reads: Callable[[Any, int], object], gen: int | None = None) -> list[Any]:
         """Run ``reads(pipe, gen)`` in one MULTI/EXEC with a check of the current generation;

@@ -12,12 +12,13 @@ With ``CHUMON_REDIS__REPLICAS_ACK`` set, a change counts only once replicas hold
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
+from redis.client import Pipeline
 
 from orders.commands import CheckStepTimeout, Command
 from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
@@ -30,6 +31,7 @@ from orders.scripts import order_scripts
 from workers import EnqueueOptions, Enqueuer, JobType
 from workers.codec import readable, text, texts
 
+LOADED_FIELDS = ["doc", "saga", "version"]
 Router = Callable[[type[Command]], JobType[Any]]
 """Which job type carries a kind of command (defined by the job adapters, jobs/orders.py)."""
 
@@ -66,7 +68,21 @@ class OrderStore:
 
     def load(self, order_id: str) -> Loaded | None:
         """The order and its saga; None if there is none; CorruptOrder if its record cannot be read."""
-        doc, saga, version = self.redis.hmget(self.keys.order(order_id), ["doc", "saga", "version"])
+        return self.parse(order_id, self.redis.hmget(self.keys.order(order_id), LOADED_FIELDS))
+
+    def read_many(self, order_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """Several orders' records as stored, in one round trip (``parse`` reads one)."""
+        ids = list(dict.fromkeys(order_ids))
+        if not ids:
+            return {}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hmget(self.keys.order(order_id), LOADED_FIELDS)
+            return dict(zip(ids, pipe.execute(), strict=True))
+
+    def parse(self, order_id: str, raw: list[Any]) -> Loaded | None:
+        """An order's record (``doc``, ``saga``, ``version`` as read) read into its models."""
+        doc, saga, version = raw
         if doc is None or saga is None or version is None:
             return None
         try:
@@ -180,27 +196,48 @@ class OrderStore:
         ``dedupe`` (the event's id) makes each command an idempotent enqueue: a reaction
         repeated for a redelivered event enqueues nothing new.
         """
-        specs = [self._job(out, now, dedupe=f"{dedupe}.{i}") for i, out in enumerate(outgoing)]
+        self.index(self.send_many([(dedupe, outgoing)], now=now))
+
+    def send_many(self, sends: list[tuple[str, list[Outgoing]]], *, now: float) -> dict[str, list[str]]:
+        """``send`` for several events' reactions in one enqueue call; returns the jobs by order,
+        for ``index`` (left to the caller, who may write it with its own commands).
+
+        Each command keeps the enqueue key it would have alone (``<event id>.<n>``, n its
+        place among its event's commands), so a redelivered event enqueues nothing new
+        whichever batch it comes back in."""
+        outgoing = [out for _, outs in sends for out in outs]
+        specs = [
+            self._job(out, now, dedupe=f"{dedupe}.{i}")
+            for dedupe, outs in sends
+            for i, out in enumerate(outs)
+        ]
         ids = self.enqueuer.submit(specs) or [str(spec["id"]) for spec in specs]
         by_order: dict[str, list[str]] = {}
         for out, job_id in zip(outgoing, ids, strict=True):
             order_id = getattr(out.command, "order_id", None)
             if isinstance(order_id, str):
                 by_order.setdefault(order_id, []).append(job_id)
-        self.index(by_order)
+        return by_order
 
-    def index(self, jobs_by_order: dict[str, list[str]]) -> None:
+    def index(self, jobs_by_order: dict[str, list[str]], *, pipe: Pipeline | None = None) -> None:
         """Add jobs to their orders' job index (place and transitions do it in their script).
 
         After the enqueue, not in it: the index only helps a trace find the jobs, so a crash in
-        between costs the trace those jobs and nothing else."""
+        between costs the trace those jobs and nothing else. ``pipe``: queue the writes on the
+        caller's pipeline (its errors are the caller's to judge) instead of sending them."""
         if not jobs_by_order:
             return
-        with self.redis.pipeline(transaction=False) as pipe:
-            for order_id, job_ids in jobs_by_order.items():
-                pipe.sadd(self.keys.order_jobs(order_id), *job_ids)
-                pipe.expire(self.keys.order_jobs(order_id), self.index_ttl)
-            pipe.execute(raise_on_error=False)
+        if pipe is not None:
+            self._index_into(pipe, jobs_by_order)
+            return
+        with self.redis.pipeline(transaction=False) as own:
+            self._index_into(own, jobs_by_order)
+            own.execute(raise_on_error=False)
+
+    def _index_into(self, pipe: Pipeline, jobs_by_order: dict[str, list[str]]) -> None:
+        for order_id, job_ids in jobs_by_order.items():
+            pipe.sadd(self.keys.order_jobs(order_id), *job_ids)
+            pipe.expire(self.keys.order_jobs(order_id), self.index_ttl)
 
     def _order_keys(self, order_id: str) -> list[str]:
         """KEYS[1..6] of place.lua: the order, its payment method, orders by time, saga deadlines,

@@ -145,16 +145,17 @@ def test_a_reaction_that_always_fails_is_parked_after_its_deliveries_and_flags_t
 ) -> None:
     """Issue 11, 4: a poison entry is not retried for ever."""
     with running_flow(redis, redis_url, style="choreographed", events=EventsConfig(max_deliveries=2)) as flow:
-        store, send = flow.services.orders.store, flow.services.orders.store.send
+        store, send = flow.services.orders.store, flow.services.orders.store.send_many
         broken = threading.Event()
         broken.set()
 
-        def failing_send(outgoing: Any, **kwargs: Any) -> None:
+        def failing_send(sends: Any, **kwargs: Any) -> Any:
+            outgoing = [o for _, outs in sends for o in outs]
             if broken.is_set() and any(isinstance(o.command, c.ChargePayment) for o in outgoing):
                 raise RuntimeError("payments misconfigured")
-            send(outgoing, **kwargs)
+            return send(sends, **kwargs)
 
-        store.send = failing_send  # type: ignore[method-assign]
+        store.send_many = failing_send  # type: ignore[method-assign]
         order_id = flow.place(("TEA", 1))
         (entry,) = wait_until(lambda: parked(redis, "reactor-payments"), timeout=30, message="parking")
         assert entry.deliveries == 3 and "payments misconfigured" in entry.reason

@@ -1,0 +1,67 @@
+"""A reactor's batch: its reactions' commands go out in one enqueue call, each under the key it
+would have had alone, so a redelivered event sends nothing twice whichever batch it comes in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+
+import jobs
+import jobs.orders
+from chumon.bootstrap import build_services
+from orders.commands import CheckStepTimeout
+from orders.handlers import Services
+from orders.keys import OrderKeys
+from orders.reactors import Reactions, Reactor
+from producer import Producer
+from tests.flow import CATALOGUE, flow_settings, with_style
+
+
+@pytest.fixture
+def services(redis: Redis, redis_url: str) -> Iterator[Services]:
+    settings = with_style(flow_settings(redis_url, 2525), "choreographed")  # nothing is emailed here
+    built = build_services(redis, settings)
+    jobs.orders.configure(built)
+    for sku, (on_hand, price) in CATALOGUE.items():
+        built.inventory.set_stock(sku, on_hand, price)
+    yield built
+    jobs.orders.configure(None)
+
+
+def test_a_batch_goes_out_in_one_enqueue_and_a_redelivery_sends_nothing_twice(
+    redis: Redis, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = with_style(flow_settings("redis://unused", 2525), "choreographed")
+    producer = Producer(redis, settings, jobs.registry, services.orders)
+    customer = {"customer_name": "Ada", "customer_email": "ada@example.com", "ship_to": "12 Lane, London"}
+    order_ids = [producer.place_order(items=[("TEA", 1)], **customer).order_id for _ in range(3)]
+    reactor = Reactor("inventory", Reactions(services.orders, step_timeout=30), OrderKeys())
+    reactor.reader.ensure_group()
+    batch = reactor.reader.read()
+    assert sorted(entry.fields["order_id"] for entry in batch) == sorted(order_ids)
+
+    enqueuer = services.orders.store.enqueuer
+    submit, calls = enqueuer.submit, []
+
+    def counted(specs: list[dict[str, Any]], **kwargs: Any) -> list[str]:
+        calls.append(len(specs))
+        return submit(specs, **kwargs)
+
+    monkeypatch.setattr(enqueuer, "submit", counted)
+    reactor.process(batch)
+    assert calls == [6]  # one call: a reservation and its time-out check per order
+
+    runtime = services.orders.store.keys.runtime
+    timeout_queue = services.orders.store.route(CheckStepTimeout).queue
+    queued = (redis.llen(runtime.queue("inventory")), redis.zcard(runtime.scheduled(timeout_queue)))
+    assert queued == (3, 3)
+    for order_id in order_ids:  # each order's jobs are in its own index
+        assert redis.scard(services.orders.store.keys.order_jobs(order_id)) == 2
+    assert redis.xpending(reactor.reader.stream, reactor.group)["pending"] == 0  # acknowledged
+
+    for entry in batch:  # delivered again, one by one (another batch): the same keys, nothing new
+        reactor.process([entry])
+    assert (redis.llen(runtime.queue("inventory")), redis.zcard(runtime.scheduled(timeout_queue))) == queued
