@@ -407,6 +407,10 @@ class Worker:
             self._owned[claimed.execution] = claimed
             self.runners.submit(claimed)
         self._seq += len(jobs)
+        if want == 0 and any(item[7] for item in plan.failed):
+            # a dead letter's hook job went to its queue in this call, which claimed nothing: look
+            # again (a burst worker would otherwise stop before the listener tells it)
+            self._woken = True
         self._skipped("duplicate", duplicates)
         self._skipped("deferred", deferred)
         self._count("stale", int(stale))
