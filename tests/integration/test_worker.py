@@ -20,6 +20,7 @@ from workers.codec import parse_iso
 from workers.deadletter import DeadLetters
 from workers.execution import Outcome
 from workers.keys import Keys
+from workers.listener import Listener
 from workers.settle import Settler
 
 KEYS = Keys()
@@ -199,6 +200,19 @@ def test_a_run_whose_outcome_cannot_be_planned_is_dead_lettered_and_the_worker_s
     assert "the runtime could not settle this run: KeyError" in (dead.dead_letter_reason or "")
     assert worker.stats["done"] == 5 and worker.stats["dead"] == 1
     assert redis.zcard("rq:wip:q") == 0
+
+
+def test_a_burst_worker_runs_the_hook_job_its_own_last_settle_enqueued(
+    redis: Redis, settings: RuntimeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settle that dead-letters the last job claims nothing (nothing was left to claim) but
+    puts a hook job on a queue the worker serves. With no wake-up from the listener (here it
+    never starts: the slowest it can be), the burst must still run that job before it stops."""
+    monkeypatch.setattr(Listener, "start", lambda self: None)
+    job_id = Enqueuer(redis, settings).enqueue(sample.permanent, {"text": "last"})
+    run_burst(redis, sample.registry, settings, queues=["q", "hooks"], concurrency=1)
+    assert DeadLetters(redis, settings).ids("q") == [job_id]
+    assert redis.llen("test:dead_letters") == 1 and redis.llen("rq:queue:hooks") == 0
 
 
 def test_unknown_job_type_is_retried_then_dead_lettered_through_the_hook(
