@@ -13,11 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from workers.codec import names, readable
+from workers.errors import RuntimeFault
 from workers.keys import Keys, check_queue_name
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
+
+RACES = 5  # reads of a job's whereabouts before a cancel gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +92,35 @@ class Control:
         return rows
 
     def cancel(self, job_id: str) -> CancelResult:
-        """Cancel a waiting job, or ask a running one to stop (see the module docstring)."""
-        status, action = self.scripts.run(
-            "control",
-            {
+        """Cancel a waiting job, or ask a running one to stop (see the module docstring).
+
+        The script declares every key it touches, so the job's queue and flow parent are read
+        first and passed along; the script checks them and says 'changed' if the job is no longer
+        what was read (a job deleted and made again under its id), and this reads again."""
+        for _ in range(RACES):
+            origin, parent, parent_origin = self._whereabouts(job_id)
+            plan = {
                 "action": "cancel",
                 "id": job_id,
                 "ttl": self.settings.dlq_retention,
                 "events": self.settings.events_cap,
-            },
-        )
-        return CancelResult(job_id, readable(status) or "", readable(action) or "")
+                "origin": origin,
+                "parent": parent,
+                "parent_origin": parent_origin,
+            }
+            keys = self.keys.cancel_keys(job_id, origin, parent, parent_origin)
+            status, action = self.scripts.run("control", plan, keys=keys)
+            if readable(action) != "changed":
+                return CancelResult(job_id, readable(status) or "", readable(action) or "")
+        raise RuntimeFault(f"job {job_id} kept changing while it was being canceled: try again")
+
+    def _whereabouts(self, job_id: str) -> tuple[str, str, str]:
+        """The job's queue, its flow parent and the parent's queue, as Redis holds them ('' when none)."""
+        try:
+            origin, parent = self.redis.hmget(self.keys.job(job_id), ["origin", "flow_parent"])
+            parent_origin = (
+                self.redis.hget(self.keys.job(readable(parent) or ""), "origin") if parent else None
+            )
+        except ResponseError:  # a key holding something else than a hash: the script says so
+            return "", "", ""
+        return readable(origin) or "", readable(parent) or "", readable(parent_origin) or ""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
@@ -27,6 +28,7 @@ from workers.settings import RuntimeSettings
 log = logging.getLogger("chumon.dlq")
 CHUNK = 100  # ids per script call: each LREM reads the dead-letter list
 AGE_CHUNK = 500  # dead letters removed by age per script call
+RACES = 5  # times in a row the head of a dead-letter list may change under a removal by age
 
 
 class DeadLetters:
@@ -88,9 +90,18 @@ class DeadLetters:
             items.append([job_id, origin, json.dumps(meta, separators=(",", ":"))])
         requeued: list[str] = []
         for start in range(0, len(items), CHUNK):
-            reply = self.scripts.run("dlq_requeue", {"items": items[start : start + CHUNK]})
+            chunk = items[start : start + CHUNK]
+            reply = self.scripts.run("dlq_requeue", {"items": chunk}, keys=self._requeue_keys(chunk))
             requeued += [readable(i) or "" for i in reply]
         return requeued
+
+    def _requeue_keys(self, items: list[list[str]]) -> list[str]:
+        """Every key lua/dlq_requeue.lua may touch for ``items`` ({id, origin, meta}), for its KEYS."""
+        keys: dict[str, None] = {}
+        for job_id, origin, _ in items:
+            keys.update(dict.fromkeys(self.keys.dead_letter_keys(origin, [job_id])))
+            keys.update(dict.fromkeys(self.keys.requeue_keys(origin)))
+        return list(keys)
 
     def purge(self, queue: str | None = None, *, older_than: float | None = None) -> int:
         """Delete dead letters: all of them, or those dead-lettered more than ``older_than`` s ago."""
@@ -98,10 +109,7 @@ class DeadLetters:
         for origin in [queue] if queue else self.origins():
             if older_than is None:
                 ids = self.ids(origin)
-                count = sum(
-                    int(self.scripts.run("dlq_remove", {"origin": origin, "ids": ids[i : i + CHUNK]}))
-                    for i in range(0, len(ids), CHUNK)
-                )
+                count = sum(self.remove(origin, ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK))
             else:
                 count = self._remove_older(origin, iso(time.time() - older_than), counted=False)
             if count:
@@ -109,15 +117,34 @@ class DeadLetters:
             removed += count
         return removed
 
+    def remove(self, origin: str, job_ids: list[str]) -> int:
+        """Delete these dead letters of ``origin`` (at most ``CHUNK``); how many were there."""
+        keys = self.keys.dead_letter_keys(origin, job_ids)
+        return int(self.scripts.run("dlq_remove", {"origin": origin, "ids": job_ids}, keys=keys))
+
     def _remove_older(self, origin: str, before_iso: str, *, counted: bool) -> int:
-        """Remove the dead letters of ``origin`` older than ``before_iso``, oldest first, a chunk per call."""
-        removed = 0
-        while True:
-            plan = {"origin": origin, "before_iso": before_iso, "limit": AGE_CHUNK, "counted": counted}
-            count = int(self.scripts.run("dlq_remove", plan))
-            removed += count
-            if count < AGE_CHUNK:
+        """Remove the dead letters of ``origin`` older than ``before_iso``, oldest first, a chunk per call.
+
+        The script declares the keys it touches, so it is told the ids at the head of the list,
+        read just before, and removes no other: when the head changed meanwhile (a removal by
+        someone else), it stops and this reads the head again."""
+        removed, raced = 0, 0
+        dlq = self.keys.queue(dead_letter_queue(origin))
+        while raced < RACES:
+            try:
+                head = [raw_bytes(raw) or b"" for raw in self.redis.lrange(dlq, 0, AGE_CHUNK - 1)]
+            except ResponseError:  # not a list: the script's own check reports it
+                head = []
+            keys: list[str | bytes] = [*self.keys.dead_letter_keys(origin, [])]
+            for raw in head:  # as bytes: an id that is not UTF-8 is still removed
+                keys += [self.keys.job("").encode() + raw, self.keys.results("").encode() + raw]
+            plan = {"origin": origin, "before_iso": before_iso, "head": len(head), "counted": counted}
+            count, changed = self.scripts.run("dlq_remove", plan, keys=keys)
+            removed += int(count)
+            raced = raced + 1 if changed and not count else 0
+            if not head or not (changed or int(count) == len(head)):
                 return removed
+        return removed
 
     def enforce_retention(self, now: float) -> int:
         """Remove dead letters older than the retention; counted and logged."""

@@ -117,17 +117,22 @@ class Enqueuer:
                     "a longer transaction would hold Redis for everyone"
                 )
             for chunk in chunks:
-                self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline)
+                self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline, keys=self.chunk_keys(chunk))
             return []
         if len(chunks) == 1:
-            plan = {"jobs": chunks[0]}
+            plan, keys = {"jobs": chunks[0]}, self.chunk_keys(chunks[0])
             replies = [
-                self.durability.write(self.redis, lambda client: self.scripts.run("enqueue", plan, client))
+                self.durability.write(
+                    self.redis, lambda client: self.scripts.run("enqueue", plan, client, keys)
+                )
             ]
         else:
             replies = self.durability.write_all(
                 self.redis,
-                lambda pipe: [self.scripts.run("enqueue", {"jobs": chunk}, client=pipe) for chunk in chunks],
+                lambda pipe: [
+                    self.scripts.run("enqueue", {"jobs": chunk}, client=pipe, keys=self.chunk_keys(chunk))
+                    for chunk in chunks
+                ],
             )
         ids: list[str] = []
         problems: list[Any] = []
@@ -141,6 +146,12 @@ class Enqueuer:
                 f"({'; '.join(f'{shown(k)} {shown(w)}' for k, w in problems[:3])})"
             )
         return ids
+
+    def chunk_keys(self, chunk: list[dict[str, Any]]) -> list[str]:
+        """Every key the enqueue script may touch for ``chunk``, declared in its KEYS."""
+        if len(chunk) == 1:
+            return self.keys.enqueue_job_keys(chunk[0])
+        return list(dict.fromkeys(key for spec in chunk for key in self.keys.enqueue_job_keys(spec)))
 
     def spec(
         self,

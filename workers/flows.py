@@ -112,7 +112,9 @@ class FlowProducer:
         nodes = list(self._nodes(flow, flow_id or new_job_id(), None, None, 0, fixed=flow_id is not None))
         if len(nodes) > MAX_NODES:
             raise ValueError(f"a flow holds at most {MAX_NODES} jobs, not {len(nodes)}")
-        created, problems = self.enqueuer.scripts.run("flow", {"nodes": nodes})
+        created, problems = self.enqueuer.scripts.run(
+            "flow", {"nodes": nodes}, keys=self.keys.flow_create_keys(nodes)
+        )
         if int(created) < 0:
             what = "; ".join(f"{readable(k)} {readable(w)}" for k, w in problems[:3])
             raise FlowRefused(f"flow {nodes[0]['id']} not created: {what}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -240,6 +240,63 @@ class Keys:
         if job.get("events"):
             keys.append(self.events)
         return keys
+
+    def requeue_keys(self, queue: str) -> list[str]:
+        """What ``requeue`` and ``flush_touched`` (lua/includes/common.lua) touch putting a job back
+        in ``queue``'s line: its list or prioritized set (and sequence), rq:queues, its signal."""
+        return [
+            self.queue(queue),
+            self.prioritized(queue),
+            self.priority_seq(queue),
+            self.RQ_QUEUES,
+            self.signal(queue),
+        ]
+
+    def dead_letter_keys(self, origin: str, job_ids: list[str]) -> list[str]:
+        """What lua/dlq_remove.lua touches removing ``job_ids`` from ``origin``'s dead letters."""
+        keys = [self.queue(dead_letter_queue(origin)), self.failed(origin), self.dlq_dropped]
+        for job_id in job_ids:
+            keys += [self.job(job_id), self.results(job_id)]
+        return keys
+
+    def cancel_keys(self, job_id: str, origin: str, parent: str, parent_origin: str) -> list[str]:
+        """What lua/control.lua may touch canceling ``job_id`` of queue ``origin`` whose flow parent
+        (if any) is ``parent`` of queue ``parent_origin``: the job, its queue's lines and
+        registries, its own flow records, the parent's job and flow records and its queue's line."""
+        keys = [self.job(job_id), self.cancel_requests(), self.events]
+        if origin:
+            keys += [self.queue(origin), self.prioritized(origin), self.scheduled(origin)]
+            keys += [self.canceled(origin), self.deferred(origin)]
+            keys += [self.flow_children(job_id), self.flow_pending(job_id), self.flow_results(job_id)]
+        if parent:
+            keys += [self.job(parent), self.flow_children(parent), self.flow_pending(parent)]
+            keys.append(self.flow_results(parent))
+            if parent_origin:
+                keys += [*self.requeue_keys(parent_origin), self.deferred(parent_origin)]
+        return list(dict.fromkeys(keys))
+
+    def flow_create_keys(self, nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Every key lua/flow.lua may touch creating the flow ``nodes`` (FlowProducer's specs):
+        each node's job hash and the queue keys it checks, a leaf's enqueue keys, a parent's
+        flow records and deferred registry."""
+        keys: dict[str, None] = {self.RQ_QUEUES: None}
+        for node in nodes:
+            queue = node["queue"]
+            for key in (
+                self.job(node["id"]),
+                self.queue(queue),
+                self.scheduled(queue),
+                self.prioritized(queue),
+            ):
+                keys[key] = None
+            keys[self.deferred(queue)] = None
+            if node.get("children"):
+                parent = node["id"]
+                for key in (self.flow_children(parent), self.flow_pending(parent), self.flow_results(parent)):
+                    keys[key] = None
+            else:
+                keys.update(dict.fromkeys(self.enqueue_job_keys(node)))
+        return list(keys)
 
     # -- for Lua ----------------------------------------------------------------------------
     @cached_property

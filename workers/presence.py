@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq.version import VERSION as RQ_VERSION
 
 from workers.codec import readable
@@ -71,6 +71,18 @@ class Presence:
             **extra,
         }
 
+    def _keys(self, claims: Claims = (), runs: Sequence[str] = ()) -> list[str]:
+        """Every key lua/presence.lua may touch: the worker's rq hash and registrations, its
+        in-flight set, liveness, cancel requests, the effect keys of ``claims`` and the job keys
+        of ``runs`` (``job id:execution``, read from the in-flight set before leaving)."""
+        keys = self.keys
+        declared = [keys.rq_worker(self.name), keys.inflight(self.name), keys.RQ_WORKERS]
+        declared += [keys.rq_workers_by_queue(queue) for queue in self.queues]
+        declared += [keys.live_workers, keys.liveness, keys.cancel_requests()]
+        declared += [keys.effect_key(claim[0]) for claim in claims]
+        declared += [keys.job(run.rpartition(":")[0]) for run in runs]
+        return declared
+
     def register(self) -> None:
         info = {
             "queues": ",".join(self.queues),
@@ -85,7 +97,7 @@ class Presence:
             "total_working_time": 0,
         }
         fields = [str(part) for pair in info.items() for part in pair]
-        self.scripts.run("presence", self._plan("register", info=fields))
+        self.scripts.run("presence", self._plan("register", info=fields), keys=self._keys())
 
     def heartbeat(self, current_job: str | None, claims: Claims, watch: list[str]) -> tuple[bool, list[str]]:
         """Renew liveness and the effect-key claims of the runs held.
@@ -98,12 +110,16 @@ class Presence:
         )
         if current_job:  # absent, not null: JSON null is a truthy value in Lua
             plan["current_job"] = current_job
-        known, asked = self.scripts.run("presence", plan)
+        known, asked = self.scripts.run("presence", plan, keys=self._keys(claims))
         return bool(known), [readable(i) or "" for i in asked]
 
     def leave(self) -> bool:
         """Deregister; False if runs of this worker are left unsettled (recovery takes them at once)."""
-        return bool(self.scripts.run("presence", self._plan("leave")))
+        try:
+            runs = sorted(readable(run) or "" for run in self.redis.smembers(self.keys.inflight(self.name)))
+        except ResponseError:  # not a set: the script reports it
+            runs = []
+        return bool(self.scripts.run("presence", self._plan("leave"), keys=self._keys(runs=runs)))
 
 
 class Heartbeat(threading.Thread):

@@ -19,6 +19,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
+from workers.keys import Keys
+
 if TYPE_CHECKING:
     from redis import Redis
 
@@ -88,7 +90,9 @@ class Reporter:
             ttl=settings.dlq_retention,  # until settling gives the log its job's own expiry
             events=settings.events_cap,
         )
-        return bool(self._scripts.run("report", plan, client=self._client))
+        keys = Keys(settings.key_prefix)
+        declared = [keys.job(self._job_id), keys.job_logs(self._job_id), keys.events]
+        return bool(self._scripts.run("report", plan, client=self._client, keys=declared))
 
 
 class NoReporter:

@@ -175,7 +175,7 @@ class Scripts:
         return self._direct and self._library is not None
 
     def run(
-        self, name: str, plan: Any, client: Redis | Pipeline | None = None, keys: Sequence[str] = ()
+        self, name: str, plan: Any, client: Redis | Pipeline | None = None, keys: Sequence[str | bytes] = ()
     ) -> Any:
         """Run script ``name`` with ``plan`` (JSON-encoded here) and the declared ``keys`` on
         ``client`` or the bound client."""
@@ -184,7 +184,7 @@ class Scripts:
             return self._call(name, script, keys, args)
         return script(keys=list(keys), args=list(args), client=client)
 
-    def _call(self, name: str, script: Script, keys: Sequence[str], args: tuple[str, str]) -> Any:
+    def _call(self, name: str, script: Script, keys: Sequence[str | bytes], args: tuple[str, str]) -> Any:
         """FCALL, or EVALSHA, on a pooled connection (see the module's docstring)."""
         pool = self._redis.connection_pool
         conn: Any = pool.get_connection()
@@ -212,7 +212,9 @@ class Scripts:
             pool.release(conn)
 
     @staticmethod
-    def _fcall(conn: Any, function: str, text: str, keys: Sequence[str], args: tuple[str, str]) -> Any:
+    def _fcall(
+        conn: Any, function: str, text: str, keys: Sequence[str | bytes], args: tuple[str, str]
+    ) -> Any:
         conn.send_command("FCALL", function, len(keys), *keys, *args)
         try:
             return conn.read_response()
@@ -230,7 +232,7 @@ class Scripts:
         return conn.read_response()
 
     @staticmethod
-    def _evalsha_on(conn: Any, script: Script, keys: Sequence[str], args: tuple[str, str]) -> Any:
+    def _evalsha_on(conn: Any, script: Script, keys: Sequence[str | bytes], args: tuple[str, str]) -> Any:
         conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return conn.read_response()

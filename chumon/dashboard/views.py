@@ -312,7 +312,7 @@ def delete_job_view(job_id: str) -> Response:
     if job is None or not job.dead_letter:
         return not_a_dead_letter(job_id)
     letters = dead_letters()
-    removed = int(letters.scripts.run("dlq_remove", {"origin": job.origin, "ids": [job_id]}))
+    removed = letters.remove(job.origin, [job_id])
     if not removed:
         return not_a_dead_letter(job_id)
     log.info("dashboard: dead letter %s deleted by %s", job_id, by_whom())

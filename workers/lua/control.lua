@@ -11,10 +11,14 @@
 
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
-    ARGV[2]  plan (JSON): {action = 'cancel', id, ttl}
+    ARGV[2]  plan (JSON): {action = 'cancel', id, ttl, events, origin, parent, parent_origin}
+             origin, parent, parent_origin: the job's queue, its flow parent and the parent's
+             queue as the caller read them ('' for none)
+  KEYS: every key it may touch for those (workers/keys.py cancel_keys)
 
   Output:
-    {status before, what was done}: what is 'removed', 'asked' (running), 'nothing' or 'missing'
+    {status before, what was done}: what is 'removed', 'asked' (running), 'nothing' or 'missing',
+    or 'changed' (nothing done) when the job's queue or parent is not what the caller read
 
   Events:
     none
@@ -25,11 +29,22 @@
 local plan = cjson.decode(ARGV[2])
 local id = plan.id
 local jk = K.job .. id
-local f = redis.pcall('HMGET', jk, 'status', 'origin')
+local f = redis.pcall('HMGET', jk, 'status', 'origin', 'flow_parent')
 if type(f) ~= 'table' or f.err or not f[1] then
   return {'', 'missing'}
 end
 local status, queue = f[1], f[2] or ''
+-- the keys declared are those of the queue and parent the caller read: are they still the job's?
+local parent = f[3] or ''
+if queue ~= plan.origin or parent ~= plan.parent then
+  return {status, 'changed'}
+end
+if parent ~= '' then
+  local pf = redis.pcall('HGET', K.job .. parent, 'origin')
+  if (type(pf) == 'string' and pf or '') ~= plan.parent_origin then
+    return {status, 'changed'}
+  end
+end
 if status == 'started' then
   redis.call('SADD', K.cancel, id)
   return {status, 'asked'}

@@ -16,6 +16,9 @@
              or absent), claims = {{effect key, exec}, ...} (beat: renewed for claim_ttl_ms),
              watch = {job id, ...} (beat: the jobs it holds)}
 
+  KEYS: every key it may touch (workers/presence.py _keys); leaving, the job keys of the runs in
+        the in-flight set as the caller read it (a run not among them counts as unsettled)
+
   Output:
     register  1
     beat      {1, asked}, or {0, asked} if the worker had been forgotten (presumed dead, its runs
@@ -100,9 +103,14 @@ end
 -- leave
 local inflight = inflight_key(plan.worker)
 local members = usable(inflight, 'set') and redis.call('SMEMBERS', inflight) or {}
+local declared = {}
+for _, key in ipairs(KEYS) do
+  declared[key] = true
+end
 for _, run in ipairs(members) do
   local id, exec = string.match(run, '^(.*):([^:]*)$')
-  local owner = id and redis.pcall('HGET', K.job .. id, 'execution')
+  -- a run the caller did not read before the call (its job key undeclared) counts as unsettled
+  local owner = id and (not declared[K.job .. id] and exec or redis.pcall('HGET', K.job .. id, 'execution'))
   if owner == exec then
     redis.call('ZADD', K.live_workers, 0, plan.worker)
     return 0

@@ -1,0 +1,143 @@
+"""The runtime's scripts (workers/lua) that declare in KEYS every key they touch, checked under MONITOR.
+
+Redis Cluster, Dragonfly and ACL key patterns refuse or misroute a script that touches a key it
+did not declare. A scenario that runs every path of the declaring scripts (enqueue with each
+option, a flow, cancels, progress and log lines, dead letters requeued and removed by id and by
+age, a worker registering, beating and leaving) runs under MONITOR (tests/declaredkeys.py), and
+any key one of them touched outside its call's KEYS fails the test, naming script and key.
+
+``STILL_UNDECLARED`` are the scripts that do not declare their keys yet (docs/operations.md
+says why): the test fails if the two lists stop covering every runtime script.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pydantic import BaseModel
+from redis import Redis
+
+from tests.declaredkeys import RUNTIME_SCRIPTS, Calls, watching
+from tests.support import make_settings, run_burst, wait_until
+from workers import (
+    Control,
+    EnqueueOptions,
+    Enqueuer,
+    FlowJob,
+    FlowProducer,
+    JobContext,
+    JobRegistry,
+    Permanent,
+)
+from workers.deadletter import DeadLetters
+from workers.keys import Keys
+
+DECLARING = ("enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence")
+STILL_UNDECLARED = ("step", "recover", "orphans", "forget", "keep")
+
+registry = JobRegistry()
+
+
+class Item(BaseModel):
+    n: int
+
+
+@registry.job("dk.work", queue="dk")
+def work(payload: Item, ctx: JobContext) -> int:
+    ctx.progress({"done": payload.n})
+    ctx.log(f"item {payload.n}")
+    if payload.n < 0:
+        raise Permanent(f"item {payload.n} cannot be done")
+    return payload.n
+
+
+@registry.job("dk.part", queue="dk-parts")
+def part(payload: Item, ctx: JobContext) -> int:
+    return payload.n
+
+
+def test_the_lists_cover_every_runtime_script() -> None:
+    assert sorted(DECLARING + STILL_UNDECLARED) == sorted(RUNTIME_SCRIPTS)
+
+
+def test_runtime_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str) -> None:
+    settings = make_settings(redis_url, job_events=True)
+    enqueuer = Enqueuer(redis, settings)
+    control = Control(redis, settings)
+    letters = DeadLetters(redis, settings)
+    flows = FlowProducer(redis, settings, enqueuer=enqueuer)
+    keys = Keys(settings.key_prefix)
+    with watching(redis_url) as seen:
+        enqueuer.enqueue(work, Item(n=1))
+        enqueuer.enqueue(work, Item(n=2), options=EnqueueOptions(priority=3))
+        enqueuer.enqueue(work, Item(n=3), options=EnqueueOptions(at_front=True))
+        enqueuer.enqueue(work, Item(n=4), options=EnqueueOptions(idempotency_key="k4"))
+        enqueuer.enqueue(work, Item(n=4), options=EnqueueOptions(idempotency_key="k4"))  # the same job
+        enqueuer.enqueue_many(work, [Item(n=-1), Item(n=-2), Item(n=-3)])
+        later = enqueuer.enqueue(work, Item(n=5), options=EnqueueOptions(delay=3600))
+        waiting = enqueuer.enqueue(work, Item(n=6), options=EnqueueOptions(priority=9))
+        flow = flows.add(
+            FlowJob(work, Item(n=7), children=[FlowJob(part, Item(n=8)), FlowJob(part, Item(n=9))])
+        )
+        cancelled_child = flow.job_ids[1]
+
+        assert control.cancel(later).action == "removed"  # a scheduled job
+        assert control.cancel(waiting).action == "removed"  # a prioritized one
+        assert control.cancel(cancelled_child).action == "removed"  # a flow's child: fails its parent
+        assert control.cancel("no-such-job").action == "missing"
+        assert control.cancel(later).action == "nothing"  # already canceled
+
+        run_burst(redis, registry, settings, queues=["dk", "dk-parts"])  # progress, log, dead letters
+        dead = letters.ids("dk")
+        assert len(dead) == 4 and flow.id in dead  # the three that fail, and the flow's parent
+        dead.remove(flow.id)  # requeued, the parent would run: its failed child is no longer held against it
+        assert sorted(letters.requeue(dead[:2])) == sorted(dead[:2])
+        run_burst(redis, registry, settings, queues=["dk"])  # dead-lettered again, at the list's end
+        assert letters.remove("dk", [dead[2]]) == 1
+        time.sleep(0.01)  # every dead letter is older than now by a few milliseconds
+        assert letters.purge("dk", older_than=0) == 3
+        wait_until(lambda: redis.llen(keys.queue("dk.dlq")) == 0, message="the dead letters removed")
+
+    calls = Calls(seen, redis)
+    ran = {call.script for call in seen if call.commands}
+    missing = {f"workers/{name}" for name in DECLARING} - ran
+    assert not missing, f"not exercised: {missing}"
+    undeclared = calls.undeclared([f"workers/{name}" for name in DECLARING])
+    assert not undeclared, "keys touched but not declared in KEYS:\n" + "\n".join(
+        f"  {script}: {command} {key}" for script, command, key in undeclared[:40]
+    )
+
+
+def test_a_removal_by_age_that_meets_a_changed_head_reads_it_again(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The age removal declares the ids it read at the list's head; when someone removed the
+    head meanwhile, the script touches nothing undeclared, says so, and the next read goes on."""
+    settings = make_settings(redis_url)
+    enqueuer = Enqueuer(redis, settings)
+    letters = DeadLetters(redis, settings)
+    for n in range(-5, 0):
+        enqueuer.enqueue(work, Item(n=n))
+    run_burst(redis, registry, settings, queues=["dk"])
+    dead = letters.ids("dk")
+    assert len(dead) == 5
+    time.sleep(0.01)
+    read = redis.lrange
+    raced: list[str] = []
+
+    def lrange_then_race(key: str, start: int, end: int) -> list[bytes]:
+        head: list[bytes] = read(key, start, end)
+        if not raced:  # another operator deletes the first dead letter right after this read
+            raced.append(head[0].decode())
+            assert letters.remove("dk", [raced[0]]) == 1
+        return head
+
+    monkeypatch.setattr(redis, "lrange", lrange_then_race)
+    with watching(redis_url) as seen:
+        assert letters.purge("dk", older_than=0) == 4
+    assert raced == [dead[0]] and redis.llen("rq:queue:dk.dlq") == 0
+    declared = sorted(len(call.declared) for call in seen if call.script == "workers/dlq_remove")
+    # the removal by id (3 + 2 keys); by age: 5 ids read, the head changed, 4 read again, then none
+    assert declared == [3, 5, 11, 13]
+    assert Calls(seen, redis).undeclared(["workers/dlq_remove"]) == []
