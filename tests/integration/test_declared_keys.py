@@ -3,8 +3,8 @@
 Redis Cluster, Dragonfly and ACL key patterns refuse or misroute a script that touches a key it
 did not declare. The order flow's main paths run under MONITOR (tests/declaredkeys.py), and any
 key a script's command touched outside that call's KEYS fails the test, naming script and key.
-The runtime's own scripts (workers/lua) are not checked here: docs/runtime.md says what they
-still build in Lua.
+The runtime's own scripts (workers/lua) are checked in test_runtime_declared_keys.py, and
+docs/operations.md says which of them still build keys in Lua.
 """
 
 from __future__ import annotations
