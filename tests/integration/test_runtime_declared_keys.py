@@ -12,6 +12,7 @@ says why): the test fails if the two lists stop covering every runtime script.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -29,12 +30,16 @@ from workers import (
     JobContext,
     JobRegistry,
     Permanent,
+    RetryPolicy,
+    RuntimeSettings,
 )
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
+from workers.maintenance import Maintenance
+from workers.scripts import Scripts
 
-DECLARING = ("enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence")
-STILL_UNDECLARED = ("step", "recover", "orphans", "forget", "keep")
+DECLARING = ("enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence", "keep")
+STILL_UNDECLARED = ("step", "recover", "orphans", "forget")
 
 registry = JobRegistry()
 
@@ -55,6 +60,24 @@ def work(payload: Item, ctx: JobContext) -> int:
 @registry.job("dk.part", queue="dk-parts")
 def part(payload: Item, ctx: JobContext) -> int:
     return payload.n
+
+
+@registry.job("dk.kept", queue="dk-kept", keep_completed=3, keep_failed=3, retry=RetryPolicy(max_attempts=1))
+def kept(payload: Item, ctx: JobContext) -> int:
+    if payload.n < 0:
+        raise Permanent("kept among the dead letters")
+    return payload.n
+
+
+# housekeeping told to keep fewer than the step keeps: keep.lua has something to trim
+TIGHTER = [["dk.kept", "completed", 1, False], ["dk.kept", "failed", 1, False]]
+
+
+def housekeeping(redis: Redis, settings: RuntimeSettings) -> Maintenance:
+    keys = Keys(settings.key_prefix)
+    letters = DeadLetters(redis, settings)
+    scripts = Scripts(redis, keys.lua_keyspace)
+    return Maintenance(redis, keys, letters, "w", logging.getLogger("test"), kept=TIGHTER, scripts=scripts)
 
 
 def test_the_lists_cover_every_runtime_script() -> None:
@@ -99,6 +122,17 @@ def test_runtime_scripts_declare_every_key_they_touch(redis: Redis, redis_url: s
         assert letters.purge("dk", older_than=0) == 3
         wait_until(lambda: redis.llen(keys.queue("dk.dlq")) == 0, message="the dead letters removed")
 
+        enqueuer.enqueue_many(kept, [Item(n=n) for n in (1, 2, 3, -1, -2, -3)])
+        run_burst(redis, registry, settings, queues=["dk-kept"])
+        assert (
+            redis.zcard(keys.kept("completed", "dk.kept")) == 3 and redis.llen(keys.queue("dk-kept.dlq")) == 3
+        )
+        redis.delete(keys.maintenance_lock)  # the burst worker did its housekeeping already
+        assert housekeeping(redis, settings).run(time.time())
+        assert (
+            redis.zcard(keys.kept("completed", "dk.kept")) == 1 and redis.llen(keys.queue("dk-kept.dlq")) == 1
+        )
+
     calls = Calls(seen, redis)
     ran = {call.script for call in seen if call.commands}
     missing = {f"workers/{name}" for name in DECLARING} - ran
@@ -141,3 +175,34 @@ def test_a_removal_by_age_that_meets_a_changed_head_reads_it_again(
     # the removal by id (3 + 2 keys); by age: 5 ids read, the head changed, 4 read again, then none
     assert declared == [3, 5, 11, 13]
     assert Calls(seen, redis).undeclared(["workers/dlq_remove"]) == []
+
+
+def test_a_trim_that_meets_a_job_it_was_not_told_of_stops_there(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Housekeeping declares the oldest kept jobs it read; one older still, added after that read,
+    stops the trim untouched, and the next run trims it with the rest."""
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    Enqueuer(redis, settings).enqueue_many(kept, [Item(n=n) for n in (1, 2, 3)])
+    run_burst(redis, registry, settings, queues=["dk-kept"])
+    index = keys.kept("completed", "dk.kept")
+    sneaked = Enqueuer(redis, settings).enqueue(kept, Item(n=4), options=EnqueueOptions(queue="elsewhere"))
+    cleaner = housekeeping(redis, settings)
+    read = cleaner._kept_keys
+
+    def read_then_race() -> list[str | bytes]:
+        declared = read()
+        redis.zadd(index, {sneaked: 0})  # the oldest now, and not among the keys read
+        return declared
+
+    monkeypatch.setattr(cleaner, "_kept_keys", read_then_race)
+    redis.delete(keys.maintenance_lock)
+    with watching(redis_url) as seen:
+        assert cleaner.run(time.time())
+    assert redis.zcard(index) == 4 and redis.exists(keys.job(sneaked))  # nothing trimmed
+    assert Calls(seen, redis).undeclared(["workers/keep"]) == []
+    monkeypatch.undo()
+    redis.delete(keys.maintenance_lock)
+    assert cleaner.run(time.time())
+    assert redis.zcard(index) == 1  # the sneaked one, then the two oldest of the rest

@@ -103,14 +103,10 @@ end
 -- leave
 local inflight = inflight_key(plan.worker)
 local members = usable(inflight, 'set') and redis.call('SMEMBERS', inflight) or {}
-local declared = {}
-for _, key in ipairs(KEYS) do
-  declared[key] = true
-end
 for _, run in ipairs(members) do
   local id, exec = string.match(run, '^(.*):([^:]*)$')
   -- a run the caller did not read before the call (its job key undeclared) counts as unsettled
-  local owner = id and (not declared[K.job .. id] and exec or redis.pcall('HGET', K.job .. id, 'execution'))
+  local owner = id and (not declared(K.job .. id) and exec or redis.pcall('HGET', K.job .. id, 'execution'))
   if owner == exec then
     redis.call('ZADD', K.live_workers, 0, plan.worker)
     return 0

@@ -20,6 +20,7 @@
   push(q, id, front), requeue(q, id, front)
                 put a job on its queue's list; requeue also honours the job's priority (its
                 queue's prioritized set), for retries, hand-backs and requeued dead letters
+  declared(key) whether the call declared `key` in KEYS (always true for a call declaring none)
   begin()       a call's start: the keyspace, and fresh per-call state (see the end of this file)
   on_call(fn)   an include's own per-call state: fn resets it at every call's begin()
   keys_of(q)    queue q's keys {list, scheduled, wip, finished, prioritized}, built once per call;
@@ -38,6 +39,7 @@
                 flushes what it gathered even if it fails
 ]]
 local K, K_RAW -- the keyspace, decoded once per distinct ARGV[1] (begin(), at the end)
+local declared_keys -- KEYS as a set, built on the first declared() of a call
 local touched = {}
 local gathered, gathered_order, gathering = {}, {}, false
 local problems = {}
@@ -144,6 +146,23 @@ local function own(key, kind)
     problems[#problems] = {key, 'held garbage: replaced'}
   end
   return true
+end
+
+-- Whether the call declared `key` in KEYS. A script whose keys depend on data only Redis holds is
+-- told the keys its caller read just before, and touches no other: where declared() says no, it
+-- stops and says so. A call that declares no keys at all (the scripts that do not declare theirs
+-- yet: step, recover, orphans; docs/operations.md) is not limited.
+local function declared(key)
+  if #KEYS == 0 then
+    return true
+  end
+  if not declared_keys then
+    declared_keys = {}
+    for _, k in ipairs(KEYS) do
+      declared_keys[k] = true
+    end
+  end
+  return declared_keys[key] == true
 end
 
 local function touch(queue)
@@ -306,7 +325,7 @@ local function begin()
     end
     K, inflight_keys, queue_keys, K_RAW = entry[1], entry[2], entry[3], raw
   end
-  touched, problems, checked = {}, {}, {}
+  touched, problems, checked, declared_keys = {}, {}, {}, nil
   gathered, gathered_order, gathering = {}, {}, false
   NOW, NOW_ISO = nil, nil
   for i = 1, #RESETS do

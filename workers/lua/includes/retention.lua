@@ -13,12 +13,32 @@
   trim_kept(kind, job type, count or false, age or false)
     Trim a type's set without adding to it (maintenance: ages pass while nothing settles).
   Both return how many dead letters they removed (counted in K.dlq_dropped, like the cap's).
+  A call that declares its keys (keep.lua) trims only jobs whose keys it declared: the caller
+  reads the oldest KEEP_CAP_PER_CALL of each set, and each one's queue, just before
+  (workers/maintenance.py); trimming stops at the first job it was not told of.
 ]]
 
 local KEEP_CAP_PER_CALL = 100
 local KEPT_STATUS = {completed = 'finished', failed = 'failed'}
 local kept_seq = 0 -- orders the jobs one call settles: scores are microseconds plus this
 on_call(function() kept_seq = 0 end)
+
+-- Whether forget_kept may touch what deleting kept job `id` touches: its keys, and its queue's
+-- registries (read from its hash), all declared (includes/common.lua declared()).
+local function may_forget(kind, id)
+  local jk = K.job .. id
+  if not (declared(jk) and declared(K.results .. id) and declared(K.job_logs .. id)) then
+    return false
+  end
+  local origin = redis.pcall('HGET', jk, 'origin')
+  if type(origin) ~= 'string' then
+    return true
+  end
+  if kind == 'completed' then
+    return declared(K.finished .. origin)
+  end
+  return declared(K.queue .. origin .. K.dlq_suffix) and declared(K.failed .. origin) and declared(K.dlq_dropped)
+end
 
 -- Delete a kept job that fell out of its type's window, from every registry that lists it; a
 -- job no longer in that state (a dead letter requeued since) is only dropped from the window.
@@ -51,22 +71,28 @@ local function trim_kept(kind, job_type, count, age)
     return 0
   end
   local removed, budget = 0, KEEP_CAP_PER_CALL
-  if age then
-    local cutoff = math.floor((now() - age) * 1000000)
-    local old = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, budget)
-    for _, id in ipairs(old) do
+  -- the oldest first; a job whose keys the call did not declare stops the trim (the next call
+  -- goes on, with its keys declared)
+  local function trim(ids)
+    for _, id in ipairs(ids) do
+      if not may_forget(kind, id) then
+        return false
+      end
       redis.call('ZREM', index, id)
       removed = removed + forget_kept(kind, id)
+      budget = budget - 1
     end
-    budget = budget - #old
+    return true
   end
-  if count and budget > 0 then
+  local going = true
+  if age then
+    local cutoff = math.floor((now() - age) * 1000000)
+    going = trim(redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, budget))
+  end
+  if going and count and budget > 0 then
     local over = math.min(redis.call('ZCARD', index) - count, budget)
     if over > 0 then
-      local oldest = redis.call('ZPOPMIN', index, over)
-      for i = 1, #oldest, 2 do
-        removed = removed + forget_kept(kind, oldest[i])
-      end
+      trim(redis.call('ZRANGE', index, 0, over - 1))
     end
   end
   return kind == 'failed' and removed or 0
