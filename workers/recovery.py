@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from workers import locks
 from workers.codec import decode_data, parse_iso, readable, shown
@@ -43,6 +44,8 @@ from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
 
 PAGE = 200  # runs read per script call: bounded work
+FORGET_COUNT = 50  # silent workers judged per forget call
+FORGET_RUNS = 200  # runs of a silent worker's in-flight set read per call
 
 
 class Reaper:
@@ -157,6 +160,44 @@ class Reaper:
             len(outcomes) - len(lost), worker, retried, dead, len(lost),
         )  # fmt: skip
 
+    def _silent(self) -> tuple[list[Any], list[str]]:
+        """The workers silent for ``worker_ttl`` by the server's clock (at most ``FORGET_COUNT``),
+        the runs of each one's in-flight set, and every key forget.lua may touch for them:
+        read just before the call, which touches nothing else."""
+        keys = self.keys
+        declared = dict.fromkeys([keys.live_workers, keys.liveness, keys.RQ_WORKERS])
+        seconds, micros = self.redis.time()
+        cutoff = seconds + micros / 1e6 - self.settings.worker_ttl
+        try:
+            raw = self.redis.zrangebyscore(keys.live_workers, "-inf", cutoff, start=0, num=FORGET_COUNT)
+        except ResponseError:  # not a sorted set: the script replaces it
+            return [], list(declared)
+        workers = [name for name in (readable(w) for w in raw if isinstance(w, bytes | str)) if name]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.srandmember(keys.inflight(worker), FORGET_RUNS)
+                pipe.hget(keys.rq_worker(worker), "queues")
+            replies = pipe.execute(raise_on_error=False)
+        read: list[Any] = []
+        for i, worker in enumerate(workers):
+            runs, queues = replies[2 * i], replies[2 * i + 1]
+            names = [readable(r) or "" for r in runs] if isinstance(runs, list) else []
+            read.append([worker, names])
+            declared.update(dict.fromkeys([keys.inflight(worker), keys.rq_worker(worker)]))
+            listed = readable(queues) if isinstance(queues, bytes | str) else None
+            queue_keys = [keys.rq_workers_by_queue(q) for q in (listed or "").split(",") if q]
+            declared.update(dict.fromkeys(queue_keys))
+        job_ids = [run.rpartition(":")[0] for _, names in read for run in names]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(keys.job(job_id), "origin")
+            origins = pipe.execute(raise_on_error=False)
+        for job_id, origin in zip(job_ids, origins, strict=True):
+            declared[keys.job(job_id)] = None
+            if isinstance(origin, bytes | str):
+                declared[keys.wip(readable(origin) or "")] = None
+        return read, list(declared)
+
     def _lost(self, queue: str, row: list[Any], worker: str) -> Outcome:
         """The failed attempt of one started orphan (row: see workers/lua/orphans.lua)."""
         job_id, execution, _worker, attempt, lost = row[:5]
@@ -182,7 +223,8 @@ class Reaper:
         return Outcome.failure(claimed, "WorkerLost", why, delay=0.0, job_type=job_type, payload=payload)
 
     def forget(self) -> None:
-        reply = self.scripts.run("forget", {"count": 50, **self.grace})
+        read, keys = self._silent()
+        reply = self.scripts.run("forget", {"count": FORGET_COUNT, "read": read, **self.grace}, keys=keys)
         forgotten, repaired = reply[0], int(reply[1])
         if forgotten:
             self.log.info("forgot %d silent worker(s) holding no run: %s", len(forgotten),

@@ -32,14 +32,15 @@ from workers import (
     Permanent,
     RetryPolicy,
     RuntimeSettings,
+    Worker,
 )
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
 from workers.maintenance import Maintenance
 from workers.scripts import Scripts
 
-DECLARING = ("enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence", "keep")
-STILL_UNDECLARED = ("step", "recover", "orphans", "forget")
+DECLARING = ("enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence", "keep", "forget")
+STILL_UNDECLARED = ("step", "recover", "orphans")
 
 registry = JobRegistry()
 
@@ -206,3 +207,39 @@ def test_a_trim_that_meets_a_job_it_was_not_told_of_stops_there(
     redis.delete(keys.maintenance_lock)
     assert cleaner.run(time.time())
     assert redis.zcard(index) == 1  # the sneaked one, then the two oldest of the rest
+
+
+def test_forgetting_silent_workers_declares_what_it_touches(redis: Redis, redis_url: str) -> None:
+    """Three silent workers: one holding nothing is forgotten; one whose run still owns its job is
+    kept, the run put back in the running registry it was missing from; one whose run was settled
+    meanwhile loses the run and is forgotten. A worker that falls silent after the read is left."""
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    owned = Enqueuer(redis, settings).enqueue(work, Item(n=1))
+    settled = Enqueuer(redis, settings).enqueue(work, Item(n=2))
+    redis.hset(keys.job(owned), mapping={"status": "started", "execution": "t.1"})
+    redis.hset(keys.job(settled), mapping={"status": "finished", "execution": ""})
+    for name, queues in (("idle.1", "dk"), ("busy.1", "dk,other"), ("done.1", "dk")):
+        redis.zadd(keys.live_workers, {name: 0})
+        redis.hset(keys.rq_worker(name), mapping={"queues": queues})
+        redis.sadd(keys.RQ_WORKERS, keys.rq_worker(name))
+        for queue in queues.split(","):
+            redis.sadd(keys.rq_workers_by_queue(queue), keys.rq_worker(name))
+    redis.sadd(keys.inflight("busy.1"), f"{owned}:t.1")
+    redis.sadd(keys.inflight("done.1"), f"{settled}:t.2")
+    reaper = Worker(redis, registry, settings).reaper
+    read = reaper._silent
+
+    def read_then_fall_silent() -> tuple[list[object], list[str]]:
+        found = read()
+        redis.zadd(keys.live_workers, {"late.1": 0})  # silent now, not when read: judged next time
+        return found
+
+    reaper._silent = read_then_fall_silent  # type: ignore[method-assign]
+    with watching(redis_url) as seen:
+        reaper.forget()
+    assert {w.decode() for w in redis.zrange(keys.live_workers, 0, -1)} == {"busy.1", "late.1"}
+    assert redis.zscore(keys.wip("dk"), f"{owned}:t.1") is not None  # repaired for recovery
+    assert redis.smembers(keys.RQ_WORKERS) == {keys.rq_worker("busy.1").encode()}
+    assert not redis.exists(keys.inflight("done.1")) and not redis.sismember(keys.rq_workers_by_queue("dk"), "x")
+    assert Calls(seen, redis).undeclared(["workers/forget"]) == []
