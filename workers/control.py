@@ -118,9 +118,11 @@ class Control:
         """The job's queue, its flow parent and the parent's queue, as Redis holds them ('' when none)."""
         try:
             origin, parent = self.redis.hmget(self.keys.job(job_id), ["origin", "flow_parent"])
-            parent_origin = (
-                self.redis.hget(self.keys.job(readable(parent) or ""), "origin") if parent else None
-            )
-        except ResponseError:  # a key holding something else than a hash: the script says so
+        except ResponseError:  # the job's key holds something else than a hash: the script says so
             return "", "", ""
-        return readable(origin) or "", readable(parent) or "", readable(parent_origin) or ""
+        parent_id = readable(parent) or ""
+        try:
+            parent_origin = self.redis.hget(self.keys.job(parent_id), "origin") if parent_id else None
+        except ResponseError:  # the parent's key holds garbage: the script leaves the parent alone
+            parent_origin = None
+        return readable(origin) or "", parent_id, readable(parent_origin) or ""

@@ -245,3 +245,19 @@ def test_forgetting_silent_workers_declares_what_it_touches(redis: Redis, redis_
     assert redis.smembers(keys.RQ_WORKERS) == {keys.rq_worker("busy.1").encode()}
     assert not redis.exists(keys.inflight("done.1"))
     assert Calls(seen, redis).undeclared(["workers/forget"]) == []
+
+
+@pytest.mark.parametrize("garbled", ["job", "parent"])
+def test_a_cancel_reads_garbage_and_still_answers(redis: Redis, redis_url: str, garbled: str) -> None:
+    """The keys a cancel reads first hold something else than a job: it answers, never loops."""
+    settings = make_settings(redis_url)
+    flow = FlowProducer(redis, settings).add(FlowJob(work, Item(n=1), children=[FlowJob(part, Item(n=2))]))
+    parent, child = flow.job_ids
+    victim = child if garbled == "job" else parent
+    redis.delete(f"rq:job:{victim}")
+    redis.set(f"rq:job:{victim}", "garbage")
+    result = Control(redis, settings).cancel(child)
+    if garbled == "job":
+        assert result.action == "missing"
+    else:  # the child is canceled; its parent, unreadable, is left as it is
+        assert result.action == "removed" and redis.get(f"rq:job:{parent}") == b"garbage"
