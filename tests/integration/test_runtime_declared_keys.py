@@ -37,6 +37,7 @@ from workers import (
 from workers.deadletter import DeadLetters
 from workers.keys import Keys
 from workers.maintenance import Maintenance
+from workers.presence import Presence
 from workers.scripts import Scripts
 
 DECLARING = (
@@ -261,3 +262,31 @@ def test_a_cancel_reads_garbage_and_still_answers(redis: Redis, redis_url: str, 
         assert result.action == "missing"
     else:  # the child is canceled; its parent, unreadable, is left as it is
         assert result.action == "removed" and redis.get(f"rq:job:{parent}") == b"garbage"
+
+
+def test_a_worker_leaving_with_a_run_it_did_not_read_stays_for_recovery(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaving, a worker declares the runs it read in its in-flight set; one that appears after the
+    read counts as unsettled (its job is not looked at), so the worker is left for recovery."""
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    presence = Presence(redis, Scripts(redis, keys.lua_keyspace), keys, "w.1", ["dk"], ttl=5, heartbeat=1)
+    presence.register()
+    job_id = Enqueuer(redis, settings).enqueue(work, Item(n=1))
+    read = redis.smembers
+
+    def read_then_claim(key: str) -> set[bytes]:
+        members: set[bytes] = read(key)
+        redis.hset(keys.job(job_id), "execution", "t.1")
+        redis.sadd(keys.inflight("w.1"), f"{job_id}:t.1")
+        return members
+
+    monkeypatch.setattr(redis, "smembers", read_then_claim)
+    with watching(redis_url) as seen:
+        assert presence.leave() is False
+    assert redis.zscore(keys.live_workers, "w.1") == 0  # silent since the epoch: recovered at once
+    assert Calls(seen, redis).undeclared(["workers/presence"]) == []
+    monkeypatch.undo()
+    redis.hset(keys.job(job_id), "execution", "")  # settled meanwhile: the next leave is clean
+    assert presence.leave() is True and not redis.zscore(keys.live_workers, "w.1")
