@@ -39,6 +39,7 @@ from workers.keys import Keys, is_dead_letter_queue
 from workers.metrics import RuntimeMetrics
 from workers.presence import grace_params
 from workers.queueindex import QueueIndex
+from workers.recoverykeys import page_keys, recover_keys
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx
@@ -105,7 +106,8 @@ class Reaper:
                 "events": self.settings.events_cap,  # a `released` job event per run put back
                 **self.grace,
             }
-            reply = self.scripts.run("orphans", plan)
+            declared = page_keys(self.redis, self.keys, queue, offset, PAGE)
+            reply = self.scripts.run("orphans", plan, keys=declared)
             scanned, orphans, released, stale = int(reply[0]), reply[1], reply[2], int(reply[3])
             if released:
                 recovered += len(released)
@@ -130,7 +132,11 @@ class Reaper:
         for worker, outcomes in by_worker.items():
             plan = self.settler.plan(outcomes, worker=worker)
             ctx = settle_ctx(self.settings, worker)
-            reply = self.scripts.run("recover", {"ctx": ctx, "failed": plan.failed, **self.grace})
+            effect_keys = [outcome.claimed.effect_key for outcome in outcomes]
+            declared = recover_keys(self.redis, self.keys, plan.failed, effect_keys)
+            reply = self.scripts.run(
+                "recover", {"ctx": ctx, "failed": plan.failed, **self.grace}, keys=declared
+            )
             count, lost = int(reply[0]), {readable(i) for i in reply[1]}
             recovered += count
             self._report(worker, outcomes, plan.actions, lost, plan.retried, plan.dead)

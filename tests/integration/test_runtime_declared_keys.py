@@ -3,8 +3,12 @@
 Redis Cluster, Dragonfly and ACL key patterns refuse or misroute a script that touches a key it
 did not declare. A scenario that runs every path of the declaring scripts (enqueue with each
 option, a flow, cancels, progress and log lines, dead letters requeued and removed by id and by
-age, a worker registering, beating and leaving) runs under MONITOR (tests/declaredkeys.py), and
-any key one of them touched outside its call's KEYS fails the test, naming script and key.
+age, a worker registering, beating and leaving, housekeeping) runs under MONITOR
+(tests/declaredkeys.py), and any key one of them touched outside its call's KEYS fails the test,
+naming script and key. Where a script's keys depend on what Redis holds, its caller reads them
+first; the tests below change Redis between that read and the call, and check the script touches
+nothing it was not told of (forgetting workers, recovering a dead worker's runs, removing dead
+letters by age, trimming kept jobs, a worker leaving, a cancel).
 
 ``STILL_UNDECLARED`` are the scripts that do not declare their keys yet (docs/operations.md
 says why): the test fails if the two lists stop covering every runtime script.
@@ -23,6 +27,7 @@ from tests.declaredkeys import RUNTIME_SCRIPTS, Calls, watching
 from tests.support import make_settings, run_burst, wait_until
 from workers import (
     Control,
+    DeadLetterNotice,
     EnqueueOptions,
     Enqueuer,
     FlowJob,
@@ -42,8 +47,9 @@ from workers.scripts import Scripts
 
 DECLARING = (
     "enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence", "keep", "forget",
+    "orphans", "recover",
 )  # fmt: skip
-STILL_UNDECLARED = ("step", "recover", "orphans")
+STILL_UNDECLARED = ("step",)
 
 registry = JobRegistry()
 
@@ -139,7 +145,7 @@ def test_runtime_scripts_declare_every_key_they_touch(redis: Redis, redis_url: s
 
     calls = Calls(seen, redis)
     ran = {call.script for call in seen if call.commands}
-    missing = {f"workers/{name}" for name in DECLARING} - ran
+    missing = {f"workers/{name}" for name in DECLARING if name != "recover"} - ran  # recover: below
     assert not missing, f"not exercised: {missing}"
     undeclared = calls.undeclared([f"workers/{name}" for name in DECLARING])
     assert not undeclared, "keys touched but not declared in KEYS:\n" + "\n".join(
@@ -290,3 +296,78 @@ def test_a_worker_leaving_with_a_run_it_did_not_read_stays_for_recovery(
     monkeypatch.undo()
     redis.hset(keys.job(job_id), "execution", "")  # settled meanwhile: the next leave is clean
     assert presence.leave() is True and not redis.zscore(keys.live_workers, "w.1")
+
+
+recovering = JobRegistry(on_dead_letter="dk.hook")
+
+
+@recovering.job("dk.retried", queue="dk-rec", retry=RetryPolicy(max_attempts=3))
+def retried(payload: Item, ctx: JobContext) -> int:
+    return payload.n
+
+
+@recovering.job("dk.doomed", queue="dk-rec", retry=RetryPolicy(max_attempts=1))
+def doomed(payload: Item, ctx: JobContext) -> int:
+    raise Permanent("doomed")
+
+
+@recovering.job("dk.whole", queue="dk-parents")
+def whole(payload: Item, ctx: JobContext) -> int:
+    return payload.n
+
+
+@recovering.job("dk.hook", queue="dk-hooks")
+def hook(payload: DeadLetterNotice, ctx: JobContext) -> None:
+    return None
+
+
+def _claim_for_ghost(redis: Redis, keys: Keys, n: int, *, started: bool) -> list[str]:
+    """Claim ``n`` jobs of dk-rec for a worker that is not running (as a dead one leaves them)."""
+    scripts = Scripts(redis, keys.lua_keyspace)
+    ctx = {"worker": "ghost.1", "token": f"ghost{int(started)}", "seq": 0, "claim_ttl_ms": 60_000,
+           "defer_s": 1.0, "result_ttl": 500, "budget": 100, "dlq_retention": 3600,
+           "dlq_max_length": 100}  # fmt: skip
+    plan = {"ctx": ctx, "started": [], "done": [], "failed": [], "released": [], "queues": ["dk-rec"], "n": n}
+    rows = scripts.run("step", plan)[0]
+    if started:
+        begun = [[row[0].decode(), row[1].decode(), row[2], time.time()] for row in rows]
+        scripts.run("step", {**plan, "started": begun, "n": 0})
+    return [row[0].decode() for row in rows]
+
+
+def test_recovering_a_dead_workers_runs_declares_what_it_touches(redis: Redis, redis_url: str) -> None:
+    """A dead worker's runs: one retried, one dead-lettered (its hook job enqueued, the dead-letter
+    cap removing the oldest), a flow's child dead-lettered (its parent released, failed), one that
+    never started put back; orphans.lua and recover.lua touch only the keys they were told of."""
+    settings = make_settings(redis_url, dlq_max_length=2)
+    keys = Keys(settings.key_prefix)
+    enqueuer = Enqueuer(redis, settings)
+    old = enqueuer.enqueue_many(doomed, [Item(n=-1), Item(n=-2)])
+    run_burst(redis, recovering, settings, queues=["dk-rec"])
+    assert sorted(redis.lrange(keys.queue("dk-rec.dlq"), 0, -1)) == sorted(i.encode() for i in old)
+    first = enqueuer.enqueue(retried, Item(n=1))
+    second = enqueuer.enqueue(doomed, Item(n=2))
+    flow = FlowProducer(redis, settings, enqueuer=enqueuer).add(
+        FlowJob(whole, Item(n=3), children=[FlowJob(doomed, Item(n=4))])
+    )
+    child = flow.job_ids[1]
+    assert _claim_for_ghost(redis, keys, 3, started=True) == [first, second, child]
+    unstarted = enqueuer.enqueue(retried, Item(n=5))
+    assert _claim_for_ghost(redis, keys, 1, started=False) == [unstarted]
+    now = time.time()
+    redis.zadd(keys.live_workers, {"ghost.1": now - 100})
+    redis.hset(keys.liveness, "last_beat", now)  # the others beat on: no grace
+    reaper = Worker(redis, recovering, settings, queues=["dk-rec"]).reaper
+    redis.delete(keys.recovery_lock)  # the burst worker's own round may have taken it
+    with watching(redis_url) as seen:
+        assert reaper.run() == 4
+    state = {job_id: redis.hget(keys.job(job_id), "status") for job_id in (first, second, child, unstarted)}
+    assert state == {first: b"queued", second: b"failed", child: b"failed", unstarted: b"queued"}
+    assert redis.hget(keys.job(flow.id), "status") == b"queued"  # released, to be dead-lettered
+    assert redis.llen(keys.queue("dk-hooks")) == 2 + 2  # a notice for each dead letter, the old two's too
+    assert sorted(redis.lrange(keys.queue("dk-rec.dlq"), 0, -1)) == sorted([second.encode(), child.encode()])
+    assert not redis.exists(keys.job(old[0])) and not redis.exists(keys.job(old[1]))  # the cap
+    calls = Calls(seen, redis)
+    ran = {call.script for call in seen if call.commands}
+    assert {"workers/orphans", "workers/recover"} <= ran
+    assert calls.undeclared(["workers/orphans", "workers/recover"]) == []

@@ -20,6 +20,9 @@
     ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace, slack,
              events (the job event stream's cap, or false: a `released` event per run put back)}
 
+  KEYS: what it may touch for the runs the caller read on that page just before (workers/recovery.py):
+        a run it was not told of is left for the next scan
+
   Output:
     {scanned, orphans, released, stale}
       scanned   members read (fewer than count: the end of the registry)
@@ -53,8 +56,10 @@ local FIELDS = {'execution', 'worker_name', 'attempt', 'ran', 'lost', 'data', 'm
 
 for _, run in ipairs(members) do
   local id, exec = string.match(run, '^(.*):([^:]*)$')
-  local f = id and redis.pcall('HMGET', K.job .. id, unpack(FIELDS))
-  if not f or f.err or f[1] ~= exec then
+  local f = id and declared(K.job .. id) and redis.pcall('HMGET', K.job .. id, unpack(FIELDS))
+  if f == false then
+    -- a run the caller did not read (it joined the registry since): left for the next scan
+  elseif not f or f.err or f[1] ~= exec then
     redis.call('ZREM', wk, run)
     stale = stale + 1
   else
@@ -69,7 +74,8 @@ for _, run in ipairs(members) do
         end
         orphans[#orphans + 1] = {id, exec, worker, attempt, lost, f[6] or '', f[7] or '', f[8] or '',
           f[9] or '', f[10] or '', f[11] or '', f[12] or ''}
-      elseif release({events = plan.events}, {id, exec, plan.queue, worker, lost + 1}) == true then
+      elseif declared(inflight_key(worker))
+          and release({events = plan.events}, {id, exec, plan.queue, worker, lost + 1}) == true then
         released[#released + 1] = id
       end
     end

@@ -59,6 +59,30 @@ local function owner_of(id, exec)
   return f[2] or '', f[3] ~= false
 end
 
+-- Whether the call declared the keys settling job `id` touches that only Redis knows of: its effect
+-- key, and, if the job `ends` here and is in a flow, its parent's records and the parent's queue
+-- (includes/common.lua declared()).
+-- A call that declares keys is told them by a caller that read them first (workers/recovery.py);
+-- one that does not (step.lua, for now) always may. false: the item is held, nothing written.
+local function may_settle(id, effect_key, ends)
+  if #KEYS == 0 then
+    return true
+  end
+  if effect_key ~= '' and not declared(K.effect_key .. effect_key) then
+    return false
+  end
+  local f = ends and flow_seen[id] -- only a job that ends tells its flow parent
+  local parent = f and f ~= NOT_IN_A_FLOW and f[1]
+  if not parent then
+    return true
+  end
+  if not (declared(K.job .. parent) and declared(K.flow .. parent .. ':pending')) then
+    return false
+  end
+  local origin = redis.pcall('HGET', K.job .. parent, 'origin')
+  return type(origin) ~= 'string' or (declared(K.queue .. origin) and declared(K.deferred .. origin))
+end
+
 -- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared
 -- (unless the caller's own write of the job hash clears it: `cleared`).
 local function take(id, exec, queue, worker, cleared)
@@ -161,6 +185,9 @@ local function dead_letter(ctx, id, queue)
   local dropped = 0
   local over = math.min(redis.call('LLEN', dlq) - ctx.dlq_max_length, CAP_PER_CALL)
   while over > 0 do
+    if not declared(K.job .. redis.call('LINDEX', dlq, 0)) then
+      break -- not among the oldest the caller read: the cap is applied by a later call
+    end
     local old = redis.call('LPOP', dlq)
     if failed_ok then
       redis.call('ZREM', failed, old)
@@ -191,7 +218,7 @@ local function fail(ctx, item)
   if not effect_key then
     return false
   end
-  if not needed then
+  if not (needed and may_settle(id, effect_key, action ~= 'retry')) then
     return 'held'
   end
   take(id, exec, queue, item[12] or ctx.worker)
@@ -335,7 +362,7 @@ local function release(ctx, item)
   if not effect_key then
     return false
   end
-  if not usable(K.queue .. queue, 'list') then
+  if not (usable(K.queue .. queue, 'list') and may_settle(id, effect_key, false)) then
     return 'held'
   end
   take(id, exec, queue, item[4] or ctx.worker)
