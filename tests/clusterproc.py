@@ -17,13 +17,13 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.redisproc import RedisServer
+from tests.redisproc import RedisServer, Servers
 
 SLOTS = 16384
 MAX_PORT = 55535  # a node's cluster bus listens on its port + 10,000
 
 
-class ClusterNodes:
+class ClusterNodes(Servers):
     def __init__(self, *, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
         self.primaries_wanted = primaries
         self.replicas_wanted = replicas
@@ -34,17 +34,6 @@ class ClusterNodes:
     def url(self) -> str:
         """``redis+cluster://`` with every node as a seed: what chumon's settings would take."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
-
-    def __enter__(self) -> ClusterNodes:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _node(self) -> RedisServer:
         while True:

@@ -14,11 +14,34 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from chumon.devredis import find_server, free_port
+
+
+class Servers:
+    """A group of servers started together: ``with`` starts them, and stops any already started
+    when one fails to start, so a test never leaves a process behind."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class RedisServer:

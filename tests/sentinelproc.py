@@ -17,12 +17,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from chumon.devredis import find_server, free_port
-from tests.redisproc import RedisServer
+from tests.redisproc import RedisServer, Servers
 
 SERVICE = "shop"
 
 
-class SentinelCluster:
+class SentinelCluster(Servers):
     def __init__(
         self, *, replicas: int = 1, extra: list[str] | None = None, down_after_ms: int = 1000
     ) -> None:
@@ -42,17 +42,6 @@ class SentinelCluster:
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
-
-    def __enter__(self) -> SentinelCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         first = self.servers[0]
