@@ -12,8 +12,8 @@
     ARGV[2]  plan (JSON): {ttl, count (workers per call, at most 50), stall_gap, grace, slack,
              read = {{worker, {run, ...}}, ...}: the silent workers the caller found and the runs
              it read of each one's in-flight set}
-  KEYS: what it may touch for those (workers/recovery.py forget_keys): a worker, run or queue the
-        caller did not read is left for the next call
+  KEYS: what it may touch for those (workers/recovery.py Reaper._silent): a worker, run or queue
+        the caller did not read is left for the next call
 
   Output:
     {forgotten, repaired}: names of the workers forgotten, and how many runs were put back in

@@ -6,6 +6,8 @@
   Input:
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): {kept = {{job type, 'completed'|'failed', count|false, age|false}, ...}}
+  KEYS: each kept set, and the keys of its oldest jobs and their queues' registries, read just
+        before (workers/maintenance.py): the trim stops at a job it was not told of
 
   Output:
     the number of dead letters removed (each call removes at most 100 jobs per type)

@@ -11,6 +11,8 @@
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): ctx {dlq_retention, dlq_max_length}, ttl, stall_gap, grace, slack,
              failed {<failed item as step.lua's, with the dead worker as its 12th field>, ...}
+  KEYS: every key settling those runs may touch, read just before (workers/recoverykeys.py
+        recover_keys); a run whose keys were not read (its flow parent, say) is held, untouched
 
   Output:
     {recovered, lost, held, dropped}
