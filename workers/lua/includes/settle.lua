@@ -62,7 +62,7 @@ end
 -- Whether the call declared the keys settling job `id` touches that only Redis knows of: its effect
 -- key, and, if the job `ends` here and is in a flow, its parent's records and the parent's queue
 -- (includes/common.lua declared()).
--- A call that declares keys is told them by a caller that read them first (workers/recovery.py);
+-- A call that declares keys is told them by a caller that read them first (workers/recoverykeys.py);
 -- one that does not (step.lua, for now) always may. false: the item is held, nothing written.
 local function may_settle(id, effect_key, ends)
   if #KEYS == 0 then
