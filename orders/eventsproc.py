@@ -128,8 +128,6 @@ class EventProcessors:
                 if self._guarded(group, consumer.step) and consumer.parked != parked:
                     counter.inc(consumer.parked - parked)
                     parked = consumer.parked
-            if ready:  # what it processed last, acknowledged (else it is processed again)
-                self._guarded(group, consumer.reader.send_acks)
 
         return loop
 

@@ -20,10 +20,8 @@ transitions of the order itself. Entries are acknowledged after their reactions 
 A reactor reacts to a read batch at a time: the reactions that send commands are gathered
 (``Outbox``), the orders they need are read in one round trip, every command of the batch goes
 out in one enqueue call, each under the key it would have had alone, and the job index and
-the batch's acknowledgements go out with the reactor's next XREADGROUP, in its round trip. So
-the busier the stream, the larger a batch and the less a reaction costs: one reaction per
-read cost a reactor four round trips; a batch that sends now costs three (read with the last
-batch's acknowledgements, read its orders, enqueue), one that sends nothing one.
+the batch's acknowledgements follow in one MULTI/EXEC. So the busier the stream, the larger a
+batch and the less a reaction costs: one reaction per read cost a reactor four round trips.
 
 An entry a reactor cannot read (a type a newer writer added) is parked in its group's
 dead-letter stream, and the order is flagged for a person (the reaction it would have had
@@ -303,17 +301,16 @@ class Reactor:
         self.reader.ensure_group()
         while not stop.is_set():
             self.step()
-        self.reader.send_acks()
 
     def step(self) -> int:
         """One round: returns how many entries it settled (reacted to, or parked)."""
         return consume(self, log)
 
     def process(self, batch: list[Entry]) -> None:
-        """React to a batch: its reactions' commands go out together (``Outbox``); the job index
-        and the acknowledgements follow with the next read (``_index_and_ack``). A failure
-        anywhere acknowledges nothing: ``consume`` processes the entries again one by one, and
-        the enqueue keys make what went out before the failure go out once."""
+        """React to a batch: its reactions' commands go out together (``Outbox``), then the job
+        index and the acknowledgements in one MULTI/EXEC. A failure anywhere acknowledges
+        nothing: ``consume`` processes the entries again one by one, and the enqueue keys make
+        what went out before the failure go out once."""
         done, unreadable, replayed = [], [], []
         try:
             for entry in batch:
@@ -339,16 +336,25 @@ class Reactor:
         self.give_up(unreadable)
 
     def _index_and_ack(self, jobs: dict[str, list[str]], done: list[Entry]) -> None:
-        """The sent jobs' order index and the batch's acknowledgements, left for the reader's next
-        read: they go out in its round trip, before its XREADGROUP (``ack_with_next_read``), so
-        the next batch is not kept waiting for a round trip of their own. The batch's effects
-        (commands sent, transitions committed) are in Redis already. An index write that fails
-        (a key of another type) costs a trace its jobs, as alone; a failed acknowledgement
-        raises at that read: the entries come back, and send nothing twice."""
-        if not jobs and not done:
+        """The sent jobs' order index and the batch's acknowledgements, in one round trip. An
+        index write that fails (a key of another type) costs a trace its jobs, as alone; a
+        failed acknowledgement raises: the entries come back, and send nothing twice."""
+        plan = self.reader.ack_plan(done)
+        if not jobs and not plan:
             return
-        store = self.orders.store
-        self.reader.ack_with_next_read(done, (lambda pipe: store.index(jobs, pipe=pipe)) if jobs else None)
+        with self.orders.store.redis.pipeline(transaction=True) as pipe:
+            for stream, group, ids, delete in plan:
+                pipe.xack(stream, group, *ids)
+                if delete:
+                    pipe.xdel(stream, *ids)
+            acks = len(pipe.command_stack)
+            self.orders.store.index(jobs, pipe=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        failed = next((r for r in replies[:acks] if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+        for entry in done:
+            self.reader.errors.pop(entry.id, None)
 
     def give_up(self, items: list[tuple[Entry, str]]) -> None:
         """Flag each entry's order, then park the entry (flag first: a crash in between flags

@@ -5,11 +5,7 @@ A ``GroupReader`` belongs to one consumer of one group. Each ``read()`` takes ov
 that another consumer of the group received but did not acknowledge for ``claim_after``
 seconds (XAUTOCLAIM: that consumer crashed, or processing failed), then reads new entries
 (XREADGROUP, blocking up to ``block`` seconds). The caller processes the batch and
-acknowledges it, ideally in the same atomic step as its own writes (``ack_plan``), or, once
-its writes are committed, with its next read (``ack_with_next_read``): the acknowledgement
-then goes out in one round trip with the XREADGROUP that waits for more, instead of a round
-trip of its own before it (a consumer's loop is read, process, acknowledge, read: the
-acknowledgement's round trip made every round longer, and each new entry waited for it).
+acknowledges it, ideally in the same atomic step as its own writes (``ack_plan``).
 
 Every entry carries how often the group has delivered it (``Entry.deliveries``, from the
 group's pending list). An entry that nobody manages to process is not retried for ever:
@@ -32,12 +28,11 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from workers.codec import text
@@ -114,7 +109,6 @@ class GroupReader:
         self._cursors = dict.fromkeys(self.streams, "0-0")
         self._next_claim = 0.0
         self.errors: OrderedDict[str, str] = OrderedDict()  # entry id -> last error seen here
-        self._unsent: list[tuple[list[Entry], Callable[[Pipeline], None] | None]] = []
 
     def ensure_group(self) -> None:
         """Create the group on its streams (reading from ``start``: '0' is all that is retained)."""
@@ -127,90 +121,24 @@ class GroupReader:
 
     def read(self) -> list[Entry]:
         """Entries to process: abandoned ones (of crashed consumers, or that failed) first, then
-        new ones. A Redis that lost the group (restarted without its data) gets it again.
-        Acknowledgements left for it (``ack_with_next_read``) go out first, in the same round
-        trip as the XREADGROUP."""
+        new ones. A Redis that lost the group (restarted without its data) gets it again."""
         try:
-            if self._unsent and self._claim_due():
-                self.send_acks()  # before XAUTOCLAIM looks at what is pending
             claimed = self._claim()
             if claimed:
                 return claimed
-            reply: Any = self._read_new()
+            reply: Any = self.redis.xreadgroup(
+                self.group,
+                self.consumer,
+                dict.fromkeys(self.streams, ">"),
+                count=self.batch,
+                block=self.block_ms,
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()
             return []
         return [entry for stream, raw in reply or [] for entry in entries(raw, text(stream))]
-
-    def _read_new(self) -> Any:
-        """XREADGROUP, after the acknowledgements left for it, on one pipeline (one round trip).
-        An acknowledgement that fails raises, as ``ack`` does, once the read is back: what the
-        read delivered then stays pending and is taken over after ``claim_after``."""
-        streams: Any = dict.fromkeys(self.streams, ">")
-        group, consumer, count, block = self.group, self.consumer, self.batch, self.block_ms
-        if not self._unsent:
-            return self.redis.xreadgroup(group, consumer, streams, count=count, block=block)
-        unsent = self._unsent
-        with self.redis.pipeline(transaction=False) as pipe:
-            acks = self._queue_acks(pipe, unsent)
-            pipe.xreadgroup(group, consumer, streams, count=count, block=block)
-            replies = pipe.execute(raise_on_error=False)
-        self._unsent = []
-        self._acked(unsent, replies[:-1], acks)
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]
-        return replies[-1]
-
-    def ack_with_next_read(self, done: list[Entry], also: Callable[[Pipeline], None] | None = None) -> None:
-        """Acknowledge ``done`` with the next ``read`` (or ``send_acks``), in its round trip.
-
-        Only for entries whose effects are committed already: the acknowledgement is merely
-        sent later, at once if the caller reads again at once, as a consumer's loop does. If the
-        process dies first, the entries stay pending and are processed again (at least once,
-        as after a crash between commit and acknowledgement). ``also`` queues writes of the
-        caller's on the same pipeline, before the acknowledgements (their errors are the
-        caller's to accept: they are not checked)."""
-        if done or also is not None:
-            self._unsent.append((list(done), also))
-
-    def send_acks(self) -> None:
-        """Send the acknowledgements left for the next read now (a consumer that stops)."""
-        if not self._unsent:
-            return
-        unsent = self._unsent
-        with self.redis.pipeline(transaction=False) as pipe:
-            acks = self._queue_acks(pipe, unsent)
-            replies = pipe.execute(raise_on_error=False)
-        self._unsent = []
-        self._acked(unsent, replies, acks)
-
-    def _queue_acks(
-        self, pipe: Pipeline, unsent: list[tuple[list[Entry], Callable[[Pipeline], None] | None]]
-    ) -> list[int]:
-        """Queue each batch's writes and acknowledgements; returns the positions of the latter."""
-        acks = []
-        for done, also in unsent:
-            if also is not None:
-                also(pipe)
-            for stream, group, ids, delete in self.ack_plan(done):
-                acks.append(len(pipe.command_stack))
-                pipe.xack(stream, group, *ids)
-                if delete:
-                    pipe.xdel(stream, *ids)
-        return acks
-
-    def _acked(
-        self,
-        unsent: list[tuple[list[Entry], Callable[[Pipeline], None] | None]],
-        replies: list[Any],
-        acks: list[int],
-    ) -> None:
-        failed = next((replies[i] for i in acks if isinstance(replies[i], Exception)), None)
-        if failed is not None:
-            raise failed
-        self._forget(entry for done, _ in unsent for entry in done)
 
     def over_cap(self, entry: Entry) -> bool:
         """Delivered more often than ``max_deliveries``: the consumer should give up on it."""
@@ -284,15 +212,13 @@ class GroupReader:
         for entry in done:
             self.errors.pop(entry.id, None)
 
-    def _claim_due(self) -> bool:
-        return time.monotonic() >= self._next_claim or any(c != "0-0" for c in self._cursors.values())
-
     def _claim(self) -> list[Entry]:
         """XAUTOCLAIM on each stream, at most every claim_after / 4 s (nothing is claimable
         sooner) unless the last pass stopped short; with each entry's delivery count."""
-        if not self._claim_due():
+        now = time.monotonic()
+        if now < self._next_claim and all(c == "0-0" for c in self._cursors.values()):
             return []
-        self._next_claim = time.monotonic() + self.claim_after / 4
+        self._next_claim = now + self.claim_after / 4
         claimed: list[Entry] = []
         for stream in self.streams:
             reply: Any = self.redis.xautoclaim(

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from redis.connection import AbstractConnection
 
 from tests.support import wait_until
 from workers.consumer import Outage, configuration_error, consume
@@ -104,33 +103,3 @@ def test_outages_are_logged_once_and_configuration_errors_named(caplog: Any) -> 
     assert "credentials" in (configuration_error(AuthenticationError("WRONGPASS")) or "")
     assert "lacks a command" in (configuration_error(ResponseError("ERR unknown command 'XAUTOCLAIM'")) or "")
     assert configuration_error(ConnectionError("refused")) is None
-
-
-def test_an_acknowledgement_left_for_the_next_read_goes_out_in_its_round_trip(
-    redis: Redis, reader: GroupReader, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    group = GroupReader(redis, STREAM, "g2", "c1", block=0.05, claim_after=60)  # no claim pass due
-    group.ensure_group()
-    batch = group.read()
-    assert len(batch) == 5
-    group.ack_with_next_read(batch, lambda pipe: pipe.set("t:also", "1"))
-    assert redis.xpending(STREAM, "g2")["pending"] == 5  # not yet: it waits for the read
-    redis.xadd(STREAM, {"n": "5"})
-
-    sent, round_trips = AbstractConnection.send_packed_command, []
-
-    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-        round_trips.append(command)
-        sent(conn, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
-    fresh = group.read()
-    monkeypatch.undo()
-    assert [entry.fields["n"] for entry in fresh] == ["5"]
-    assert len(round_trips) == 1  # the acknowledgements and the XREADGROUP, in one round trip
-    assert redis.xpending(STREAM, "g2")["pending"] == 1  # the five acknowledged; the new one is not
-    assert redis.get("t:also") == b"1"  # the caller's own writes went with them
-
-    group.ack_with_next_read(fresh)
-    group.send_acks()  # a consumer that stops sends what it left for its next read
-    assert redis.xpending(STREAM, "g2")["pending"] == 0
