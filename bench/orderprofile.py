@@ -407,13 +407,17 @@ def _fill(env: RedisEnv, recipes: list[Any], count: int, events: str, first: boo
 
 # -- pass: latency budget ------------------------------------------------------------------------------
 PATH_JOBS = ("inventory.reserve", "payments.charge", "shipping.arrange")  # job types on the path
+PATH_EVENTS = ("OrderPlaced", "InventoryReserved", "PaymentCharged", "ShipmentArranged")
+"""The events each path job's step answers with (the first: placing), read back from the stream."""
 
 
 def measure_budget(env: RedisEnv, style: str, rate: float, seconds: float) -> dict[str, Any]:
     """Orders placed at a fixed ``rate``; then, per order, its path from the job records: how long
     each step's job waited in its queue (enqueued -> its handler started) and how long it ran
     until the next step's job was enqueued (the saga's transition, inside the handler) or, for
-    the last, until CONFIRMED. Medians (p50) of each segment, and of the whole."""
+    the last, until CONFIRMED; choreographed, also each reactor hop: a step's event appended (its
+    stream entry's time) -> the next step's job queued (or, after ShipmentArranged, CONFIRMED).
+    Medians (p50) of each segment, and of the whole."""
 
     def during(flow: Flow, _run: Any) -> dict[str, Any]:
         return budget_in(flow, style, rate, seconds)
@@ -438,6 +442,7 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
         progress.close()
     settle(flow, ids, f"{style} budget, settling", 120)
     cost = per_order(before, snapshot(env, processes), len(ids))  # at this rate, not in a burst
+    appended = _appended(env, okeys.events, set(ids)) if style == "choreographed" else {}
     segments: dict[str, list[float]] = {}
     for order_id in ids:
         job_ids = texts(env.redis.smembers(okeys.order_jobs(order_id)))
@@ -457,6 +462,11 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
         for kind, end in zip(PATH_JOBS, ends, strict=True):
             parts[f"{kind}: waits in its queue"] = stamps[kind][1] - stamps[kind][0]
             parts[f"{kind}: runs to the next step"] = end - stamps[kind][1]
+        events = appended.get(order_id, {})
+        if all(kind in events for kind in PATH_EVENTS):  # choreographed: the reactors' hops apart
+            starts = [stamps[kind][0] for kind in PATH_JOBS] + [confirmed]
+            for kind, start in zip(PATH_EVENTS, starts, strict=True):
+                parts[f"reactor hop after {kind}"] = start - events[kind]
         parts["total: place -> CONFIRMED"] = confirmed - placed
         for name, value in parts.items():
             segments.setdefault(name, []).append(value * 1000)
@@ -471,6 +481,20 @@ def budget_in(flow: Flow, style: str, rate: float, seconds: float) -> dict[str, 
         "commands_per_order": cost["commands_per_order"],
         "commandstats": cost["commandstats"],
     }
+
+
+def _appended(env: RedisEnv, stream: str, order_ids: set[str]) -> dict[str, dict[str, float]]:
+    """When each of these orders' events was appended (its stream entry id's milliseconds, Redis's
+    clock, the same host's as the job records'), by order and event type."""
+    from workers.codec import text
+
+    found: dict[str, dict[str, float]] = {}
+    raw: Any = env.redis.xrange(stream)
+    for entry_id, fields in raw:
+        order_id, kind = text(fields.get(b"order_id", b"")), text(fields.get(b"type", b""))
+        if order_id in order_ids and kind in PATH_EVENTS:
+            found.setdefault(order_id, {})[kind] = int(text(entry_id).split("-")[0]) / 1000
+    return found
 
 
 # -- pass: SLOWLOG (every command's time, scripts by name) ----------------------------------------------

@@ -150,6 +150,41 @@ class OrderService:
                 return transition
         raise RuntimeError(f"order {order_id}: gave up after {MAX_CONFLICTS} concurrent changes")
 
+    def apply_many(self, items: list[tuple[str, Decide, Loaded | None]]) -> list[Transition | None]:
+        """``apply`` for several orders, their commits in one round trip: each is decided on the
+        order as the caller read it (``Loaded``, changed in place as with ``apply``) and all are
+        committed together (``OrderStore.commit_many``); one that met a newer version, found
+        nothing to do on that read, or had no read goes through ``apply`` alone (a fresh read).
+        At most one item per order may carry a read: a second decision on the same order must
+        see the first one's commit."""
+        results: list[Transition | None] = [None] * len(items)
+        batch: list[tuple[int, Loaded, Transition]] = []
+        alone: list[int] = []
+        now = self.clock()
+        for i, (_, decide, loaded) in enumerate(items):
+            if loaded is None:
+                alone.append(i)
+                continue
+            before = self.saga.progress(loaded.saga)
+            transition = decide(loaded.order, loaded.saga, now)
+            if transition is None:
+                alone.append(i)  # nothing to do on what the caller read: make sure on a fresh read
+                continue
+            self.saga.track_from(before, transition, now)
+            batch.append((i, loaded, transition))
+        committed = self.store.commit_many([(loaded, t) for _, loaded, t in batch], now)
+        for (i, _, transition), ok in zip(batch, committed, strict=True):
+            if ok:
+                for event in transition.events:  # committed: tell this process's listeners
+                    self.bus.publish(event)
+                results[i] = transition
+            else:
+                alone.append(i)  # the order moved on since the read: decide again on a fresh one
+        for i in sorted(alone):
+            order_id, decide, _ = items[i]
+            results[i] = self.apply(order_id, decide)
+        return results
+
     def step_succeeded(
         self, order_id: str, step: Step, facts: dict[str, Any], cause: str, *, loaded: Loaded | None = None
     ) -> Transition | None:
@@ -205,14 +240,16 @@ class OrderService:
 
     # -- the orders service's own reactions (choreographed style) --------------------------------
     def confirm(self, order_id: str, cause: str) -> Transition | None:
-        flow = self._choreography()
+        flow = self.choreography()
         return self.apply(order_id, lambda o, s, now: flow.confirm(o, s, cause, now))
 
     def cancel(self, order_id: str, cause: str) -> Transition | None:
-        flow = self._choreography()
+        flow = self.choreography()
         return self.apply(order_id, lambda o, s, now: flow.cancel(o, s, cause, now))
 
-    def _choreography(self) -> Choreography:
+    def choreography(self) -> Choreography:
+        """The saga, as the choreographed style's (its confirm and cancel are the orders
+        service's own reactions); RuntimeError in the orchestrated style."""
         if not isinstance(self.saga, Choreography):
             raise RuntimeError("confirm and cancel are reactions of the choreographed style")
         return self.saga

@@ -152,6 +152,30 @@ class OrderStore:
 
     def commit(self, loaded: Loaded, transition: Transition, now: float) -> bool:
         """Commit ``transition`` if the order is still at ``loaded.version``; False if it moved on."""
+        plan, keys = self._transition_call(loaded, transition, now)
+        run = self._scripts.run
+        return bool(self.durability.write(self.redis, lambda client: run("transition", plan, client, keys)))
+
+    def commit_many(self, commits: list[tuple[Loaded, Transition]], now: float) -> list[bool]:
+        """``commit`` for several orders' transitions in one round trip (one pipeline, not a
+        MULTI: each commit is its own script call, atomic on its own, and each is checked
+        against its own version). Returns each one's outcome, in order; with waiting for
+        replicas on, one wait covers them all."""
+        if not commits:
+            return []
+        calls = [self._transition_call(loaded, transition, now) for loaded, transition in commits]
+        run = self._scripts.run
+
+        def send(pipe: Pipeline) -> None:
+            for plan, keys in calls:
+                run("transition", plan, pipe, keys)
+
+        return [bool(reply) for reply in self.durability.write_all(self.redis, send)]
+
+    def _transition_call(
+        self, loaded: Loaded, transition: Transition, now: float
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The transition script's plan and keys for committing ``transition`` on ``loaded``."""
         if not transition.events:
             raise ValueError("a transition without events records nothing")
         version = loaded.version
@@ -182,8 +206,7 @@ class OrderStore:
         for job_id in transition.cancel_jobs:
             keys += [runtime.scheduled(timeout_queue), runtime.job(job_id)]
         keys += self._job_keys(jobs)
-        run = self._scripts.run
-        return bool(self.durability.write(self.redis, lambda client: run("transition", plan, client, keys)))
+        return plan, keys
 
     def payment_method(self, order_id: str) -> str | None:
         """The payment token place_order was given, while the charge step may still need it."""

@@ -1,5 +1,7 @@
 """A reactor's batch: its reactions' commands go out in one enqueue call, each under the key it
-would have had alone, so a redelivered event sends nothing twice whichever batch it comes in."""
+would have had alone, so a redelivered event sends nothing twice whichever batch it comes in;
+the orders service's own reactions (confirm, cancel) are decided on one read of the batch's
+orders and committed in one round trip."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from chumon.bootstrap import build_services
 from orders.commands import CheckStepTimeout
 from orders.handlers import Services
 from orders.keys import OrderKeys
+from orders.model import OrderStatus
 from orders.reactors import Reactions, Reactor
 from producer import Producer
-from tests.flow import CATALOGUE, flow_settings, with_style
+from tests.flow import CATALOGUE, QUEUES, flow_settings, with_style
+from tests.support import wait_until, worker_thread
 
 
 @pytest.fixture
@@ -65,3 +69,50 @@ def test_a_batch_goes_out_in_one_enqueue_and_a_redelivery_sends_nothing_twice(
     for entry in batch:  # delivered again, one by one (another batch): the same keys, nothing new
         reactor.process([entry])
     assert (redis.llen(runtime.queue("inventory")), redis.zcard(runtime.scheduled(timeout_queue))) == queued
+
+
+def test_the_orders_reactor_confirms_a_batch_on_one_read_and_one_commit_round_trip(
+    redis: Redis, redis_url: str, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = with_style(flow_settings(redis_url, 2525), "choreographed")
+    producer = Producer(redis, settings, jobs.registry, services.orders)
+    customer = {"customer_name": "Ada", "customer_email": "ada@example.com", "ship_to": "12 Lane, London"}
+    order_ids = [producer.place_order(items=[("TEA", 1)], **customer).order_id for _ in range(3)]
+    keys, store = OrderKeys(), services.orders.store
+    others = [
+        Reactor(service, Reactions(services.orders, step_timeout=30), keys)
+        for service in ("inventory", "payments", "shipping")
+    ]
+    for reactor in others:
+        reactor.reader.ensure_group()
+
+    def arranged() -> bool:  # the three steps answered, by reactors stepped here and a real worker
+        for reactor in others:
+            reactor.step()
+        kinds = [e[1][b"type"] for e in redis.xrange(keys.events)]
+        return kinds.count(b"ShipmentArranged") == len(order_ids)
+
+    with worker_thread(redis, jobs.registry, settings, queues=QUEUES, concurrency=4):
+        wait_until(arranged, timeout=20, message="every order's shipment arranged")
+
+    orders = Reactor("orders", Reactions(services.orders, step_timeout=30), keys)
+    orders.reader.ensure_group()
+    batch = orders.reader.read()  # the group starts at the stream's beginning: every event so far
+    assert sum(entry.fields["type"] == "ShipmentArranged" for entry in batch) == len(order_ids)
+    load, commit, commit_many = store.load, store.commit, store.commit_many
+    loads: list[str] = []
+    commits: list[int] = []
+    monkeypatch.setattr(store, "load", lambda order_id: loads.append(order_id) or load(order_id))
+    monkeypatch.setattr(store, "commit", lambda *a: commits.append(1) or commit(*a))
+    monkeypatch.setattr(store, "commit_many", lambda c, now: commits.append(len(c)) or commit_many(c, now))
+    orders.process(batch)
+    assert (loads, commits) == ([], [3])  # alone: a read and a commit per order, one after the other
+    for order_id in order_ids:
+        loaded = services.orders.get(order_id)
+        assert loaded is not None and loaded.order.status is OrderStatus.CONFIRMED
+    assert redis.xpending(orders.reader.stream, orders.group)["pending"] == 0  # acknowledged
+
+    for entry in batch:  # delivered again: each finds its order confirmed, and commits nothing
+        orders.process([entry])
+    kinds = [e[1][b"type"] for e in redis.xrange(keys.events)]
+    assert kinds.count(b"OrderConfirmed") == len(order_ids)
