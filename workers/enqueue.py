@@ -151,7 +151,7 @@ class Enqueuer:
         """Every key the enqueue script may touch for ``chunk``, declared in its KEYS."""
         if len(chunk) == 1:
             return self.keys.enqueue_job_keys(chunk[0])
-        return list(dict.fromkeys(key for spec in chunk for key in self.keys.enqueue_job_keys(spec)))
+        return self.keys.enqueue_batch_keys(chunk)
 
     def spec(
         self,
