@@ -32,7 +32,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from workers import locks
-from workers.codec import decode_data, parse_iso, readable, shown
+from workers.codec import decode_data, parse_iso, raw_bytes, readable, shown
 from workers.execution import Claimed, Outcome
 from workers.joblog import JobLog, context_of
 from workers.keys import Keys, is_dead_letter_queue
@@ -166,30 +166,37 @@ class Reaper:
             len(outcomes) - len(lost), worker, retried, dead, len(lost),
         )  # fmt: skip
 
-    def _silent(self) -> tuple[list[Any], list[str]]:
+    def _silent(self) -> tuple[list[Any], list[str | bytes]]:
         """The workers silent for ``worker_ttl`` by the server's clock (at most ``FORGET_COUNT``),
         the runs of each one's in-flight set, and every key forget.lua may touch for them:
-        read just before the call, which touches nothing else."""
+        read just before the call, which touches nothing else. Names are kept as bytes for the
+        keys: a name that is not UTF-8 (hand-written garbage) is forgotten like any other."""
         keys = self.keys
-        declared = dict.fromkeys([keys.live_workers, keys.liveness, keys.RQ_WORKERS])
+        declared: dict[str | bytes, None] = dict.fromkeys([keys.live_workers, keys.liveness, keys.RQ_WORKERS])
         seconds, micros = self.redis.time()
         cutoff = seconds + micros / 1e6 - self.settings.worker_ttl
         try:
             raw = self.redis.zrangebyscore(keys.live_workers, "-inf", cutoff, start=0, num=FORGET_COUNT)
         except ResponseError:  # not a sorted set: the script replaces it
             return [], list(declared)
-        workers = [name for name in (readable(w) for w in raw if isinstance(w, bytes | str)) if name]
+        workers = [
+            name for name in (raw_bytes(w) if isinstance(w, bytes | str) else None for w in raw) if name
+        ]
+        inflight_prefix, inflight_suffix = (part.encode() for part in keys.inflight("\0").split("\0"))
         with self.redis.pipeline(transaction=False) as pipe:
             for worker in workers:
-                pipe.srandmember(keys.inflight(worker), FORGET_RUNS)
-                pipe.hget(keys.rq_worker(worker), "queues")
+                pipe.srandmember(inflight_prefix + worker + inflight_suffix, FORGET_RUNS)
+                pipe.hget(keys.RQ_WORKER.encode() + worker, "queues")
             replies = pipe.execute(raise_on_error=False)
         read: list[Any] = []
         for i, worker in enumerate(workers):
             runs, queues = replies[2 * i], replies[2 * i + 1]
             names = [readable(r) or "" for r in runs] if isinstance(runs, list) else []
-            read.append([worker, names])
-            declared.update(dict.fromkeys([keys.inflight(worker), keys.rq_worker(worker)]))
+            if readable(worker) is not None:  # else a name JSON cannot carry: the script reads its runs
+                read.append([readable(worker), names])
+            declared.update(
+                dict.fromkeys([inflight_prefix + worker + inflight_suffix, keys.RQ_WORKER.encode() + worker])
+            )
             listed = readable(queues) if isinstance(queues, bytes | str) else None
             queue_keys = [keys.rq_workers_by_queue(q) for q in (listed or "").split(",") if q]
             declared.update(dict.fromkeys(queue_keys))

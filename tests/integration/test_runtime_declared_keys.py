@@ -234,6 +234,7 @@ def test_forgetting_silent_workers_declares_what_it_touches(redis: Redis, redis_
         redis.sadd(keys.RQ_WORKERS, keys.rq_worker(name))
         for queue in queues.split(","):
             redis.sadd(keys.rq_workers_by_queue(queue), keys.rq_worker(name))
+    redis.zadd(keys.live_workers, {b"\xff\xfe": 0})  # a name no worker has: garbage, forgotten too
     redis.sadd(keys.inflight("busy.1"), f"{owned}:t.1")
     redis.sadd(keys.inflight("done.1"), f"{settled}:t.2")
     reaper = Worker(redis, registry, settings).reaper
