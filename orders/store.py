@@ -274,7 +274,7 @@ class OrderStore:
     def _job_keys(self, jobs: list[dict[str, Any]]) -> list[str]:
         """The keys enqueueing ``jobs`` may touch, each once."""
         runtime = self.keys.runtime
-        return list(dict.fromkeys(key for job in jobs for key in runtime.enqueue_job_keys(job)))
+        return runtime.enqueue_batch_keys(jobs)
 
     def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
-from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue, raw_key
 from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
@@ -137,7 +137,7 @@ class DeadLetters:
                 head = []
             keys: list[str | bytes] = [*self.keys.dead_letter_keys(origin, [])]
             for raw in head:  # as bytes: an id that is not UTF-8 is still removed
-                keys += [self.keys.job("").encode() + raw, self.keys.results("").encode() + raw]
+                keys += [raw_key(self.keys.job, raw), raw_key(self.keys.results, raw)]
             plan = {"origin": origin, "before_iso": before_iso, "head": len(head), "counted": counted}
             count, changed = self.scripts.run("dlq_remove", plan, keys=keys)
             removed += int(count)

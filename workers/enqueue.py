@@ -149,8 +149,6 @@ class Enqueuer:
 
     def chunk_keys(self, chunk: list[dict[str, Any]]) -> list[str]:
         """Every key the enqueue script may touch for ``chunk``, declared in its KEYS."""
-        if len(chunk) == 1:
-            return self.keys.enqueue_job_keys(chunk[0])
         return self.keys.enqueue_batch_keys(chunk)
 
     def spec(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -45,6 +45,13 @@ def is_dead_letter_queue(name: str) -> bool:
 
 def origin_of_dead_letter_queue(name: str) -> str:
     return name[: -len(DLQ_SUFFIX)]
+
+
+def raw_key(build: Callable[[str], str], raw: bytes) -> bytes:
+    """The key ``build`` makes for an id read from Redis as bytes, kept as bytes: an id that is not
+    UTF-8 (hand-written garbage) still names its own key, as a script would build it."""
+    prefix, _, suffix = build("\0").partition("\0")
+    return prefix.encode() + raw + suffix.encode()
 
 
 class Keys:
@@ -230,21 +237,12 @@ class Keys:
         server's clock), rq:queues and the queue's signal stream; the prioritized set and its
         sequence counter for a job with a priority; its enqueue idempotency key; the job event
         stream when events are on."""
-        queue = job["queue"]
-        keys = [self.job(job["id"]), self.queue(queue), self.scheduled(queue), self.RQ_QUEUES]
-        keys.append(self.signal(queue))
-        if job.get("priority") is not None:
-            keys += [self.prioritized(queue), self.priority_seq(queue)]
-        if job.get("enqueue_key") is not None:
-            keys.append(self.enqueue_key(job["enqueue_key"]))
-        if job.get("events"):
-            keys.append(self.events)
-        return keys
+        return self.enqueue_batch_keys([job])
 
     def enqueue_batch_keys(self, jobs: Sequence[Mapping[str, Any]]) -> list[str]:
         """``enqueue_job_keys`` for a batch of job specs, built in one pass: each job's hash, its
         enqueue idempotency key, and each queue's keys once (a bulk enqueue declares a few hundred;
-        the per-job lists and their merge cost four times as much Python)."""
+        a list per job and their merge cost four times as much Python)."""
         keys = [self.RQ_QUEUES]
         queues: dict[str, bool] = {}  # queue -> whether a job of the batch has a priority there
         events = False

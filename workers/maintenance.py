@@ -20,7 +20,7 @@ from redis import Redis
 from workers import locks
 from workers.codec import raw_bytes, readable
 from workers.deadletter import DeadLetters
-from workers.keys import Keys, dead_letter_queue
+from workers.keys import Keys, dead_letter_queue, raw_key
 from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 
@@ -67,14 +67,14 @@ class Maintenance:
         with self.redis.pipeline(transaction=False) as pipe:
             for head in ids:
                 for job_id in head:
-                    pipe.hget(keys.job("").encode() + job_id, "origin")
+                    pipe.hget(raw_key(keys.job, job_id), "origin")
             origins = iter(pipe.execute(raise_on_error=False))
         declared: dict[str | bytes, None] = {keys.dlq_dropped: None}
         for index, head in zip(sets, ids, strict=True):
             declared[index] = None
             for job_id in head:
-                for prefix in (keys.job(""), keys.results(""), keys.job_logs("")):
-                    declared[prefix.encode() + job_id] = None
+                for build in (keys.job, keys.results, keys.job_logs):
+                    declared[raw_key(build, job_id)] = None
                 raw = next(origins)  # an error when the key holds no hash: the script leaves it
                 origin = readable(raw) if isinstance(raw, bytes | str) else None
                 if origin:

@@ -35,7 +35,7 @@ from workers import locks
 from workers.codec import decode_data, parse_iso, raw_bytes, readable, shown
 from workers.execution import Claimed, Outcome
 from workers.joblog import JobLog, context_of
-from workers.keys import Keys, is_dead_letter_queue
+from workers.keys import Keys, is_dead_letter_queue, raw_key
 from workers.metrics import RuntimeMetrics
 from workers.presence import grace_params
 from workers.queueindex import QueueIndex
@@ -182,11 +182,10 @@ class Reaper:
         workers = [
             name for name in (raw_bytes(w) if isinstance(w, bytes | str) else None for w in raw) if name
         ]
-        inflight_prefix, inflight_suffix = (part.encode() for part in keys.inflight("\0").split("\0"))
         with self.redis.pipeline(transaction=False) as pipe:
             for worker in workers:
-                pipe.srandmember(inflight_prefix + worker + inflight_suffix, FORGET_RUNS)
-                pipe.hget(keys.RQ_WORKER.encode() + worker, "queues")
+                pipe.srandmember(raw_key(keys.inflight, worker), FORGET_RUNS)
+                pipe.hget(raw_key(keys.rq_worker, worker), "queues")
             replies = pipe.execute(raise_on_error=False)
         read: list[Any] = []
         for i, worker in enumerate(workers):
@@ -194,9 +193,7 @@ class Reaper:
             names = [readable(r) or "" for r in runs] if isinstance(runs, list) else []
             if readable(worker) is not None:  # else a name JSON cannot carry: the script reads its runs
                 read.append([readable(worker), names])
-            declared.update(
-                dict.fromkeys([inflight_prefix + worker + inflight_suffix, keys.RQ_WORKER.encode() + worker])
-            )
+            declared.update(dict.fromkeys([raw_key(keys.inflight, worker), raw_key(keys.rq_worker, worker)]))
             listed = readable(queues) if isinstance(queues, bytes | str) else None
             queue_keys = [keys.rq_workers_by_queue(q) for q in (listed or "").split(",") if q]
             declared.update(dict.fromkeys(queue_keys))

@@ -18,7 +18,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from workers.codec import raw_bytes, readable
-from workers.keys import Keys, dead_letter_queue
+from workers.keys import Keys, dead_letter_queue, raw_key
 
 DLQ_HEAD = 100  # the oldest dead letters read per queue: the most the cap removes per call (settle.lua)
 
@@ -40,10 +40,10 @@ def page_keys(redis: Redis, keys: Keys, queue: str, offset: int, count: int) -> 
     ids = [run.rpartition(b":")[0] for run in runs]
     with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(_job(keys, job_id), ["worker_name", "effect_key"])
+            pipe.hmget(raw_key(keys.job, job_id), ["worker_name", "effect_key"])
         rows = pipe.execute(raise_on_error=False)
     for job_id, row in zip(ids, rows, strict=True):
-        declared[_job(keys, job_id)] = None
+        declared[raw_key(keys.job, job_id)] = None
         if isinstance(row, list):
             worker, effect_key = (readable(value) for value in row)
             if worker:
@@ -81,8 +81,9 @@ def recover_keys(redis: Redis, keys: Keys, items: list[list[Any]], effect_keys: 
     for head in heads:
         for job_id in head if isinstance(head, list) else []:
             raw = raw_bytes(job_id) or b""
-            declared.update(dict.fromkeys([_job(keys, raw), _prefixed(keys.results(""), raw)]))
-            declared[_prefixed(keys.job_logs(""), raw)] = None
+            declared.update(
+                dict.fromkeys(raw_key(build, raw) for build in (keys.job, keys.results, keys.job_logs))
+            )
     return list(declared)
 
 
@@ -118,11 +119,3 @@ def _flow_keys(redis: Redis, keys: Keys, items: list[list[Any]]) -> list[str]:
         if queue:
             found += [*keys.requeue_keys(queue), keys.deferred(queue)]
     return found
-
-
-def _job(keys: Keys, job_id: bytes) -> bytes:
-    return _prefixed(keys.job(""), job_id)
-
-
-def _prefixed(prefix: str, raw: bytes) -> bytes:
-    return prefix.encode() + raw
