@@ -64,11 +64,14 @@ class Claimed:
     problems: list[str] = field(default_factory=list)
     job_type: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)  # set when asked to stop
+    effect_key_raw: bytes = b""  # as stored: its key is declared to the step even if not UTF-8
+    in_flow: bool = False  # a flow's child or parent: ending it tells the flow (workers/stepkeys.py)
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Claimed:
         """From a job as claim.lua returns it: id, exec, attempt, queue, note, then the job hash's
-        data, meta, timeout, retry, effect_key, result_ttl, attempt (as stored) and job_type.
+        data, meta, timeout, retry, effect_key, result_ttl, attempt (as stored), job_type,
+        flow_parent and flow.
 
         Never raises: the id, execution and queue were written or checked by the script; every
         other field is read defensively and what cannot be read is noted in ``problems``.
@@ -92,6 +95,8 @@ class Claimed:
         claimed.timeout = claimed._timeout(timeout)
         claimed.retry = claimed._text("retry", retry)
         claimed.effect_key = claimed._text("effect_key", effect_key)
+        claimed.effect_key_raw = _raw(effect_key)
+        claimed.in_flow = any(row[13:15])
         claimed.result_ttl = claimed._ttl(result_ttl)
         claimed.job_type = readable(job_type) or "" if job_type else ""
         if stored and _WHOLE.match(readable(stored) or "x") is None:

@@ -18,14 +18,13 @@ from typing import Any
 from redis import Redis
 
 from workers import locks
-from workers.codec import raw_bytes, readable
 from workers.deadletter import DeadLetters
-from workers.keys import Keys, dead_letter_queue, raw_key
+from workers.keys import Keys
 from workers.queueindex import QueueIndex
+from workers.readkeys import kept_keys
 from workers.scripts import Scripts
 
 INTERVAL = 60
-KEEP_READ = 100  # the oldest jobs of each kept set read before a trim (lua/includes/retention.lua)
 
 
 def keys_of_kept(keys: Keys, item: list[Any]) -> str:
@@ -55,32 +54,9 @@ class Maintenance:
         self.index = QueueIndex(redis, keys, log=log)
 
     def _kept_keys(self) -> list[str | bytes]:
-        """What lua/keep.lua may touch trimming each kept set: the oldest ``KEEP_READ`` jobs of each
-        (read here, with each one's queue, just before the call) and their keys and registries.
-        Ids are kept as bytes, so one that is not UTF-8 is trimmed like any other."""
-        keys, sets = self.keys, [keys_of_kept(self.keys, item) for item in self.kept]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for index in sets:
-                pipe.zrange(index, 0, KEEP_READ - 1)
-            heads = pipe.execute(raise_on_error=False)
-        ids = [[raw_bytes(i) or b"" for i in head] if isinstance(head, list) else [] for head in heads]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for head in ids:
-                for job_id in head:
-                    pipe.hget(raw_key(keys.job, job_id), "origin")
-            origins = iter(pipe.execute(raise_on_error=False))
-        declared: dict[str | bytes, None] = {keys.dlq_dropped: None}
-        for index, head in zip(sets, ids, strict=True):
-            declared[index] = None
-            for job_id in head:
-                for build in (keys.job, keys.results, keys.job_logs):
-                    declared[raw_key(build, job_id)] = None
-                raw = next(origins)  # an error when the key holds no hash: the script leaves it
-                origin = readable(raw) if isinstance(raw, bytes | str) else None
-                if origin:
-                    declared.update(dict.fromkeys([keys.finished(origin), keys.failed(origin)]))
-                    declared[keys.queue(dead_letter_queue(origin))] = None
-        return list(declared)
+        """What lua/keep.lua may touch trimming each kept set: the oldest jobs of each (read here,
+        with each one's queue, just before the call) and their keys and registries."""
+        return kept_keys(self.redis, self.keys, [keys_of_kept(self.keys, item) for item in self.kept])
 
     def run(self, now: float) -> bool:
         """Do the housekeeping unless another worker did within INTERVAL. True if it ran."""

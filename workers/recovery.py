@@ -39,7 +39,7 @@ from workers.keys import Keys, is_dead_letter_queue, raw_key
 from workers.metrics import RuntimeMetrics
 from workers.presence import grace_params
 from workers.queueindex import QueueIndex
-from workers.recoverykeys import page_keys, recover_keys
+from workers.readkeys import page_keys, recover_keys
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Settler, settle_ctx

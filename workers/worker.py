@@ -50,7 +50,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from workers.aio import AsyncRunners
-from workers.codec import readable, shown
+from workers.codec import raw_bytes, readable, shown
 from workers.connection import check_server
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
@@ -72,7 +72,8 @@ from workers.reporting import Reporter
 from workers.runner import Runners
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
-from workers.settle import Settler, settle_ctx
+from workers.settle import Plan, Settler, settle_ctx
+from workers.stepkeys import StepKeys
 
 WAKE = object()
 _STAT = {
@@ -83,6 +84,9 @@ INTERRUPT_GRACE = 0.5
 SETTLE_MAX = 256  # outcomes settled per call
 SETTLE_BYTES = 4 * 1024 * 1024  # of return values per call (one larger value goes alone)
 CLAIM_MAX = 256  # jobs claimed per call
+# s: a claim reads the head of the scheduled registries too when a job there is due this soon (or
+# none is known): a step promotes only the due jobs whose keys it was told (workers/stepkeys.py)
+SCHEDULED_AHEAD = 1.0
 BACKOFF_CAP = 5.0
 CLOCK_JUMP = 0.25  # s: a server-time sample this far below the offset means our clock jumped
 # s: a begun handler is recorded in Redis with the next step call, or on its own once it has run
@@ -177,6 +181,8 @@ class Worker:
         self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
         type_limits = {**registry.rate_limits(), **settings.job_rate_limits}
         self._type_limits = {name: limit.plan() for name, limit in type_limits.items()}
+        self.step_keys = StepKeys(redis, self.keys, self.name, self.queues, self._type_limits)
+        self._wanted: list[bytes] = []  # ids the last claim needed more keys of (stepkeys.py)
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
         self._began_runs: dict[str, Claimed] = {}  # handlers that began, not yet recorded in Redis
@@ -368,6 +374,7 @@ class Worker:
             if execution not in finished
         ]
         plan = self.settler.plan(outcomes)
+        declared = self._step_keys(want, outcomes, plan, finished)
         ctx = settle_ctx(self.settings, self.name)
         ctx.update(
             token=self.token,
@@ -384,11 +391,14 @@ class Worker:
                 "kept": plan.kept,
                 "queues": self.queues, "n": want}  # fmt: skip
         self._reconcile = True  # until the reply is read: a lost reply may have claimed jobs
-        reply = self.scripts.run("step", body)
+        reply = self.scripts.run("step", body, keys=declared)
         self._reconcile = False
         self._recovered_from_trouble()
         jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused = reply[:9]
-        quarantined, exhausted, problems, server_now = reply[9:13]
+        quarantined, exhausted, problems, server_now, wanted = reply[9:14]
+        self._wanted = [raw_bytes(i) or b"" for i in wanted]
+        if int(exhausted) and len(jobs) < want:
+            self.step_keys.missed()  # the claim met ids it was not told of, or ran out of budget
         self._note_server_time(float(server_now))
         held_ids = {readable(i) for i in held}
         self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[count:]
@@ -432,6 +442,21 @@ class Worker:
         self._next_due = due if due >= 0 else None
         self.joblog.flush()
         return len(jobs), bool(int(exhausted))
+
+    def _step_keys(self, want: int, outcomes: list[Outcome], plan: Plan, finished: set[str]) -> list[Any]:
+        """The step's KEYS: the worker's own, what settling touches and, for a claim, the jobs at the
+        head of its queues (read now, workers/stepkeys.py)."""
+        step_keys = self.step_keys
+        declared: list[Any] = list(step_keys.fixed)
+        if want:
+            due = self._next_due
+            declared += step_keys.claim_keys(want, due is None or due <= self.clock() + SCHEDULED_AHEAD)
+            if self._wanted:
+                declared += step_keys.wanted_keys(self._wanted)
+        began = [c for execution, c in self._began_runs.items() if execution not in finished]
+        sections = {"done": plan.done, "failed": plan.failed, "throttled": plan.throttled, "kept": plan.kept}
+        declared += step_keys.settle_keys(outcomes, sections, began)
+        return declared
 
     def _record(self, settled: list[tuple[Outcome, str]], refused: dict[str | None, str | None]) -> None:
         """Count, measure and log every settled attempt (one line per state change)."""
@@ -547,18 +572,25 @@ class Worker:
         """Hand back runs Redis credits to this worker that it does not know of (a lost reply)."""
         members = self.redis.smembers(self.keys.inflight(self.name))
         known = {f"{c.job_id}:{c.execution}" for c in self._owned.values()}
-        items = []
+        items: list[list[Any]] = []
+        origins: set[str] = set()
         for member in members:
             run = readable(member)
             if run is None or run in known:
                 continue
             job_id, _, execution = run.rpartition(":")
-            origin = readable(self.redis.hget(self.keys.job(job_id), "origin"))
-            items.append([job_id, execution, origin or self.queues[0], False, False])
+            origin = readable(self.redis.hget(self.keys.job(job_id), "origin")) or self.queues[0]
+            items.append([job_id, execution, origin, False, False])
+            origins.add(origin)
         if items:
+            ids = [str(item[0]).encode() for item in items]
+            declared = self.step_keys.fixed + self.step_keys.wanted_keys(ids)
+            for queue in origins - set(self.queues):
+                declared += self.step_keys.queue_keys(queue)
             reply = self.scripts.run(
                 "step", {"ctx": {**settle_ctx(self.settings, self.name), "budget": 0}, "started": [],
                          "done": [], "failed": [], "released": items, "queues": self.queues, "n": 0},
+                keys=declared,
             )  # fmt: skip
             self.log.warning("handed back %d run(s) claimed by a reply that never arrived",
                              len(items) - len(reply[2]))  # fmt: skip

@@ -10,14 +10,14 @@ first; the tests below change Redis between that read and the call, and check th
 nothing it was not told of (forgetting workers, recovering a dead worker's runs, removing dead
 letters by age, trimming kept jobs, a worker leaving, a cancel).
 
-``STILL_UNDECLARED`` are the scripts that do not declare their keys yet (docs/operations.md
-says why): the test fails if the two lists stop covering every runtime script.
+``DECLARING`` lists them: every runtime script; the test fails if a new one is not in it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from redis import Redis
 from tests.declaredkeys import RUNTIME_SCRIPTS, Calls, watching
 from tests.support import make_settings, run_burst, wait_until
 from workers import (
+    Cancelled,
     Control,
     DeadLetterNotice,
     EnqueueOptions,
@@ -35,6 +36,8 @@ from workers import (
     JobContext,
     JobRegistry,
     Permanent,
+    RateLimited,
+    Retryable,
     RetryPolicy,
     RuntimeSettings,
     Worker,
@@ -47,9 +50,8 @@ from workers.scripts import Scripts
 
 DECLARING = (
     "enqueue", "flow", "control", "dlq_requeue", "dlq_remove", "report", "presence", "keep", "forget",
-    "orphans", "recover",
+    "orphans", "recover", "step",
 )  # fmt: skip
-STILL_UNDECLARED = ("step",)
 
 registry = JobRegistry()
 
@@ -91,7 +93,7 @@ def housekeeping(redis: Redis, settings: RuntimeSettings) -> Maintenance:
 
 
 def test_the_lists_cover_every_runtime_script() -> None:
-    assert sorted(DECLARING + STILL_UNDECLARED) == sorted(RUNTIME_SCRIPTS)
+    assert sorted(DECLARING) == sorted(RUNTIME_SCRIPTS)
 
 
 def test_runtime_scripts_declare_every_key_they_touch(redis: Redis, redis_url: str) -> None:
@@ -372,3 +374,150 @@ def test_recovering_a_dead_workers_runs_declares_what_it_touches(redis: Redis, r
     ran = {call.script for call in seen if call.commands}
     assert {"workers/orphans", "workers/recover"} <= ran
     assert calls.undeclared(["workers/orphans", "workers/recover"]) == []
+
+
+stepping = JobRegistry()
+_tries: dict[str, int] = {}
+
+
+def _first_try(key: str) -> bool:
+    _tries[key] = _tries.get(key, 0) + 1
+    return _tries[key] == 1
+
+
+@stepping.job("dk.once", queue="dk-step", idempotency_key=lambda p: str(p.n), rate_limit="1000/s")
+def once(payload: Item, ctx: JobContext) -> int:
+    ctx.effects.incrby("dk:counted", 1)
+    return payload.n
+
+
+@stepping.job("dk.slowed", queue="dk-step")
+def slowed(payload: Item, ctx: JobContext) -> int:
+    if _first_try(f"slowed{payload.n}"):
+        raise RateLimited("busy", delay=0.05)
+    return payload.n
+
+
+@stepping.job("dk.again", queue="dk-step", retry=RetryPolicy(max_attempts=3))
+def again(payload: Item, ctx: JobContext) -> int:
+    if _first_try(f"again{payload.n}"):
+        raise Retryable("not yet", delay=0.05)
+    return payload.n
+
+
+@stepping.job("dk.stopped", queue="dk-step")
+def stopped(payload: Item, ctx: JobContext) -> int:
+    raise Cancelled()
+
+
+@stepping.job("dk.child", queue="dk-step-parts", idempotency_key=lambda p: "child")
+def child(payload: Item, ctx: JobContext) -> int:
+    return payload.n
+
+
+def _drain(redis: Redis, settings: RuntimeSettings, ids: list[str], queues: list[str]) -> dict[str, bytes]:
+    """Burst workers until every job of ``ids`` has ended (retries and throttles come back later)."""
+    keys = Keys(settings.key_prefix)
+
+    def ended() -> dict[str, bytes] | None:
+        run_burst(redis, stepping, settings, queues=queues)
+        state = {job_id: redis.hget(keys.job(job_id), "status") or b"" for job_id in ids}
+        return state if all(s in (b"finished", b"failed", b"canceled") for s in state.values()) else None
+
+    return wait_until(ended, message="every job ended")
+
+
+def test_the_steps_rarer_paths_declare_what_they_touch(redis: Redis, redis_url: str) -> None:
+    """Effect keys (a duplicate found done at the claim), a type's rate limit, a job told to slow
+    down, a retry that comes back from the scheduled registry, a job that cancels itself, Redis
+    effects, a job hash without its type (the claim asks for it), a flow's child found done: the
+    step touches only keys its call declared."""
+    _tries.clear()
+    settings = make_settings(redis_url, job_events=True)
+    keys = Keys(settings.key_prefix)
+    enqueuer = Enqueuer(redis, settings)
+    with watching(redis_url) as seen:
+        ids = [enqueuer.enqueue(once, Item(n=1))]
+        ids += [enqueuer.enqueue(once, Item(n=1))]  # the same effect key: a duplicate
+        ids += [enqueuer.enqueue(slowed, Item(n=2)), enqueuer.enqueue(again, Item(n=3))]
+        ids += [enqueuer.enqueue(stopped, Item(n=4)), enqueuer.enqueue(once, Item(n=5))]
+        redis.hdel(keys.job(ids[-1]), "job_type")  # as an older or foreign producer writes it
+        first = FlowProducer(redis, settings, enqueuer=enqueuer).add(
+            FlowJob(once, Item(n=6), children=[FlowJob(child, Item(n=7))])
+        )
+        queues = ["dk-step", "dk-step-parts"]
+        state = _drain(redis, settings, ids + first.job_ids, queues)
+        # a second flow whose child's effect is done already: the child ends as a duplicate at once
+        second = FlowProducer(redis, settings, enqueuer=enqueuer).add(
+            FlowJob(once, Item(n=8), children=[FlowJob(child, Item(n=9))])
+        )
+        state.update(_drain(redis, settings, second.job_ids, queues))
+    assert state[ids[4]] == b"canceled"
+    assert all(state[i] == b"finished" for i in ids[:4] + ids[5:] + first.job_ids + second.job_ids)
+    assert redis.get("dk:counted") == b"4"  # n=1 once (its twin a duplicate), 5, 6 and 8
+    duplicate_of = redis.hget(keys.job(second.job_ids[1]), "ran")
+    assert duplicate_of is None  # the child found its effect done: it never ran
+    calls = Calls(seen, redis)
+    assert "workers/step" in {call.script for call in seen if call.commands}
+    undeclared = calls.undeclared(["workers/step"])
+    assert not undeclared, "keys touched but not declared in KEYS:\n" + "\n".join(
+        f"  {script}: {command} {key}" for script, command, key in undeclared[:40]
+    )
+
+
+@pytest.mark.parametrize("line", ["list", "prioritized"])
+def test_a_claim_that_meets_a_head_it_did_not_read_puts_it_back(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    """Another producer puts jobs at the head of the line between the worker's read of the heads
+    and its step: the step puts back what it was not told of, in order, touches nothing
+    undeclared, and the next round claims them; every job runs once."""
+    _tries.clear()
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    enqueuer = Enqueuer(redis, settings)
+    options = EnqueueOptions(priority=5) if line == "prioritized" else EnqueueOptions()
+    ahead = EnqueueOptions(priority=1) if line == "prioritized" else EnqueueOptions(at_front=True)
+    ids = [enqueuer.enqueue(once, Item(n=n), options=options) for n in range(10, 14)]
+    worker = Worker(redis, stepping, settings, queues=["dk-step"], concurrency=1)
+    read = worker.step_keys.claim_keys
+    raced: list[str] = []
+
+    def read_then_race(want: int, scheduled: bool) -> list[Any]:
+        declared = read(want, scheduled)
+        if not raced:
+            raced.extend(enqueuer.enqueue(once, Item(n=n), options=ahead) for n in (20, 21))
+        return declared
+
+    monkeypatch.setattr(worker.step_keys, "claim_keys", read_then_race)
+    with watching(redis_url) as seen:
+        worker.run(burst=True)
+    every = ids + raced
+    assert all(redis.hget(keys.job(i), "status") == b"finished" for i in every)
+    assert all(redis.hget(keys.job(i), "attempt") == b"1" for i in every)
+    assert worker.step_keys.extra > 16  # it reads further ahead after the miss
+    assert Calls(seen, redis).undeclared(["workers/step"]) == []
+    ran = [int(redis.hget(keys.job(i), "ended_at") is not None) for i in every]
+    assert sum(ran) == len(every)
+
+
+def test_a_user_limited_to_key_patterns_claims_without_sort(redis: Redis, redis_url: str) -> None:
+    """Redis 7 refuses SORT's GET patterns to a user without access to every key: the worker reads
+    the heads of its queues with LRANGE, ZRANGE and HMGET instead, and claims as before."""
+    major = int(redis.info("server")["redis_version"].split(".")[0])
+    settings = make_settings(redis_url)
+    enqueuer = Enqueuer(redis, settings)
+    ids = [enqueuer.enqueue(once, Item(n=n)) for n in range(30, 33)]
+    ids.append(enqueuer.enqueue(once, Item(n=33), options=EnqueueOptions(priority=2)))
+    redis.acl_setuser("patterns", enabled=True, passwords=["+pw"], keys=["~rq:*", "~chumon:*", "~dk:*"],
+                      channels=["*"], commands=["+@all"])  # fmt: skip
+    try:
+        client = Redis.from_url(redis_url, username="patterns", password="pw")
+        worker = Worker(client, stepping, settings, queues=["dk-step"])
+        worker.run(burst=True)
+        keys = Keys(settings.key_prefix)
+        assert all(redis.hget(keys.job(i), "status") == b"finished" for i in ids)
+        assert worker.step_keys.sort is (major < 7)  # Redis 6.2 lets such a user SORT ... GET
+        client.close()
+    finally:
+        redis.acl_deluser("patterns")

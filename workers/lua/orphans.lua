@@ -20,7 +20,7 @@
     ARGV[2]  plan (JSON): {queue, offset, count (at most 200), ttl, stall_gap, grace, slack,
              events (the job event stream's cap, or false: a `released` event per run put back)}
 
-  KEYS: what it may touch for the runs the caller read on that page just before (workers/recoverykeys.py):
+  KEYS: what it may touch for the runs the caller read on that page just before (workers/readkeys.py):
         a run it was not told of is left for the next scan
 
   Output:

@@ -11,7 +11,7 @@
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON): ctx {dlq_retention, dlq_max_length}, ttl, stall_gap, grace, slack,
              failed {<failed item as step.lua's, with the dead worker as its 12th field>, ...}
-  KEYS: every key settling those runs may touch, read just before (workers/recoverykeys.py
+  KEYS: every key settling those runs may touch, read just before (workers/readkeys.py
         recover_keys); a run whose keys were not read (its flow parent, say) is held, untouched
 
   Output:

@@ -7,6 +7,11 @@
   more than a few milliseconds, whatever the queues hold.
 
   Input:
+    KEYS     every key the call may touch (workers/stepkeys.py): the worker's own and its queues',
+             those of the runs it settles, and the jobs at the head of each queue, read just
+             before with their effect keys and types. The claim takes only jobs it was told of:
+             an id it meets that was not read goes back where it was and ends the claim
+             (`exhausted`: the worker reads again at once); one it needs more of is `wanted`
     ARGV[1]  keyspace (JSON, workers/keys.py)
     ARGV[2]  plan (JSON):
       ctx      {worker, token, seq, claim_ttl_ms, defer_s, result_ttl, budget, dlq_retention,
@@ -26,7 +31,7 @@
 
   Output:
     {jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused, quarantined,
-     exhausted, problems, now}
+     exhausted, problems, now, wanted}
       jobs         claimed jobs, see includes/claim.lua
       duplicates   {id, queue, job type} of jobs finished as duplicates of a done effect key
       lost         ids of settled attempts whose run no longer owned the job
@@ -39,9 +44,12 @@
                    worker, tried again)
       refused      {id, reason} of completed jobs whose Redis effects were refused (dead-lettered)
       quarantined  count of ids quarantined (invalid id, job key not a hash)
-      exhausted    1 if the claim budget ran out (more may be waiting), else 0
+      exhausted    1 if the claim budget ran out or the claim met an id it was not told of (more may
+                   be waiting), else 0
       problems     {key, what} of keys holding garbage, left alone
       now          the server's time, as a string (workers keep their clock's offset from it)
+      wanted       ids put back because the call was not told enough of them (a type or an effect key
+                   not read, a duplicate in a flow): the next call declares what the worker reads of them
 
   Events:
     one entry on the signal stream of each queue that got work or a scheduled job;
@@ -133,4 +141,4 @@ if limited_until >= 0 and (due < 0 or limited_until < due) then
   due = limited_until
 end
 return {jobs, duplicates, lost, deferred, stale, dropped, string.format('%.6f', due), held, refused,
-  quarantined, exhausted and 1 or 0, problems, string.format('%.6f', now())}
+  quarantined, exhausted and 1 or 0, problems, string.format('%.6f', now()), wanted}

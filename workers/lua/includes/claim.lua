@@ -16,6 +16,13 @@
   Bounded work: every id the call touches (promoted, popped, claimed, skipped) spends one unit
   of ctx.budget, whatever happens to it; when the budget is spent the call returns and says so.
 
+  Declared keys: a job is claimed, promoted or finished as a duplicate only if the call declared
+  its keys (its hash, its effect key and result, its type's throttle and limiter, a duplicate's flow
+  records): the caller read them just before (workers/stepkeys.py). Meeting an id it was not told
+  of, the claim puts it and the rest of what it popped back where they were (a prioritized job
+  with its score), in order, and ends (`missed`); an id it needs more of goes back too and is
+  returned in `wanted`. Due jobs are promoted up to the first one not declared.
+
   Untrusted data: an id that is not 1-128 letters, digits, '-' or '_', or whose job key is not a
   hash, is quarantined (the stream K.quarantine, with the reason), never run; numbers in the job
   hash are read defensively; anything the worker cannot use is reported back and the worker
@@ -33,16 +40,17 @@
          limits = {queue = {max, ms}}, type_limits = {type = {max, ms}}}
 
   Returns jobs (each {id, exec, attempt, queue, note, data, meta, timeout, retry, effect_key,
-  result_ttl, stored attempt, job_type}), duplicates and deferred
+  result_ttl, stored attempt, job_type, flow parent, flow}), duplicates and deferred
   jobs (each {id, queue, job type}), the number of stale ids dropped (no job hash behind them,
-  or a job already running or settled), the number quarantined, whether the budget ran out,
+  or a job already running or settled), the number quarantined, whether the budget ran out or
+  the claim met an id it was not told of,
   and the server time when the earliest limit or throttle lifts (-1: none held a queue back).
 ]]
 
 -- the fields the claim reads of each job, in this order (claim() uses them by position); the row a
 -- claimed job returns carries those the worker needs (workers/execution.py Claimed.from_row)
 local FETCH = {'data', 'meta', 'timeout', 'retry', 'effect_key', 'result_ttl', 'status', 'attempt',
-  'deferred', 'job_type'}
+  'deferred', 'job_type', 'flow_parent', 'flow'}
 -- statuses a job may be claimed in; an id met in any other (a stray second copy of an id that
 -- is already running or settled) is dropped from the queue and counted as stale
 local RUNNABLE = {queued = true, scheduled = true, deferred = true, created = true}
@@ -52,7 +60,8 @@ local DEFER_MAX = 30
 local MAX_COUNT = 1000000
 
 local spent = 0
-on_call(function() spent = 0 end)
+local wanted, missed = {}, false
+on_call(function() spent, wanted, missed = 0, {}, false end)
 
 local function valid_id(id)
   return #id <= 128 and string.find(id, '^[%w_%-]+$') ~= nil
@@ -76,10 +85,15 @@ local function promote_due(ctx, queue)
   if #due == 0 or not (usable(keys[1], 'list') and usable(keys[5], 'zset')) then
     return -- nothing due, or where it would go holds garbage (reported): it stays scheduled
   end
-  spent = spent + #due
   local stamp = now_iso()
+  local promoted = {}
   for _, id in ipairs(due) do
     local jk = K.job .. id
+    if not declared(jk) then
+      missed = true -- due since the caller read the registry: the next call promotes it
+      break
+    end
+    promoted[#promoted + 1] = id
     local f = redis.pcall('HMGET', jk, 'status', 'priority')
     if type(f) ~= 'table' or f.err then
       redis.call('RPUSH', K.queue .. queue, id) -- not a hash: the claim quarantines it
@@ -93,8 +107,50 @@ local function promote_due(ctx, queue)
       end
     end
   end
-  redis.call('ZREM', sk, unpack(due))
-  touch(queue)
+  if #promoted > 0 then
+    spent = spent + #promoted
+    redis.call('ZREM', sk, unpack(promoted))
+    touch(queue)
+  end
+end
+
+-- Put the popped ids from `from` on back where they were, in order (`scores`: they came from the
+-- prioritized set): the call was not told their keys (includes/common.lua declared()).
+local function put_back(queue, popped, scores, from)
+  if from > #popped then
+    return
+  end
+  if scores then
+    for i = from, #popped do
+      redis.call('ZADD', K.prioritized .. queue, scores[i], popped[i])
+    end
+  else
+    local ids = {}
+    for i = #popped, from, -1 do
+      ids[#ids + 1] = popped[i]
+    end
+    redis.call('LPUSH', K.queue .. queue, unpack(ids))
+  end
+end
+
+-- Whether a job found done may finish as a duplicate here: its result's key was declared and, if
+-- it is in a flow, what telling its flow touches (its own flow records, its parent's and the
+-- parent's queue).
+local function may_finish_duplicate(id, parent, is_parent)
+  if not declared(K.results .. id) then
+    return false
+  end
+  if is_parent and not declared(K.flow .. id .. ':children') then
+    return false
+  end
+  if not parent then
+    return true
+  end
+  if not (declared(K.job .. parent) and declared(K.flow .. parent .. ':pending')) then
+    return false
+  end
+  local origin = redis.pcall('HGET', K.job .. parent, 'origin')
+  return type(origin) ~= 'string' or (declared(K.queue .. origin) and declared(K.deferred .. origin))
 end
 
 -- the job type named in a job's data, for metrics; '' if the data is not readable JSON
@@ -202,16 +258,31 @@ local function claim(ctx, queues, n)
     end
     local started = 0
     local popped, at = {}, 1 -- ids taken off the queue in one command, looked at one by one
-    while at <= #popped
-      or (open[queue] and #jobs < n and spent < ctx.budget and (left == nil or started < left)) do
+    local scores -- the popped ids' scores, when they came from the prioritized set
+    local stopped = false
+    -- an id whose keys the call was not told (declared()): it and the rest popped go back, and the
+    -- claim ends; `more`: its id is one the caller must read more of (else the head moved on)
+    local function stop_at(id, more)
+      put_back(queue, popped, scores, at - 1)
+      spent = spent - 1
+      at = #popped + 1
+      if more then
+        wanted[#wanted + 1] = id
+      end
+      missed, stopped = true, true
+    end
+    while not stopped and (at <= #popped
+      or (open[queue] and #jobs < n and spent < ctx.budget and (left == nil or started < left))) do
       if at > #popped then
         -- as many as the call may still claim: every one popped is looked at below
         local want = math.min(n - #jobs, ctx.budget - spent, left and (left - started) or n)
-        popped, at = try('list', 'LPOP', qk, want) or {}, 1
+        popped, at, scores = try('list', 'LPOP', qk, want) or {}, 1, nil
         if #popped == 0 then
           local first = try('zset', 'ZPOPMIN', pk, want) or {}
+          scores = {}
           for i = 1, #first, 2 do
             popped[#popped + 1] = first[i]
+            scores[#scores + 1] = first[i + 1]
           end
           if #popped == 0 then
             break
@@ -222,8 +293,11 @@ local function claim(ctx, queues, n)
       at = at + 1
       spent = spent + 1
       local jk = K.job .. id
-      local f = valid_id(id) and redis.pcall('HMGET', jk, unpack(FETCH))
-      if not f then
+      local valid = valid_id(id)
+      local f = valid and declared(jk) and redis.pcall('HMGET', jk, unpack(FETCH))
+      if valid and not f then
+        stop_at(id, false)
+      elseif not f then
         quarantine(queue, id, 'the job id is not 1-128 letters, digits, - or _')
         quarantined = quarantined + 1
       elseif f.err then
@@ -237,59 +311,67 @@ local function claim(ctx, queues, n)
         if next(type_limits) ~= nil or job_type == '' then
           job_type = job_type ~= '' and job_type or job_type_of(f[1])
         end
-        if type_used[job_type] == nil then -- once per type and call (its allowance may be nil)
-          local type_wait
-          type_left[job_type], type_wait = allowance('type', job_type, type_limits[job_type])
-          type_used[job_type] = 0
-          if type_wait > 0 then
-            type_left[job_type] = -type_wait -- negative: held back this many ms
-          end
-        end
-        local tl = type_left[job_type]
-        if tl ~= nil and tl <= 0 then
-          local ms = tl < 0 and -tl or (type_limits[job_type] and type_limits[job_type].ms or 1000)
-          hold_back(id, queue, ms)
-          lifts_in(ms)
-          deferred[#deferred + 1] = {id, queue, job_type}
+        if (job_type ~= '' and not declared(K.throttle .. 'type:' .. job_type))
+            or (type_limits[job_type] and not declared(K.limiter .. 'type:' .. job_type))
+            or (f[5] and not declared(K.effect_key .. f[5])) then
+          stop_at(id, true)
         else
-          if f[5] then
-            state, stored = effect_state(f[5])
-            if state == 'garbage' then
-              state, note = 'free', 'its idempotency key holds something else than a chumon marker'
+          if job_type ~= '' and type_used[job_type] == nil then -- once per type and call (its allowance may be nil)
+            local type_wait
+            type_left[job_type], type_wait = allowance('type', job_type, type_limits[job_type])
+            type_used[job_type] = 0
+            if type_wait > 0 then
+              type_left[job_type] = -type_wait -- negative: held back this many ms
             end
           end
-          if state == 'done' then
-            local ttl = whole(f[6], -1, 31536000) or ctx.result_ttl
-            finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
-            duplicates[#duplicates + 1] = {id, queue, job_type}
-            if ctx.events then emit(ctx.events, 'completed', id, queue, {'duplicate', 1}) end
-          elseif state == 'held' then
-            defer(ctx, id, queue, whole(f[9], 0, MAX_COUNT) or 0)
+          local tl = type_left[job_type]
+          if tl ~= nil and tl <= 0 then
+            local ms = tl < 0 and -tl or (type_limits[job_type] and type_limits[job_type].ms or 1000)
+            hold_back(id, queue, ms)
+            lifts_in(ms)
             deferred[#deferred + 1] = {id, queue, job_type}
           else
-            seq = seq + 1
-            started = started + 1
-            if tl ~= nil then
-              type_left[job_type] = tl - 1
-              type_used[job_type] = type_used[job_type] + 1
+            if f[5] then
+              state, stored = effect_state(f[5])
+              if state == 'garbage' then
+                state, note = 'free', 'its idempotency key holds something else than a chumon marker'
+              end
             end
-            local exec = ctx.token .. '.' .. seq
-            if f[5] and note == '' then
-              redis.call('SET', K.effect_key .. f[5], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
+            if state == 'done' and not may_finish_duplicate(id, f[11], f[12]) then
+              stop_at(id, true)
+            elseif state == 'done' then
+              local ttl = whole(f[6], -1, 31536000) or ctx.result_ttl
+              finish(id, queue, string.sub(stored, 2), ttl, '', ctx.worker)
+              duplicates[#duplicates + 1] = {id, queue, job_type}
+              if ctx.events then emit(ctx.events, 'completed', id, queue, {'duplicate', 1}) end
+            elseif state == 'held' then
+              defer(ctx, id, queue, whole(f[9], 0, MAX_COUNT) or 0)
+              deferred[#deferred + 1] = {id, queue, job_type}
+            else
+              seq = seq + 1
+              started = started + 1
+              if tl ~= nil then
+                type_left[job_type] = tl - 1
+                type_used[job_type] = type_used[job_type] + 1
+              end
+              local exec = ctx.token .. '.' .. seq
+              if f[5] and note == '' then
+                redis.call('SET', K.effect_key .. f[5], 'r:' .. exec, 'PX', ctx.claim_ttl_ms)
+              end
+              redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
+                'last_heartbeat', now_iso())
+              local run = id .. ':' .. exec
+              gather('ZADD', wk, '+inf', run)
+              gather('SADD', inflight, run)
+              -- one table of its final size: {id, exec, attempt, queue, note, data, meta, timeout, retry,
+              -- effect_key, result_ttl, stored attempt, job_type, flow parent, flow}
+              local job = {id, exec, (whole(f[8], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
+                f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[8] or '', f[10] or '', f[11] or '', f[12] or ''}
+              if ctx.events then -- no table built per job while events are off
+                emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
+              end
+              jobs[#jobs + 1] = job
             end
-            redis.call('HSET', jk, 'status', 'started', 'worker_name', ctx.worker, 'execution', exec,
-              'last_heartbeat', now_iso())
-            local run = id .. ':' .. exec
-            gather('ZADD', wk, '+inf', run)
-            gather('SADD', inflight, run)
-            -- one table of its final size: {id, exec, attempt, queue, note, data, meta, timeout, retry,
-            -- effect_key, result_ttl, stored attempt, job_type}
-            local job = {id, exec, (whole(f[8], 0, MAX_COUNT) or 0) + 1, queue, note, f[1] or '', f[2] or '',
-              f[3] or '', f[4] or '', f[5] or '', f[6] or '', f[8] or '', f[10] or ''}
-            if ctx.events then -- no table built per job while events are off
-              emit(ctx.events, 'active', id, queue, {'attempt', job[3], 'worker', ctx.worker})
-            end
-            jobs[#jobs + 1] = job
           end
         end
       end
@@ -301,14 +383,14 @@ local function claim(ctx, queues, n)
         lifts_in(wait_after)
       end
     end
-    if #jobs >= n or spent >= ctx.budget then
+    if #jobs >= n or spent >= ctx.budget or stopped then
       break
     end
   end
   for job_type, used in pairs(type_used) do
     spend('type', job_type, type_limits[job_type], used)
   end
-  return jobs, duplicates, deferred, stale, quarantined, spent >= ctx.budget, limited_until
+  return jobs, duplicates, deferred, stale, quarantined, spent >= ctx.budget or missed, limited_until
 end
 
 -- The earliest due time among the queues' scheduled jobs, or -1.

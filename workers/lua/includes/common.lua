@@ -150,8 +150,8 @@ end
 
 -- Whether the call declared `key` in KEYS. A script whose keys depend on data only Redis holds is
 -- told the keys its caller read just before, and touches no other: where declared() says no, it
--- stops and says so. A call that declares no keys at all (the step, which does not declare its
--- own yet: docs/operations.md) is not limited.
+-- stops and says so. Every runtime caller declares its keys; a call that declares none at all (a
+-- test driving a script by hand) is not limited.
 local function declared(key)
   if #KEYS == 0 then
     return true

@@ -27,7 +27,7 @@ on_call(function() kept_seq = 0 end)
 -- registries (read from its hash), all declared (includes/common.lua declared()).
 local function may_forget(kind, id)
   if #KEYS == 0 then
-    return true -- a call that declares nothing (the step) is not limited: no read spent on it
+    return true -- a call that declares nothing (a test driving a script by hand) is not limited
   end
   local jk = K.job .. id
   if not (declared(jk) and declared(K.results .. id) and declared(K.job_logs .. id)) then

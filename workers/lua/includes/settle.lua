@@ -62,8 +62,9 @@ end
 -- Whether the call declared the keys settling job `id` touches that only Redis knows of: its effect
 -- key, and, if the job `ends` here and is in a flow, its parent's records and the parent's queue
 -- (includes/common.lua declared()).
--- A call that declares keys is told them by a caller that read them first (workers/recoverykeys.py);
--- one that does not (step.lua, for now) always may. false: the item is held, nothing written.
+-- A call that declares keys is told them by a caller that read them first (workers/readkeys.py);
+-- one that declares none (a test driving a script by hand) always may. false: the item is held,
+-- nothing written.
 local function may_settle(id, effect_key, ends)
   if #KEYS == 0 then
     return true
@@ -263,6 +264,9 @@ local function complete(ctx, item)
   if not effect_key then
     return false
   end
+  if not may_settle(id, effect_key, true) then
+    return 'held'
+  end
   if item[10] then
     local refused = check_effects(item[10])
     if refused then
@@ -318,8 +322,13 @@ local function throttle(ctx, item)
   if not effect_key then
     return false
   end
-  if not usable(K.scheduled .. queue, 'zset') then
+  if not (usable(K.scheduled .. queue, 'zset') and may_settle(id, effect_key, false)) then
     return 'held'
+  end
+  for _, target in ipairs(item[6]) do
+    if not declared(K.throttle .. target[1] .. ':' .. target[2]) then
+      return 'held'
+    end
   end
   take(id, exec, queue, item[5] or ctx.worker)
   release_claim(effect_key, exec)
@@ -345,6 +354,9 @@ local function cancel_run(ctx, item)
   local effect_key = owner_of(id, exec)
   if not effect_key then
     return false
+  end
+  if not may_settle(id, effect_key, true) then
+    return 'held'
   end
   take(id, exec, queue, item[4] or ctx.worker)
   release_claim(effect_key, exec)
