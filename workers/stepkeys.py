@@ -5,10 +5,12 @@ The step declares every key it touches in KEYS, like every runtime script (docs/
 and those of the runs it settles (their ids, queues and effect keys came with the claim). Which
 jobs it claims next depends on what Redis holds, so a call that claims is preceded by one round
 trip that reads the head of each of the worker's queues (its list, its prioritized set and, when a
-scheduled job may be due, its scheduled registry) with each job's effect key and type: one
-``SORT <line> BY nosort LIMIT 0 <window> GET # GET rq:job:*->effect_key GET rq:job:*->job_type``
-per line, no Lua. A server that refuses SORT's GET patterns (an ACL user limited to key patterns)
-gets the same from LRANGE/ZRANGE and HMGET, in two round trips.
+scheduled job may be due, its scheduled registry) with each job's effect key: one
+``SORT <line> BY nosort LIMIT 0 <window> GET # GET rq:job:*->effect_key`` per line, no Lua. A
+server that refuses SORT's GET patterns (an ACL user limited to key patterns) gets the same from
+LRANGE/ZRANGE and HMGET, in two round trips. The throttle and rate-limit keys of the job types the
+worker serves are declared on every call; a job of another type is claimed once the worker has
+read its type (``wanted``, below), and that type's keys are declared from then on.
 
 The script claims only jobs whose keys it was told. An id it meets at a head the worker did not
 read (another worker took those it read) goes back where it was, and the worker reads again at
@@ -33,8 +35,9 @@ from workers.execution import Claimed
 from workers.keys import Keys, dead_letter_queue, raw_key
 from workers.readkeys import Key, dead_letter_head_keys, flow_keys, kept_keys, parent_keys
 
-WINDOW_MIN = 16  # ids read beyond what a call claims: room for another worker taking some first
+WINDOW_MIN = 4  # ids read beyond what a call claims: room for another worker taking some first
 WINDOW_MAX = 1024
+TYPES_MAX = 256  # job types of other workers' registries whose keys are declared (once met)
 
 
 class StepKeys:
@@ -47,6 +50,7 @@ class StepKeys:
         worker: str,
         queues: Sequence[str],
         type_limits: Mapping[str, Any],
+        types: Iterable[str] = (),
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -55,25 +59,37 @@ class StepKeys:
         self.type_limits = type_limits
         self.sort = True  # False once the server refuses SORT's GET patterns
         self.extra = WINDOW_MIN  # grows when a claim met ids it was not told of
-        self._gets = ["#", keys.RQ_JOB + "*->effect_key", keys.RQ_JOB + "*->job_type"]
+        self._gets = ["#", keys.RQ_JOB + "*->effect_key"]
         fixed: dict[Key, None] = dict.fromkeys(
             [keys.RQ_QUEUES, keys.paused, keys.quarantine, keys.events, keys.rq_worker(worker),
-             keys.inflight(worker), keys.dlq_dropped, keys.cancel_requests()]
+             keys.inflight(worker)]
         )  # fmt: skip
         for queue in self.queues:
-            fixed.update(dict.fromkeys(self.queue_keys(queue)))
-        self.fixed = list(fixed)
+            fixed.update(dict.fromkeys(self.line_keys(queue)))
         self._type_keys: dict[bytes, list[Key]] = {}
+        for job_type in types:
+            fixed.update(dict.fromkeys(self.type_keys(job_type.encode())))
+        self.fixed = list(fixed)
+        self.met: dict[bytes, None] = {}  # other types met in the worker's queues (wanted_keys)
 
     def queue_keys(self, queue: str) -> list[str]:
-        """Every key of ``queue`` a step may touch: its lines and registries, its dead letters, its
-        signal, its rate limit and throttle."""
+        """Every key of ``queue`` a step may touch."""
+        return self.line_keys(queue) + self.ending_keys(queue)
+
+    def line_keys(self, queue: str) -> list[str]:
+        """What claiming from ``queue`` and completing its jobs touch: its lines and the running,
+        scheduled and finished registries, its signal, its rate limit and throttle."""
         k = self.keys
         return [
             k.queue(queue), k.scheduled(queue), k.wip(queue), k.finished(queue), k.prioritized(queue),
-            k.priority_seq(queue), k.signal(queue), k.failed(queue), k.canceled(queue), k.deferred(queue),
-            k.queue(dead_letter_queue(queue)), k.throttle("queue", queue), k.limiter("queue", queue),
+            k.priority_seq(queue), k.signal(queue), k.throttle("queue", queue), k.limiter("queue", queue),
         ]  # fmt: skip
+
+    def ending_keys(self, queue: str) -> list[str]:
+        """What a run of ``queue`` ending otherwise touches (failed, dead-lettered, canceled, a flow's
+        parent): rq's failed, canceled and deferred registries, the dead letters."""
+        k = self.keys
+        return [k.failed(queue), k.canceled(queue), k.deferred(queue), k.queue(dead_letter_queue(queue))]
 
     def type_keys(self, job_type: bytes) -> list[Key]:
         """A job type's throttle and, if it has a rate limit, its limiter."""
@@ -102,27 +118,28 @@ class StepKeys:
         if rows is None:
             rows = self._heads_plain(lines, window)
         found: list[Key] = []
-        types: dict[bytes, None] = {}
-        for job_id, effect_key, job_type in rows:
+        for job_id, effect_key in rows:
             found.append(raw_key(self.keys.job, job_id))
             if effect_key:  # found done, the job ends at once as a duplicate, with the result
                 found += [raw_key(self.keys.effect_key, effect_key), raw_key(self.keys.results, job_id)]
-            if job_type:
-                types[job_type] = None
-        for job_type in types:
+        for job_type in self.met:
             found += self.type_keys(job_type)
         return found
 
-    def missed(self) -> None:
-        """A claim met ids it was not told of: read further ahead next time."""
-        self.extra = min(self.extra * 2, WINDOW_MAX)
+    def claimed(self, wanted: int, got: int, exhausted: bool) -> None:
+        """How a claim went: one that met ids it was not told of (it ended early) reads twice as far
+        ahead next time; one that got all it wanted reads less far, down to ``WINDOW_MIN``."""
+        if got >= wanted:
+            self.extra = max(WINDOW_MIN, self.extra // 2)
+        elif exhausted:
+            self.extra = min(self.extra * 2, WINDOW_MAX)
 
-    def _heads_sorted(self, lines: list[str], window: int) -> list[tuple[bytes, bytes, bytes]] | None:
+    def _heads_sorted(self, lines: list[str], window: int) -> list[tuple[bytes, bytes]] | None:
         with self.redis.pipeline(transaction=False) as pipe:
             for line in lines:
                 pipe.sort(line, start=0, num=window, by="nosort", get=self._gets)
             replies = pipe.execute(raise_on_error=False)
-        rows: list[tuple[bytes, bytes, bytes]] = []
+        rows: list[tuple[bytes, bytes]] = []
         for reply in replies:
             if isinstance(reply, ResponseError):
                 if "WRONGTYPE" in str(reply):
@@ -130,12 +147,11 @@ class StepKeys:
                 self.sort = False  # refused (ACL key patterns, a server without SORT ... GET)
                 return None
             if isinstance(reply, list):
-                for i in range(0, len(reply) - 2, 3):
-                    rows.append((raw_bytes(reply[i]) or b"", raw_bytes(reply[i + 1]) or b"",
-                                 raw_bytes(reply[i + 2]) or b""))  # fmt: skip
+                for i in range(0, len(reply) - 1, 2):
+                    rows.append((raw_bytes(reply[i]) or b"", raw_bytes(reply[i + 1]) or b""))
         return rows
 
-    def _heads_plain(self, lines: list[str], window: int) -> list[tuple[bytes, bytes, bytes]]:
+    def _heads_plain(self, lines: list[str], window: int) -> list[tuple[bytes, bytes]]:
         with self.redis.pipeline(transaction=False) as pipe:
             for line in lines:
                 if line.startswith(self.keys.RQ_QUEUE):
@@ -144,7 +160,7 @@ class StepKeys:
                     pipe.zrange(line, 0, window - 1)
             heads = pipe.execute(raise_on_error=False)
         ids = [raw_bytes(i) or b"" for head in heads if isinstance(head, list) for i in head]
-        return self._fields(ids)
+        return [(job_id, effect_key) for job_id, effect_key, _type in self._fields(ids)]
 
     def _fields(self, ids: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -174,6 +190,8 @@ class StepKeys:
                 found += [raw_key(self.keys.effect_key, effect_key), raw_key(self.keys.results, job_id)]
             if job_type:
                 found += self.type_keys(job_type)
+                if len(self.met) < TYPES_MAX:
+                    self.met[job_type] = None
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hmget(raw_key(self.keys.job, job_id), ["flow_parent", "flow"])
@@ -181,9 +199,10 @@ class StepKeys:
         parents: list[bytes] = []
         for job_id, row in zip(ids, flows, strict=True):
             if isinstance(row, list):
-                if row[1]:
+                if row[1]:  # a flow's parent: its records expire with it, it leaves rq's deferred
                     own = (self.keys.flow_children, self.keys.flow_pending, self.keys.flow_results)
                     found += [raw_key(build, job_id) for build in own]
+                    found += [self.keys.deferred(queue) for queue in self.queues]
                 if row[0]:
                     parents.append(raw_bytes(row[0]) or b"")
         return found + parent_keys(self.redis, self.keys, parents)
@@ -201,17 +220,24 @@ class StepKeys:
         k = self.keys
         found: list[Key] = [k.job(c.job_id) for c in started]
         queues: dict[str, None] = {}
+        ending: dict[str, None] = {}  # queues of runs that end otherwise than done
         in_flow: list[tuple[str, str]] = []
         for outcome in outcomes:
             claimed = outcome.claimed
-            found += [k.job(claimed.job_id), k.results(claimed.job_id), k.job_logs(claimed.job_id)]
+            found += [k.job(claimed.job_id), k.job_logs(claimed.job_id)]
+            if outcome.kind != "done" or outcome.result_b64 or outcome.effects:
+                found.append(k.results(claimed.job_id))  # a result, a failure, or a refusal's
             if claimed.effect_key_raw:
                 found.append(raw_key(k.effect_key, claimed.effect_key_raw))
             queues[claimed.queue] = None
+            if outcome.kind != "done" or outcome.effects or claimed.in_flow:
+                ending[claimed.queue] = None
             if claimed.in_flow:
                 in_flow.append((claimed.job_id, claimed.queue))
         dead: dict[str, None] = {}
         for item in items.get("done", ()):
+            if item[4] == 0:  # kept for no time: the job and its results go at once
+                found.append(k.results(item[0]))
             for effect in item[9] or ():
                 found.append(effect[1])
             if item[10]:
@@ -223,7 +249,11 @@ class StepKeys:
         kept = items.get("kept", ())
         for queue in queues:
             if queue not in self.queues:
-                found += self.queue_keys(queue)
+                found += self.line_keys(queue)
+        for queue in ending:
+            found += self.ending_keys(queue)
+        if ending:
+            found += [k.dlq_dropped, k.cancel_requests()]
         if in_flow:
             found += flow_keys(self.redis, k, in_flow)
         if dead:

@@ -84,8 +84,9 @@ INTERRUPT_GRACE = 0.5
 SETTLE_MAX = 256  # outcomes settled per call
 SETTLE_BYTES = 4 * 1024 * 1024  # of return values per call (one larger value goes alone)
 CLAIM_MAX = 256  # jobs claimed per call
-# s: a claim reads the head of the scheduled registries too when a job there is due this soon (or
-# none is known): a step promotes only the due jobs whose keys it was told (workers/stepkeys.py)
+# s: a claim reads the head of the scheduled registries too when a job there is due this soon (every
+# step says when the next one is due; a job scheduled meanwhile by another worker wakes this one,
+# and that step's reply says when): a step promotes only the due jobs it was told of (stepkeys.py)
 SCHEDULED_AHEAD = 1.0
 BACKOFF_CAP = 5.0
 CLOCK_JUMP = 0.25  # s: a server-time sample this far below the offset means our clock jumped
@@ -181,7 +182,9 @@ class Worker:
         self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
         type_limits = {**registry.rate_limits(), **settings.job_rate_limits}
         self._type_limits = {name: limit.plan() for name, limit in type_limits.items()}
-        self.step_keys = StepKeys(redis, self.keys, self.name, self.queues, self._type_limits)
+        self.step_keys = StepKeys(
+            redis, self.keys, self.name, self.queues, self._type_limits, [t.name for t in served]
+        )
         self._wanted: list[bytes] = []  # ids the last claim needed more keys of (stepkeys.py)
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
@@ -190,6 +193,7 @@ class Worker:
         self._seq = 0
         self._stopping = 0  # 0 running, 1 draining, 2 stop now
         self._next_due: float | None = None
+        self._due_known = False  # whether a step said when the next scheduled job is due
         self._reconcile = False
         self._reregister = False
         self._woken = False
@@ -397,8 +401,8 @@ class Worker:
         jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused = reply[:9]
         quarantined, exhausted, problems, server_now, wanted = reply[9:14]
         self._wanted = [raw_bytes(i) or b"" for i in wanted]
-        if int(exhausted) and len(jobs) < want:
-            self.step_keys.missed()  # the claim met ids it was not told of, or ran out of budget
+        if want:
+            self.step_keys.claimed(want, len(jobs), bool(int(exhausted)))
         self._note_server_time(float(server_now))
         held_ids = {readable(i) for i in held}
         self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[count:]
@@ -440,6 +444,7 @@ class Worker:
         self._log_problems(problems)
         due = float(next_due)
         self._next_due = due if due >= 0 else None
+        self._due_known = True
         self.joblog.flush()
         return len(jobs), bool(int(exhausted))
 
@@ -450,7 +455,8 @@ class Worker:
         declared: list[Any] = list(step_keys.fixed)
         if want:
             due = self._next_due
-            declared += step_keys.claim_keys(want, due is None or due <= self.clock() + SCHEDULED_AHEAD)
+            scheduled = not self._due_known or (due is not None and due <= self.clock() + SCHEDULED_AHEAD)
+            declared += step_keys.claim_keys(want, scheduled)
             if self._wanted:
                 declared += step_keys.wanted_keys(self._wanted)
         began = [c for execution, c in self._began_runs.items() if execution not in finished]

@@ -1,6 +1,7 @@
 """What a job costs Redis: the commands the worker's step script runs per job, counted from the
 server's own commandstats (commands inside scripts included), with the script called directly as
-a worker calls it (no heartbeat or recovery beside it).
+a worker calls it (no heartbeat or recovery beside it): its keys declared, the heads of the queue
+read first (workers/stepkeys.py: a SORT per line).
 
 A completed no-op job costs five commands of its own: the claim reads its hash (HMGET) and marks it
 started (HSET); the completion checks the run still owns it (HMGET), writes it finished (HSET, with
@@ -21,13 +22,18 @@ from tests.apps import sample
 from workers import Enqueuer, RuntimeSettings
 from workers.keys import Keys
 from workers.scripts import Scripts
+from workers.stepkeys import StepKeys
 
 KEYS = Keys()
 BATCH, BATCHES = 50, 4
 # per call: a key each (zadd: the running and the finished registries)
 # type: a check of the scheduled and running registries before anything is popped; every other key
 # is written or read under pcall, which says when it holds something else
-PER_CALL = {"lpop": 1, "zadd": 2, "zrem": 1, "sadd": 1, "srem": 1, "time": 1, "type": 2, "smembers": 1}
+# sort: the worker's read of the heads of the list and the prioritized set (and, on the first call,
+# of the scheduled registry) before a claim
+PER_CALL = {
+    "lpop": 1, "zadd": 2, "zrem": 1, "sadd": 1, "srem": 1, "time": 1, "type": 2, "smembers": 1, "sort": 3,
+}  # fmt: skip
 
 
 def server_version(redis: Redis) -> tuple[int, ...]:
@@ -52,8 +58,12 @@ def test_a_no_op_job_costs_five_commands_and_a_batch_one_per_key(
     scripts.run("step", {**plan, "n": 0})  # loads the script (NOSCRIPT, SCRIPT LOAD) before counting
     redis.config_resetstat()
     done: list[list[Any]] = []
+    step_keys = StepKeys(redis, KEYS, "w.1", ["q"], {}, [sample.echo.name])
     for batch in range(BATCHES + 1):  # each call settles the last batch and claims the next
-        rows = scripts.run("step", {**plan, "done": done, "n": BATCH if batch < BATCHES else 0})[0]
+        n = BATCH if batch < BATCHES else 0
+        declared = step_keys.fixed + (step_keys.claim_keys(n, batch == 0) if n else [])
+        declared += [key for item in done for key in (KEYS.job(item[0]), KEYS.job_logs(item[0]))]
+        rows = scripts.run("step", {**plan, "done": done, "n": n}, keys=declared)[0]
         ctx["seq"] += len(rows)
         now = time.time()
         # a job that returned None: no result to write

@@ -490,12 +490,20 @@ def test_a_claim_that_meets_a_head_it_did_not_read_puts_it_back(
         return declared
 
     monkeypatch.setattr(worker.step_keys, "claim_keys", read_then_race)
+    grown: list[int] = []
+    note = worker.step_keys.claimed
+
+    def noting(wanted: int, got: int, exhausted: bool) -> None:
+        note(wanted, got, exhausted)
+        grown.append(worker.step_keys.extra)
+
+    monkeypatch.setattr(worker.step_keys, "claimed", noting)
     with watching(redis_url) as seen:
         worker.run(burst=True)
     every = ids + raced
     assert all(redis.hget(keys.job(i), "status") == b"finished" for i in every)
     assert all(redis.hget(keys.job(i), "attempt") == b"1" for i in every)
-    assert worker.step_keys.extra > 16  # it reads further ahead after the miss
+    assert grown[0] == 8 and grown[-1] == 4  # further ahead after the miss, then back
     assert Calls(seen, redis).undeclared(["workers/step"]) == []
     ran = [int(redis.hget(keys.job(i), "ended_at") is not None) for i in every]
     assert sum(ran) == len(every)

@@ -136,11 +136,11 @@ end
 -- Whether a job found done may finish as a duplicate here: its result's key was declared and, if
 -- it is in a flow, what telling its flow touches (its own flow records, its parent's and the
 -- parent's queue).
-local function may_finish_duplicate(id, parent, is_parent)
+local function may_finish_duplicate(id, queue, parent, is_parent)
   if not declared(K.results .. id) then
     return false
   end
-  if is_parent and not declared(K.flow .. id .. ':children') then
+  if is_parent and not (declared(K.flow .. id .. ':children') and declared(K.deferred .. queue)) then
     return false
   end
   if not parent then
@@ -337,7 +337,7 @@ local function claim(ctx, queues, n)
                 state, note = 'free', 'its idempotency key holds something else than a chumon marker'
               end
             end
-            if state == 'done' and not may_finish_duplicate(id, f[11], f[12]) then
+            if state == 'done' and not may_finish_duplicate(id, queue, f[11], f[12]) then
               stop_at(id, true)
             elseif state == 'done' then
               local ttl = whole(f[6], -1, 31536000) or ctx.result_ttl
