@@ -4,7 +4,9 @@ Every enqueue, retry and requeue appends an entry to its queue's signal stream (
 ``includes/common.lua``). This thread blocks on those streams with XREAD from the last entry
 it saw, so no signal falls between "the queues were empty" and "start waiting". It also
 wakes the worker when a read times out, a safety poll that catches jobs pushed by tools that
-do not signal (rq's own ``enqueue``, rq-dashboard's requeue).
+do not signal (rq's own ``enqueue``, rq-dashboard's requeue). An entry that names the job an
+enqueue put in line (its id and effect key) is passed on with the wake-up: an idle worker claims
+it without reading the head of the queue first (workers/stepkeys.py).
 
 The thread keeps one connection of the client's pool for itself and sends XREAD on it as
 redis-py's ``execute_command`` would, without the pool check-out and per-command wrappers each
@@ -36,7 +38,7 @@ class Listener(threading.Thread):
         connect: Callable[[], Redis],
         keys: Keys,
         queues: list[str],
-        wake: Callable[[], None],
+        wake: Callable[[list[tuple[bytes, bytes]]], None],
         log: logging.Logger,
         *,
         block_ms: int = 1000,
@@ -71,9 +73,12 @@ class Listener(threading.Thread):
                     self.log.warning("listener: %s; retrying", exc)
                     self.stopped.wait(0.5)
                     continue
-                self.wake()
+                named: list[tuple[bytes, bytes]] = []
                 for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
-                    self.streams[text(stream)] = text(entries[-1][0])
+                    entry_id, fields = entries[-1]
+                    self.streams[text(stream)] = text(entry_id)
+                    named += _named(fields)
+                self.wake(named)
         finally:
             if pool is not None and conn is not None:
                 pool.release(conn)
@@ -86,3 +91,11 @@ class Listener(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def _named(fields: Any) -> list[tuple[bytes, bytes]]:
+    """The job a signal entry names, as (id, effect key), if it names one (includes/common.lua hint)."""
+    if not isinstance(fields, list) or len(fields) != 6 or fields[2] != b"id" or fields[4] != b"ek":
+        return []
+    job_id, effect_key = fields[3], fields[5]
+    return [(job_id, effect_key)] if isinstance(job_id, bytes) and isinstance(effect_key, bytes) else []

@@ -126,6 +126,18 @@ class StepKeys:
             found += self.type_keys(job_type)
         return found
 
+    def named_keys(self, named: Iterable[tuple[bytes, bytes]]) -> list[Key]:
+        """The keys of jobs the queues' signals named (id, effect key): an idle worker woken for
+        them claims without reading the heads; a claim that meets another id reads them next."""
+        found: list[Key] = []
+        for job_id, effect_key in named:
+            found.append(raw_key(self.keys.job, job_id))
+            if effect_key:
+                found += [raw_key(self.keys.effect_key, effect_key), raw_key(self.keys.results, job_id)]
+        for job_type in self.met:
+            found += self.type_keys(job_type)
+        return found
+
     def claimed(self, wanted: int, got: int, exhausted: bool) -> None:
         """How a claim went: one that met ids it was not told of (it ended early) reads twice as far
         ahead next time; one that got all it wanted reads less far, down to ``WINDOW_MIN``."""

@@ -42,6 +42,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import FrameType
 from typing import Any
@@ -76,6 +77,15 @@ from workers.settle import Plan, Settler, settle_ctx
 from workers.stepkeys import StepKeys
 
 WAKE = object()
+
+
+@dataclass(slots=True)
+class Named:
+    """A wake-up from the listener naming the jobs the queues' signals named (id, effect key)."""
+
+    jobs: list[tuple[bytes, bytes]]
+
+
 _STAT = {
     "succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released",
     "throttled": "throttled", "cancelled": "cancelled",
@@ -186,6 +196,8 @@ class Worker:
             redis, self.keys, self.name, self.queues, self._type_limits, [t.name for t in served]
         )
         self._wanted: list[bytes] = []  # ids the last claim needed more keys of (stepkeys.py)
+        self._named: list[tuple[bytes, bytes]] = []  # jobs signals named since the last step
+        self._drained = False  # the last claim found the queues empty
         self._owned: dict[str, Claimed] = {}  # execution id -> claimed job, until settled
         self._pending: list[Outcome] = []  # finished attempts not yet settled in Redis
         self._began_runs: dict[str, Claimed] = {}  # handlers that began, not yet recorded in Redis
@@ -239,8 +251,9 @@ class Worker:
         if self._offset is None or sample > self._offset or sample < self._offset - CLOCK_JUMP:
             self._offset = sample
 
-    def wake(self) -> None:
-        self.inbox.put(WAKE)
+    def wake(self, named: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Look for work now; ``named``: the jobs the queues' signals named (id, effect key)."""
+        self.inbox.put(Named(named) if named else WAKE)
 
     def stop(self, *, hard: bool = False) -> None:
         """Ask the worker to stop (thread-safe, signal-safe): drain first unless ``hard``."""
@@ -339,6 +352,9 @@ class Worker:
             while True:
                 if item is WAKE:
                     self._woken = True
+                elif isinstance(item, Named):
+                    self._woken = True
+                    self._named += item.jobs
                 elif isinstance(item, Claimed):
                     if not self._began_runs:
                         self._began_at = time.monotonic()
@@ -401,8 +417,10 @@ class Worker:
         jobs, duplicates, lost, deferred, stale, dropped, next_due, held, refused = reply[:9]
         quarantined, exhausted, problems, server_now, wanted = reply[9:14]
         self._wanted = [raw_bytes(i) or b"" for i in wanted]
+        self._named = []
         if want:
             self.step_keys.claimed(want, len(jobs), bool(int(exhausted)))
+            self._drained = len(jobs) < want and not int(exhausted)
         self._note_server_time(float(server_now))
         held_ids = {readable(i) for i in held}
         self._pending = [o for o in outcomes if o.claimed.job_id in held_ids] + self._pending[count:]
@@ -456,7 +474,10 @@ class Worker:
         if want:
             due = self._next_due
             scheduled = not self._due_known or (due is not None and due <= self.clock() + SCHEDULED_AHEAD)
-            declared += step_keys.claim_keys(want, scheduled)
+            if self._drained and self._named and not scheduled:  # an idle worker woken for a job
+                declared += step_keys.named_keys(self._named)
+            else:
+                declared += step_keys.claim_keys(want, scheduled)
             if self._wanted:
                 declared += step_keys.wanted_keys(self._wanted)
         began = [c for execution, c in self._began_runs.items() if execution not in finished]

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from redis import Redis
 
 from tests.declaredkeys import RUNTIME_SCRIPTS, Calls, watching
-from tests.support import make_settings, run_burst, wait_until
+from tests.support import make_settings, run_burst, wait_until, worker_thread
 from workers import (
     Cancelled,
     Control,
@@ -529,3 +529,34 @@ def test_a_user_limited_to_key_patterns_claims_without_sort(redis: Redis, redis_
         client.close()
     finally:
         redis.acl_deluser("patterns")
+
+
+def test_an_idle_worker_claims_the_job_its_signal_names_without_reading_the_head(
+    redis: Redis, redis_url: str
+) -> None:
+    """Jobs enqueued one at a time, each after the last ended: the queue's signal names the job
+    (its id and effect key), and the woken worker claims it with those keys declared, reading no
+    head (no SORT); a batch put in line at once is read as before. Nothing undeclared either way."""
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    enqueuer = Enqueuer(redis, settings)
+    with worker_thread(redis, stepping, settings, queues=["dk-step"]):
+        first = enqueuer.enqueue(once, Item(n=40))
+        wait_until(lambda: redis.hget(keys.job(first), "status") == b"finished", message="the first job")
+        time.sleep(0.2)  # the worker is idle again
+        redis.config_resetstat()
+        with watching(redis_url) as seen:
+            ids = []
+            for n in range(41, 47):
+                options = EnqueueOptions(priority=3) if n == 44 else EnqueueOptions()
+                ids.append(enqueuer.enqueue(once, Item(n=n), options=options))  # each with an effect key
+                wait_until(lambda: redis.hget(keys.job(ids[-1]), "status") == b"finished", message="a job")
+            sorts_alone = int(redis.info("commandstats").get("cmdstat_sort", {}).get("calls", 0))
+            batch = enqueuer.enqueue_many(once, [Item(n=n) for n in range(50, 60)])
+            wait_until(
+                lambda: all(redis.hget(keys.job(i), "status") == b"finished" for i in batch),
+                message="the batch",
+            )
+    assert sorts_alone == 0
+    assert int(redis.info("commandstats")["cmdstat_sort"]["calls"]) > 0  # the batch: heads read
+    assert Calls(seen, redis).undeclared(["workers/step", "workers/enqueue"]) == []

@@ -12,7 +12,7 @@ from redis.connection import ConnectionPool
 from redis.sentinel import SentinelConnectionPool
 
 from workers.keys import Keys
-from workers.listener import Listener
+from workers.listener import Listener, _named
 
 
 class Conn:
@@ -55,7 +55,7 @@ class Client:
 def reads_through(base: type, reads: int = 5) -> Any:
     holder: list[Listener] = []
     pool = counting(base)(Conn(holder, reads))
-    listener = Listener(lambda: Client(pool), Keys(), ["q"], lambda: None, logging.getLogger("test"))  # type: ignore[arg-type,return-value]
+    listener = Listener(lambda: Client(pool), Keys(), ["q"], lambda named: None, logging.getLogger("test"))  # type: ignore[arg-type,return-value]
     holder.append(listener)
     listener.run()  # in this thread: returns once the fake connection stops it
     return pool
@@ -69,3 +69,11 @@ def test_a_plain_pool_connection_is_kept_across_reads() -> None:
 def test_a_sentinel_pool_connection_goes_back_after_every_read() -> None:
     pool = reads_through(SentinelConnectionPool)
     assert (pool.taken, pool.returned) == (5, 5)
+
+
+def test_a_signal_names_its_job_only_in_the_shape_enqueue_writes() -> None:
+    assert _named([b"q", b"q1", b"id", b"j1", b"ek", b""]) == [(b"j1", b"")]
+    assert _named([b"q", b"q1", b"id", b"j1", b"ek", b"t:k"]) == [(b"j1", b"t:k")]
+    assert _named([b"q", b"q1"]) == []  # a retry, a requeue, a batch: no job named
+    assert _named([b"q", b"q1", b"id", b"j1", b"xx", b""]) == []  # hand-written garbage
+    assert _named(None) == [] and _named([b"q", b"q1", b"id", 5, b"ek", b""]) == []

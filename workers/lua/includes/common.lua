@@ -26,7 +26,8 @@
   keys_of(q)    queue q's keys {list, scheduled, wip, finished, prioritized}, built once per call;
                 inflight_key(worker) likewise
   touch(q)      note that queue q got work; flush_touched() then registers each touched queue
-                in rq:queues and appends one entry to its signal stream (idle workers block on it)
+                in rq:queues and appends one entry to its signal stream (idle workers block on it);
+                hint(q, id, ek) names the job in that entry when it was the call's only work for q
   try(kind, cmd, key, ...)
                 a command that fails without effect on a key of another type, under pcall: its
                 reply, or nil (the key reported as usable() does); no TYPE call beforehand
@@ -40,7 +41,8 @@
 ]]
 local K, K_RAW -- the keyspace, decoded once per distinct ARGV[1] (begin(), at the end)
 local declared_keys -- KEYS as a set, built on the first declared() of a call
-local touched = {}
+local touched = {} -- queue -> how many times the call gave it work
+local hints = {} -- queue -> {id, effect key} of the job an enqueue put in its line (hint())
 local gathered, gathered_order, gathering = {}, {}, false
 local problems = {}
 local checked = {}
@@ -166,15 +168,27 @@ local function declared(key)
 end
 
 local function touch(queue)
-  touched[queue] = true
+  touched[queue] = (touched[queue] or 0) + 1
+end
+
+-- hint(q, id, ek): the job an enqueue just put in q's line (after its touch): named in q's signal,
+-- with its effect key, if it is the one thing the call did to q, so that an idle worker claims it
+-- without reading the head of q first (workers/stepkeys.py)
+local function hint(queue, id, ek)
+  hints[queue] = {id, ek}
 end
 
 local function flush_touched()
-  for queue, _ in pairs(touched) do
+  for queue, count in pairs(touched) do
     try('set', 'SADD', K.queues, K.queue .. queue)
-    try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue)
+    local named = count == 1 and hints[queue]
+    if named then
+      try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue, 'id', named[1], 'ek', named[2])
+    else
+      try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue)
+    end
   end
-  touched = {}
+  touched, hints = {}, {}
 end
 
 -- a member write: (cmd, key, member) for SADD/SREM/ZREM, (cmd, key, score, member) for ZADD
@@ -325,7 +339,7 @@ local function begin()
     end
     K, inflight_keys, queue_keys, K_RAW = entry[1], entry[2], entry[3], raw
   end
-  touched, problems, checked, declared_keys = {}, {}, {}, nil
+  touched, hints, problems, checked, declared_keys = {}, {}, {}, {}, nil
   gathered, gathered_order, gathering = {}, {}, false
   NOW, NOW_ISO = nil, nil
   for i = 1, #RESETS do

@@ -14,6 +14,16 @@
   false (nothing written) when the key the job goes to (the queue's list, its prioritized set or
   its scheduled registry) holds something else (reported in `problems`).
 ]]
+-- the effect key among a job's fields ('' if none)
+local function effect_key_of(fields)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'effect_key' then
+      return fields[i + 1]
+    end
+  end
+  return ''
+end
+
 local function enqueue_job(job)
   local keys = keys_of(job.queue)
   local at = now()
@@ -58,11 +68,14 @@ local function enqueue_job(job)
   if due > at then
     redis.call('ZADD', target, due, job.id)
     touch(job.queue)
-  elseif job.priority then
-    redis.call('ZADD', target, priority_score(job.queue, job.priority, job.at_front), job.id)
-    touch(job.queue)
   else
-    push(job.queue, job.id, job.at_front)
+    if job.priority then
+      redis.call('ZADD', target, priority_score(job.queue, job.priority, job.at_front), job.id)
+      touch(job.queue)
+    else
+      push(job.queue, job.id, job.at_front)
+    end
+    hint(job.queue, job.id, effect_key_of(fields))
   end
   emit(job.events, due > at and 'delayed' or 'queued', job.id, job.queue)
   return job.id
