@@ -143,14 +143,7 @@ local function may_finish_duplicate(id, queue, parent, is_parent)
   if is_parent and not (declared(K.flow .. id .. ':children') and declared(K.deferred .. queue)) then
     return false
   end
-  if not parent then
-    return true
-  end
-  if not (declared(K.job .. parent) and declared(K.flow .. parent .. ':pending')) then
-    return false
-  end
-  local origin = redis.pcall('HGET', K.job .. parent, 'origin')
-  return type(origin) ~= 'string' or (declared(K.queue .. origin) and declared(K.deferred .. origin))
+  return not parent or may_tell_parent(parent)
 end
 
 -- the job type named in a job's data, for metrics; '' if the data is not readable JSON

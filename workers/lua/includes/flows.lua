@@ -32,6 +32,17 @@ on_call(function() flow_seen = {} end)
 local NOT_IN_A_FLOW = {} -- flow_seen's entry for a job in no flow: no table built per job
 
 -- The parent's flow keys live as long as the parent's job: ttl s, for ever (-1), or not at all (0).
+-- Whether the call declared what telling flow parent `parent` that a child ended touches
+-- (flow_settled): its job hash and flow records, and its queue's line and deferred registry (its
+-- origin, read here). Always true for a call that declares no keys (includes/common.lua declared()).
+local function may_tell_parent(parent)
+  if not (declared(K.job .. parent) and declared(K.flow .. parent .. ':pending')) then
+    return false
+  end
+  local origin = redis.pcall('HGET', K.job .. parent, 'origin')
+  return type(origin) ~= 'string' or (declared(K.queue .. origin) and declared(K.deferred .. origin))
+end
+
 local function flow_expire(id, queue, ttl)
   if usable(K.deferred .. queue, 'zset') then
     redis.call('ZREM', K.deferred .. queue, id)

@@ -74,14 +74,7 @@ local function may_settle(id, effect_key, ends)
   end
   local f = ends and flow_seen[id] -- only a job that ends tells its flow parent
   local parent = f and f ~= NOT_IN_A_FLOW and f[1]
-  if not parent then
-    return true
-  end
-  if not (declared(K.job .. parent) and declared(K.flow .. parent .. ':pending')) then
-    return false
-  end
-  local origin = redis.pcall('HGET', K.job .. parent, 'origin')
-  return type(origin) ~= 'string' or (declared(K.queue .. origin) and declared(K.deferred .. origin))
+  return not parent or may_tell_parent(parent)
 end
 
 -- Forget the run: out of rq's running registry and the worker's in-flight set, `execution` cleared
