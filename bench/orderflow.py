@@ -230,7 +230,7 @@ def _wait_registered(
 # -- phases --------------------------------------------------------------------------------------
 def place_paced(flow: Flow, rate: float, seconds: float, first: int, progress: Progress) -> list[str]:
     """Offered load: order i is placed at start + i / rate (from one thread)."""
-    producer = flow.producer(flow.env.redis)
+    (producer,) = flow.placing(1)
     count = max(1, round(rate * seconds))
     start = time.monotonic()
     ids = []
