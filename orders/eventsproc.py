@@ -68,10 +68,11 @@ class EventProcessors:
         claim_after: float = 5.0,
         max_deliveries: int = 5,
         watchdog_interval: float = 5.0,
+        gather: float = 0.0,
     ) -> None:
         self.view = ReadModel(redis, keys)
         self.projector = Projector(
-            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries
+            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries, gather=gather
         )
         self.reactors = (
             [
