@@ -71,9 +71,10 @@ class EventsConfig(BaseModel):
         default=0.05,
         ge=0,
         le=1.0,
-        description="seconds the projector waits after a read that found less than a full batch, so "
-        "its next read takes the events appended meanwhile as one batch (the read model lags up to "
-        "this much more; it is on no order's path to CONFIRMED); 0: read again at once",
+        description="seconds the projector (and, choreographed, the notifications reactor) waits after "
+        "a read that found less than a full batch, so its next read takes the events appended "
+        "meanwhile as one batch (the read model and the emails lag up to this much more; neither "
+        "is on an order's path to CONFIRMED); 0: read again at once",
     )
 
 

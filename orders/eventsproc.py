@@ -26,7 +26,7 @@ from redis import Redis
 from orders.keys import OrderKeys
 from orders.metrics import process_consumer_metrics
 from orders.projector import Projector
-from orders.reactors import SERVICES, Reactions, Reactor
+from orders.reactors import AFTER_OUTCOME, SERVICES, Reactions, Reactor
 from orders.readmodel import ReadModel
 from orders.service import OrderService
 from workers.consumer import TRANSIENT, Outage, configuration_error
@@ -82,6 +82,7 @@ class EventProcessors:
                     keys,
                     claim_after=claim_after,
                     max_deliveries=max_deliveries,
+                    gather=gather if service in AFTER_OUTCOME else 0.0,
                 )
                 for service in SERVICES
             ]
