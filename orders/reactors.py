@@ -290,6 +290,7 @@ class Reactor:
         self.group = f"reactor-{service}"
         self.gather = gather
         self._sleep = sleep
+        self._gather_first = False
         self.orders = reactions.orders
         self.outbox = reactions.outbox
         self.bus = reactions.bus(service)
@@ -312,14 +313,16 @@ class Reactor:
     def step(self) -> int:
         """One round: returns how many entries it settled (reacted to, or parked).
 
-        With ``gather`` (a service in ``AFTER_OUTCOME`` only), a round that found less than a
-        full batch is followed by that many seconds' wait, so the next read takes what was
-        appended meanwhile in one round: such a reactor reads every event of every order and
-        reacts to one of them, each read a round trip and a wake-up of a thread that shares
-        its process's GIL with the reactors on the orders' path."""
-        settled = consume(self, log)
-        if self.gather > 0 and 0 < settled < self.reader.batch:
+        With ``gather`` (a service in ``AFTER_OUTCOME`` only), the round after one that found
+        less than a full batch waits that many seconds before it reads (as ``Projector.step``),
+        so that read takes what was appended meanwhile: such a reactor reads every event of
+        every order and reacts to one of them, each read a round trip and a wake-up of a thread
+        that shares its process's GIL with the reactors on the orders' path."""
+        if self._gather_first:
+            self._gather_first = False
             self._sleep(self.gather)
+        settled = consume(self, log)
+        self._gather_first = self.gather > 0 and 0 < settled < self.reader.batch
         return settled
 
     def process(self, batch: list[Entry]) -> None:
