@@ -35,6 +35,8 @@ class EventLog:
     confirmed_at: dict[str, float] = field(default_factory=dict)
     kinds: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     events: int = 0
+    done: set[str] = field(default_factory=set)
+    """Orders with every SETTLED event seen (kept as they come: ``settled`` is asked every 50 ms)."""
 
     def read(self) -> None:
         """Read the entries added since the last read."""
@@ -52,7 +54,10 @@ class EventLog:
     def _take(self, fields: dict[str, str]) -> None:
         self.events += 1
         kind, order_id = fields["type"], fields["order_id"]
-        self.kinds[order_id].add(kind)
+        kinds = self.kinds[order_id]
+        kinds.add(kind)
+        if kind in SETTLED and kinds >= SETTLED:
+            self.done.add(order_id)
         if kind in BAD:
             raise RunFailed(f"order {order_id}: {kind} {fields.get('data', '')[:200]}")
         if kind == "OrderPlaced":
@@ -65,7 +70,7 @@ class EventLog:
             self.confirmed_at[order_id] = confirmed.at
 
     def settled(self, order_ids: list[str]) -> int:
-        return sum(1 for order_id in order_ids if self.kinds.get(order_id, set()) >= SETTLED)
+        return len(self.done.intersection(order_ids))
 
     def wait_settled(
         self, order_ids: list[str], timeout: float, progress: Callable[[int], None] | None = None

@@ -120,6 +120,7 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
         claim_after=settings.events.claim_after,
         max_deliveries=settings.events.max_deliveries,
         watchdog_interval=settings.saga.watchdog_interval,
+        gather=settings.events.gather,
     )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

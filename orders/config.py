@@ -67,6 +67,15 @@ class EventsConfig(BaseModel):
     status_interval: float = Field(
         default=30.0, gt=0, description="seconds between two progress lines of `chumon events`"
     )
+    gather: float = Field(
+        default=0.05,
+        ge=0,
+        le=1.0,
+        description="seconds the projector (and, choreographed, the notifications reactor) waits after "
+        "a read that found less than a full batch, so its next read takes the events appended "
+        "meanwhile as one batch (the read model and the emails lag up to this much more; neither "
+        "is on an order's path to CONFIRMED); 0: read again at once",
+    )
 
 
 class Latency(BaseModel):

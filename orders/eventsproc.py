@@ -26,7 +26,7 @@ from redis import Redis
 from orders.keys import OrderKeys
 from orders.metrics import process_consumer_metrics
 from orders.projector import Projector
-from orders.reactors import SERVICES, Reactions, Reactor
+from orders.reactors import AFTER_OUTCOME, SERVICES, Reactions, Reactor
 from orders.readmodel import ReadModel
 from orders.service import OrderService
 from workers.consumer import TRANSIENT, Outage, configuration_error
@@ -68,10 +68,11 @@ class EventProcessors:
         claim_after: float = 5.0,
         max_deliveries: int = 5,
         watchdog_interval: float = 5.0,
+        gather: float = 0.0,
     ) -> None:
         self.view = ReadModel(redis, keys)
         self.projector = Projector(
-            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries
+            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries, gather=gather
         )
         self.reactors = (
             [
@@ -81,6 +82,7 @@ class EventProcessors:
                     keys,
                     claim_after=claim_after,
                     max_deliveries=max_deliveries,
+                    gather=gather if service in AFTER_OUTCOME else 0.0,
                 )
                 for service in SERVICES
             ]

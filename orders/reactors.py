@@ -62,6 +62,9 @@ from workers.streams import Entry, GroupReader
 
 log = logging.getLogger("chumon.reactors")
 SERVICES = ("inventory", "payments", "shipping", "orders", "notifications")
+AFTER_OUTCOME = frozenset({"notifications"})
+"""Services that react only to an order's outcome (OrderConfirmed, OrderCancelled): no order waits
+for them on its way there, so their reactors may gather their reads (``Reactor.gather``)."""
 
 
 def definite(event: e.StepFailed) -> bool:
@@ -280,9 +283,14 @@ class Reactor:
         *,
         claim_after: float = 5.0,
         max_deliveries: int = 5,
+        gather: float = 0.0,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.service = service
         self.group = f"reactor-{service}"
+        self.gather = gather
+        self._sleep = sleep
+        self._gather_first = False
         self.orders = reactions.orders
         self.outbox = reactions.outbox
         self.bus = reactions.bus(service)
@@ -303,8 +311,19 @@ class Reactor:
             self.step()
 
     def step(self) -> int:
-        """One round: returns how many entries it settled (reacted to, or parked)."""
-        return consume(self, log)
+        """One round: returns how many entries it settled (reacted to, or parked).
+
+        With ``gather`` (a service in ``AFTER_OUTCOME`` only), the round after one that found
+        less than a full batch waits that many seconds before it reads (as ``Projector.step``),
+        so that read takes what was appended meanwhile: such a reactor reads every event of
+        every order and reacts to one of them, each read a round trip and a wake-up of a thread
+        that shares its process's GIL with the reactors on the orders' path."""
+        if self._gather_first:
+            self._gather_first = False
+            self._sleep(self.gather)
+        settled = consume(self, log)
+        self._gather_first = self.gather > 0 and 0 < settled < self.reader.batch
+        return settled
 
     def process(self, batch: list[Entry]) -> None:
         """React to a batch: its reactions' commands go out together (``Outbox``), then the job

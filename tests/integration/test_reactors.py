@@ -116,3 +116,40 @@ def test_the_orders_reactor_confirms_a_batch_on_one_read_and_one_commit_round_tr
         orders.process([entry])
     kinds = [e[1][b"type"] for e in redis.xrange(keys.events)]
     assert kinds.count(b"OrderConfirmed") == len(order_ids)
+
+
+def test_only_the_reactors_after_the_outcome_gather_their_reads(redis: Redis, services: Services) -> None:
+    """The notifications reactor reacts to an order's outcome only: it waits ``gather`` seconds
+    after a partial batch, as the projector does; the reactors on the orders' path never wait."""
+    from orders.eventsproc import EventProcessors
+
+    processors = EventProcessors(
+        redis, OrderKeys(), services.orders, choreographed=True, step_timeout=30, gather=0.05
+    )
+    gathering = {reactor.service: reactor.gather for reactor in processors.reactors}
+    assert gathering == {
+        "inventory": 0.0,
+        "payments": 0.0,
+        "shipping": 0.0,
+        "orders": 0.0,
+        "notifications": 0.05,
+    }
+    assert processors.projector.gather == 0.05
+
+    settings = with_style(flow_settings("redis://unused", 2525), "choreographed")
+    producer = Producer(redis, settings, jobs.registry, services.orders)
+    customer = {"customer_name": "Ada", "customer_email": "ada@example.com", "ship_to": "12 Lane, London"}
+    producer.place_order(items=[("TEA", 1)], **customer)
+    pauses: list[float] = []
+    notifications = Reactor(
+        "notifications",
+        Reactions(services.orders, step_timeout=30),
+        OrderKeys(),
+        gather=0.05,
+        sleep=pauses.append,
+    )
+    notifications.reader.ensure_group()
+    assert notifications.step() == 1 and pauses == []  # OrderPlaced: nothing to send; acknowledged
+    assert redis.xpending(notifications.reader.stream, notifications.group)["pending"] == 0
+    notifications.reader.block_ms = 10
+    assert notifications.step() == 0 and pauses == [0.05]  # the wait, then the next read

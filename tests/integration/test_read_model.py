@@ -182,3 +182,24 @@ def test_retention_trims_old_events_only(redis: Redis) -> None:
     assert trim_events(redis, KEYS, None, now) == 0
     assert trim_events(redis, KEYS, 2.0, now) == 3
     assert [int(entry.fields["seq"]) for entry in entries(redis.xrange(KEYS.events))] == [4, 5, 6]
+
+
+def test_after_a_partial_batch_the_projector_gathers_before_reading_again(redis: Redis) -> None:
+    """The round after one that found less than a full batch waits ``gather`` seconds before it
+    reads (the events appended meanwhile then come as one batch, one round for several of an
+    order's events); after a full batch, or an empty read, the next round reads at once."""
+    history = [dict(zip(*[iter(e.to_fields(event))] * 2, strict=True)) for event in order_history("g")]
+    pauses: list[float] = []
+    projector = Projector(redis, KEYS, ReadModel(redis, KEYS), gather=0.05, sleep=pauses.append)
+    projector.reader.ensure_group()
+    projector.reader.batch = 4
+    projector.reader.block_ms = 10
+    redis.xadd(KEYS.events, history[0])
+    assert projector.step() == 1 and pauses == []  # the wait comes before the next round's read
+    for fields in history[1:]:  # appended meanwhile: the next read takes them together
+        redis.xadd(KEYS.events, fields)
+    assert projector.step() == 4 and pauses == [0.05]
+    assert projector.step() == 1 and pauses == [0.05]  # after a full batch: more may be waiting
+    assert projector.step() == 0 and pauses == [0.05, 0.05]
+    assert projector.step() == 0 and pauses == [0.05, 0.05]  # after an empty read: no wait either
+    assert ReadModel(redis, KEYS).get("g").version == 6
