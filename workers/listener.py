@@ -6,7 +6,8 @@ it saw, so no signal falls between "the queues were empty" and "start waiting". 
 wakes the worker when a read times out, a safety poll that catches jobs pushed by tools that
 do not signal (rq's own ``enqueue``, rq-dashboard's requeue). An entry that names the job an
 enqueue put in line (its id and effect key) is passed on with the wake-up: an idle worker claims
-it without reading the head of the queue first (workers/stepkeys.py).
+it without reading the head of the queue first (workers/stepkeys.py). Entries that only say a job
+was scheduled for later (``due``) do not wake the worker: they tell it when to look.
 
 The thread keeps one connection of the client's pool for itself and sends XREAD on it as
 redis-py's ``execute_command`` would, without the pool check-out and per-command wrappers each
@@ -40,6 +41,7 @@ class Listener(threading.Thread):
         queues: list[str],
         wake: Callable[[list[tuple[bytes, bytes]]], None],
         log: logging.Logger,
+        wake_at: Callable[[float], None] | None = None,
         *,
         block_ms: int = 1000,
     ) -> None:
@@ -47,6 +49,7 @@ class Listener(threading.Thread):
         self.connect = connect
         self.streams: dict[str, str] = {keys.signal(queue): "0-0" for queue in queues}
         self.wake = wake
+        self.wake_at = wake_at or (lambda due: wake([]))
         self.log = log
         self.block_ms = block_ms
         self.stopped = threading.Event()
@@ -74,11 +77,19 @@ class Listener(threading.Thread):
                     self.stopped.wait(0.5)
                     continue
                 named: list[tuple[bytes, bytes]] = []
+                dues: list[float] = []
+                plain = not reply  # a read that timed out: the safety poll
                 for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
                     entry_id, fields = entries[-1]
                     self.streams[text(stream)] = text(entry_id)
-                    named += _named(fields)
-                self.wake(named)
+                    job, due = _named(fields), _due(fields)
+                    named += job
+                    dues += due
+                    plain = plain or not (job or due)
+                if dues and not (named or plain):
+                    self.wake_at(min(dues))  # only jobs scheduled for later: nothing to claim now
+                else:
+                    self.wake(named)
         finally:
             if pool is not None and conn is not None:
                 pool.release(conn)
@@ -91,6 +102,16 @@ class Listener(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def _due(fields: Any) -> list[float]:
+    """When the job a signal entry says was scheduled is due (server time), if it says so."""
+    if not isinstance(fields, list) or len(fields) != 4 or fields[2] != b"due":
+        return []
+    try:
+        return [float(fields[3])]
+    except (TypeError, ValueError):
+        return []
 
 
 def _named(fields: Any) -> list[tuple[bytes, bytes]]:

@@ -86,6 +86,13 @@ class Named:
     jobs: list[tuple[bytes, bytes]]
 
 
+@dataclass(slots=True)
+class Due:
+    """A wake-up from the listener saying only that a job was scheduled for ``at`` (server time)."""
+
+    at: float
+
+
 _STAT = {
     "succeeded": "done", "retried": "retried", "dead_lettered": "dead", "released": "released",
     "throttled": "throttled", "cancelled": "cancelled",
@@ -163,7 +170,9 @@ class Worker:
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
         self.runners = self._lanes(registry, async_concurrency, pool)
-        self.listener = Listener(lambda: redis, self.keys, self.queues, self.wake, self.log)
+        self.listener = Listener(
+            lambda: redis, self.keys, self.queues, self.wake, self.log, wake_at=self.wake_at
+        )
         self.presence = Presence(
             redis, self.scripts, self.keys, self.name, self.queues,
             ttl=settings.worker_ttl, heartbeat=settings.heartbeat_interval,
@@ -254,6 +263,10 @@ class Worker:
     def wake(self, named: list[tuple[bytes, bytes]] | None = None) -> None:
         """Look for work now; ``named``: the jobs the queues' signals named (id, effect key)."""
         self.inbox.put(Named(named) if named else WAKE)
+
+    def wake_at(self, due: float) -> None:
+        """Look for work at ``due`` (server time): a job was scheduled for then."""
+        self.inbox.put(Due(due))
 
     def stop(self, *, hard: bool = False) -> None:
         """Ask the worker to stop (thread-safe, signal-safe): drain first unless ``hard``."""
@@ -355,6 +368,8 @@ class Worker:
                 elif isinstance(item, Named):
                     self._woken = True
                     self._named += item.jobs
+                elif isinstance(item, Due):
+                    self._next_due = item.at if self._next_due is None else min(self._next_due, item.at)
                 elif isinstance(item, Claimed):
                     if not self._began_runs:
                         self._began_at = time.monotonic()

@@ -16,6 +16,7 @@ letters by age, trimming kept jobs, a worker leaving, a cancel).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -560,3 +561,39 @@ def test_an_idle_worker_claims_the_job_its_signal_names_without_reading_the_head
     assert sorts_alone == 0
     assert int(redis.info("commandstats")["cmdstat_sort"]["calls"]) > 0  # the batch: heads read
     assert Calls(seen, redis).undeclared(["workers/step", "workers/enqueue"]) == []
+
+
+def test_a_job_scheduled_for_later_tells_an_idle_worker_when_instead_of_waking_it(
+    redis: Redis, redis_url: str
+) -> None:
+    """The queue's signal says when the scheduled job is due: the idle worker makes no step call
+    to learn it (none could claim anything), and runs the job once it is due."""
+    settings = make_settings(redis_url)
+    keys = Keys(settings.key_prefix)
+    enqueuer = Enqueuer(redis, settings)
+    worker = Worker(redis, stepping, settings, queues=["dk-step"])
+    worker.listener.block_ms = 60_000  # no safety poll during the test
+    steps: list[int] = []
+    step = worker._step
+
+    def counting(want: int) -> tuple[int, bool]:
+        steps.append(want)
+        return step(want)
+
+    worker._step = counting  # type: ignore[method-assign]
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        first = enqueuer.enqueue(once, Item(n=70))
+        wait_until(lambda: redis.hget(keys.job(first), "status") == b"finished", message="the first job")
+        wait_until(lambda: not worker._pending and not worker._owned, message="the worker idle")
+        time.sleep(0.1)  # its last step's reply is in
+        before = len(steps)
+        later = enqueuer.enqueue(once, Item(n=71), options=EnqueueOptions(delay=2.0))
+        time.sleep(0.5)
+        assert len(steps) == before  # told when, not woken
+        wait_until(lambda: redis.hget(keys.job(later), "status") == b"finished", timeout=15, message="due")
+        assert len(steps) > before
+    finally:
+        worker.stop()
+        thread.join(10)

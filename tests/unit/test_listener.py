@@ -12,7 +12,7 @@ from redis.connection import ConnectionPool
 from redis.sentinel import SentinelConnectionPool
 
 from workers.keys import Keys
-from workers.listener import Listener, _named
+from workers.listener import Listener, _due, _named
 
 
 class Conn:
@@ -77,3 +77,9 @@ def test_a_signal_names_its_job_only_in_the_shape_enqueue_writes() -> None:
     assert _named([b"q", b"q1"]) == []  # a retry, a requeue, a batch: no job named
     assert _named([b"q", b"q1", b"id", b"j1", b"xx", b""]) == []  # hand-written garbage
     assert _named(None) == [] and _named([b"q", b"q1", b"id", 5, b"ek", b""]) == []
+
+
+def test_a_signal_says_when_a_scheduled_job_is_due_in_the_shape_enqueue_writes() -> None:
+    assert _due([b"q", b"q1", b"due", b"1764754800.250000"]) == [1764754800.25]
+    assert _due([b"q", b"q1"]) == [] and _due([b"q", b"q1", b"id", b"j1", b"ek", b""]) == []
+    assert _due([b"q", b"q1", b"due", b"soon"]) == []  # hand-written garbage

@@ -173,7 +173,9 @@ end
 
 -- hint(q, id, ek): the job an enqueue just put in q's line (after its touch): named in q's signal,
 -- with its effect key, if it is the one thing the call did to q, so that an idle worker claims it
--- without reading the head of q first (workers/stepkeys.py)
+-- without reading the head of q first (workers/stepkeys.py). hint(q, false, at): the enqueue
+-- scheduled a job for `at` instead; the signal says when, and a worker waits until then rather
+-- than stepping now to learn it (workers/listener.py)
 local function hint(queue, id, ek)
   hints[queue] = {id, ek}
 end
@@ -182,8 +184,10 @@ local function flush_touched()
   for queue, count in pairs(touched) do
     try('set', 'SADD', K.queues, K.queue .. queue)
     local named = count == 1 and hints[queue]
-    if named then
+    if named and named[1] then
       try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue, 'id', named[1], 'ek', named[2])
+    elseif named then
+      try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue, 'due', string.format('%.6f', named[2]))
     else
       try('stream', 'XADD', K.signal .. queue, 'MAXLEN', '1', '*', 'q', queue)
     end

@@ -68,6 +68,7 @@ local function enqueue_job(job)
   if due > at then
     redis.call('ZADD', target, due, job.id)
     touch(job.queue)
+    hint(job.queue, false, due)
   else
     if job.priority then
       redis.call('ZADD', target, priority_score(job.queue, job.priority, job.at_front), job.id)
