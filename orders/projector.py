@@ -24,7 +24,7 @@ from redis import Redis
 from orders.keys import OrderKeys
 from orders.readmodel import ReadModel
 from workers.codec import texts
-from workers.consumer import consume
+from workers.consumer import Gathering
 from workers.streams import Entry, GroupReader, entries
 
 log = logging.getLogger("chumon.projector")
@@ -47,8 +47,7 @@ class Projector:
         self.keys = keys
         self.view = view
         self.gather = gather
-        self._sleep = sleep
-        self._gather_first = False
+        self._rounds = Gathering(gather, sleep)
         self.reader = GroupReader(
             redis,
             keys.events,
@@ -75,12 +74,7 @@ class Projector:
         reads, parses, folds and writes every order it touches once, whatever the number of
         its events. Read as they come at a steady rate, an order's seven events cost seven
         rounds; gathered, one or two, for up to ``gather`` seconds more lag of the view."""
-        if self._gather_first:
-            self._gather_first = False
-            self._sleep(self.gather)
-        settled = consume(self, log)
-        self._gather_first = self.gather > 0 and 0 < settled < self.reader.batch
-        return settled
+        return self._rounds.round(self, log)
 
     def process(self, batch: list[Entry]) -> None:
         self.applied += self.view.project(batch, gens=self.view.active(), reader=self.reader)

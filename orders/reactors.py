@@ -57,7 +57,7 @@ from orders.saga import (
 )
 from orders.service import Decide, OrderService
 from orders.store import Loaded, UnknownOrder
-from workers.consumer import consume
+from workers.consumer import Gathering
 from workers.streams import Entry, GroupReader
 
 log = logging.getLogger("chumon.reactors")
@@ -289,8 +289,7 @@ class Reactor:
         self.service = service
         self.group = f"reactor-{service}"
         self.gather = gather
-        self._sleep = sleep
-        self._gather_first = False
+        self._rounds = Gathering(gather, sleep)
         self.orders = reactions.orders
         self.outbox = reactions.outbox
         self.bus = reactions.bus(service)
@@ -318,12 +317,7 @@ class Reactor:
         so that read takes what was appended meanwhile: such a reactor reads every event of
         every order and reacts to one of them, each read a round trip and a wake-up of a thread
         that shares its process's GIL with the reactors on the orders' path."""
-        if self._gather_first:
-            self._gather_first = False
-            self._sleep(self.gather)
-        settled = consume(self, log)
-        self._gather_first = self.gather > 0 and 0 < settled < self.reader.batch
-        return settled
+        return self._rounds.round(self, log)
 
     def process(self, batch: list[Entry]) -> None:
         """React to a batch: its reactions' commands go out together (``Outbox``), then the job

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.exceptions import (
@@ -45,6 +46,27 @@ class StreamConsumer(Protocol):
 
     def give_up(self, items: list[tuple[Entry, str]]) -> None:
         """Park these entries with their reasons (and acknowledge them), and log it."""
+
+
+class Gathering:
+    """Rounds that gather their reads: after a round that settled less than a full batch, the next
+    waits ``gather`` seconds before it reads, so that read takes what was appended meanwhile as
+    one batch. The wait comes before a read, not after one: a round that returns tells the
+    process's outage log that Redis answers, which must be true when it returns. 0: no wait."""
+
+    def __init__(self, gather: float, sleep: Callable[[float], object]) -> None:
+        self.gather = gather
+        self._sleep = sleep
+        self._wait = False
+
+    def round(self, consumer: StreamConsumer, log: logging.Logger) -> int:
+        """One round of ``consume``, after the wait the last round asked for."""
+        if self._wait:
+            self._wait = False
+            self._sleep(self.gather)
+        settled = consume(consumer, log)
+        self._wait = self.gather > 0 and 0 < settled < consumer.reader.batch
+        return settled
 
 
 def consume(consumer: StreamConsumer, log: logging.Logger) -> int:

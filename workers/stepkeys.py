@@ -38,6 +38,7 @@ from workers.readkeys import Key, dead_letter_head_keys, flow_keys, kept_keys, p
 WINDOW_MIN = 4  # ids read beyond what a call claims: room for another worker taking some first
 WINDOW_MAX = 1024
 TYPES_MAX = 256  # job types of other workers' registries whose keys are declared (once met)
+FIELDS = ["effect_key", "job_type", "data", "flow_parent", "flow"]  # what the slower reads take of a job
 
 
 class StepKeys:
@@ -172,20 +173,24 @@ class StepKeys:
                     pipe.zrange(line, 0, window - 1)
             heads = pipe.execute(raise_on_error=False)
         ids = [raw_bytes(i) or b"" for head in heads if isinstance(head, list) for i in head]
-        return [(job_id, effect_key) for job_id, effect_key, _type in self._fields(ids)]
+        return [(row[0], row[1]) for row in self._fields(ids)]
 
-    def _fields(self, ids: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    def _fields(self, ids: list[bytes]) -> list[tuple[bytes, bytes, bytes, bytes, bytes]]:
+        """Each job's effect key, type (from its data when the hash names none), flow parent and
+        flow mark, in one round trip; b'' for what is absent or unreadable."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(raw_key(self.keys.job, job_id), ["effect_key", "job_type", "data"])
+                pipe.hmget(
+                    raw_key(self.keys.job, job_id), ["effect_key", "job_type", "data", "flow_parent", "flow"]
+                )
             rows = pipe.execute(raise_on_error=False)
         found = []
         for job_id, row in zip(ids, rows, strict=True):
             if not isinstance(row, list):
-                found.append((job_id, b"", b""))
+                found.append((job_id, b"", b"", b"", b""))
                 continue
-            effect_key, job_type, data = (raw_bytes(v) or b"" for v in row)
-            found.append((job_id, effect_key, job_type or _type_in(data)))
+            effect_key, job_type, data, parent, flow = (raw_bytes(v) or b"" for v in row)
+            found.append((job_id, effect_key, job_type or _type_in(data), parent, flow))
         return found
 
     def wanted_keys(self, ids: Iterable[bytes]) -> list[Key]:
@@ -196,7 +201,8 @@ class StepKeys:
         if not ids:
             return []
         found: list[Key] = []
-        for job_id, effect_key, job_type in self._fields(ids):
+        parents: list[bytes] = []
+        for job_id, effect_key, job_type, parent, flow in self._fields(ids):
             found.append(raw_key(self.keys.job, job_id))
             if effect_key:
                 found += [raw_key(self.keys.effect_key, effect_key), raw_key(self.keys.results, job_id)]
@@ -204,19 +210,12 @@ class StepKeys:
                 found += self.type_keys(job_type)
                 if len(self.met) < TYPES_MAX:
                     self.met[job_type] = None
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(raw_key(self.keys.job, job_id), ["flow_parent", "flow"])
-            flows = pipe.execute(raise_on_error=False)
-        parents: list[bytes] = []
-        for job_id, row in zip(ids, flows, strict=True):
-            if isinstance(row, list):
-                if row[1]:  # a flow's parent: its records expire with it, it leaves rq's deferred
-                    own = (self.keys.flow_children, self.keys.flow_pending, self.keys.flow_results)
-                    found += [raw_key(build, job_id) for build in own]
-                    found += [self.keys.deferred(queue) for queue in self.queues]
-                if row[0]:
-                    parents.append(raw_bytes(row[0]) or b"")
+            if flow:  # a flow's parent: its records expire with it, it leaves rq's deferred
+                own = (self.keys.flow_children, self.keys.flow_pending, self.keys.flow_results)
+                found += [raw_key(build, job_id) for build in own]
+                found += [self.keys.deferred(queue) for queue in self.queues]
+            if parent:
+                parents.append(parent)
         return found + parent_keys(self.redis, self.keys, parents)
 
     # -- settling ----------------------------------------------------------------------------
