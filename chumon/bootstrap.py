@@ -19,11 +19,15 @@ from orders.shipping import SimulatedCarrier
 from orders.simulation import SlowInventory
 from orders.store import OrderStore
 from workers import Enqueuer
+from workers.connection import ORDERS_ON_CLUSTER, is_cluster
+from workers.errors import ServerUnsupported
 
 
 def order_service(redis: Redis, settings: Settings) -> OrderService:
     from jobs.orders import route
 
+    if is_cluster(redis):  # its scripts span an order, its stock and its events: not sharded yet
+        raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
     keys = OrderKeys(settings.key_prefix)
     store = OrderStore(redis, keys, Enqueuer(redis, settings), route)
     flow = Choreography if settings.saga.style == "choreographed" else Saga

@@ -37,8 +37,8 @@ from orders.service import OrderService
 from orders.store import Placed
 from orders.views import OrderDetails
 from workers import EnqueueOptions, Enqueuer, JobInfo, JobRegistry, JobType, RuntimeSettings, load_job
-from workers.connection import check_server
-from workers.errors import UnknownJobType
+from workers.connection import ORDERS_ON_CLUSTER, check_server, is_cluster
+from workers.errors import ServerUnsupported, UnknownJobType
 from workers.keys import Keys
 
 Item = tuple[str, int] | Mapping[str, Any] | LineRequest
@@ -76,13 +76,17 @@ class Producer:
         # one that does not answer yet is not an error here: the first call says so
         with contextlib.suppress(RedisError, OSError):
             check_server(redis)
-        producer = cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
+        # on Redis Cluster, jobs only: the order flow does not run there yet (``orders`` says so)
+        orders = None if is_cluster(redis) else order_service(redis, settings)
+        producer = cls(redis, settings, load_registry(settings.app), orders)
         producer.registry_name = f"CHUMON_APP={settings.app!r}"
         return producer
 
     @property
     def orders(self) -> OrderService:
         if self._orders is None:
+            if is_cluster(self.redis):
+                raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
             raise RuntimeError("this producer was built without the order flow (pass orders=...)")
         return self._orders
 

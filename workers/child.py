@@ -34,9 +34,8 @@ from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
 from workers.jobtypes import JobContext, JobType
-from workers.keys import Keys
+from workers.layout import Layout
 from workers.reporting import JobLogger, Reporter
-from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 SCRIPT = "__chumon_main__"
@@ -48,10 +47,8 @@ class Runtime:
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
         self.redis = connect(settings.redis_url, settings.redis)  # lazy: connects on first use
-        self.enqueuer = Enqueuer(self.redis, settings)
-        keys = Keys(settings.key_prefix)
-        self.owned = keys.runtime_owned
-        self.scripts = Scripts(self.redis, keys.lua_keyspace)
+        self.layout = Layout(self.redis, settings)
+        self.enqueuer = Enqueuer(self.redis, settings, layout=self.layout)
         self.log = logging.getLogger("chumon.worker")
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -86,13 +83,15 @@ class Runtime:
             redis=self.redis,
             enqueuer=self.enqueuer,
             log=JobLogger(self.log, self._reporter(fields)),
-            effects=Effects(self.owned),
+            effects=Effects(self.layout.keys(str(fields["queue"])).effect_refusal),
         )
 
     def _reporter(self, fields: dict[str, Any]) -> Reporter:
         """``ctx.progress`` and ``ctx.log("line")`` write to the job from the child, as in a slot."""
         job_id, execution, queue = str(fields["job_id"]), str(fields["execution_id"]), str(fields["queue"])
-        return Reporter(self.scripts, self.redis, self.settings, job_id, execution, queue)
+        return Reporter(
+            self.layout.family(queue).scripts, self.redis, self.settings, job_id, execution, queue
+        )
 
 
 def _find(module: str, name: str, path: str | None) -> JobType[Any]:

@@ -20,14 +20,18 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from redis import Redis
 
+from workers.connection import is_cluster
 from workers.control import Control
+from workers.crew import Crew
 from workers.deadletter import DeadLetters
+from workers.errors import ServerUnsupported
 from workers.events import JobEvent, JobEvents, check_stream_id
 from workers.flows import FlowNode
 from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
-from workers.keys import Keys, check_queue_name, is_dead_letter_queue
+from workers.keys import RELAY_SUFFIX, Keys, check_queue_name, is_dead_letter_queue
+from workers.layout import Layout
 from workers.queueindex import QueueIndex
 from workers.settings import RuntimeSettings
 from workers.worker import Worker
@@ -203,20 +207,30 @@ def serve_metrics(port: int | None, host: str) -> None:
 
 def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     registry = ctx.registry(args.app)
+    redis = ctx.redis()
+    queues = list(args.queues or registry.queues())
+    # on Redis Cluster, one worker per queue's tag, in this one process (workers/crew.py)
+    groups = [[q] for q in dict.fromkeys(queues)] if is_cluster(redis) and len(queues) > 1 else [queues]
     try:
-        worker = Worker(
-            ctx.redis(),
-            registry,
-            ctx.settings,
-            queues=args.queues,
-            concurrency=args.concurrency,
-            async_concurrency=args.async_concurrency,
-            name=args.name,
-        )
+        workers = [
+            Worker(
+                redis,
+                registry,
+                ctx.settings,
+                queues=group,
+                concurrency=args.concurrency,
+                async_concurrency=args.async_concurrency,
+                name=f"{args.name}.{group[0]}" if args.name and len(groups) > 1 else args.name,
+            )
+            for group in groups
+        ]
     except ValueError as exc:
         raise UsageError(f"--queues: {exc}") from None
     serve_metrics(args.metrics_port, ctx.settings.metrics_host)
-    worker.run(burst=args.burst)
+    if len(workers) == 1:
+        workers[0].run(burst=args.burst)
+    else:
+        Crew(workers).run(burst=args.burst)
     return Exit.OK
 
 
@@ -269,7 +283,9 @@ def _known_queue(dead: DeadLetters, queue: str | None) -> None:
 
 
 def cmd_job_show(args: argparse.Namespace, ctx: CliContext) -> int:
-    info = load_job(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    redis = ctx.redis()
+    keys = Layout(redis, ctx.settings).locate(args.job_id)  # on a cluster, the slot holding it
+    info = load_job(redis, keys, args.job_id) if keys is not None else None
     if info is None:
         raise NotFound(f"no job {args.job_id}")
     emit(info, args.json, render_job, unmasked if args.reveal else ctx.mask)
@@ -298,6 +314,8 @@ def render_tree(node: FlowNode) -> str:
 
 
 def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
+    if is_cluster(ctx.redis()):
+        raise ServerUnsupported("flows do not run on Redis Cluster yet: `chumon job tree` has none to show")
     found = flow_tree(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
     if found is None:
         raise NotFound(f"no job {args.job_id}")
@@ -312,6 +330,10 @@ def render_event(event: JobEvent) -> str:
 
 def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
     """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
+    if is_cluster(ctx.redis()):
+        raise ServerUnsupported(
+            "`chumon job events` does not run on Redis Cluster yet (each queue's slot has its own stream)"
+        )
     if args.from_id is not None:
         try:
             check_stream_id(args.from_id)
@@ -347,11 +369,16 @@ def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_queues(args: argparse.Namespace, ctx: CliContext) -> int:
-    redis, keys = ctx.redis(), Keys(ctx.settings.key_prefix)
+    redis = ctx.redis()
     control = Control(redis, ctx.settings)
-    names = sorted(QueueIndex(redis, keys, log=logging.getLogger(__name__)).names())
+    layout = control.layout
+    found: set[str] = set()
+    for family_keys in layout.every_keys():  # on a cluster, each queue's tag lists its queues
+        found.update(QueueIndex(redis, family_keys, log=logging.getLogger(__name__)).names())
+    names = sorted(name for name in found if not name.endswith(RELAY_SUFFIX))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
+            keys = layout.keys(name)
             pipe.llen(keys.queue(name))
             pipe.zcard(keys.scheduled(name))
             pipe.zcard(keys.wip(name))

@@ -80,9 +80,11 @@ def connect(url: str, options: RedisOptions | None = None) -> Redis:
     if url.startswith("redis+sentinel://"):
         return _sentinel_client(url, kwargs)
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        raise ValueError(CLUSTER_UNSUPPORTED)
+        return _cluster_client(url, kwargs)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://")
+        raise ValueError(
+            "a Redis URL starts with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        )
     try:
         return Redis.from_url(url, max_connections=MAX_CONNECTIONS, **kwargs)
     except ValueError as exc:  # e.g. a port that is not a number
@@ -115,22 +117,87 @@ def _sentinel_client(url: str, kwargs: dict[str, Any]) -> Redis:
     return client
 
 
+def _cluster_client(url: str, kwargs: dict[str, Any]) -> Redis:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...]``: a RedisCluster client that
+    learns the slot map from any of the seed nodes and follows MOVED and failovers."""
+    from urllib.parse import unquote
+
+    from redis.cluster import ClusterNode, RedisCluster
+
+    scheme, _, rest = url.partition("://")
+    auth, _, hosts = rest.rpartition("@")
+    hosts = hosts.rstrip("/")
+    nodes = []
+    for part in filter(None, hosts.split(",")):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"the cluster URL's node {part!r} is not host:port")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    if not nodes:
+        raise ValueError("the cluster URL names no node (redis+cluster://host:port,host:port)")
+    if auth:
+        user, _, password = auth.partition(":")
+        kwargs = {**kwargs, "password": unquote(password)}
+        if user:
+            kwargs["username"] = unquote(user)
+    if scheme.startswith("rediss"):
+        kwargs = {**kwargs, "ssl": True}
+    client: Redis = RedisCluster(startup_nodes=nodes, max_connections=MAX_CONNECTIONS, **kwargs)  # type: ignore[assignment]
+    return client  # typed as Redis: chumon calls only what both clients have (is_cluster tells)
+
+
+def is_cluster(redis: Any) -> bool:
+    """Whether ``redis`` is a Redis Cluster client: the cluster layout (workers/keys.py)."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
+
+
+def cluster_node_client(redis: Any, key: str | bytes) -> Redis:
+    """A plain client of the primary serving ``key``'s slot (for a blocking read or a WAIT that
+    must stay on one connection of that node)."""
+    node = redis.get_node_from_key(key)
+    if node.redis_connection is None:
+        redis.nodes_manager.initialize()
+        node = redis.get_node_from_key(key)
+    client: Redis = node.redis_connection
+    return client
+
+
 MIN_VERSION = (6, 2)
-CLUSTER_UNSUPPORTED = (
-    "Redis Cluster is not supported yet: chumon needs one primary (with Sentinel for failover), "
-    "since its scripts and transactions span keys of many slots"
+ORDERS_ON_CLUSTER = (
+    "the order flow, its processes and rq's tools do not run on Redis Cluster yet (the job runtime "
+    "does: workers, enqueues, `chumon worker|queues|dlq|job`): point them at one primary, with "
+    "Sentinel for failover"
 )
 
 
 def server_version(redis: Redis) -> tuple[int, ...]:
-    """The server's version as numbers (Valkey reports the Redis version it is compatible with)."""
-    info = redis.info("server")
-    raw = str(info.get("redis_version", "0"))
-    return tuple(int(part) for part in raw.split(".")[:3] if part.isdigit())
+    """The server's version as numbers (Valkey reports the Redis version it is compatible with);
+    on a cluster, the oldest primary's."""
+    if is_cluster(redis):
+        infos = [node.redis_connection.info("server") for node in _primaries(redis)]
+    else:
+        infos = [redis.info("server")]
+    versions = []
+    for info in infos:
+        raw = str(info.get("redis_version", "0"))
+        versions.append(tuple(int(part) for part in raw.split(".")[:3] if part.isdigit()))
+    return min(versions)
 
 
-def check_server(redis: Redis) -> tuple[int, ...]:
-    """Refuse a server chumon cannot serve, with one line that says why; return its version."""
+def _primaries(redis: Any) -> list[Any]:
+    primaries = redis.get_primaries()
+    if any(node.redis_connection is None for node in primaries):
+        redis.nodes_manager.initialize()
+        primaries = redis.get_primaries()
+    return list(primaries)
+
+
+def check_server(redis: Redis, *, cluster: bool = True) -> tuple[int, ...]:
+    """Refuse a server chumon cannot serve, with one line that says why; return its version.
+
+    ``cluster``: whether the caller runs on Redis Cluster (the runtime does, the order flow not yet)."""
     from workers.errors import ServerUnsupported
 
     version = server_version(redis)
@@ -139,8 +206,15 @@ def check_server(redis: Redis) -> tuple[int, ...]:
         raise ServerUnsupported(
             f"Redis {shown} is too old: chumon needs Redis 6.2 or later (or Valkey 7.2 or later)"
         )
-    # a cluster node would take the first write of a script and refuse the next with MOVED or
-    # CROSSSLOT: half an order written. Refused before anything is.
+    if is_cluster(redis):
+        if not cluster:
+            raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
+        return version
+    # a cluster node reached with a plain URL would take the first write of a script and refuse
+    # the next with MOVED or CROSSSLOT: half an order written. Refused before anything is.
     if str(redis.info("cluster").get("cluster_enabled", "0")) == "1":
-        raise ServerUnsupported(f"the server is a Redis Cluster node. {CLUSTER_UNSUPPORTED}")
+        raise ServerUnsupported(
+            "the server is a Redis Cluster node: use a redis+cluster://host:port,... URL "
+            f"(the job runtime's cluster layout; {ORDERS_ON_CLUSTER})"
+        )
     return version

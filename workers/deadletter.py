@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
 from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue, raw_key
+from workers.layout import Layout
 from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
@@ -32,36 +33,46 @@ RACES = 5  # times in a row the head of a dead-letter list may change under a re
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis, settings: RuntimeSettings, *, scripts: Scripts | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: RuntimeSettings,
+        *,
+        scripts: Scripts | None = None,
+        layout: Layout | None = None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.scripts = scripts or Scripts(redis, self.keys.lua_keyspace)
+        self.layout = layout or Layout(redis, settings, scripts=scripts)
+        self.keys = self.layout.base
 
     def origins(self) -> list[str]:
         """The queues that have a dead-letter queue (unreadable members of rq:queues are skipped)."""
-        found = QueueIndex(self.redis, self.keys, log=log).names()
-        return sorted(origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name))
+        found: list[str] = []
+        for keys in self.layout.every_keys():
+            found += QueueIndex(self.redis, keys, log=log).names()
+        return sorted({origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name)})
 
     def ids(self, queue: str) -> list[str]:
         """The dead letters of ``queue``, oldest first (unreadable ids are skipped)."""
-        raw = self.redis.lrange(self.keys.queue(dead_letter_queue(queue)), 0, -1)
+        raw = self.redis.lrange(self.layout.keys(queue).queue(dead_letter_queue(queue)), 0, -1)
         return names(raw, what=f"the dead-letter queue of {queue}", log=log)
 
     def count(self, queue: str) -> int:
-        return int(self.redis.llen(self.keys.queue(dead_letter_queue(queue))))
+        return int(self.redis.llen(self.layout.keys(queue).queue(dead_letter_queue(queue))))
 
     def entries(self, queue: str | None = None) -> list[JobInfo]:
         entries: list[JobInfo] = []
         for origin in [queue] if queue else self.origins():
             for job_id in self.ids(origin):
-                info = load_job(self.redis, self.keys, job_id)
+                info = load_job(self.redis, self.layout.keys(origin), job_id)
                 if info is not None:
                     entries.append(info)
         return entries
 
     def show(self, job_id: str) -> JobInfo | None:
-        return load_job(self.redis, self.keys, job_id)
+        keys = self.layout.locate(job_id)
+        return load_job(self.redis, keys, job_id) if keys else None
 
     def requeue(
         self, job_ids: Sequence[str] = (), *, queue: str | None = None, all_: bool = False
@@ -73,11 +84,12 @@ class DeadLetters:
             ]
         now = time.time()
         items = []
+        located = [(job_id, keys) for job_id in job_ids if (keys := self.layout.locate(job_id)) is not None]
         with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hmget(self.keys.job(job_id), ["origin", "meta"])
+            for job_id, keys in located:
+                pipe.hmget(keys.job(job_id), ["origin", "meta"])
             rows = pipe.execute(raise_on_error=False)
-        for job_id, row in zip(job_ids, rows, strict=True):
+        for (job_id, _), row in zip(located, rows, strict=True):
             if isinstance(row, Exception):
                 continue  # not a hash: nothing to requeue
             origin = readable(row[0])
@@ -89,19 +101,23 @@ class DeadLetters:
             meta["requeued_at"] = [*(history if isinstance(history, list) else [])[-19:], iso(now)]
             items.append([job_id, origin, json.dumps(meta, separators=(",", ":"))])
         requeued: list[str] = []
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            reply = self.scripts.run("dlq_requeue", {"items": chunk}, keys=self._requeue_keys(chunk))
-            requeued += [readable(i) or "" for i in reply]
+        for group in self.layout.by_family(items, lambda item: item[1]):
+            family = self.layout.family(group[0][1])
+            for start in range(0, len(group), CHUNK):
+                chunk = group[start : start + CHUNK]
+                declared = self._requeue_keys(family.keys, chunk)
+                reply = family.scripts.run("dlq_requeue", {"items": chunk}, keys=declared)
+                requeued += [readable(i) or "" for i in reply]
         return requeued
 
-    def _requeue_keys(self, items: list[list[str]]) -> list[str]:
+    @staticmethod
+    def _requeue_keys(keys: Keys, items: list[list[str]]) -> list[str]:
         """Every key lua/dlq_requeue.lua may touch for ``items`` ({id, origin, meta}), for its KEYS."""
-        keys: dict[str, None] = {}
+        declared: dict[str, None] = {}
         for job_id, origin, _ in items:
-            keys.update(dict.fromkeys(self.keys.dead_letter_keys(origin, [job_id])))
-            keys.update(dict.fromkeys(self.keys.requeue_keys(origin)))
-        return list(keys)
+            declared.update(dict.fromkeys(keys.dead_letter_keys(origin, [job_id])))
+            declared.update(dict.fromkeys(keys.requeue_keys(origin)))
+        return list(declared)
 
     def purge(self, queue: str | None = None, *, older_than: float | None = None) -> int:
         """Delete dead letters: all of them, or those dead-lettered more than ``older_than`` s ago."""
@@ -119,8 +135,9 @@ class DeadLetters:
 
     def remove(self, origin: str, job_ids: list[str]) -> int:
         """Delete these dead letters of ``origin`` (at most ``CHUNK``); how many were there."""
-        keys = self.keys.dead_letter_keys(origin, job_ids)
-        return int(self.scripts.run("dlq_remove", {"origin": origin, "ids": job_ids}, keys=keys))
+        family = self.layout.family(origin)
+        keys = family.keys.dead_letter_keys(origin, job_ids)
+        return int(family.scripts.run("dlq_remove", {"origin": origin, "ids": job_ids}, keys=keys))
 
     def _remove_older(self, origin: str, before_iso: str, *, counted: bool) -> int:
         """Remove the dead letters of ``origin`` older than ``before_iso``, oldest first, a chunk per call.
@@ -129,17 +146,19 @@ class DeadLetters:
         read just before, and removes no other: when the head changed meanwhile (a removal by
         someone else), it stops and this reads the head again."""
         removed, raced = 0, 0
-        dlq = self.keys.queue(dead_letter_queue(origin))
+        family = self.layout.family(origin)
+        k = family.keys
+        dlq = k.queue(dead_letter_queue(origin))
         while raced < RACES:
             try:
                 head = [raw_bytes(raw) or b"" for raw in self.redis.lrange(dlq, 0, AGE_CHUNK - 1)]
             except ResponseError:  # not a list: the script's own check reports it
                 head = []
-            keys: list[str | bytes] = [*self.keys.dead_letter_keys(origin, [])]
+            keys: list[str | bytes] = [*k.dead_letter_keys(origin, [])]
             for raw in head:  # as bytes: an id that is not UTF-8 is still removed
-                keys += [raw_key(self.keys.job, raw), raw_key(self.keys.results, raw)]
+                keys += [raw_key(k.job, raw), raw_key(k.results, raw)]
             plan = {"origin": origin, "before_iso": before_iso, "head": len(head), "counted": counted}
-            count, changed = self.scripts.run("dlq_remove", plan, keys=keys)
+            count, changed = family.scripts.run("dlq_remove", plan, keys=keys)
             removed += int(count)
             raced = raced + 1 if changed and not count else 0
             if not head or not (changed or int(count) == len(head)):
@@ -159,5 +178,10 @@ class DeadLetters:
 
     def dropped(self) -> dict[str, int]:
         """Dead letters removed by the cap or the retention so far, per origin queue."""
-        found = self.redis.hgetall(self.keys.dlq_dropped).items()
-        return {name: int(v) for k, v in found if (name := readable(k)) and (readable(v) or "").isdigit()}
+        dropped: dict[str, int] = {}
+        for keys in self.layout.every_keys():
+            found = self.redis.hgetall(keys.dlq_dropped).items()
+            for k, v in found:
+                if (name := readable(k)) and (readable(v) or "").isdigit():
+                    dropped[name] = dropped.get(name, 0) + int(v)
+        return dropped

@@ -14,7 +14,9 @@ enqueue, a saga transition) is sent in one pipeline with:
 Fewer than N raises ``NotReplicated``: the write is on the primary but may not survive a
 failover. It is not undone; the caller retries with the same idempotency key, which finds
 the first write (or, if it was lost, makes it again) and waits again. Everything in one
-pipeline runs on one connection, so the wait is on the server that took the write.
+pipeline runs on one connection, so the wait is on the server that took the write. On Redis
+Cluster the fence is the write's own tag's (workers/keys.py), sent with the WAIT to the primary
+of that slot on one connection of its own after the write.
 
 With ``replicas_ack`` 0 (the default) nothing changes: the write is sent alone, as before,
 with no extra round trip. ``WAIT`` does not make Redis strongly consistent (a write that
@@ -30,7 +32,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from workers.connection import RedisOptions
+from workers.connection import RedisOptions, cluster_node_client, is_cluster
 from workers.errors import RuntimeFault
 
 
@@ -62,6 +64,10 @@ class Durability:
         """``send(client)`` and its reply; with waiting on, raises NotReplicated after the write."""
         if not self.enabled:
             return send(redis)
+        if is_cluster(redis):
+            reply = send(redis)
+            self._check(self._fence_on_node(redis))
+            return reply
         with redis.pipeline(transaction=False) as pipe:
             send(pipe)
             self._fence(pipe)
@@ -71,12 +77,16 @@ class Durability:
 
     def write_all(self, redis: Redis, send: Callable[[Pipeline], Any]) -> list[Any]:
         """``send(pipe)`` queues writes on one pipeline; their replies, waited for like ``write``."""
+        cluster = is_cluster(redis)
         with redis.pipeline(transaction=False) as pipe:
             send(pipe)
-            if self.enabled:
+            if self.enabled and not cluster:
                 self._fence(pipe)
             replies = pipe.execute()
         if not self.enabled:
+            return replies
+        if cluster:
+            self._check(self._fence_on_node(redis))
             return replies
         self._check(replies[-1])
         return replies[:-2]
@@ -85,10 +95,20 @@ class Durability:
         """Wait until everything written so far is replicated (after a write that found its work done)."""
         if not self.enabled:
             return
+        if is_cluster(redis):
+            self._check(self._fence_on_node(redis))
+            return
         with redis.pipeline(transaction=False) as pipe:
             self._fence(pipe)
             replies = pipe.execute()
         self._check(replies[-1])
+
+    def _fence_on_node(self, redis: Redis) -> Any:
+        """On a cluster: the fence and WAIT on one connection to the primary of the fence's slot,
+        which is the slot of every key the write touched (the cluster layout tags them alike)."""
+        with cluster_node_client(redis, self.fence_key).pipeline(transaction=False) as pipe:
+            self._fence(pipe)
+            return pipe.execute()[-1]
 
     def _fence(self, pipe: Pipeline) -> None:
         pipe.set(self.fence_key, "1")

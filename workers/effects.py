@@ -16,7 +16,9 @@ command needs, every counter an integer that stays below 2**53). An attempt whos
 cannot be applied is dead-lettered, with the reason, and nothing of it is written.
 
 Only the commands below are allowed, at most ``MAX_EFFECTS`` per attempt; keys the runtime
-keeps for itself (``rq:...``, chumon's liveness, signal and idempotency keys) are refused.
+keeps for itself (``rq:...``, chumon's liveness, signal and idempotency keys) are refused. On
+Redis Cluster an effect's key must be in its queue's slot (``balances:{accounts}`` for a job of
+queue ``accounts``): the completion and its effects are one script, which stays in one slot.
 Effects are not read back while the handler runs: it sees Redis as it was.
 """
 
@@ -84,7 +86,8 @@ def _seconds(seconds: int) -> str:
 class Effects:
     """The Redis writes of one attempt, applied with its completion (see the module docstring)."""
 
-    def __init__(self, owned: Callable[[str], bool] = lambda key: False) -> None:
+    def __init__(self, owned: Callable[[str], bool | str] = lambda key: False) -> None:
+        """``owned(key)``: whether ``key`` is refused (True: the runtime's own; a string: why)."""
         self._owned = owned
         self.commands: list[list[str]] = []
 
@@ -95,8 +98,13 @@ class Effects:
         if len(self.commands) >= MAX_EFFECTS:
             raise EffectError(f"at most {MAX_EFFECTS} effects per attempt")
         key = _key(key)
-        if self._owned(key):
-            raise EffectError(f"{key!r} is one of the runtime's own keys; a job's effects may not write it")
+        refused = self._owned(key)
+        if refused:
+            raise EffectError(
+                refused
+                if isinstance(refused, str)
+                else f"{key!r} is one of the runtime's own keys; a job's effects may not write it"
+            )
         self.commands.append([command, key, *args])
 
     # strings and counters

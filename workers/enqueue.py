@@ -35,7 +35,8 @@ from workers.codec import describe, encode_data, megabytes, shown, size_over, te
 from workers.durability import Durability
 from workers.errors import PayloadTooLarge, RuntimeFault
 from workers.jobtypes import JobType
-from workers.keys import Keys
+from workers.keys import tag_of
+from workers.layout import Family, Layout
 from workers.options import EnqueueOptions, check_job_id
 from workers.scripts import Scripts, dumps
 from workers.settings import RuntimeSettings
@@ -67,12 +68,17 @@ class Enqueuer:
         settings: RuntimeSettings,
         *,
         scripts: Scripts | None = None,
+        layout: Layout | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.scripts = scripts or Scripts(redis, self.keys.lua_keyspace)
-        self.durability = Durability(settings.redis, self.keys.replication_fence)
+        self.layout = layout or Layout(redis, settings, scripts=scripts)
+        # on one Redis, the one family of keys; on a cluster, each queue's tag has its own and
+        # these name the untagged ones (use self.layout.family(queue))
+        base = self.layout.single
+        self.keys = base.keys if base else self.layout.base
+        self.scripts = base.scripts if base else (scripts or Scripts(redis, self.keys.lua_keyspace))
+        self.durability = base.durability if base else Durability(settings.redis, self.keys.replication_fence)
 
     def enqueue(
         self,
@@ -109,7 +115,28 @@ class Enqueuer:
         """
         if not specs:
             return []
+        if self.layout.cluster:
+            return self._submit_per_tag(specs, pipeline)
+        return self._submit(specs, pipeline, self.layout.family(specs[0]["queue"]))
+
+    def _submit_per_tag(self, specs: list[dict[str, Any]], pipeline: Pipeline | None) -> list[str]:
+        """On a cluster: each queue tag's jobs in calls of their own, in the order given (atomic
+        per tag and chunk; a caller's transaction must keep to one tag, as the cluster's do)."""
+        self.layout.index([spec["queue"] for spec in specs])
+        groups: dict[str, list[int]] = {}
+        for n, spec in enumerate(specs):
+            groups.setdefault(tag_of(spec["queue"]), []).append(n)
+        ids: list[str] = [""] * len(specs)
+        for positions in groups.values():
+            group = [specs[n] for n in positions]
+            got = self._submit(group, pipeline, self.layout.family(group[0]["queue"]))
+            for n, job_id in zip(positions, got, strict=False):
+                ids[n] = job_id
+        return [] if pipeline is not None else ids
+
+    def _submit(self, specs: list[dict[str, Any]], pipeline: Pipeline | None, family: Family) -> list[str]:
         chunks = _chunks(specs)
+        scripts, keys = family.scripts, family.keys
         if pipeline is not None:
             if len(specs) > MAX_ATOMIC:
                 raise ValueError(
@@ -117,20 +144,20 @@ class Enqueuer:
                     "a longer transaction would hold Redis for everyone"
                 )
             for chunk in chunks:
-                self.scripts.run("enqueue", {"jobs": chunk}, client=pipeline, keys=self.chunk_keys(chunk))
+                scripts.run("enqueue", {"jobs": chunk}, client=pipeline, keys=keys.enqueue_batch_keys(chunk))
             return []
         if len(chunks) == 1:
-            plan, keys = {"jobs": chunks[0]}, self.chunk_keys(chunks[0])
+            plan, declared = {"jobs": chunks[0]}, keys.enqueue_batch_keys(chunks[0])
             replies = [
-                self.durability.write(
-                    self.redis, lambda client: self.scripts.run("enqueue", plan, client, keys)
+                family.durability.write(
+                    self.redis, lambda client: scripts.run("enqueue", plan, client, declared)
                 )
             ]
         else:
-            replies = self.durability.write_all(
+            replies = family.durability.write_all(
                 self.redis,
                 lambda pipe: [
-                    self.scripts.run("enqueue", {"jobs": chunk}, client=pipe, keys=self.chunk_keys(chunk))
+                    scripts.run("enqueue", {"jobs": chunk}, client=pipe, keys=keys.enqueue_batch_keys(chunk))
                     for chunk in chunks
                 ],
             )
@@ -149,7 +176,7 @@ class Enqueuer:
 
     def chunk_keys(self, chunk: list[dict[str, Any]]) -> list[str]:
         """Every key the enqueue script may touch for ``chunk``, declared in its KEYS."""
-        return self.keys.enqueue_batch_keys(chunk)
+        return self.layout.keys(chunk[0]["queue"]).enqueue_batch_keys(chunk)
 
     def spec(
         self,

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from redis import Redis
 
 from workers.codec import BadJob, decode_data, encode_result, megabytes, readable
+from workers.connection import is_cluster
 from workers.effects import Effects
 from workers.enqueue import Enqueuer
 from workers.errors import Cancelled, Permanent, RateLimited, Retryable
@@ -208,7 +209,7 @@ class Executor:
         policy_of: Callable[[Claimed, JobType[Any] | None], RetryPolicy],
         log: logging.Logger,
         on_start: Callable[[Claimed, JobType[Any], dict[str, Any]], None] | None = None,
-        owned: Callable[[str], bool] = lambda key: False,
+        owned: Callable[[str], bool | str] = lambda key: False,
         isolation: Isolation | None = None,
         reporter: Callable[[Redis, Claimed], Reporter] | None = None,
         max_result: int = MAX_RESULT,
@@ -229,6 +230,8 @@ class Executor:
         """This thread's own client, holding one connection: no contended pool lock per command."""
         client: Redis | None = getattr(self._local, "client", None)
         if client is None:
+            if is_cluster(self.redis):  # a cluster client: thread-safe, one pool per node
+                return self.redis
             client = Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
             self._local.client = client
         return client

@@ -42,7 +42,7 @@ from redis.exceptions import ResponseError
 
 from workers.codec import BadJob, decode_data, decode_meta, decode_result, readable
 from workers.enqueue import NO_OPTIONS, Enqueuer, new_job_id
-from workers.errors import RuntimeFault
+from workers.errors import RuntimeFault, ServerUnsupported
 from workers.jobtypes import JobType
 from workers.keys import Keys
 from workers.options import EnqueueOptions
@@ -106,6 +106,8 @@ class FlowProducer:
         self.enqueuer = enqueuer or Enqueuer(redis, settings)
         self.redis = redis
         self.keys = self.enqueuer.keys
+        if self.enqueuer.layout.cluster:  # a flow's parents and children span queues, so slots
+            raise ServerUnsupported("flows do not run on Redis Cluster yet: use one primary (with Sentinel)")
 
     def add(self, flow: FlowJob, *, flow_id: str | None = None) -> Flow:
         """Create the flow in one script call; validates every payload and option first."""

@@ -10,6 +10,14 @@ Two families:
 
 Lua scripts never spell a key: they receive the prefixes below (``Keys.lua_keyspace``) and
 append ids to them, so the shapes live in this one module.
+
+**The cluster layout** (a ``redis+cluster://`` URL, docs/operations.md "Redis Cluster"): every
+runtime key of a queue carries the queue's hash tag right after its first part (``rq:{emails}:job:<id>``,
+``chumon:{emails}:signal:emails``), so a queue's jobs, registries, dead letters, signal stream,
+idempotency keys and its workers' records all live in one slot and every script stays in one
+slot. ``Keys(prefix, tag=...)`` builds that family; ``tag_of`` says which tag a queue has (a
+dead-letter queue has its origin's). Only ``Keys.queue_index`` is outside every tag: the list of
+tags, written with plain commands.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
+
+from redis.crc import key_slot
 
 DLQ_SUFFIX = ".dlq"
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -47,6 +57,21 @@ def origin_of_dead_letter_queue(name: str) -> str:
     return name[: -len(DLQ_SUFFIX)]
 
 
+def tag_of(queue: str) -> str:
+    """The hash tag of ``queue``'s keys in the cluster layout: its own name, its origin's for a
+    dead-letter queue (dead letters stay in their queue's slot)."""
+    return origin_of_dead_letter_queue(queue) if is_dead_letter_queue(queue) else queue
+
+
+RELAY_SUFFIX = "~relay"
+
+
+def relay_queue(queue: str) -> str:
+    """The cluster layout's relay of ``queue``'s tag: a list in that slot holding jobs bound for a
+    queue in another slot (a dead-letter hook's), until workers/relay.py moves them there."""
+    return tag_of(queue) + RELAY_SUFFIX
+
+
 def raw_key(build: Callable[[str], str], raw: bytes) -> bytes:
     """The key ``build`` makes for an id read from Redis as bytes, kept as bytes: an id that is not
     UTF-8 (hand-written garbage) still names its own key, as a script would build it."""
@@ -73,9 +98,21 @@ class Keys:
     RQ_WORKERS = "rq:workers"
     RQ_WORKERS_BY_QUEUE = "rq:workers:"
 
-    def __init__(self, prefix: str = "chumon") -> None:
+    def __init__(self, prefix: str = "chumon", tag: str | None = None) -> None:
         self.prefix = prefix
+        self.tag = tag
         self._p = prefix + ":"
+        if tag is not None:  # the cluster layout: every key in the slot of ``{tag}``
+            check_queue_name(tag)
+            self._p = f"{prefix}:{{{tag}}}:"
+            for name, value in vars(Keys).items():
+                if name.startswith("RQ_"):
+                    setattr(self, name, f"rq:{{{tag}}}:" + value[len("rq:") :])
+
+    @property
+    def queue_index(self) -> str:
+        """Set of every queue's name, outside every tag (the cluster layout's list of queues)."""
+        return self.prefix + ":queue-index"
 
     # -- rq -------------------------------------------------------------------------------
     def job(self, job_id: str) -> str:
@@ -228,7 +265,22 @@ class Keys:
             "fence", "flow:",
             "joblog:", "job-events", "kept:",
         )  # fmt: skip
-        return key.startswith("rq:") or (key.startswith(self._p) and key[len(self._p) :].startswith(own))
+        if key.startswith("rq:") or key.startswith(self.prefix + ":{") or key == self.queue_index:
+            return True  # rq's, and any queue's keys in the cluster layout
+        return key.startswith(self._p) and key[len(self._p) :].startswith(own)
+
+    def effect_refusal(self, key: str) -> bool | str:
+        """Why a job's effect may not write ``key``: True for a key of the runtime's own; in the
+        cluster layout, a sentence for a key outside the tag's slot (the effects are applied in the
+        script that completes the job, which touches one slot); False when it may."""
+        if self.runtime_owned(key):
+            return True
+        if self.tag is not None and key_slot(key.encode()) != key_slot(self.tag.encode()):
+            return (
+                f"{key!r} is not in the slot of queue {self.tag!r}: on Redis Cluster a job's effects "
+                f"stay in its queue's slot; put {{{self.tag}}} in the key (e.g. 'balances:{{{self.tag}}}')"
+            )
+        return False
 
     def enqueue_job_keys(self, job: Mapping[str, Any]) -> list[str]:
         """Every key ``enqueue_job`` (lua/includes/enqueue_job.lua) and the ``flush_touched`` after

@@ -20,6 +20,7 @@ failover replaced (a demoted primary keeps answering XREAD, so nothing else woul
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from redis.exceptions import RedisError
 from redis.sentinel import SentinelConnectionPool
 
 from workers.codec import text
+from workers.connection import cluster_node_client, is_cluster
 from workers.keys import Keys
 
 
@@ -61,7 +63,7 @@ class Listener(threading.Thread):
             while not self.stopped.is_set():
                 try:
                     if conn is None:
-                        pool = self.connect().connection_pool
+                        pool = self._pool()
                         conn = pool.get_connection()
                     elif isinstance(pool, SentinelConnectionPool):  # see the module's docstring
                         pool.release(conn)
@@ -71,6 +73,9 @@ class Listener(threading.Thread):
                 except (RedisError, OSError, ValueError) as exc:  # ValueError: socket closed under us
                     if conn is not None:
                         conn.disconnect()
+                        if pool is not None:
+                            pool.release(conn)
+                        conn = None  # on a cluster, the slot may have moved: look it up again
                     if self.stopped.is_set():
                         return
                     self.log.warning("listener: %s; retrying", exc)
@@ -93,6 +98,17 @@ class Listener(threading.Thread):
         finally:
             if pool is not None and conn is not None:
                 pool.release(conn)
+
+    def _pool(self) -> Any:
+        """The pool to read from: the client's own; on a cluster, that of the primary now serving
+        the signals' slot (one worker's queues share one tag, workers/keys.py)."""
+        client = self.connect()
+        if not is_cluster(client):
+            return client.connection_pool
+        cluster: Any = client
+        with contextlib.suppress(RedisError, OSError):
+            cluster.nodes_manager.initialize()  # after a failover, learn who serves the slot now
+        return cluster_node_client(cluster, next(iter(self.streams))).connection_pool
 
     def _read(self, conn: Any) -> Any:
         """XREAD COUNT 1 BLOCK ms STREAMS ... on ``conn``: the raw reply (RESP2 list or RESP3 map)."""

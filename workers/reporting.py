@@ -19,7 +19,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from workers.keys import Keys
+from workers.connection import is_cluster
+from workers.keys import Keys, tag_of
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -90,7 +91,7 @@ class Reporter:
             ttl=settings.dlq_retention,  # until settling gives the log its job's own expiry
             events=settings.events_cap,
         )
-        keys = Keys(settings.key_prefix)
+        keys = Keys(settings.key_prefix, tag_of(self._queue) if is_cluster(self._client) else None)
         declared = [keys.job(self._job_id), keys.job_logs(self._job_id), keys.events]
         return bool(self._scripts.run("report", plan, client=self._client, keys=declared))
 

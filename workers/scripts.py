@@ -39,6 +39,8 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoPermissionError, NoScriptError, ResponseError, TimeoutError
 
+from workers.connection import is_cluster
+
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 _K_FIELD = re.compile(r"\bK\.([A-Za-z_][A-Za-z0-9_]*)")
 _K_OTHERWISE = re.compile(r"\bK\s*\[|[=(,]\s*K\s*[,)\n]|\bK\s*$", re.MULTILINE)
@@ -163,11 +165,14 @@ class Scripts:
         names: tuple[str, ...] | None = None,
     ) -> None:
         names = names or self.NAMES
+        self.keyspace = keyspace
         self._redis = redis
         self._scripts: dict[str, Script] = {n: redis.register_script(source(n, package)) for n in names}
         self._keyspaces = {n: keyspace_for(source(n, package), keyspace) for n in names}
-        self._direct = _plain_pool(redis)
-        self._library = library(package, names) if functions else None
+        self._cluster = is_cluster(redis)
+        self._direct = not self._cluster and _plain_pool(redis)
+        self._library = library(package, names) if functions and not self._cluster else None
+        self._loaded = False  # on a cluster: every script loaded on every primary (for pipelines)
 
     @property
     def uses_functions(self) -> bool:
@@ -182,7 +187,32 @@ class Scripts:
         script, args = self._scripts[name], (self._keyspaces[name], dumps(plan))
         if self._direct and (client is None or client is self._redis):
             return self._call(name, script, keys, args)
+        if self._cluster:
+            return self._cluster_call(script, keys, args, client)
         return script(keys=list(keys), args=list(args), client=client)
+
+    def _cluster_call(
+        self, script: Script, keys: Sequence[str | bytes], args: tuple[str, str], client: Any
+    ) -> Any:
+        """EVALSHA through the cluster client, which sends it to the primary of the keys' slot
+        (redis-py refuses a pipelined ``evalsha`` on a cluster, not the raw command); a node that
+        does not know the script (a fresh or promoted primary) gets every script loaded."""
+        target: Any = self._redis if client is None else client
+        if target is not self._redis and not self._loaded:  # a pipeline cannot load on NOSCRIPT
+            self._load_everywhere()
+        try:
+            return target.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            if target is not self._redis:
+                self._loaded = False
+                raise
+            self._load_everywhere()
+            return target.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+    def _load_everywhere(self) -> None:
+        for script in self._scripts.values():
+            self._redis.script_load(script.script)  # RedisCluster: on every primary
+        self._loaded = True
 
     def _call(self, name: str, script: Script, keys: Sequence[str | bytes], args: tuple[str, str]) -> Any:
         """FCALL, or EVALSHA, on a pooled connection (see the module's docstring)."""

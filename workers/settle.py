@@ -25,6 +25,7 @@ from workers.codec import (
 from workers.enqueue import NO_OPTIONS, Enqueuer
 from workers.execution import UNREADABLE, Claimed, Outcome
 from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
+from workers.keys import relay_queue, tag_of
 from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, clamp_delay, decide
 from workers.scripts import dumps
 from workers.settings import RuntimeSettings
@@ -74,6 +75,7 @@ class Settler:
         self.enqueuer = enqueuer
         self.worker_name = worker_name
         self.rand = rand
+        self.relay = True if enqueuer.layout.cluster else None  # hooks across slots go by relay
 
     def policy_of(self, claimed: Claimed, job_type: JobType[Any] | None) -> RetryPolicy:
         """The job's own override, else its type's policy, else the default."""
@@ -272,4 +274,9 @@ class Settler:
         )
         # the notice is bounded by construction (a payload within the limit, 20 failures of at most
         # 1,000 characters each): it is not refused for being a little over the payload limit
-        return self.enqueuer.spec(hook, notice, NO_OPTIONS, sized=False)
+        spec = self.enqueuer.spec(hook, notice, NO_OPTIONS, sized=False)
+        if self.relay is not None and tag_of(spec["queue"]) != tag_of(outcome.claimed.queue):
+            # on Redis Cluster the hook's queue is in another slot: the step puts the job in this
+            # queue's relay, and workers/relay.py moves it on (exactly once)
+            spec["queue"] = relay_queue(outcome.claimed.queue)
+        return spec

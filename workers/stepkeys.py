@@ -31,6 +31,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from workers.codec import raw_bytes, readable
+from workers.connection import is_cluster
 from workers.execution import Claimed
 from workers.keys import Keys, dead_letter_queue, raw_key
 from workers.readkeys import Key, dead_letter_head_keys, flow_keys, kept_keys, parent_keys
@@ -58,7 +59,9 @@ class StepKeys:
         self.worker = worker
         self.queues = list(queues)
         self.type_limits = type_limits
-        self.sort = True  # False once the server refuses SORT's GET patterns
+        # False once the server refuses SORT's GET patterns; on a cluster, never tried (Redis 6.2's
+        # cluster refuses GET patterns, 7's takes them only for a pattern in the list's slot)
+        self.sort = not is_cluster(redis)
         self.extra = WINDOW_MIN  # grows when a claim met ids it was not told of
         self._gets = ["#", keys.RQ_JOB + "*->effect_key"]
         fixed: dict[Key, None] = dict.fromkeys(

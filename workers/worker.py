@@ -60,8 +60,9 @@ from workers.execution import Claimed, Executor, Outcome
 from workers.isolation import ChildPool
 from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
-from workers.keys import Keys, check_queue_name, is_dead_letter_queue
+from workers.keys import check_queue_name, is_dead_letter_queue, tag_of
 from workers.lanes import Lanes
+from workers.layout import Layout
 from workers.listener import Listener
 from workers.maintenance import INTERVAL as MAINTENANCE_INTERVAL
 from workers.maintenance import Maintenance
@@ -69,9 +70,9 @@ from workers.metrics import RuntimeMetrics, process_metrics
 from workers.policy import RandomSource
 from workers.presence import Heartbeat, Presence, Snapshot
 from workers.recovery import Reaper
+from workers.relay import Relay
 from workers.reporting import Reporter
 from workers.runner import Runners
-from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 from workers.settle import Plan, Settler, settle_ctx
 from workers.stepkeys import StepKeys
@@ -136,7 +137,6 @@ class Worker:
         self.redis = redis
         self.registry = registry
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
         wanted = list(queues or registry.queues())
         dead = [q for q in wanted if is_dead_letter_queue(q)]
         if dead:
@@ -144,6 +144,14 @@ class Worker:
         self.queues = [check_queue_name(q) for q in wanted]
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
+        self.layout = Layout(redis, settings)
+        family = self.layout.family(self.queues[0])
+        if self.layout.cluster and len({tag_of(q) for q in self.queues}) > 1:
+            raise ValueError(
+                f"on Redis Cluster one worker serves one queue ({', '.join(self.queues)} given): "
+                "each queue's keys live in a slot of their own (`chumon worker` runs one per queue)"
+            )
+        self.keys = family.keys
         if concurrency is not None and not 1 <= concurrency <= 1024:
             raise ValueError(f"concurrency must be from 1 to 1024, not {concurrency}")
         self.concurrency = concurrency or settings.worker_concurrency
@@ -156,8 +164,8 @@ class Worker:
         self._local_clock = clock
         self._offset: float | None = None  # the server's clock minus ours (see _note_server_time)
 
-        self.scripts = Scripts(redis, self.keys.lua_keyspace)
-        self.enqueuer = Enqueuer(redis, settings, scripts=self.scripts)
+        self.scripts = family.scripts
+        self.enqueuer = Enqueuer(redis, settings, layout=self.layout)
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
         self.metrics = metrics or process_metrics()
         self.joblog = JobLog()
@@ -165,7 +173,7 @@ class Worker:
         pool = ChildPool(settings, self.concurrency) if any(t.isolated for t in served) else None
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
-            on_start=self._started, owned=self.keys.runtime_owned, isolation=pool,
+            on_start=self._started, owned=self.keys.effect_refusal, isolation=pool,
             reporter=self._reporter, max_result=settings.max_result_bytes,
         )  # fmt: skip
         self.inbox: SimpleQueue[Any] = SimpleQueue()
@@ -186,7 +194,7 @@ class Worker:
             redis, self.scripts, self.keys, self.settler, settings, self.name, self.log,
             metrics=self.metrics, joblog=self.joblog, queues=self.queues,
         )  # fmt: skip
-        self.dead_letters = DeadLetters(redis, settings, scripts=self.scripts)
+        self.dead_letters = DeadLetters(redis, settings, layout=self.layout)
         self.maintenance = Maintenance(
             redis,
             self.keys,
@@ -196,6 +204,12 @@ class Worker:
             kept=registry.kept(),
             scripts=self.scripts,
         )
+
+        # on Redis Cluster: dead-letter hook jobs bound for another slot wait in this queue's relay
+        self.relay = (
+            Relay(redis, self.keys, self.enqueuer, self.queues[0], self.log) if self.layout.cluster else None
+        )
+        self._relay_due = self.relay is not None
 
         limits = settings.queue_rate_limits
         self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
@@ -218,7 +232,7 @@ class Worker:
         self._reconcile = False
         self._reregister = False
         self._woken = False
-        self._timers = {"recovery": 0.0, "maintenance": 0.0}
+        self._timers = {"recovery": 0.0, "maintenance": 0.0, "relay": 0.0}
         self._backoff = 0.0
         self._trouble: str | None = None
         self._problems_logged: dict[tuple[str, str], float] = {}
@@ -454,6 +468,10 @@ class Worker:
             self._owned[claimed.execution] = claimed
             self.runners.submit(claimed)
         self._seq += len(jobs)
+        if self.relay is not None and any(
+            item[7] and item[7]["queue"] == self.relay.name for item in plan.failed
+        ):
+            self._relay_due = True
         if want == 0 and any(item[7] for item in plan.failed):
             # a dead letter's hook job went to its queue in this call, which claimed nothing: look
             # again (a burst worker would otherwise stop before the listener tells it)
@@ -596,6 +614,10 @@ class Worker:
             timers["recovery"] = now + self.settings.recovery_interval
             self._task("reconciling its runs", self._reconcile_runs)
             self._task("recovering dead workers' runs", lambda: self._count("recovered", self.reaper.run()))
+        if self.relay is not None and (self._relay_due or now >= timers["relay"]):
+            timers["relay"] = now + self.settings.recovery_interval
+            self._relay_due = False
+            self._task("relaying hook jobs to their queues", self.relay.run)
         if now >= timers["maintenance"]:
             timers["maintenance"] = now + MAINTENANCE_INTERVAL
             self._task("housekeeping", lambda: self.maintenance.run(now))

@@ -1,0 +1,71 @@
+"""Several workers in one process: on Redis Cluster, a worker process serving several queues runs
+one ``Worker`` per queue (each queue's keys live in a slot of their own, workers/keys.py), each
+with its own threads, all stopped together by the process's SIGTERM or SIGINT (a second one:
+stop without draining, as for one worker)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from workers.worker import Worker
+
+
+class Crew:
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        if not workers:
+            raise ValueError("a crew needs at least one worker")
+        self.workers = list(workers)
+        self._signalled = 0
+
+    def stop(self, *, hard: bool = False) -> None:
+        for worker in self.workers:
+            worker.stop(hard=hard)
+
+    def run(self, *, burst: bool = False) -> Counter[str]:
+        """Run every worker until stopped (or, with ``burst``, until each found its queue empty)."""
+        stats: Counter[str] = Counter()
+        errors: list[BaseException] = []
+
+        def serve(worker: Worker) -> None:
+            try:
+                stats.update(worker.run(burst=burst))
+            except BaseException as exc:  # reported by run() below, after the others stopped
+                errors.append(exc)
+                self.stop()
+
+        restore = self._install_signals()
+        threads = [
+            threading.Thread(target=serve, args=(w,), name=f"chumon-worker-{w.queues[0]}")
+            for w in self.workers
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # wakes for signals
+        finally:
+            restore()
+        if errors:
+            raise errors[0]
+        return stats
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signalled += 1
+            self.stop(hard=self._signalled > 1)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
