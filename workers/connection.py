@@ -142,7 +142,13 @@ def _cluster_client(url: str, kwargs: dict[str, Any]) -> Redis:
             kwargs["username"] = unquote(user)
     if scheme.startswith("rediss"):
         kwargs = {**kwargs, "ssl": True}
-    client: Redis = RedisCluster(startup_nodes=nodes, max_connections=MAX_CONNECTIONS, **kwargs)  # type: ignore[assignment]
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
+
+    try:  # RedisCluster asks the seed nodes for the slot map at once
+        client: Redis = RedisCluster(startup_nodes=nodes, max_connections=MAX_CONNECTIONS, **kwargs)  # type: ignore[assignment]
+    except RedisClusterException as exc:  # not a RedisError: said as one, as any unreachable server
+        raise RedisConnectionError(f"no seed node of the cluster answered: {exc}") from None
     return client  # typed as Redis: chumon calls only what both clients have (is_cluster tells)
 
 

@@ -1,26 +1,37 @@
-"""A real Redis Cluster of the test's own (tests/clusterproc.py), and what chumon does with it today.
+"""The job runtime on a real Redis Cluster of the test's own (tests/clusterproc.py).
 
-chumon does not run on a cluster yet (docs/operations.md, "Which server"): its scripts span keys
-of many slots. Until it does, every process must refuse one at start, before writing anything,
-whichever node or URL it is given. The fixture itself is checked here too: the cluster forms
-with a replica per primary, and a killed primary's replica takes over with the data it held.
+A ``redis+cluster://`` URL picks the cluster layout (workers/keys.py): each queue's keys carry its
+hash tag, queues spread over the primaries, one worker per queue. What the runtime promises on one
+Redis is checked here from the raw records: every start of every job (``starts:{q}``), every
+effect (``effects:{q}``, applied with the completion), every hook run. The order flow, flows and
+rq's tools do not run on a cluster yet: they refuse it before writing anything.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from chumon import cli
 from chumon.settings import load
 from producer import Producer
-from tests.apps import sample
-from tests.clusterproc import ClusterNodes
-from tests.support import make_settings
-from workers import Worker
+from tests.apps import clustered
+from tests.clusterproc import SLOTS, ClusterNodes
+from tests.support import make_settings, wait_until
+from workers import EnqueueOptions, Worker
+from workers.connection import RedisOptions, connect
+from workers.crew import Crew
+from workers.deadletter import DeadLetters
+from workers.enqueue import Enqueuer
 from workers.errors import ServerUnsupported
+
+TALLY = clustered.registry.get("c.tally")
 
 
 @pytest.fixture(scope="module")
@@ -37,32 +48,124 @@ def _total_keys(cluster: ClusterNodes) -> int:
     return total
 
 
-def test_every_process_refuses_the_cluster_before_writing(
+def spread_queues(prefix: str, primaries: int = 3) -> list[str]:
+    """One queue name per primary: the first names whose slot falls in each primary's range."""
+    per = SLOTS // primaries
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < primaries:
+        name = f"{prefix}{n}"
+        found.setdefault(min(key_slot(name.encode()) // per, primaries - 1), name)
+        n += 1
+    return [found[i] for i in range(primaries)]
+
+
+def _tallies(client: Any, queue: str) -> dict[int, int]:
+    return {int(k): int(v) for k, v in client.hgetall(clustered.effects(queue)).items()}
+
+
+def _starts(client: Any, queue: str) -> list[int]:
+    return [int(entry.split(b":")[0]) for entry in client.lrange(clustered.starts(queue), 0, -1)]
+
+
+def test_the_runtime_drains_queues_on_every_primary_once_each(
+    cluster: ClusterNodes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(cluster.url)
+    redis = connect(cluster.url, settings.redis)
+    queues = spread_queues("drain")
+    assert len({cluster.primary_of(q).port for q in queues}) == 3  # a queue on every primary
+    enqueuer = Enqueuer(redis, settings)
+    per_queue = 60
+    for queue in queues:
+        opts = EnqueueOptions(queue=queue)
+        enqueuer.enqueue_many(TALLY, [{"n": n} for n in range(per_queue)], options=opts)
+        enqueuer.enqueue(TALLY, {"n": 0}, options=opts)  # the same effect key: a duplicate, no run
+    doomed = [
+        enqueuer.enqueue(clustered.doomed, {"n": n}, options=EnqueueOptions(queue=queues[0])) for n in (1, 2)
+    ]
+    stray = enqueuer.enqueue(clustered.stray, {"n": 0}, options=EnqueueOptions(queue=queues[1]))
+
+    workers = [Worker(redis, clustered.registry, settings, queues=[q]) for q in [*queues, "hooks"]]
+    stats = Crew(workers).run(burst=True)
+    # the hooks of the last dead letters may be relayed after the hooks worker's burst ended
+    Worker(redis, clustered.registry, settings, queues=["hooks"]).run(burst=True)
+
+    for queue in queues:
+        assert _tallies(redis, queue) == dict.fromkeys(range(per_queue), 1)  # each effect once
+        assert sorted(_starts(redis, queue)) == list(range(per_queue))  # and each job ran once
+    assert stats["done"] == 3 * per_queue
+    dead = DeadLetters(redis, settings)
+    assert sorted(dead.ids(queues[0])) == sorted(doomed)
+    assert dead.ids(queues[1]) == [stray]
+    refused = dead.show(stray)
+    assert refused is not None and "not in the slot of queue" in (refused.last_error or "")
+    assert redis.get("stray-counter") is None  # the refused effect wrote nothing
+    assert sorted(x.decode() for x in redis.lrange(clustered.HOOKS_SEEN, 0, -1)) == sorted([*doomed, stray])
+    for server in cluster.alive():  # every primary holds queue keys
+        with server.client() as client:
+            if client.info("replication")["role"] == "master":
+                assert client.dbsize() > 0
+
+    monkeypatch.setenv("REDIS_URL", cluster.url)
+    load.cache_clear()
+    try:
+        capsys.readouterr()
+        assert cli.main(["queues", "--json"]) == 0
+        rows = {row["queue"]: row for row in json.loads(capsys.readouterr().out)}
+        for queue in queues:
+            assert rows[queue]["queued"] == 0 and rows[queue]["started"] == 0
+        assert rows[queues[0] + ".dlq"]["queued"] == 2
+        assert cli.main(["dlq", "requeue", doomed[0]]) == 0
+        assert dead.ids(queues[0]) == [doomed[1]]
+        assert redis.llen(f"rq:{{{queues[0]}}}:queue:{queues[0]}") == 1  # back on its own queue
+        capsys.readouterr()
+        assert cli.main(["job", "show", "--json", stray]) == 0  # found by id alone, in its slot
+        assert json.loads(capsys.readouterr().out)["queue"] == queues[1]
+    finally:
+        load.cache_clear()
+    redis.close()
+
+
+def test_the_order_flow_and_plain_urls_refuse_the_cluster_before_writing(
     cluster: ClusterNodes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = _total_keys(cluster)
-    for url in (cluster.url, cluster.servers[0].url):
+    node = cluster.servers[0]
+    for url in (cluster.url, node.url):
         monkeypatch.setenv("REDIS_URL", url)
         load.cache_clear()
         try:
-            assert cli.main(["queues"]) == 2
             place = ["order", "place", "--customer-email", "ada@example.com", "--customer-name", "Ada"]
             assert cli.main([*place, "--item", "TEA:1", "--ship-to", "12 Analytical Lane"]) == 2
+            assert cli.main(["stock", "set", "TEA", "5"]) == 2
         finally:
             load.cache_clear()
-    node = cluster.servers[0]
-    with pytest.raises(ServerUnsupported, match="Redis Cluster node"):
-        Worker(node.client(), sample.registry, make_settings(node.url)).run(burst=True)
-    monkeypatch.setenv("REDIS_URL", node.url)
-    with pytest.raises(ServerUnsupported, match="Redis Cluster node"):
-        Producer.connect()
+    with pytest.raises(ServerUnsupported, match="use a redis\\+cluster://"):
+        Worker(node.client(), clustered.registry, make_settings(node.url)).run(burst=True)
+    monkeypatch.setenv("REDIS_URL", cluster.url)
+    load.cache_clear()
+    try:
+        producer = Producer.connect()
+        with pytest.raises(ServerUnsupported, match="order flow"):
+            producer.orders  # noqa: B018
+    finally:
+        load.cache_clear()
     assert _total_keys(cluster) == before  # nothing written, on any node
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert any("Redis Cluster is not supported yet" in line for line in err), err
+    assert len(err) == 4 and all("Redis Cluster" in line for line in err), err
+
+
+def test_one_worker_per_queue_of_its_own_slot(cluster: ClusterNodes) -> None:
+    settings = make_settings(cluster.url)
+    redis = connect(cluster.url, settings.redis)
+    with pytest.raises(ValueError, match="one worker serves one queue"):
+        Worker(redis, clustered.registry, settings, queues=spread_queues("pair", 2))
+    redis.close()
 
 
 def test_a_killed_primary_is_replaced_by_its_replica_with_its_data(cluster: ClusterNodes) -> None:
-    client = RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
+    client = RedisCluster(host="127.0.0.1", port=cluster.alive()[0].port)
     keys = [f"fixture:{n}" for n in range(300)]
     for n, key in enumerate(keys):
         client.set(key, n)
@@ -78,3 +181,52 @@ def test_a_killed_primary_is_replaced_by_its_replica_with_its_data(cluster: Clus
     assert [after.get(key) for key in keys] == [str(n).encode() for n in range(len(keys))]
     client.close()
     after.close()
+
+
+def test_a_primary_killed_mid_run_loses_no_job_and_doubles_no_effect() -> None:
+    with ClusterNodes(primaries=3, replicas=1) as cluster:
+        settings = make_settings(cluster.url, redis=RedisOptions(replicas_ack=1, replicas_timeout_ms=2000))
+        redis = connect(cluster.url, settings.redis)
+        queues = spread_queues("fail")
+        enqueuer = Enqueuer(redis, settings)
+        per_queue = 120
+        for queue in queues:  # acknowledged once a replica holds them (WAIT): a failover keeps them
+            enqueuer.enqueue_many(TALLY, [{"n": n, "ms": 25} for n in range(per_queue)],
+                                  options=EnqueueOptions(queue=queue))  # fmt: skip
+        crew = Crew([Worker(redis, clustered.registry, settings, queues=[q], concurrency=2) for q in queues])
+        runner = threading.Thread(target=crew.run, name="crew")
+        runner.start()
+        try:
+            victim_queue = queues[0]
+            victim = cluster.primary_of(victim_queue)
+            wait_until(lambda: len(_tallies(redis, victim_queue)) >= 10, timeout=30, message="work under way")
+            done_before = len(_tallies(redis, victim_queue))
+            cluster.kill(victim)
+            assert done_before <= per_queue - 20  # killed mid-run: most of its queue still to do
+            cluster.wait_for(lambda: cluster.serving(victim_queue) not in (None, victim), "the promotion")
+
+            def all_done() -> bool:
+                try:
+                    return all(len(_tallies(redis, q)) == per_queue for q in queues)
+                except Exception:  # the cluster client during the failover
+                    return False
+
+            wait_until(all_done, timeout=90, message="every job's effect")
+            for queue in queues:
+                tallies = _tallies(redis, queue)
+                assert tallies == dict.fromkeys(range(per_queue), 1), {
+                    n: c for n, c in tallies.items() if c != 1
+                }
+                assert set(_starts(redis, queue)) == set(range(per_queue))  # retries may start twice
+
+            def idle(q: str) -> bool:
+                return redis.zcard(f"rq:{{{q}}}:wip:{q}") == 0 and redis.llen(f"rq:{{{q}}}:queue:{q}") == 0
+
+            wait_until(
+                lambda: all(idle(q) for q in queues), timeout=30, message="nothing left queued or running"
+            )
+        finally:
+            crew.stop()
+            runner.join(30)
+            redis.close()
+        assert not runner.is_alive()

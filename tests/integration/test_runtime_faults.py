@@ -428,8 +428,11 @@ def test_a_queue_index_of_another_type_lists_no_queue_and_fails_nothing(
 def test_a_cluster_node_or_url_is_refused_before_anything_is_written(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A Redis Cluster node would take a script's first write and refuse the next (MOVED,
-    CROSSSLOT): the worker, the command line and the producer refuse it at start, in one line."""
+    """A Redis Cluster node reached with a plain URL would take a script's first write and refuse
+    the next (MOVED, CROSSSLOT): the worker, the command line and the producer refuse it at start,
+    in one line that names the cluster URL to use. A cluster URL whose nodes do not answer is a
+    Redis error (exit 3), not a traceback."""
+    from chumon.devredis import free_port
     from chumon.settings import load
     from producer import Producer
     from tests.redisproc import RedisServer
@@ -449,14 +452,16 @@ def test_a_cluster_node_or_url_is_refused_before_anything_is_written(
                 Worker(client, sample.registry, make_settings(node.url)).run(burst=True)
             with pytest.raises(ServerUnsupported, match="Redis Cluster node"):
                 Producer.connect()
-            monkeypatch.setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+            monkeypatch.setenv("REDIS_URL", f"redis+cluster://127.0.0.1:{free_port()}")
             load.cache_clear()
-            assert chumon(["queues"]) == 2
+            assert chumon(["queues"]) == 3  # a cluster URL whose seed nodes do not answer
         finally:
             load.cache_clear()
         assert client.dbsize() == 0  # nothing written
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("Redis Cluster is not supported yet" in line for line in err), err
+    assert len(err) == 2, err
+    assert "Redis Cluster node: use a redis+cluster://" in err[0], err
+    assert "no seed node of the cluster answered" in err[1], err
 
 
 @pytest.mark.parametrize(
