@@ -22,7 +22,7 @@ from redis import Redis
 
 from workers.connection import is_cluster
 from workers.control import Control
-from workers.crew import Crew
+from workers.crew import Crew, served_queues
 from workers.deadletter import DeadLetters
 from workers.errors import ServerUnsupported
 from workers.events import JobEvent, JobEvents, check_stream_id
@@ -209,8 +209,8 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     registry = ctx.registry(args.app)
     redis = ctx.redis()
     queues = list(args.queues or registry.queues())
-    # on Redis Cluster, one worker per queue's tag, in this one process (workers/crew.py)
-    groups = [[q] for q in dict.fromkeys(queues)] if is_cluster(redis) and len(queues) > 1 else [queues]
+    # on Redis Cluster, one worker per queue (and sub-queue), in this one process (workers/crew.py)
+    groups = served_queues(queues, ctx.settings.queue_split, is_cluster(redis))
     try:
         workers = [
             Worker(
@@ -220,7 +220,9 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
                 queues=group,
                 concurrency=args.concurrency,
                 async_concurrency=args.async_concurrency,
-                name=f"{args.name}.{group[0]}" if args.name and len(groups) > 1 else args.name,
+                name=f"{args.name}.{group[0].replace('#', '-')}"
+                if args.name and len(groups) > 1
+                else args.name,
             )
             for group in groups
         ]
@@ -232,6 +234,11 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         Crew(workers).run(burst=args.burst)
     return Exit.OK
+
+
+def _member_name(name: str | None, queue: str) -> str | None:
+    """A crew member's worker name: the one given, followed by its queue."""
+    return f"{name}.{queue.replace('#', '-')}" if name else None
 
 
 def cmd_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -278,7 +285,7 @@ class NotFound(LookupError):
 
 
 def _known_queue(dead: DeadLetters, queue: str | None) -> None:
-    if queue is not None and queue not in dead.origins():
+    if queue is not None and not set(dead.matching(queue)) & set(dead.origins()):
         raise NotFound(f"queue {queue!r} has no dead letters (see `chumon queues`)")
 
 

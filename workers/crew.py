@@ -8,10 +8,20 @@ from __future__ import annotations
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
+from workers.keys import sub_queues
 from workers.worker import Worker
+
+
+def served_queues(queues: Sequence[str], split: Mapping[str, int], cluster: bool) -> list[list[str]]:
+    """The queue groups of a worker process's workers: all in one on one Redis; on a cluster, one
+    per queue and sub-queue (``CHUMON_QUEUE_SPLIT``: every sub-queue of a split queue)."""
+    unique = list(dict.fromkeys(queues))
+    if not cluster:
+        return [unique]
+    return [[sub] for queue in unique for sub in sub_queues(queue, split.get(queue, 1))]
 
 
 class Crew:

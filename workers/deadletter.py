@@ -20,7 +20,14 @@ from redis.exceptions import ResponseError
 
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
-from workers.keys import Keys, dead_letter_queue, is_dead_letter_queue, origin_of_dead_letter_queue, raw_key
+from workers.keys import (
+    Keys,
+    base_queue,
+    dead_letter_queue,
+    is_dead_letter_queue,
+    origin_of_dead_letter_queue,
+    raw_key,
+)
 from workers.layout import Layout
 from workers.queueindex import QueueIndex
 from workers.scripts import Scripts
@@ -53,6 +60,14 @@ class DeadLetters:
             found += QueueIndex(self.redis, keys, log=log).names()
         return sorted({origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name)})
 
+    def matching(self, queue: str | None) -> list[str]:
+        """The origins ``queue`` names: itself, or its sub-queues (a split queue, on a cluster);
+        every origin for None."""
+        origins = self.origins()
+        if queue is None:
+            return origins
+        return [o for o in origins if o == queue or base_queue(o) == queue] or [queue]
+
     def ids(self, queue: str) -> list[str]:
         """The dead letters of ``queue``, oldest first (unreadable ids are skipped)."""
         raw = self.redis.lrange(self.layout.keys(queue).queue(dead_letter_queue(queue)), 0, -1)
@@ -63,7 +78,7 @@ class DeadLetters:
 
     def entries(self, queue: str | None = None) -> list[JobInfo]:
         entries: list[JobInfo] = []
-        for origin in [queue] if queue else self.origins():
+        for origin in self.matching(queue):
             for job_id in self.ids(origin):
                 info = load_job(self.redis, self.layout.keys(origin), job_id)
                 if info is not None:
@@ -79,9 +94,7 @@ class DeadLetters:
     ) -> list[str]:
         """Move dead letters back to their origin queues with a fresh attempt budget."""
         if all_:
-            job_ids = [
-                job_id for origin in ([queue] if queue else self.origins()) for job_id in self.ids(origin)
-            ]
+            job_ids = [job_id for origin in self.matching(queue) for job_id in self.ids(origin)]
         now = time.time()
         items = []
         located = [(job_id, keys) for job_id in job_ids if (keys := self.layout.locate(job_id)) is not None]
@@ -93,7 +106,7 @@ class DeadLetters:
             if isinstance(row, Exception):
                 continue  # not a hash: nothing to requeue
             origin = readable(row[0])
-            if origin is None or (queue and origin != queue):
+            if origin is None or (queue and origin != queue and base_queue(origin) != queue):
                 continue
             meta = decode_meta(raw_bytes(row[1]))
             meta.update(attempt=0, state="requeued from dead letters", next_run_at=None)
@@ -122,7 +135,7 @@ class DeadLetters:
     def purge(self, queue: str | None = None, *, older_than: float | None = None) -> int:
         """Delete dead letters: all of them, or those dead-lettered more than ``older_than`` s ago."""
         removed = 0
-        for origin in [queue] if queue else self.origins():
+        for origin in self.matching(queue):
             if older_than is None:
                 ids = self.ids(origin)
                 count = sum(self.remove(origin, ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK))

@@ -35,7 +35,7 @@ from workers.codec import describe, encode_data, megabytes, shown, size_over, te
 from workers.durability import Durability
 from workers.errors import PayloadTooLarge, RuntimeFault
 from workers.jobtypes import JobType
-from workers.keys import tag_of
+from workers.keys import sub_queue_for, tag_of
 from workers.layout import Family, Layout
 from workers.options import EnqueueOptions, check_job_id
 from workers.scripts import Scripts, dumps
@@ -204,6 +204,10 @@ class Enqueuer:
         queue = options.queue or job_type.queue
         timeout = options.timeout or job_type.timeout or self.settings.job_timeout
         job_id = check_job_id(job_id) if job_id is not None else new_job_id()
+        split = self.settings.queue_split.get(queue, 1) if self.layout.cluster else 1
+        effect_key = job_type.effect_key(model, options.idempotency_key)
+        if split > 1:  # one of the queue's sub-queues, by the job's key (docs/operations.md)
+            queue = sub_queue_for(queue, split, effect_key or job_id)
         fields = [
             "data", encode_data(job_type.name, payload_json),
             "description", describe(job_type.name, payload_json),
@@ -213,7 +217,6 @@ class Enqueuer:
         ]  # fmt: skip
         if options.retry is not None:
             fields += ["retry", options.retry.model_dump_json()]
-        effect_key = job_type.effect_key(model, options.idempotency_key)
         if effect_key is not None:
             fields += ["effect_key", effect_key]
         if options.result_ttl is not None:

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from redis.crc import key_slot
 
 DLQ_SUFFIX = ".dlq"
+SLOTS = 16384  # Redis Cluster's hash slots
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -55,6 +57,46 @@ def is_dead_letter_queue(name: str) -> bool:
 
 def origin_of_dead_letter_queue(name: str) -> str:
     return name[: -len(DLQ_SUFFIX)]
+
+
+SUB = "#"  # a sub-queue's name: <queue>#<n>
+MAX_SPLIT = 256
+
+
+@cache
+def sub_queues(queue: str, count: int) -> tuple[str, ...]:
+    """The names of ``queue``'s ``count`` sub-queues (the cluster layout's split of a hot queue):
+    ``queue#<n>`` with the n that puts the k-th one in the k-th of ``count`` equal ranges of the
+    16,384 slots, so that sub-queues land on different primaries of an evenly sliced cluster
+    (names hashed blindly bunch up: 3 of them land on 2 primaries one time in three)."""
+    if count <= 1:
+        return (queue,)
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < count:
+        name = f"{queue}{SUB}{n}"
+        found.setdefault(key_slot(name.encode()) * count // SLOTS, name)
+        n += 1
+    return tuple(found[k] for k in range(count))
+
+
+def sub_queue_for(queue: str, count: int, key: str) -> str:
+    """The sub-queue of ``queue`` (split in ``count``) that takes the job whose key is ``key``: the
+    same key always the same one, so idempotency keys (kept per slot) keep deduplicating."""
+    subs = sub_queues(queue, count)
+    return subs[zlib.crc32(key.encode()) % count] if count > 1 else queue
+
+
+def base_queue(name: str) -> str:
+    """The queue a sub-queue belongs to (``emails#7`` -> ``emails``); any other name unchanged."""
+    head, sep, tail = name.rpartition(SUB)
+    return head if sep and tail.isdigit() else name
+
+
+def check_served_queue(name: str) -> str:
+    """``check_queue_name`` for a queue or one of its sub-queues."""
+    check_queue_name(base_queue(name))
+    return name
 
 
 def tag_of(queue: str) -> str:
@@ -103,7 +145,7 @@ class Keys:
         self.tag = tag
         self._p = prefix + ":"
         if tag is not None:  # the cluster layout: every key in the slot of ``{tag}``
-            check_queue_name(tag)
+            check_served_queue(tag)
             self._p = f"{prefix}:{{{tag}}}:"
             for name, value in vars(Keys).items():
                 if name.startswith("RQ_"):

@@ -8,12 +8,14 @@ it down. The application's settings (``chumon.settings.Settings``) extend this c
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.connection import RedisOptions
+from workers.keys import MAX_SPLIT, check_queue_name
 from workers.limits import RateLimit, parse_limits
 from workers.policy import MAX_DELAY, RetryPolicy
 
@@ -138,6 +140,10 @@ class RuntimeSettings(BaseSettings):
         default_factory=dict,
         description="Rate limits per job type, over the code's own: notifications.confirmation=10/s",
     )
+    queue_split: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description='On Redis Cluster, queues split over N sub-queues (slots) each: "emails=3,payments=6".',
+    )
     defer_delay: float = Field(
         default=1.0,
         gt=0,
@@ -160,6 +166,28 @@ class RuntimeSettings(BaseSettings):
     @classmethod
     def _limits(cls, value: object) -> object:
         return parse_limits(value) if isinstance(value, str | dict) or value is None else value
+
+    @field_validator("queue_split", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        split: dict[str, object] = {}
+        for part in filter(None, re.split(r"[,\s]+", value.strip())):
+            name, sep, count = part.partition("=")
+            if not sep or not name:
+                raise ValueError(f"{part!r} is not QUEUE=N, e.g. emails=3")
+            split[name] = count
+        return split
+
+    @field_validator("queue_split")
+    @classmethod
+    def _split_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, count in value.items():
+            check_queue_name(name)
+            if not 1 <= count <= MAX_SPLIT:
+                raise ValueError(f"queue {name!r}: split into 1 to {MAX_SPLIT} sub-queues, not {count}")
+        return value
 
     @property
     def events_cap(self) -> int | bool:

@@ -60,7 +60,7 @@ from workers.execution import Claimed, Executor, Outcome
 from workers.isolation import ChildPool
 from workers.joblog import JobLog, context_of
 from workers.jobtypes import JobRegistry, JobType
-from workers.keys import check_queue_name, is_dead_letter_queue, tag_of
+from workers.keys import base_queue, check_served_queue, is_dead_letter_queue, tag_of
 from workers.lanes import Lanes
 from workers.layout import Layout
 from workers.listener import Listener
@@ -141,7 +141,7 @@ class Worker:
         dead = [q for q in wanted if is_dead_letter_queue(q)]
         if dead:
             raise ValueError(f"{dead[0]!r} is a dead-letter queue: no worker serves one")
-        self.queues = [check_queue_name(q) for q in wanted]
+        self.queues = [check_served_queue(q) for q in wanted]  # a queue, or a sub-queue of one
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
         self.layout = Layout(redis, settings)
@@ -160,6 +160,8 @@ class Worker:
         self.token = secrets.token_hex(4)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{self.token}"
         self.log = log or logging.getLogger("chumon.worker")
+        if settings.queue_split and not self.layout.cluster:
+            self.log.warning("CHUMON_QUEUE_SPLIT is for Redis Cluster: on one Redis, queues are not split")
         self.stats: Counter[str] = Counter()
         self._local_clock = clock
         self._offset: float | None = None  # the server's clock minus ours (see _note_server_time)
@@ -169,7 +171,8 @@ class Worker:
         self.settler = Settler(registry, settings, self.enqueuer, self.name, rand)
         self.metrics = metrics or process_metrics()
         self.joblog = JobLog()
-        served = [t for t in registry if t.queue in self.queues]
+        bases = {base_queue(q) for q in self.queues}
+        served = [t for t in registry if t.queue in bases]
         pool = ChildPool(settings, self.concurrency) if any(t.isolated for t in served) else None
         self.executor = Executor(
             registry, redis, self.enqueuer, self.settler.policy_of, self.log,
@@ -212,7 +215,8 @@ class Worker:
         self._relay_due = self.relay is not None
 
         limits = settings.queue_rate_limits
-        self._limits = {q: limits[q].plan() for q in self.queues if q in limits}
+        # a sub-queue has its queue's limit (each sub-queue's slot keeps its own window)
+        self._limits = {q: limits[base_queue(q)].plan() for q in self.queues if base_queue(q) in limits}
         type_limits = {**registry.rate_limits(), **settings.job_rate_limits}
         self._type_limits = {name: limit.plan() for name, limit in type_limits.items()}
         self.step_keys = StepKeys(

@@ -26,10 +26,11 @@ from tests.clusterproc import SLOTS, ClusterNodes
 from tests.support import make_settings, wait_until
 from workers import EnqueueOptions, Worker
 from workers.connection import RedisOptions, connect
-from workers.crew import Crew
+from workers.crew import Crew, served_queues
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.errors import ServerUnsupported
+from workers.keys import sub_queues
 
 TALLY = clustered.registry.get("c.tally")
 
@@ -122,6 +123,46 @@ def test_the_runtime_drains_queues_on_every_primary_once_each(
         capsys.readouterr()
         assert cli.main(["job", "show", "--json", stray]) == 0  # found by id alone, in its slot
         assert json.loads(capsys.readouterr().out)["queue"] == queues[1]
+    finally:
+        load.cache_clear()
+    redis.close()
+
+
+def test_a_split_queue_spreads_over_every_primary_and_keeps_deduplicating(
+    cluster: ClusterNodes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(cluster.url, queue_split={"hot": 3})
+    redis = connect(cluster.url, settings.redis)
+    subs = sub_queues("hot", 3)
+    assert len({cluster.primary_of(sub).port for sub in subs}) == 3  # one sub-queue per primary
+    enqueuer = Enqueuer(redis, settings)
+    opts = EnqueueOptions(queue="hot")
+    total = 90
+    enqueuer.enqueue_many(TALLY, [{"n": n} for n in range(total)], options=opts)
+    enqueuer.enqueue_many(TALLY, [{"n": n} for n in range(10)], options=opts)  # same keys again
+    doomed = enqueuer.enqueue(clustered.doomed, {"n": 7}, options=opts)
+    groups = served_queues(["hot"], settings.queue_split, cluster=True)
+    assert groups == [[sub] for sub in subs]
+    Crew([Worker(redis, clustered.registry, settings, queues=group) for group in groups]).run(burst=True)
+
+    seen: dict[int, int] = {}
+    for sub in subs:
+        tallies = _tallies(redis, sub)
+        assert tallies, f"sub-queue {sub} got no job"
+        assert sorted(_starts(redis, sub)) == sorted(tallies)  # each job of it ran once
+        for n, count in tallies.items():
+            seen[n] = seen.get(n, 0) + count
+    assert seen == dict.fromkeys(range(total), 1)  # each effect once, its duplicates included
+
+    monkeypatch.setenv("REDIS_URL", cluster.url)
+    monkeypatch.setenv("CHUMON_QUEUE_SPLIT", "hot=3")
+    load.cache_clear()
+    try:
+        capsys.readouterr()
+        assert (
+            cli.main(["dlq", "list", "--queue", "hot", "--json"]) == 0
+        )  # the queue's name: all its sub-queues
+        assert [entry["id"] for entry in json.loads(capsys.readouterr().out)] == [doomed]
     finally:
         load.cache_clear()
     redis.close()
