@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-failover profile profile-orders profile-growth
+.PHONY: up demo demo-runtime test test-redis62 lint typecheck unit chaos clean bench bench-quick bench-flow bench-slots bench-cluster bench-failover profile profile-orders profile-growth
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chumon needs Python >= 3.11, this is " + sys.version.split()[0]'
@@ -67,6 +67,7 @@ $(BENCH_STAMP): $(STAMP)
 # Speed side by side with rq's SimpleWorker and BullMQ's Python port; starts its own redis-server.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
@@ -78,6 +79,10 @@ bench-flow: $(BENCH_STAMP)
 # Async against thread slots (10 ms waits), and isolated against in-thread CPU-bound jobs.
 bench-slots: $(BENCH_STAMP)
 	$(BIN)/python -m bench.slots $(BENCH_ARGS)
+
+# The runtime on Redis Cluster with 1, 2 and 3 primaries beside one Redis (part of `make bench`).
+bench-cluster: $(BENCH_STAMP)
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 
 # What a Sentinel failover loses per configuration (docs/operations.md quotes the figures).
 bench-failover: $(STAMP)

@@ -24,7 +24,10 @@ MAX_PORT = 55535  # a node's cluster bus listens on its port + 10,000
 
 
 class ClusterNodes(Servers):
-    def __init__(self, *, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self, *, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000, appendonly: bool = True
+    ) -> None:
+        self.appendonly = appendonly  # False: no append-only file (the benchmark's nodes)
         self.primaries_wanted = primaries
         self.replicas_wanted = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -38,6 +41,7 @@ class ClusterNodes(Servers):
     def _node(self) -> RedisServer:
         while True:
             server = RedisServer(
+                appendonly=self.appendonly,
                 extra=["--cluster-enabled", "yes", "--cluster-node-timeout", str(self.node_timeout_ms),
                        "--cluster-config-file", "nodes.conf", "--repl-diskless-sync-delay", "0"],
             )  # fmt: skip

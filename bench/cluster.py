@@ -1,0 +1,232 @@
+"""``python -m bench.cluster``: the job runtime on Redis Cluster with 1, 2 and 3 primaries, beside
+one Redis (rq's layout) measured in the same invocation (docs/performance.md, "Redis Cluster").
+
+Each configuration drains the same N no-op jobs spread over the same queues, with the same worker
+processes (``chumon worker --queues <all of them>``; on a cluster each process runs one worker per
+queue, workers/crew.py). Method, as ``bench.slots``: the jobs are enqueued on paused queues, the
+workers start and register, the queues are resumed (the clock starts) and every queue's finished
+registry is polled until the total reaches N (the clock stops). Reported per configuration:
+
+- jobs/s, and its ratio to one Redis's (the baseline);
+- Redis CPU per job (``used_cpu_user + used_cpu_sys`` of every primary over the drain, over N),
+  and each primary's share of the drain's wall time (how busy it was);
+- the Redis-bound ceiling: N over the busiest primary's CPU seconds, the jobs/s the servers
+  could take if each had a core of its own and the workers kept up (on a 2-core machine the
+  workers and the servers share the cores, so the drain itself cannot show the gain);
+- the keys on each primary once the jobs are queued (the slot balance).
+
+The queues are chosen so they spread evenly over the primaries' slot ranges (the names
+``workers.keys.sub_queues`` picks). The servers are local and keep nothing on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import Redis
+
+from bench import ROOT
+from bench.jobs import noop
+from workers import EnqueueOptions, Enqueuer, RuntimeSettings
+from workers.connection import connect
+from workers.control import Control
+from workers.keys import sub_queues
+from workers.layout import Layout
+
+# the suite's local servers (tests/redisproc.py, tests/clusterproc.py), imported by name as
+# bench.failover does: they stay out of mypy's run
+redisproc: Any = importlib.import_module("tests.redisproc")
+clusterproc: Any = importlib.import_module("tests.clusterproc")
+POLL = 0.02
+
+
+def queue_names(count: int) -> list[str]:
+    """``count`` queue names in evenly spaced slot ranges: an even share on every primary."""
+    return [name.replace("#", "-") for name in sub_queues("bench", count)] if count > 1 else ["bench-0"]
+
+
+@contextmanager
+def servers(primaries: int) -> Iterator[tuple[str, list[Redis]]]:
+    """(the URL, a client of each primary): one plain Redis for 0, else a local cluster."""
+    if primaries == 0:
+        with redisproc.RedisServer(appendonly=False) as server:
+            client = server.client()
+            yield server.url, [client]
+            client.close()
+        return
+    with clusterproc.ClusterNodes(primaries=primaries, replicas=0, appendonly=False) as nodes:
+        clients = [server.client() for server in nodes.servers]
+        yield nodes.url, clients
+        for client in clients:
+            client.close()
+
+
+def cpu_seconds(client: Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def run_config(
+    primaries: int, jobs: int, queues: list[str], workers: int, concurrency: int
+) -> dict[str, Any]:
+    """One timed drain on a fresh server (or cluster) of ``primaries`` (0: one plain Redis)."""
+    with servers(primaries) as (url, nodes):
+        settings = RuntimeSettings(redis_url=url)
+        redis = connect(url, settings.redis)
+        control, enqueuer, layout = (
+            Control(redis, settings),
+            Enqueuer(redis, settings),
+            Layout(redis, settings),
+        )
+        for queue in queues:
+            control.pause(queue)
+        per_queue = jobs // len(queues)
+        for queue in queues:
+            options = EnqueueOptions(queue=queue)
+            for first in range(0, per_queue, 2000):
+                enqueuer.enqueue_many(noop, [{"n": n} for n in range(first, min(per_queue, first + 2000))],
+                                      options=options)  # fmt: skip
+        total = per_queue * len(queues)
+        keys_per_node = [int(node.dbsize()) for node in nodes]
+        finished = [layout.keys(q).finished(q) for q in queues]
+        live = [layout.keys(q).live_workers for q in queues]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUMON_") and k != "REDIS_URL"}
+        env.update(
+            REDIS_URL=url, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        )
+        command = [sys.executable, "-m", "chumon", "worker", "--app", "bench.jobs:registry",
+                   "--concurrency", str(concurrency), "--queues", *queues]  # fmt: skip
+        procs: list[subprocess.Popen[bytes]] = []
+        with open(os.devnull, "w") as sink:
+            try:
+                procs = [subprocess.Popen(command, env=env, stdout=sink, stderr=sink) for _ in range(workers)]
+                _wait(
+                    lambda: all(int(redis.zcard(key)) >= workers for key in live),
+                    60,
+                    "the workers to register",
+                )
+                cpu_before = [cpu_seconds(node) for node in nodes]
+                start = time.time()
+                for queue in queues:
+                    control.resume(queue)
+                _wait(lambda: _done(redis, finished) >= total, 600, "the drain")
+                elapsed = time.time() - start
+                cpu = [
+                    after - before
+                    for after, before in zip([cpu_seconds(n) for n in nodes], cpu_before, strict=True)
+                ]
+            finally:
+                for proc in procs:
+                    proc.send_signal(signal.SIGTERM)
+                for proc in procs:
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+        redis.close()
+    return {
+        "primaries": primaries,
+        "layout": "cluster" if primaries else "one Redis (rq's)",
+        "jobs": total,
+        "jobs_per_s": total / elapsed,
+        "redis_cpu_us_per_job": sum(cpu) / total * 1e6,
+        "busy_per_primary": [round(c / elapsed, 2) for c in cpu],
+        "ceiling_jobs_per_s": total / max(max(cpu), 1e-9),
+        "keys_per_primary": keys_per_node,
+    }
+
+
+def _done(redis: Redis, finished: list[str]) -> int:
+    with redis.pipeline(transaction=False) as pipe:
+        for key in finished:
+            pipe.zcard(key)
+        return sum(int(n) for n in pipe.execute())
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench.cluster: timed out waiting for {what}")
+        time.sleep(POLL)
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration: the median of its rounds, the ratio to one Redis's median."""
+    rows = []
+    for primaries in dict.fromkeys(r["primaries"] for r in runs):
+        mine = [r for r in runs if r["primaries"] == primaries]
+        row: dict[str, Any] = dict(mine[0])
+        for key in ("jobs_per_s", "redis_cpu_us_per_job", "ceiling_jobs_per_s"):
+            row[key] = statistics.median(r[key] for r in mine)
+        row["jobs_per_s_each_round"] = [round(r["jobs_per_s"]) for r in mine]
+        rows.append(row)
+    base = next((r for r in rows if r["primaries"] == 0), None)
+    for row in rows:
+        row["vs_one_redis"] = row["jobs_per_s"] / base["jobs_per_s"] if base else None
+        row["ceiling_vs_one_redis"] = row["ceiling_jobs_per_s"] / base["ceiling_jobs_per_s"] if base else None
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'configuration':<22} {'jobs/s':>8} {'ratio':>7} {'Redis us/job':>13} {'ceiling/s':>10} "
+            f"{'ratio':>7}  busy per primary    keys per primary")  # fmt: skip
+    lines = [head]
+    for row in rows:
+        name = row["layout"] if not row["primaries"] else f"cluster, {row['primaries']} primaries"
+        ratio = "baseline" if not row["primaries"] else f"{row['vs_one_redis']:.2f}x"
+        ceiling = "baseline" if not row["primaries"] else f"{row['ceiling_vs_one_redis']:.2f}x"
+        busy = ",".join(f"{b:.0%}" for b in row["busy_per_primary"])
+        lines.append(
+            f"{name:<22} {row['jobs_per_s']:>8,.0f} {ratio:>7} {row['redis_cpu_us_per_job']:>13.1f} "
+            f"{row['ceiling_jobs_per_s']:>10,.0f} {ceiling:>7}  {busy:<19} {row['keys_per_primary']}"
+        )
+    return "\n".join(lines)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=12_000, help="no-op jobs per drain (default 12,000)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every configuration (default 2)")
+    parser.add_argument("--primaries", default="1,2,3", help="cluster sizes to run (default 1,2,3)")
+    parser.add_argument("--queues", type=int, default=6, help="queues the jobs spread over (default 6)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2, one per core)")
+    parser.add_argument("--concurrency", type=int, default=4, help="slots of each worker (default 4)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest run (the test suite's check)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.jobs, args.rounds, args.primaries, args.queues, args.workers = 300, 1, "2", 2, 1
+    sizes = [0] + [int(p) for p in args.primaries.split(",") if p.strip()]
+    queues = queue_names(args.queues)
+    runs = []
+    for round_ in range(1, args.rounds + 1):
+        for primaries in sizes:
+            label = "one Redis" if not primaries else f"{primaries} primaries"
+            say(f"round {round_}/{args.rounds}: {label}: draining {args.jobs:,} jobs ...")
+            run = run_config(primaries, args.jobs, queues, args.workers, args.concurrency)
+            say(f"  {run['jobs_per_s']:,.0f} jobs/s, {run['redis_cpu_us_per_job']:.1f} us of Redis CPU a job")
+            runs.append(run)
+    rows = summarize(runs)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
