@@ -30,7 +30,7 @@ from workers.flows import FlowNode
 from workers.flows import tree as flow_tree
 from workers.jobtypes import JobRegistry
 from workers.jobview import JobInfo, load_job
-from workers.keys import RELAY_SUFFIX, Keys, check_queue_name, is_dead_letter_queue
+from workers.keys import RELAY_SUFFIX, check_queue_name, is_dead_letter_queue
 from workers.layout import Layout
 from workers.queueindex import QueueIndex
 from workers.settings import RuntimeSettings
@@ -321,9 +321,9 @@ def render_tree(node: FlowNode) -> str:
 
 
 def cmd_job_tree(args: argparse.Namespace, ctx: CliContext) -> int:
-    if is_cluster(ctx.redis()):
-        raise ServerUnsupported("flows do not run on Redis Cluster yet: `chumon job tree` has none to show")
-    found = flow_tree(ctx.redis(), Keys(ctx.settings.key_prefix), args.job_id)
+    redis = ctx.redis()
+    keys = Layout(redis, ctx.settings).locate(args.job_id)  # on a cluster, the slot holding it
+    found = flow_tree(redis, keys, args.job_id) if keys is not None else None
     if found is None:
         raise NotFound(f"no job {args.job_id}")
     emit(found, args.json, render_tree)

@@ -11,17 +11,22 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
-from workers.keys import sub_queues
+from workers.keys import sub_queues, tag_of
 from workers.worker import Worker
 
 
 def served_queues(queues: Sequence[str], split: Mapping[str, int], cluster: bool) -> list[list[str]]:
-    """The queue groups of a worker process's workers: all in one on one Redis; on a cluster, one
-    per queue and sub-queue (``CHUMON_QUEUE_SPLIT``: every sub-queue of a split queue)."""
+    """The queues of each of a worker process's workers: all in one on one Redis; on a cluster,
+    one worker per slot: per queue, per sub-queue (``CHUMON_QUEUE_SPLIT``: every sub-queue of a
+    split queue), and per group (``reports@acme`` and ``exports@acme`` in one worker)."""
     unique = list(dict.fromkeys(queues))
     if not cluster:
         return [unique]
-    return [[sub] for queue in unique for sub in sub_queues(queue, split.get(queue, 1))]
+    groups: dict[str, list[str]] = {}  # by slot: the queues of one group share a worker
+    for queue in unique:
+        for sub in sub_queues(queue, split.get(queue, 1)):
+            groups.setdefault(tag_of(sub), []).append(sub)
+    return list(groups.values())
 
 
 class Crew:

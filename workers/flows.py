@@ -42,9 +42,10 @@ from redis.exceptions import ResponseError
 
 from workers.codec import BadJob, decode_data, decode_meta, decode_result, readable
 from workers.enqueue import NO_OPTIONS, Enqueuer, new_job_id
-from workers.errors import RuntimeFault, ServerUnsupported
+from workers.errors import RuntimeFault
 from workers.jobtypes import JobType
-from workers.keys import Keys
+from workers.keys import Keys, tag_of
+from workers.layout import Family
 from workers.options import EnqueueOptions
 
 Policy = Literal["fail_parent", "ignore"]
@@ -106,21 +107,34 @@ class FlowProducer:
         self.enqueuer = enqueuer or Enqueuer(redis, settings)
         self.redis = redis
         self.keys = self.enqueuer.keys
-        if self.enqueuer.layout.cluster:  # a flow's parents and children span queues, so slots
-            raise ServerUnsupported("flows do not run on Redis Cluster yet: use one primary (with Sentinel)")
 
     def add(self, flow: FlowJob, *, flow_id: str | None = None) -> Flow:
         """Create the flow in one script call; validates every payload and option first."""
         nodes = list(self._nodes(flow, flow_id or new_job_id(), None, None, 0, fixed=flow_id is not None))
         if len(nodes) > MAX_NODES:
             raise ValueError(f"a flow holds at most {MAX_NODES} jobs, not {len(nodes)}")
-        created, problems = self.enqueuer.scripts.run(
-            "flow", {"nodes": nodes}, keys=self.keys.flow_create_keys(nodes)
+        family = self._family(nodes)
+        created, problems = family.scripts.run(
+            "flow", {"nodes": nodes}, keys=family.keys.flow_create_keys(nodes)
         )
         if int(created) < 0:
             what = "; ".join(f"{readable(k)} {readable(w)}" for k, w in problems[:3])
             raise FlowRefused(f"flow {nodes[0]['id']} not created: {what}")
         return Flow(str(nodes[0]["id"]), int(created) == 1, [str(node["id"]) for node in nodes])
+
+    def _family(self, nodes: list[dict[str, Any]]) -> Family:
+        """The keys and scripts of the flow's queues: on Redis Cluster they must share one slot (one
+        script creates the flow, and settling a child tells its parent), so one group."""
+        layout = self.enqueuer.layout
+        tags = sorted({tag_of(node["queue"]) for node in nodes})
+        if layout.cluster and len(tags) > 1:
+            raise ValueError(
+                f"on Redis Cluster a flow's queues must share one slot, and these are in {len(tags)} "
+                f"({', '.join(tags[:5])}): put them in one group, e.g. 'parents@{tags[0]}' and "
+                f"'children@{tags[0]}' (docs/operations.md, Redis Cluster)"
+            )
+        layout.index([node["queue"] for node in nodes])
+        return layout.family(nodes[0]["queue"])
 
     def _nodes(
         self, job: FlowJob, job_id: str, parent: str | None, policy: Policy | None, depth: int, *, fixed: bool

@@ -95,7 +95,7 @@ class JobContext:
         """If this job is a flow's parent: how each child ended, with its result (workers/flows.py)."""
         from workers.flows import children_of
 
-        return children_of(self.redis, self.enqueuer.keys, self.job_id)
+        return children_of(self.redis, self.enqueuer.layout.keys(self.queue), self.job_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,15 +33,18 @@ from redis.crc import key_slot
 
 DLQ_SUFFIX = ".dlq"
 SLOTS = 16384  # Redis Cluster's hash slots
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_WORD = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
+_QUEUE_NAME = re.compile(rf"^{_WORD}(@{_WORD})?$")
+GROUP = "@"  # queue@group: queues of one group share a slot on Redis Cluster
 
 
 def check_queue_name(name: str) -> str:
     """Return ``name`` if it may name a work queue; raise ValueError naming the problem otherwise."""
-    if not _QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
         raise ValueError(
             f"queue name {name!r} is invalid: use 1-63 letters, digits, '-' or '_', "
-            "starting with a letter or digit"
+            "starting with a letter or digit (optionally @ and a group name of the same kind: "
+            "queues of one group share a slot on Redis Cluster)"
         )
     return name
 
@@ -100,9 +103,12 @@ def check_served_queue(name: str) -> str:
 
 
 def tag_of(queue: str) -> str:
-    """The hash tag of ``queue``'s keys in the cluster layout: its own name, its origin's for a
-    dead-letter queue (dead letters stay in their queue's slot)."""
-    return origin_of_dead_letter_queue(queue) if is_dead_letter_queue(queue) else queue
+    """The hash tag of ``queue``'s keys in the cluster layout: its own name; its group's for a
+    queue of a group (``reports@acme`` -> ``acme``: the group's queues share a slot); its
+    origin's for a dead-letter queue (dead letters stay in their queue's slot)."""
+    name = origin_of_dead_letter_queue(queue) if is_dead_letter_queue(queue) else queue
+    _, at, group = name.rpartition(GROUP)
+    return group if at else name
 
 
 RELAY_SUFFIX = "~relay"

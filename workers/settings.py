@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.connection import RedisOptions
-from workers.keys import MAX_SPLIT, check_queue_name
+from workers.keys import GROUP, MAX_SPLIT, check_queue_name
 from workers.limits import RateLimit, parse_limits
 from workers.policy import MAX_DELAY, RetryPolicy
 
@@ -185,6 +185,10 @@ class RuntimeSettings(BaseSettings):
     def _split_counts(cls, value: dict[str, int]) -> dict[str, int]:
         for name, count in value.items():
             check_queue_name(name)
+            if GROUP in name:
+                raise ValueError(
+                    f"queue {name!r} is in a group, whose queues share one slot: it cannot be split"
+                )
             if not 1 <= count <= MAX_SPLIT:
                 raise ValueError(f"queue {name!r}: split into 1 to {MAX_SPLIT} sub-queues, not {count}")
         return value

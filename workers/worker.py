@@ -148,8 +148,9 @@ class Worker:
         family = self.layout.family(self.queues[0])
         if self.layout.cluster and len({tag_of(q) for q in self.queues}) > 1:
             raise ValueError(
-                f"on Redis Cluster one worker serves one queue ({', '.join(self.queues)} given): "
-                "each queue's keys live in a slot of their own (`chumon worker` runs one per queue)"
+                f"on Redis Cluster one worker serves the queues of one slot ({', '.join(self.queues)} "
+                "given): one queue, or the queues of one group (name@group); `chumon worker` runs "
+                "one worker per slot"
             )
         self.keys = family.keys
         if concurrency is not None and not 1 <= concurrency <= 1024:

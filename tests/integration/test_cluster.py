@@ -168,6 +168,38 @@ def test_a_split_queue_spreads_over_every_primary_and_keeps_deduplicating(
     redis.close()
 
 
+def test_a_flow_runs_within_one_group_and_one_across_slots_is_refused(cluster: ClusterNodes) -> None:
+    """A flow's queues share a slot when they share a group (name@group): the parent runs once,
+    after its children, and sees their results; a flow over two slots is refused, nothing written."""
+    from tests.apps import flows as app
+    from workers.flows import FlowJob, FlowProducer
+
+    settings = make_settings(cluster.url)
+    redis = connect(cluster.url, settings.redis)
+    producer = FlowProducer(redis, settings)
+    before = _total_keys(cluster)
+    with pytest.raises(ValueError, match="must share one slot"):
+        producer.add(FlowJob(app.total, {"label": "x"}, children=[
+            FlowJob(app.part, {"n": 1}, options=EnqueueOptions(queue="a")),
+        ]), flow_id="across")  # fmt: skip
+    assert _total_keys(cluster) == before
+    parents, parts = EnqueueOptions(queue="parents@rep"), EnqueueOptions(queue="a@rep")
+    flow = producer.add(FlowJob(app.total, {"label": "all"}, options=parents, children=[
+        FlowJob(app.part, {"n": 1}, options=parts), FlowJob(app.part, {"n": 2}, options=parts),
+    ]), flow_id="report")  # fmt: skip
+    assert flow.created
+    groups = served_queues(["a@rep", "parents@rep"], {}, cluster=True)
+    assert groups == [["a@rep", "parents@rep"]]  # one slot, one worker
+    Worker(redis, app.registry, settings, queues=groups[0]).run(burst=True)
+    assert [x.decode() for x in redis.lrange(app.TOTAL_RUNS, 0, -1)] == ["report"]  # the parent once
+    assert sorted(x.decode() for x in redis.lrange(app.PART_RUNS, 0, -1)) == ["report-0", "report-1"]
+    seen = json.loads(redis.get(app.SEEN + "report"))
+    assert [(c["id"], c["status"], c["result"]) for c in seen] == [
+        ("report-0", "finished", {"n": 1}), ("report-1", "finished", {"n": 2}),
+    ]  # fmt: skip
+    redis.close()
+
+
 def test_the_order_flow_and_plain_urls_refuse_the_cluster_before_writing(
     cluster: ClusterNodes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,7 +232,7 @@ def test_the_order_flow_and_plain_urls_refuse_the_cluster_before_writing(
 def test_one_worker_per_queue_of_its_own_slot(cluster: ClusterNodes) -> None:
     settings = make_settings(cluster.url)
     redis = connect(cluster.url, settings.redis)
-    with pytest.raises(ValueError, match="one worker serves one queue"):
+    with pytest.raises(ValueError, match="one worker serves the queues of one slot"):
         Worker(redis, clustered.registry, settings, queues=spread_queues("pair", 2))
     redis.close()
 

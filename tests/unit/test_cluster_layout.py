@@ -10,8 +10,18 @@ from redis.crc import key_slot
 from tests.apps import clustered
 from tests.support import make_settings
 from workers import EnqueueOptions
+from workers.crew import served_queues
 from workers.enqueue import Enqueuer
-from workers.keys import SLOTS, Keys, base_queue, relay_queue, sub_queue_for, sub_queues, tag_of
+from workers.keys import (
+    SLOTS,
+    Keys,
+    base_queue,
+    check_queue_name,
+    relay_queue,
+    sub_queue_for,
+    sub_queues,
+    tag_of,
+)
 
 
 def test_every_key_of_a_queue_is_in_the_slot_of_its_tag() -> None:
@@ -61,3 +71,17 @@ def test_queue_split_settings_are_checked_and_ignored_on_one_redis() -> None:
     enqueuer = Enqueuer(fakeredis.FakeRedis(), make_settings("redis://x", queue_split={"alpha": 3}))
     spec = enqueuer.spec(clustered.registry.get("c.tally"), {"n": 1}, EnqueueOptions())
     assert spec["queue"] == "alpha"  # one Redis: no split (the setting is for clusters)
+
+
+def test_a_group_of_queues_shares_one_slot_and_names_are_checked() -> None:
+    assert tag_of("reports@acme") == tag_of("exports@acme") == tag_of("reports@acme.dlq") == "acme"
+    assert check_queue_name("reports@acme") == "reports@acme"
+    for bad in ("@acme", "reports@", "a@b@c", "a b", "a.dlq@x"):
+        with pytest.raises(ValueError, match="is invalid"):
+            check_queue_name(bad)
+    with pytest.raises(ValidationError, match="cannot be split"):
+        make_settings("redis://x", queue_split={"reports@acme": 2})
+    assert served_queues(["a", "r@g", "b", "s@g"], {"b": 2}, cluster=True) == [
+        ["a"], ["r@g", "s@g"], [sub_queues("b", 2)[0]], [sub_queues("b", 2)[1]],
+    ]  # fmt: skip
+    assert served_queues(["a", "r@g"], {"a": 2}, cluster=False) == [["a", "r@g"]]
