@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         # a server too old to serve is refused at once, in one line; one not reachable yet is not
         # an error here (long-running commands wait for it; the others report it below)
         with contextlib.suppress(RedisError, OSError):
-            check_server(client, cluster=args.func.__module__ == runtime_cli.__name__)
+            on_cluster = args.func.__module__ == runtime_cli.__name__ or getattr(
+                args.func, "on_cluster", False
+            )
+            check_server(client, cluster=on_cluster)
         return client
 
     def registry(path: str | None) -> JobRegistry:

@@ -37,7 +37,8 @@ from orders.reactors import SERVICES
 from orders.readmodel import ReadModel
 from workers.codec import parse_iso, readable
 from workers.control import Control
-from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.keys import RELAY_SUFFIX, is_dead_letter_queue, origin_of_dead_letter_queue
+from workers.layout import Layout
 from workers.queueindex import QueueIndex
 from workers.settings import RuntimeSettings
 from workers.streams import GroupReader
@@ -49,40 +50,65 @@ class RedisCollector(Collector):
     def __init__(self, redis: Redis, settings: RuntimeSettings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.layout = Layout(redis, settings)
+        self.keys = self.layout.base
         self.order_keys = OrderKeys(settings.key_prefix)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._queues()
-        yield from self._orders()
+        if not self.layout.cluster:  # the order flow does not run on Redis Cluster yet
+            yield from self._orders()
 
     def _queues(self) -> Iterator[Metric]:
-        """Queue, dead-letter and worker state. Garbage in a key reads as 0, never as a failed scrape."""
-        keys, now = self.keys, time.time()
-        queues = sorted(QueueIndex(self.redis, keys, log=log).names())
-        work = [n for n in queues if not is_dead_letter_queue(n)]
-        dead = [n for n in queues if is_dead_letter_queue(n)]
+        """Queue, dead-letter and worker state. Garbage in a key reads as 0, never as a failed scrape.
+
+        On Redis Cluster, every queue's slot is read (in one pipeline, which goes to each primary
+        once); the counts of the slots are added up."""
+        now = time.time()
+        work: list[str] = []
+        dead: list[str] = []
+        counted: dict[object, int] = {}
+        alive_count = quarantined_count = 0.0
+        families = self.layout.every_keys()
+        listed = [sorted(QueueIndex(self.redis, keys, log=log).names()) for keys in families]
         with self.redis.pipeline(transaction=False) as pipe:
-            for name in work:
-                pipe.llen(keys.queue(name))
-                pipe.lindex(keys.queue(name), 0)
-                pipe.zcard(keys.scheduled(name))
-                pipe.zcard(keys.wip(name))
-            for name in dead:
-                pipe.llen(keys.queue(name))
-            pipe.hgetall(keys.dlq_dropped)
-            pipe.zcount(keys.live_workers, now - self.settings.worker_ttl, "+inf")
-            pipe.xlen(keys.quarantine)
+            for keys, queues in zip(families, listed, strict=True):
+                for name in queues:
+                    if is_dead_letter_queue(name) or name.endswith(RELAY_SUFFIX):
+                        continue
+                    work.append(name)
+                    pipe.llen(keys.queue(name))
+                    pipe.lindex(keys.queue(name), 0)
+                    pipe.zcard(keys.scheduled(name))
+                    pipe.zcard(keys.wip(name))
+            for keys, queues in zip(families, listed, strict=True):
+                for name in queues:
+                    if is_dead_letter_queue(name):
+                        dead.append(name)
+                        pipe.llen(keys.queue(name))
+            for keys in families:
+                pipe.hgetall(keys.dlq_dropped)
+                pipe.zcount(keys.live_workers, now - self.settings.worker_ttl, "+inf")
+                pipe.xlen(keys.quarantine)
             replies = pipe.execute(raise_on_error=False)
         per_queue, rest = replies[: 4 * len(work)], replies[4 * len(work) :]
+        dead_counts, totals = rest[: len(dead)], rest[len(dead) :]
+        for i in range(len(families)):
+            dropped_map, alive_reply, quarantine_reply = totals[3 * i : 3 * i + 3]
+            if isinstance(dropped_map, dict):
+                for origin, count in dropped_map.items():
+                    if isinstance(count, bytes | str) and (readable(count) or "").isdigit():
+                        counted[origin] = counted.get(origin, 0) + int(count)
+            alive_count += _number(alive_reply)
+            quarantined_count += _number(quarantine_reply)
         heads = {
             name: head
             for i, name in enumerate(work)
             if isinstance(per_queue[4 * i + 1], bytes) and (head := readable(per_queue[4 * i + 1]))
         }
         with self.redis.pipeline(transaction=False) as pipe:
-            for head in heads.values():
-                pipe.hget(keys.job(head), "enqueued_at")
+            for name, head in heads.items():
+                pipe.hget(self.layout.keys(name).job(head), "enqueued_at")
             enqueued = dict(zip(heads, pipe.execute(raise_on_error=False), strict=True))
         depth = GaugeMetricFamily("chumon_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
         age = GaugeMetricFamily(
@@ -115,7 +141,7 @@ class RedisCollector(Collector):
         alert = GaugeMetricFamily(
             "chumon_dead_letter_alert", "1 when a dead-letter queue is above its threshold.", labels=["queue"]
         )
-        for name, count in zip(dead, rest[: len(dead)], strict=True):
+        for name, count in zip(dead, dead_counts, strict=True):
             origin = origin_of_dead_letter_queue(name)
             letters.add_metric([origin], _number(count))
             alert.add_metric([origin], 1.0 if _number(count) > self.settings.dlq_alert_threshold else 0.0)
@@ -124,17 +150,16 @@ class RedisCollector(Collector):
             "Dead letters removed by the cap or the retention.",
             labels=["queue"],
         )
-        counted = rest[len(dead)] if isinstance(rest[len(dead)], dict) else {}
         for origin, count in counted.items():
-            if (queue := readable(origin)) and (readable(count) or "").isdigit():
-                dropped.add_metric([queue], int(count))
+            if isinstance(origin, bytes | str) and (queue := readable(origin)):
+                dropped.add_metric([queue], count)
         alive = GaugeMetricFamily("chumon_workers_alive", "Workers that heartbeated within worker_ttl.")
-        alive.add_metric([], _number(rest[len(dead) + 1]))
+        alive.add_metric([], alive_count)
         quarantined = GaugeMetricFamily(
             "chumon_quarantined",
             "Ids found in queues that can never be run (chumon:quarantine, last 10,000).",
         )
-        quarantined.add_metric([], _number(rest[len(dead) + 2]))
+        quarantined.add_metric([], quarantined_count)
         yield from (letters, alert, dropped, alive, quarantined)
 
     def _orders(self) -> Iterator[Metric]:

@@ -250,6 +250,9 @@ def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+cmd_metrics.on_cluster = True  # type: ignore[attr-defined]  # its runtime half runs on Redis Cluster
+
+
 def register(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="rq-dashboard's pages for chumon's jobs (localhost by default)")
     dash.add_argument("--host", help="bind address (default CHUMON_DASHBOARD__HOST, 127.0.0.1)")
