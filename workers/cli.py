@@ -24,7 +24,6 @@ from workers.connection import is_cluster
 from workers.control import Control
 from workers.crew import Crew, served_queues
 from workers.deadletter import DeadLetters
-from workers.errors import ServerUnsupported
 from workers.events import JobEvent, JobEvents, check_stream_id
 from workers.flows import FlowNode
 from workers.flows import tree as flow_tree
@@ -337,10 +336,16 @@ def render_event(event: JobEvent) -> str:
 
 def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
     """Print job lifecycle events: the latest, those after --from, then (--follow) new ones."""
-    if is_cluster(ctx.redis()):
-        raise ServerUnsupported(
-            "`chumon job events` does not run on Redis Cluster yet (each queue's slot has its own stream)"
-        )
+    queue = args.queue
+    if is_cluster(ctx.redis()) and queue is None:  # each queue's slot has its own stream there
+        if args.job is None:
+            raise UsageError(
+                "on Redis Cluster each queue's slot has its own event stream: give --queue or --job"
+            )
+        located = Layout(ctx.redis(), ctx.settings).locate(args.job)
+        if located is None or located.tag is None:
+            raise NotFound(f"no job {args.job}")
+        queue = located.tag
     if args.from_id is not None:
         try:
             check_stream_id(args.from_id)
@@ -348,7 +353,7 @@ def cmd_job_events(args: argparse.Namespace, ctx: CliContext) -> int:
             raise UsageError(f"--from: {exc}") from None
     if not ctx.settings.job_events:
         print("note: job events are off (CHUMON_JOB_EVENTS=1 turns them on)", file=sys.stderr)
-    events = JobEvents(ctx.redis(), ctx.settings)
+    events = JobEvents(ctx.redis(), ctx.settings, queue=queue)
 
     def wanted(event: JobEvent) -> bool:
         return (args.queue is None or event.queue == args.queue) and (

@@ -34,7 +34,8 @@ from typing import Any
 
 from redis import Redis
 
-from workers.keys import Keys
+from workers.connection import is_cluster
+from workers.keys import Keys, tag_of
 from workers.settings import RuntimeSettings
 
 EVENTS = (
@@ -94,9 +95,16 @@ def _text(value: bytes | str) -> str:
 class JobEvents:
     """A reader of the job event stream. Holds no state but the client: share it freely."""
 
-    def __init__(self, redis: Redis, settings: RuntimeSettings) -> None:
+    def __init__(self, redis: Redis, settings: RuntimeSettings, *, queue: str | None = None) -> None:
+        """``queue``: on Redis Cluster, each queue's slot has its own stream: the one of ``queue``
+        (which holds the events of its queue's group too); on one Redis, ignored."""
         self.redis = redis
-        self.key = Keys(settings.key_prefix).events
+        if is_cluster(redis):
+            if queue is None:
+                raise ValueError("on Redis Cluster each queue's slot has its own event stream: name a queue")
+            self.key = Keys(settings.key_prefix, tag_of(queue)).events
+        else:
+            self.key = Keys(settings.key_prefix).events
 
     def last_id(self) -> str:
         """The id of the newest event kept, or ``0-0`` if there is none."""

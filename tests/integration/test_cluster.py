@@ -222,6 +222,32 @@ def test_the_exporter_reads_every_queue_slot(cluster: ClusterNodes) -> None:
     redis.close()
 
 
+def test_job_events_are_read_from_their_queue_slot(
+    cluster: ClusterNodes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.events import JobEvents
+
+    settings = make_settings(cluster.url, job_events=True)
+    redis = connect(cluster.url, settings.redis)
+    queue = spread_queues("told")[1]
+    job_id = Enqueuer(redis, settings).enqueue(TALLY, {"n": 1}, options=EnqueueOptions(queue=queue))
+    Worker(redis, clustered.registry, settings, queues=[queue]).run(burst=True)
+    events = [(e.event, e.job_id) for e in JobEvents(redis, settings, queue=queue).latest()]
+    assert events == [("queued", job_id), ("active", job_id), ("completed", job_id)]
+    monkeypatch.setenv("REDIS_URL", cluster.url)
+    monkeypatch.setenv("CHUMON_JOB_EVENTS", "1")
+    load.cache_clear()
+    try:
+        capsys.readouterr()
+        assert cli.main(["job", "events", "--job", job_id, "--json"]) == 0  # its queue found by the id
+        assert [e["event"] for e in json.loads(capsys.readouterr().out)] == ["queued", "active", "completed"]
+        assert cli.main(["job", "events"]) == 2  # which slot's stream? it says so
+        assert "give --queue or --job" in capsys.readouterr().err
+    finally:
+        load.cache_clear()
+    redis.close()
+
+
 def test_the_order_flow_and_plain_urls_refuse_the_cluster_before_writing(
     cluster: ClusterNodes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
