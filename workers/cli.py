@@ -209,7 +209,13 @@ def cmd_worker(args: argparse.Namespace, ctx: CliContext) -> int:
     redis = ctx.redis()
     queues = list(args.queues or registry.queues())
     # on Redis Cluster, one worker per queue (and sub-queue), in this one process (workers/crew.py)
-    groups = served_queues(queues, ctx.settings.queue_split, is_cluster(redis))
+    groups = served_queues(
+        queues,
+        ctx.settings.queue_split,
+        is_cluster(redis),
+        sharded=registry.sharded,
+        shards=ctx.settings.shards,
+    )
     try:
         workers = [
             Worker(

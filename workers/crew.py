@@ -8,24 +8,37 @@ from __future__ import annotations
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 
-from workers.keys import sub_queues, tag_of
+from workers.keys import shard_tags, sharded_queue, sub_queues, tag_of
 from workers.worker import Worker
 
 
-def served_queues(queues: Sequence[str], split: Mapping[str, int], cluster: bool) -> list[list[str]]:
+def served_queues(
+    queues: Sequence[str],
+    split: Mapping[str, int],
+    cluster: bool,
+    *,
+    sharded: Iterable[str] = (),
+    shards: int = 1,
+) -> list[list[str]]:
     """The queues of each of a worker process's workers: all in one on one Redis; on a cluster,
     one worker per slot: per queue, per sub-queue (``CHUMON_QUEUE_SPLIT``: every sub-queue of a
-    split queue), and per group (``reports@acme`` and ``exports@acme`` in one worker)."""
+    split queue), per group (``reports@acme`` and ``exports@acme`` in one worker), and per shard
+    for the registry's sharded queues (``orders@shard0`` and ``payments@shard0`` in one worker)."""
     unique = list(dict.fromkeys(queues))
     if not cluster:
         return [unique]
     groups: dict[str, list[str]] = {}  # by slot: the queues of one group share a worker
+    copies = set(sharded)
     for queue in unique:
-        for sub in sub_queues(queue, split.get(queue, 1)):
-            groups.setdefault(tag_of(sub), []).append(sub)
+        if queue in copies:  # one copy per shard: the shard's queues share its worker
+            names = [sharded_queue(queue, tag) for tag in shard_tags(shards)]
+        else:
+            names = list(sub_queues(queue, split.get(queue, 1)))
+        for name in names:
+            groups.setdefault(tag_of(name), []).append(name)
     return list(groups.values())
 
 

@@ -158,6 +158,16 @@ class JobRegistry:
     on_dead_letter: str | None = None
     _types: dict[str, JobType[Any]] = field(default_factory=dict)
     _schedules: dict[str, Schedule] = field(default_factory=dict)
+    sharded: set[str] = field(default_factory=set)
+    """Queues with one copy per shard on Redis Cluster (``shard``)."""
+
+    def shard(self, *queues: str) -> None:
+        """Give each of ``queues`` one copy per shard on Redis Cluster (``<queue>@<shard>``, the
+        shards being ``CHUMON_SHARDS`` groups in evenly spaced slots): the app enqueues each job
+        to the copy of the shard whose data it works on (the order flow: the order's), so one
+        script may change that data and enqueue the job. Workers serve every copy. On one
+        Redis, nothing changes."""
+        self.sharded.update(check_queue_name(q) for q in queues)
 
     def job(
         self,
@@ -230,6 +240,7 @@ class JobRegistry:
         """Add every job type and schedule of ``other`` (how an app composes the registries of its parts)."""
         for job_type in other:
             self.add(job_type)
+        self.sharded |= other.sharded
         for schedule in other.schedules():
             self._add_schedule(schedule)
 

@@ -66,21 +66,37 @@ SUB = "#"  # a sub-queue's name: <queue>#<n>
 MAX_SPLIT = 256
 
 
-@cache
-def sub_queues(queue: str, count: int) -> tuple[str, ...]:
-    """The names of ``queue``'s ``count`` sub-queues (the cluster layout's split of a hot queue):
-    ``queue#<n>`` with the n that puts the k-th one in the k-th of ``count`` equal ranges of the
-    16,384 slots, so that sub-queues land on different primaries of an evenly sliced cluster
-    (names hashed blindly bunch up: 3 of them land on 2 primaries one time in three)."""
-    if count <= 1:
-        return (queue,)
+def _spread(count: int, name: Callable[[int], str]) -> tuple[str, ...]:
+    """``count`` names ``name(n)``, the k-th one with its slot in the k-th of ``count`` equal ranges
+    of the 16,384 slots (the smallest such n), so they land on different primaries of an evenly
+    sliced cluster (names hashed blindly bunch up: 3 of them land on 2 primaries one time in 3)."""
     found: dict[int, str] = {}
     n = 0
     while len(found) < count:
-        name = f"{queue}{SUB}{n}"
-        found.setdefault(key_slot(name.encode()) * count // SLOTS, name)
+        candidate = name(n)
+        found.setdefault(key_slot(candidate.encode()) * count // SLOTS, candidate)
         n += 1
     return tuple(found[k] for k in range(count))
+
+
+@cache
+def shard_tags(count: int) -> tuple[str, ...]:
+    """The groups of ``count`` shards (``shard0``, ``shard5``...: see ``_spread``)."""
+    return _spread(count, lambda n: f"shard{n}")
+
+
+def sharded_queue(queue: str, tag: str) -> str:
+    """The copy of sharded ``queue`` in shard ``tag``."""
+    return f"{queue}{GROUP}{tag}"
+
+
+@cache
+def sub_queues(queue: str, count: int) -> tuple[str, ...]:
+    """The names of ``queue``'s ``count`` sub-queues (the cluster layout's split of a hot queue):
+    ``queue#<n>``, spread over the slots (``_spread``)."""
+    if count <= 1:
+        return (queue,)
+    return _spread(count, lambda n: f"{queue}{SUB}{n}")
 
 
 def sub_queue_for(queue: str, count: int, key: str) -> str:

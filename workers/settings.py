@@ -140,6 +140,12 @@ class RuntimeSettings(BaseSettings):
         default_factory=dict,
         description="Rate limits per job type, over the code's own: notifications.confirmation=10/s",
     )
+    shards: int = Field(
+        default=3,
+        ge=1,
+        le=MAX_SPLIT,
+        description="On Redis Cluster, the copies of each sharded queue and its app's data (grow only).",
+    )
     queue_split: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=dict,
         description='On Redis Cluster, queues split over N sub-queues (slots) each: "emails=3,payments=6".',

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ from workers.codec import (
 from workers.enqueue import NO_OPTIONS, Enqueuer
 from workers.execution import UNREADABLE, Claimed, Outcome
 from workers.jobtypes import DeadLetterNotice, JobRegistry, JobType
-from workers.keys import relay_queue, tag_of
+from workers.keys import GROUP, relay_queue, shard_tags, sharded_queue, tag_of
+from workers.options import EnqueueOptions
 from workers.policy import DeadLetter, RandomSource, RetryAt, RetryPolicy, clamp_delay, decide
 from workers.scripts import dumps
 from workers.settings import RuntimeSettings
@@ -254,6 +256,15 @@ class Settler:
         item += [hook or False, claimed.attempt, claimed.started_at, outcome.ended_at, worker or False]
         return item
 
+    def shard_copy(self, queue: str, claimed: Claimed) -> str:
+        """On Redis Cluster, the copy of sharded ``queue`` a hook job for ``claimed`` goes to: the
+        one in the dead job's shard (the same slot: no relay), else one its id picks."""
+        tags = shard_tags(self.settings.shards)
+        _, at, group = claimed.queue.rpartition(GROUP)
+        if not (at and group in tags):
+            group = tags[zlib.crc32(claimed.job_id.encode()) % len(tags)]
+        return sharded_queue(queue, group)
+
     def hook_job(
         self, outcome: Outcome, decision: DeadLetter, history: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
@@ -274,7 +285,10 @@ class Settler:
         )
         # the notice is bounded by construction (a payload within the limit, 20 failures of at most
         # 1,000 characters each): it is not refused for being a little over the payload limit
-        spec = self.enqueuer.spec(hook, notice, NO_OPTIONS, sized=False)
+        options = NO_OPTIONS
+        if self.relay is not None and hook.queue in self.registry.sharded:  # its copy in a shard
+            options = EnqueueOptions(queue=self.shard_copy(hook.queue, outcome.claimed))
+        spec = self.enqueuer.spec(hook, notice, options, sized=False)
         if self.relay is not None and tag_of(spec["queue"]) != tag_of(outcome.claimed.queue):
             # on Redis Cluster the hook's queue is in another slot: the step puts the job in this
             # queue's relay, and workers/relay.py moves it on (exactly once)
