@@ -15,21 +15,24 @@ from orders.notifications import SmtpMailer
 from orders.payments import SimulatedGateway
 from orders.saga import Saga
 from orders.service import OrderService
+from orders.shards import ShardedStore, Shards
 from orders.shipping import SimulatedCarrier
 from orders.simulation import SlowInventory
 from orders.store import OrderStore
 from workers import Enqueuer
-from workers.connection import ORDERS_ON_CLUSTER, is_cluster
-from workers.errors import ServerUnsupported
+from workers.connection import is_cluster
 
 
 def order_service(redis: Redis, settings: Settings) -> OrderService:
     from jobs.orders import route
 
-    if is_cluster(redis):  # its scripts span an order, its stock and its events: not sharded yet
-        raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
-    keys = OrderKeys(settings.key_prefix)
-    store = OrderStore(redis, keys, Enqueuer(redis, settings), route)
+    enqueuer = Enqueuer(redis, settings)
+    shards = order_shards(redis, settings)
+    store: OrderStore | ShardedStore
+    if shards.sharded:  # Redis Cluster: each order's calls go to its shard's store
+        store = ShardedStore(redis, shards, enqueuer, route)
+    else:
+        store = OrderStore(redis, shards.all()[0], enqueuer, route)
     flow = Choreography if settings.saga.style == "choreographed" else Saga
     bus = EventBus()
     process_saga_metrics().subscribe(bus)
@@ -45,9 +48,20 @@ def order_service(redis: Redis, settings: Settings) -> OrderService:
     )
 
 
+def order_shards(redis: Redis, settings: Settings) -> Shards:
+    """The order flow's shards: ``CHUMON_SHARDS`` on Redis Cluster, one on one Redis."""
+    return Shards(settings.key_prefix, settings.shards if is_cluster(redis) else None)
+
+
+def order_keys(redis: Redis, settings: Settings) -> OrderKeys:
+    """Keys for what every shard shares: the stock, the simulated systems, the SMTP sink's records
+    (on Redis Cluster, the first shard's keys, whose stock keys are every shard's)."""
+    return order_shards(redis, settings).all()[0]
+
+
 def inventory(redis: Redis, settings: Settings) -> Inventory:
     """The inventory; slowed down as configured when the simulation asks for it (tests, demo)."""
-    keys, sim = OrderKeys(settings.key_prefix), settings.simulation
+    keys, sim = order_keys(redis, settings), settings.simulation
     slow = (sim.request_latency.reserve, sim.request_latency.release, sim.response_latency.reserve,
             sim.response_latency.release)  # fmt: skip
     if any(slow):
@@ -56,7 +70,7 @@ def inventory(redis: Redis, settings: Settings) -> Inventory:
 
 
 def build_services(redis: Redis, settings: Settings) -> Services:
-    keys = OrderKeys(settings.key_prefix)
+    keys = order_keys(redis, settings)
     return Services(
         orders=order_service(redis, settings),
         inventory=inventory(redis, settings),

@@ -101,9 +101,8 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
 
     from redis.exceptions import RedisError
 
-    from chumon.bootstrap import order_service
+    from chumon.bootstrap import order_service, order_shards
     from orders.eventsproc import EventProcessors
-    from orders.keys import OrderKeys
 
     settings = _settings(ctx)
     try:
@@ -113,7 +112,7 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
         return 2
     processors = EventProcessors(
         redis,
-        OrderKeys(settings.key_prefix),
+        order_shards(redis, settings).all(),  # on Redis Cluster, every shard's stream
         order_service(redis, settings),
         choreographed=settings.saga.style == "choreographed",
         step_timeout=settings.saga.step_timeout,
@@ -251,6 +250,7 @@ def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 cmd_metrics.on_cluster = True  # type: ignore[attr-defined]  # its runtime half runs on Redis Cluster
+cmd_events.on_cluster = True  # type: ignore[attr-defined]  # every shard's consumers
 
 
 def register(sub: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chumon.bootstrap import order_service
+from chumon.bootstrap import order_keys, order_service
 from chumon.settings import Settings
 from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
 from orders.inventory import Inventory, StockLevel
@@ -123,7 +123,7 @@ def render_levels(levels: list[StockLevel], currency: str) -> str:
 
 
 def cmd_stock_set(args: argparse.Namespace, ctx: CliContext) -> int:
-    inventory = Inventory(ctx.redis(), OrderKeys(ctx.settings.key_prefix))
+    inventory = Inventory(ctx.redis(), order_keys(ctx.redis(), _settings(ctx)))
     try:
         level = inventory.set_stock(args.sku, args.quantity, args.price)
     except ValueError as exc:
@@ -135,7 +135,7 @@ def cmd_stock_set(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_stock_show(args: argparse.Namespace, ctx: CliContext) -> int:
     try:
-        levels = Inventory(ctx.redis(), OrderKeys(ctx.settings.key_prefix)).levels(args.sku)
+        levels = Inventory(ctx.redis(), order_keys(ctx.redis(), _settings(ctx))).levels(args.sku)
     except UnknownSku as exc:
         raise NotFound(f"{exc} (see `chumon stock show`)") from None
     except ValueError as exc:  # not a SKU at all
@@ -379,6 +379,11 @@ def _group_exists(redis: Any, stream: str, group: str) -> bool:
     except ResponseError:  # no stream yet
         return False
     return any((g["name"].decode() if isinstance(g["name"], bytes) else g["name"]) == group for g in groups)
+
+
+# what runs on Redis Cluster (chumon/cli.py asks): the rest reads one Redis's keys
+for _command in (cmd_stock_set, cmd_stock_show, cmd_order_place, cmd_order_show, cmd_order_list):
+    _command.on_cluster = True  # type: ignore[attr-defined]
 
 
 def register(sub: Any) -> None:

@@ -44,6 +44,7 @@ from orders.messages import Message
 from orders.privacy import mask_personal
 from orders.saga import COMMIT_FAILED, Step
 from workers import DeadLetterNotice, JobContext, JobRegistry, JobType, RateLimited, RetryPolicy
+from workers.connection import is_cluster
 from workers.durability import NotReplicated
 
 registry = JobRegistry()
@@ -68,8 +69,10 @@ def services(ctx: JobContext) -> h.Services:
         from chumon.bootstrap import build_services
         from chumon.settings import load
 
-        # ctx.redis holds one connection for its runner thread: the process's services share the pool
-        _services = build_services(Redis(connection_pool=ctx.redis.connection_pool), load())
+        # ctx.redis holds one connection for its runner thread: the process's services share the
+        # pool (a cluster client is shared as it is: it has a pool per node)
+        shared = ctx.redis if is_cluster(ctx.redis) else Redis(connection_pool=ctx.redis.connection_pool)
+        _services = build_services(shared, load())
     return _services
 
 
@@ -150,6 +153,8 @@ cancellation = _job(
 check_timeout = _job("orders.check_timeout", "orders", c.CheckStepTimeout, h.check_step_timeout, STEP_RETRY)
 
 ROUTES: dict[type[Any], JobType[Any]] = {job_type.payload: job_type for job_type in registry}
+# on Redis Cluster each order's jobs go to its shard's copy of these queues (orders/shards.py)
+registry.shard(*sorted({job_type.queue for job_type in registry}))
 
 
 def route(command_type: type[Any]) -> JobType[Any]:

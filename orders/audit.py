@@ -32,6 +32,7 @@ from orders.inventory import Inventory
 from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.payments import SimulatedGateway
+from orders.shards import ShardedStore
 from orders.shipping import SimulatedCarrier
 from orders.store import Loaded, OrderStore
 from workers.codec import texts
@@ -63,10 +64,15 @@ def sink_messages(redis: Redis, keys: OrderKeys) -> list[dict[str, Any]]:
 
 
 def audit(
-    redis: Redis, keys: OrderKeys, store: OrderStore, gateway: SimulatedGateway, carrier: SimulatedCarrier
+    redis: Redis,
+    keys: OrderKeys,
+    store: OrderStore | ShardedStore,
+    gateway: SimulatedGateway,
+    carrier: SimulatedCarrier,
 ) -> Audit:
     inventory = Inventory(redis, keys)
-    ids = texts(redis.zrange(keys.orders_by_time, 0, -1))
+    every = store.shards.all() if isinstance(store, ShardedStore) else [keys]  # each shard's orders
+    ids = [order_id for shard in every for order_id in texts(redis.zrange(shard.orders_by_time, 0, -1))]
     orders = [loaded for order_id in ids if (loaded := store.load(order_id)) is not None]
     emails: dict[tuple[str, str], list[str]] = defaultdict(list)
     messages = sink_messages(redis, keys)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from redis import Redis
 
@@ -56,11 +56,17 @@ class Watchdog:
         return flagged
 
 
+def _name(consumer: Projector | Reactor) -> str:
+    """A consumer thread's name: its group, and its shard's on Redis Cluster."""
+    shard = consumer.reader.stream.split("{")[1].split("}")[0] if "{" in consumer.reader.stream else ""
+    return f"{consumer.reader.group}@{shard}" if shard else consumer.reader.group
+
+
 class EventProcessors:
     def __init__(
         self,
         redis: Redis,
-        keys: OrderKeys,
+        keys: OrderKeys | Sequence[OrderKeys],
         orders: OrderService,
         *,
         choreographed: bool,
@@ -70,20 +76,28 @@ class EventProcessors:
         watchdog_interval: float = 5.0,
         gather: float = 0.0,
     ) -> None:
-        self.view = ReadModel(redis, keys)
-        self.projector = Projector(
-            redis, keys, self.view, claim_after=claim_after, max_deliveries=max_deliveries, gather=gather
-        )
+        # on Redis Cluster, ``keys`` is every shard's: each shard's stream has its own consumers
+        shards = [keys] if isinstance(keys, OrderKeys) else list(keys)
+        self.views = [ReadModel(redis, shard) for shard in shards]
+        self.view = self.views[0]
+        self.projectors = [
+            Projector(
+                redis, shard, view, claim_after=claim_after, max_deliveries=max_deliveries, gather=gather
+            )
+            for shard, view in zip(shards, self.views, strict=True)
+        ]
+        self.projector = self.projectors[0]
         self.reactors = (
             [
                 Reactor(
                     service,
                     Reactions(orders, step_timeout=step_timeout),  # its own: the outbox is per thread
-                    keys,
+                    shard,
                     claim_after=claim_after,
                     max_deliveries=max_deliveries,
                     gather=gather if service in AFTER_OUTCOME else 0.0,
                 )
+                for shard in shards
                 for service in SERVICES
             ]
             if choreographed
@@ -96,10 +110,9 @@ class EventProcessors:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        consumers: list[Projector | Reactor] = [self.projector, *self.reactors]
+        consumers: list[Projector | Reactor] = [*self.projectors, *self.reactors]
         for consumer in consumers:
-            name = consumer.reader.group
-            self._spawn(name, self._consumer_loop(consumer))
+            self._spawn(_name(consumer), self._consumer_loop(consumer))
         self._spawn("watchdog", self._watchdog_loop)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -109,8 +122,11 @@ class EventProcessors:
 
     def parked(self) -> dict[str, int]:
         """Entries each consumer parked since the process started."""
-        consumers: list[Projector | Reactor] = [self.projector, *self.reactors]
-        return {c.reader.group: c.parked for c in consumers}
+        consumers: list[Projector | Reactor] = [*self.projectors, *self.reactors]
+        parked: dict[str, int] = {}
+        for consumer in consumers:  # a group's count over every shard
+            parked[consumer.reader.group] = parked.get(consumer.reader.group, 0) + consumer.parked
+        return parked
 
     def _spawn(self, name: str, loop: Callable[[], None]) -> None:
         thread = threading.Thread(target=loop, name=name, daemon=True)

@@ -20,10 +20,22 @@ def customer_digest(email: str) -> str:
     return hashlib.sha256(email.lower().encode()).hexdigest()[:32]
 
 
+STOCK_TAG = "stock"  # on Redis Cluster, every SKU's stock and every reservation share this slot
+
+
 class OrderKeys:
-    def __init__(self, prefix: str = "chumon") -> None:
-        self.runtime = Keys(prefix)
-        self._p = prefix + ":"
+    """The keys of the order domain: of every order on one Redis; on Redis Cluster, of one shard
+    (``shard``, a group name from ``workers.keys.shard_tags``): its orders, their events, read
+    model and job index, and its copy of the service queues (``runtime``) carry the shard's tag,
+    and the stock (SKUs, reservations, holds) carries ``{stock}`` (orders/shards.py)."""
+
+    def __init__(self, prefix: str = "chumon", shard: str | None = None) -> None:
+        self.shard = shard
+        self.runtime = Keys(prefix, shard)
+        self.prefix = prefix
+        self._p = prefix + ":" if shard is None else f"{prefix}:{{{shard}}}:"
+        self._s = prefix + ":" if shard is None else f"{prefix}:{{{STOCK_TAG}}}:"  # the stock's
+        self._x = prefix + ":"  # the simulated external systems': outside every shard
 
     # -- orders -------------------------------------------------------------------------------
     def order(self, order_id: str) -> str:
@@ -130,30 +142,31 @@ class OrderKeys:
     # -- inventory ----------------------------------------------------------------------------
     def stock(self, sku: str) -> str:
         """Hash: on_hand, reserved, committed, price (minor units)."""
-        return self._p + "stock:" + sku
+        return self._s + "stock:" + sku
 
     @property
     def holds(self) -> str:
         """Sorted set: order id -> time its reservation was held (only while held)."""
-        return self._p + "holds"
+        return self._s + "holds"
 
     @property
     def skus(self) -> str:
         """Set of every SKU in the catalogue."""
-        return self._p + "skus"
+        return self._s + "skus"
 
     def reservation(self, order_id: str) -> str:
         """Hash: state (reserved | released | committed | rejected), lines (JSON), shortage (JSON,
         when rejected), reserved_at (when held), updated_at."""
-        return self._p + "reservation:" + order_id
+        return self._s + "reservation:" + order_id
 
     # -- simulated external systems -------------------------------------------------------------
     def sim(self, system: str, *parts: str) -> str:
-        """State of a simulated external system (``payments``, ``carrier``)."""
-        return self._p + "sim:" + ":".join((system, *parts))
+        """State of a simulated external system (``payments``, ``carrier``): one slot per system
+        (``{payments}``), since one script may race two of its records (orders/lua/put_first.lua)."""
+        return self._x + "sim:{" + system + "}:" + ":".join(parts)
 
     def smtp_sink(self, *parts: str) -> str:
-        return self._p + "smtp-sink:" + ":".join(parts)
+        return self._x + "smtp-sink:" + ":".join(parts)
 
     # -- for Lua ----------------------------------------------------------------------------------
     @cached_property
@@ -167,9 +180,9 @@ class OrderKeys:
             orders_by_time=self.orders_by_time,
             saga_deadlines=self.saga_deadlines,
             events=self.events,
-            stock=self._p + "stock:",
+            stock=self._s + "stock:",
             skus=self.skus,
             holds=self.holds,
-            reservation=self._p + "reservation:",
+            reservation=self._s + "reservation:",
         )
         return json.dumps(space, separators=(",", ":"))

@@ -31,6 +31,7 @@ from orders.commands import PlaceOrder
 from orders.messages import new_id
 from orders.model import Order, OrderLine, payment_hint
 from orders.saga import Saga, SagaState, SagaStatus, Step, Transition
+from orders.shards import ShardedStore
 from orders.store import Loaded, OrderStore, Placed, UnknownOrder
 
 Decide = Callable[[Order, SagaState, float], Transition | None]
@@ -40,7 +41,7 @@ MAX_CONFLICTS = 20
 class OrderService:
     def __init__(
         self,
-        store: OrderStore,
+        store: OrderStore | ShardedStore,
         saga: Saga,
         *,
         currency: str,
@@ -65,8 +66,10 @@ class OrderService:
     def place(self, request: PlaceOrder) -> Placed:
         """Store the order and start its saga in one round trip. Idempotent on the request's key."""
         now = self.clock()
+        key = request.idempotency_key
+        scope = None if key is None else f"{request.customer.email.lower()}:{key}"
         order = Order(
-            id=new_id(),
+            id=self.store.new_order_id(scope),  # on Redis Cluster, in the shard the key picks
             customer=request.customer,
             ship_to=request.ship_to,
             lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price=0) for line in request.lines],
@@ -78,7 +81,6 @@ class OrderService:
             updated_at=now,
         )
         saga, outgoing = self.saga.start(order, now)
-        key = request.idempotency_key
         return self.store.place(
             order,
             saga,
@@ -141,7 +143,7 @@ class OrderService:
             if transition is None:
                 if not fresh:
                     continue  # nothing to do on what the caller read: make sure on a fresh read
-                self.store.durability.settle(self.store.redis)  # what we found must outlive a failover too
+                self.store.settle(order_id)  # what we found must outlive a failover too
                 return None
             self.saga.track_from(before, transition, now)
             if self.store.commit(loaded, transition, now):

@@ -24,12 +24,15 @@ from orders.commands import CheckStepTimeout, Command
 from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
 from orders.events import OrderPlaced, to_fields
 from orders.keys import OrderKeys
+from orders.messages import new_id
 from orders.model import Order
 from orders.money import MAX_AMOUNT
 from orders.saga import Outgoing, SagaState, Transition
 from orders.scripts import order_scripts
 from workers import EnqueueOptions, Enqueuer, JobType
 from workers.codec import readable, text, texts
+from workers.durability import Durability
+from workers.keys import sharded_queue
 
 LOADED_FIELDS = ["doc", "saga", "version"]
 Router = Callable[[type[Command]], JobType[Any]]
@@ -62,9 +65,22 @@ class OrderStore:
         self.enqueuer = enqueuer
         self.route = route
         self._scripts = order_scripts(redis, keys.lua_keyspace)
-        self.durability = enqueuer.durability
+        # the fence of this store's slot: on Redis Cluster, its shard's (orders/shards.py)
+        self.durability = (
+            enqueuer.durability
+            if keys.shard is None
+            else Durability(enqueuer.settings.redis, keys.runtime.replication_fence)
+        )
         # the order's job index lives as long as its longest-kept job (a dead letter)
         self.index_ttl = max(int(enqueuer.settings.dlq_retention), 1)
+
+    def new_order_id(self, key: str | None = None) -> str:
+        """A new order's id (orders/shards.py places it by ``key`` on Redis Cluster)."""
+        return new_id()
+
+    def settle(self, order_id: str) -> None:
+        """Wait until what was written of ``order_id`` so far is replicated (with waiting on)."""
+        self.durability.settle(self.redis)
 
     def load(self, order_id: str) -> Loaded | None:
         """The order and its saga; None if there is none; CorruptOrder if its record cannot be read."""
@@ -129,7 +145,10 @@ class OrderStore:
             scope, key, fingerprint = idempotency
             keys.append(self.keys.order_idempotency(scope, key))
             plan["idempotency"] = {"fingerprint": fingerprint, "ttl": idempotency_ttl}
-        keys += [self.keys.stock(line.sku) for line in order.lines]
+        if self.keys.shard is None:
+            keys += [self.keys.stock(line.sku) for line in order.lines]
+        else:  # on Redis Cluster the stock is in a slot of its own: its prices are read first
+            plan["prices"] = self._prices([line.sku for line in order.lines])
         keys += self._job_keys(jobs)
         run = self._scripts.run
         reply = self.durability.write(self.redis, lambda client: run("place", plan, client, keys))
@@ -145,6 +164,20 @@ class OrderStore:
         if outcome == "bad_price":
             raise ValueError(f"SKU {values[0]!r}: its catalogue price is not a whole amount: {values[1]!r}")
         return Placed(values[0], created=outcome == "placed")
+
+    def _prices(self, skus: list[str]) -> list[str]:
+        """The catalogue price of each SKU as stored (for place.lua to check); UnknownSku for one
+        without a price, before anything is written."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sku in skus:
+                pipe.hget(self.keys.stock(sku), "price")
+            found = pipe.execute(raise_on_error=False)
+        prices = []
+        for sku, price in zip(skus, found, strict=True):
+            if not isinstance(price, bytes | str):
+                raise UnknownSku(sku)
+            prices.append(text(price))
+        return prices
 
     def overdue(self, now: float, *, limit: int = 100) -> list[str]:
         """Orders whose saga deadline has passed, oldest deadline first."""
@@ -184,6 +217,8 @@ class OrderStore:
             fields.append(to_fields(event.model_copy(update={"sequence": version + offset})))
         jobs = [self._job(out, now) for out in transition.outgoing]
         timeout_queue = self.route(CheckStepTimeout).queue
+        if self.keys.shard is not None:
+            timeout_queue = sharded_queue(timeout_queue, self.keys.shard)
         plan = {
             "order_id": transition.order.id,
             "now": now,
@@ -278,5 +313,6 @@ class OrderStore:
 
     def _job(self, out: Outgoing, now: float, *, dedupe: str | None = None) -> dict[str, Any]:
         job_type = self.route(type(out.command))
-        options = EnqueueOptions(delay=out.delay or None, idempotency_key=dedupe)
+        queue = None if self.keys.shard is None else sharded_queue(job_type.queue, self.keys.shard)
+        options = EnqueueOptions(delay=out.delay or None, idempotency_key=dedupe, queue=queue)
         return self.enqueuer.spec(job_type, out.command, options, job_id=out.job_id)

@@ -34,11 +34,12 @@ from orders.model import LineRequest, OrderStatus
 from orders.projection import OrderSummary
 from orders.readmodel import ReadModel
 from orders.service import OrderService
+from orders.shards import ShardedView, Shards
 from orders.store import Placed
 from orders.views import OrderDetails
 from workers import EnqueueOptions, Enqueuer, JobInfo, JobRegistry, JobType, RuntimeSettings, load_job
-from workers.connection import ORDERS_ON_CLUSTER, check_server, is_cluster
-from workers.errors import ServerUnsupported, UnknownJobType
+from workers.connection import check_server, is_cluster
+from workers.errors import UnknownJobType
 from workers.keys import Keys
 
 Item = tuple[str, int] | Mapping[str, Any] | LineRequest
@@ -60,7 +61,7 @@ class Producer:
         self.keys = Keys(settings.key_prefix)
         self.enqueuer = Enqueuer(redis, settings)
         self._orders = orders
-        self._view: ReadModel | None = None
+        self._view: ReadModel | ShardedView | None = None
         self.registry_name: str | None = None  # CHUMON_APP, when connect() loaded it
 
     @classmethod
@@ -76,17 +77,13 @@ class Producer:
         # one that does not answer yet is not an error here: the first call says so
         with contextlib.suppress(RedisError, OSError):
             check_server(redis)
-        # on Redis Cluster, jobs only: the order flow does not run there yet (``orders`` says so)
-        orders = None if is_cluster(redis) else order_service(redis, settings)
-        producer = cls(redis, settings, load_registry(settings.app), orders)
+        producer = cls(redis, settings, load_registry(settings.app), order_service(redis, settings))
         producer.registry_name = f"CHUMON_APP={settings.app!r}"
         return producer
 
     @property
     def orders(self) -> OrderService:
         if self._orders is None:
-            if is_cluster(self.redis):
-                raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
             raise RuntimeError("this producer was built without the order flow (pass orders=...)")
         return self._orders
 
@@ -135,9 +132,12 @@ class Producer:
 
     # -- the read model (eventually consistent) -------------------------------------------------
     @property
-    def view(self) -> ReadModel:
+    def view(self) -> ReadModel | ShardedView:
         if self._view is None:
-            self._view = ReadModel(self.redis, OrderKeys(self.settings.key_prefix))
+            if is_cluster(self.redis):  # every shard's read model (orders/shards.py)
+                self._view = ShardedView(self.redis, Shards(self.settings.key_prefix, self.settings.shards))
+            else:
+                self._view = ReadModel(self.redis, OrderKeys(self.settings.key_prefix))
         return self._view
 
     def get_order_summary(self, order_id: str) -> OrderSummary | None:

@@ -172,9 +172,9 @@ def cluster_node_client(redis: Any, key: str | bytes) -> Redis:
 
 MIN_VERSION = (6, 2)
 ORDERS_ON_CLUSTER = (
-    "the order flow, its processes and rq's tools do not run on Redis Cluster yet (the job runtime "
-    "does: workers, enqueues, `chumon worker|queues|dlq|job`): point them at one primary, with "
-    "Sentinel for failover"
+    "this does not run on Redis Cluster yet (these do: workers, producers, the order flow's "
+    "processes, `chumon worker|queues|dlq|job|order place|show|list|stock|consumers|metrics`): "
+    "point it at one primary, with Sentinel for failover"
 )
 
 

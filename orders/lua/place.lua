@@ -6,7 +6,7 @@
     KEYS[1]  the order             KEYS[2]  its payment method   KEYS[3]  orders by time
     KEYS[4]  saga deadlines        KEYS[5]  the event stream     KEYS[6]  the order's job index
     KEYS[7]  the idempotency key (scoped to the customer), only when the plan has `idempotency`
-    then     the stock of each of the order's lines, in order
+    then     the stock of each of the order's lines, in order (none when the plan has `prices`)
     then     the keys enqueue_job may touch for each job (Keys.enqueue_job_keys; Lua builds
              those from the keyspace, as the runtime's scripts do)
     ARGV[1]  keyspace (JSON, orders/keys.py)
@@ -21,6 +21,9 @@
       event     the OrderPlaced stream entry as a flat field list, without `data`
       index_ttl how long the order's job index (KEYS[6]) is kept after this
       jobs      the saga's first commands, as enqueue_job() takes them
+      prices    on Redis Cluster, where the stock is in a slot of its own: each line's
+                catalogue price as the caller read it (checked here as if read here); absent:
+                read from the stock keys
 
   Output:
     {'placed', order_id}          stored, event appended, first jobs enqueued
@@ -58,7 +61,12 @@ local order = cjson.decode(plan.doc)
 local total = 0
 local prices = {}
 for i, line in ipairs(order.lines) do
-  local price = redis.call('HGET', KEYS[stock_keys + i], 'price')
+  local price
+  if plan.prices then
+    price = plan.prices[i]
+  else
+    price = redis.call('HGET', KEYS[stock_keys + i], 'price')
+  end
   if not price then
     return {'unknown_sku', line.sku}
   end
