@@ -11,7 +11,7 @@ from redis import Redis
 
 import jobs
 import jobs.orders
-from chumon.bootstrap import build_services
+from chumon.bootstrap import build_services, order_shards
 from chumon.settings import Settings
 from chumon.smtpsink import SmtpSink
 from orders.audit import Audit, audit
@@ -24,6 +24,8 @@ from orders.shipping import SimulatedCarrier
 from orders.views import OrderDetails
 from producer import Producer
 from tests.support import FAST, wait_until, worker_thread
+from workers.connection import is_cluster
+from workers.crew import served_queues
 
 QUEUES = ["orders", "inventory", "payments", "shipping", "notifications"]
 CATALOGUE = {"TEA": (100, 450), "MUG": (100, 1299), "POT": (10, 3500)}
@@ -122,13 +124,18 @@ def running_flow(
         stack.callback(jobs.orders.configure, None)
         for sku, (on_hand, price) in CATALOGUE.items():
             services.inventory.set_stock(sku, on_hand, price)
+        shards = order_shards(redis, settings)  # one on one Redis; on a cluster, CHUMON_SHARDS
+        groups = served_queues(
+            QUEUES, {}, is_cluster(redis), sharded=jobs.registry.sharded, shards=settings.shards
+        )  # one group on one Redis; on a cluster, one per shard (its copy of every queue)
         for _ in range(workers):
-            stack.enter_context(
-                worker_thread(redis, jobs.registry, settings, queues=QUEUES, concurrency=concurrency)
-            )
+            for group in groups:
+                stack.enter_context(
+                    worker_thread(redis, jobs.registry, settings, queues=group, concurrency=concurrency)
+                )
         processors = EventProcessors(
             redis,
-            OrderKeys(),
+            shards.all(),
             services.orders,
             choreographed=style == "choreographed",
             step_timeout=settings.saga.step_timeout,
@@ -139,4 +146,4 @@ def running_flow(
         processors.start()
         stack.callback(processors.stop)
         producer = Producer(redis, settings, jobs.registry, services.orders)
-        yield Flow(redis, settings, services, producer, sink, OrderKeys())
+        yield Flow(redis, settings, services, producer, sink, shards.all()[0])

@@ -1,0 +1,55 @@
+"""The order flow on a real Redis Cluster, sharded by order (orders/shards.py).
+
+Each shard is a group of slots' worth of keys: its orders, event stream, read model, job index
+and its copy of the service queues. Orders are placed on every shard; each must end CONFIRMED
+or CANCELLED as on one Redis, with the audit counting every charge, refund, shipment and email
+from the parties' raw records, and the read model (per shard, lists merged) agreeing with the
+write side. Both saga styles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from orders.shards import ShardedStore
+from tests.clusterproc import ClusterNodes
+from tests.flow import running_flow
+from workers.connection import connect
+from workers.keys import shard_tags
+
+
+@pytest.fixture
+def cluster() -> Iterator[ClusterNodes]:
+    with ClusterNodes(primaries=3, replicas=0) as nodes:
+        yield nodes
+
+
+@pytest.mark.parametrize("style", ["orchestrated", "choreographed"])
+def test_orders_on_every_shard_end_as_on_one_redis(cluster: ClusterNodes, style: str) -> None:
+    redis = connect(cluster.url)
+    with running_flow(redis, cluster.url, style=style) as flow:
+        store = flow.services.orders.store
+        assert isinstance(store, ShardedStore)
+        ids = [
+            flow.place(("TEA", 1), ("MUG", 1), customer_email=f"c{n}@example.com", idempotency_key=f"k{n}")
+            for n in range(9)
+        ]
+        ids.append(flow.place(("TEA", 1), payment_token="tok_declined"))
+        assert {store.shards.tag_of(order_id) for order_id in ids} == set(shard_tags(3))  # every shard
+        for order_id in ids:
+            flow.settled(order_id)
+        again = flow.place(("TEA", 1), ("MUG", 1), customer_email="c0@example.com", idempotency_key="k0")
+        assert again == ids[0]  # the key's shard holds its first order
+        report = flow.audit()
+        assert report.ok, report
+        assert report.by_status == {"CONFIRMED": 9, "CANCELLED": 1}
+        assert report.charges == 9 and report.shipments == 9 and report.emails_received == 10
+        assert flow.read_side_differences(ids) == []
+        listed = {summary.order_id for summary in flow.producer.list_orders(limit=50)}
+        assert listed == set(ids)  # the shards' read models, merged
+        for primary in cluster.alive():  # every primary holds orders' keys
+            with primary.client() as client:
+                assert any(b"order:" in key for key in client.scan_iter(count=1000))
+    redis.close()
