@@ -30,11 +30,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis import Redis
 
-from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.projector import GROUP
 from orders.reactors import SERVICES
 from orders.readmodel import ReadModel
+from orders.shards import Shards
 from workers.codec import parse_iso, readable
 from workers.control import Control
 from workers.keys import RELAY_SUFFIX, is_dead_letter_queue, origin_of_dead_letter_queue
@@ -52,12 +52,13 @@ class RedisCollector(Collector):
         self.settings = settings
         self.layout = Layout(redis, settings)
         self.keys = self.layout.base
-        self.order_keys = OrderKeys(settings.key_prefix)
+        # the order flow's shards: on Redis Cluster, each one's read model and event log
+        count = settings.shards if self.layout.cluster else None
+        self.order_shards = Shards(settings.key_prefix, count).all()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._queues()
-        if not self.layout.cluster:  # the order flow does not run on Redis Cluster yet
-            yield from self._orders()
+        yield from self._orders()
 
     def _queues(self) -> Iterator[Metric]:
         """Queue, dead-letter and worker state. Garbage in a key reads as 0, never as a failed scrape.
@@ -163,18 +164,25 @@ class RedisCollector(Collector):
         yield from (letters, alert, dropped, alive, quarantined)
 
     def _orders(self) -> Iterator[Metric]:
-        behind, seconds = GroupReader(self.redis, self.order_keys.events, GROUP).lag()
+        """The read model and the event log; on Redis Cluster, every shard's added up (the lag in
+        seconds: the largest)."""
+        behind, seconds = 0, 0.0
+        counts = dict.fromkeys(OrderStatus, 0)
+        for keys in self.order_shards:
+            events, age = GroupReader(self.redis, keys.events, GROUP).lag()
+            behind, seconds = behind + events, max(seconds, age)
+            gen = ReadModel(self.redis, keys).current(fresh=True)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for status in OrderStatus:
+                    pipe.zcard(keys.view_status(gen, status.value))
+                for status, count in zip(OrderStatus, pipe.execute(), strict=True):
+                    counts[status] += int(count)
         yield GaugeMetricFamily(
             "chumon_projector_lag_events", "Events not yet in the read model.", value=behind
         )
         yield GaugeMetricFamily("chumon_projector_lag_seconds", "Age of the oldest of them.", value=seconds)
-        gen = ReadModel(self.redis, self.order_keys).current(fresh=True)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for status in OrderStatus:
-                pipe.zcard(self.order_keys.view_status(gen, status.value))
-            counts = pipe.execute()
         orders = GaugeMetricFamily("chumon_orders", "Orders in the read model, by status.", labels=["status"])
-        for status, count in zip(OrderStatus, counts, strict=True):
+        for status, count in counts.items():
             orders.add_metric([status.value], count)
         yield orders
         yield from self._parked()
@@ -182,16 +190,25 @@ class RedisCollector(Collector):
     def _parked(self) -> Iterator[Metric]:
         groups = [GROUP, *(f"reactor-{service}" for service in SERVICES)]
         with self.redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.xlen(self.order_keys.parked_events(group))
-            pipe.zcount(self.order_keys.saga_deadlines, "-inf", time.time())
-            *depths, overdue = pipe.execute()
+            for keys in self.order_shards:
+                for group in groups:
+                    pipe.xlen(keys.parked_events(group))
+                pipe.zcount(keys.saga_deadlines, "-inf", time.time())
+            replies = pipe.execute()
+        depths = dict.fromkeys(groups, 0)
+        overdue = 0
+        width = len(groups) + 1
+        for i in range(len(self.order_shards)):
+            *shard_depths, shard_overdue = replies[i * width : (i + 1) * width]
+            for group, depth in zip(groups, shard_depths, strict=True):
+                depths[group] += int(depth)
+            overdue += int(shard_overdue)
         parked = GaugeMetricFamily(
             "chumon_events_dead_letters",
             "Entries parked by a consumer group of the event log.",
             labels=["group"],
         )
-        for group, depth in zip(groups, depths, strict=True):
+        for group, depth in depths.items():
             parked.add_metric([group], depth)
         yield parked
         yield GaugeMetricFamily("chumon_sagas_overdue", "Sagas past their deadline.", value=overdue)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from chumon.bootstrap import order_keys, order_service
+from chumon.bootstrap import order_keys, order_service, order_shards
 from chumon.settings import Settings
 from orders.errors import CorruptOrder, IdempotencyConflict, OrderTooLarge, UnknownSku
 from orders.inventory import Inventory, StockLevel
-from orders.keys import OrderKeys
 from orders.model import OrderStatus
 from orders.money import format_amount, parse_amount
 from orders.projection import OrderSummary
@@ -319,19 +319,45 @@ def cmd_projections_rebuild(args: argparse.Namespace, ctx: CliContext) -> int:
     from orders.projector import rebuild
 
     settings, redis = _settings(ctx), ctx.redis()
-    keys = OrderKeys(settings.key_prefix)
-    progress = Progress(int(redis.xlen(keys.events)), "events replayed", stream=sys.stderr)
-    report = rebuild(redis, keys, ReadModel(redis, keys), keep_old=args.keep_old, progress=progress.update)
+    shards = order_shards(redis, settings).all()  # on Redis Cluster, each shard's read model in turn
+    total = sum(int(redis.xlen(keys.events)) for keys in shards)
+    progress = Progress(total, "events replayed", stream=sys.stderr)
+    done = 0
+    reports = []
+    for keys in shards:
+        report = rebuild(
+            redis,
+            keys,
+            ReadModel(redis, keys),
+            keep_old=args.keep_old,
+            progress=_offset(progress.update, done),
+        )
+        done += report.events
+        reports.append({**vars(report), "shard": keys.shard})
     progress.close()
-    emit(
-        vars(report),
-        args.json,
-        lambda r: (
-            f"rebuilt generation {r['new']} from {r['events']} events ({r['orders']} orders, "
+
+    def line(r: dict[str, Any]) -> str:
+        where = f"shard {r['shard']}: " if r["shard"] else ""
+        return (
+            f"{where}rebuilt generation {r['new']} from {r['events']} events ({r['orders']} orders, "
             f"{r['carried_over']} carried over) in {r['seconds']} s; it replaced generation {r['old']}"
-        ),
-    )
+        )
+
+    if len(reports) == 1:
+        single = {k: v for k, v in reports[0].items() if k != "shard"}
+        emit(single, args.json, lambda _: line(reports[0]))
+    else:
+        emit({"shards": reports}, args.json, lambda _: "\n".join(line(r) for r in reports))
     return 0
+
+
+def _offset(update: Callable[[int], object], before: int) -> Callable[[int], None]:
+    """A progress callback counting on from ``before`` (the shards replayed so far)."""
+
+    def counted(n: int) -> None:
+        update(before + n)
+
+    return counted
 
 
 def cmd_projections_status(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -339,24 +365,35 @@ def cmd_projections_status(args: argparse.Namespace, ctx: CliContext) -> int:
     from workers.streams import GroupReader
 
     settings, redis = _settings(ctx), ctx.redis()
-    keys = OrderKeys(settings.key_prefix)
-    view = ReadModel(redis, keys)
-    reader = GroupReader(redis, keys.events, GROUP)
-    behind, lag = reader.lag()
-    ran = _group_exists(redis, keys.events, GROUP)
-    events = int(redis.xlen(keys.events))
-    if not ran:
-        behind = events  # no projector has read anything yet: every event waits
-    current = view.current(fresh=True)
-    status = {
-        "current_generation": current,
-        "generations": view.active(),
-        "events": events,
-        "orders": int(redis.zcard(keys.view_all(current))),
-        "projector_started": ran,
-        "lag_events": behind,
-        "lag_seconds": round(lag, 3),
-    }
+    shards: list[dict[str, Any]] = []
+    for keys in order_shards(redis, settings).all():  # on Redis Cluster, each shard's read model
+        view = ReadModel(redis, keys)
+        behind, lag = GroupReader(redis, keys.events, GROUP).lag()
+        ran = _group_exists(redis, keys.events, GROUP)
+        events = int(redis.xlen(keys.events))
+        if not ran:
+            behind = events  # no projector has read anything yet: every event waits
+        current = view.current(fresh=True)
+        shards.append({
+            "shard": keys.shard,
+            "current_generation": current,
+            "generations": view.active(),
+            "events": events,
+            "orders": int(redis.zcard(keys.view_all(current))),
+            "projector_started": ran,
+            "lag_events": behind,
+            "lag_seconds": round(lag, 3),
+        })  # fmt: skip
+    status: dict[str, Any] = {k: v for k, v in shards[0].items() if k != "shard"}
+    if len(shards) > 1:  # the shards added up; each one's own below
+        status.update(
+            events=sum(x["events"] for x in shards),
+            orders=sum(x["orders"] for x in shards),
+            projector_started=all(x["projector_started"] for x in shards),
+            lag_events=sum(x["lag_events"] for x in shards),
+            lag_seconds=max(x["lag_seconds"] for x in shards),
+            shards=shards,
+        )
 
     def render(s: dict[str, Any]) -> str:
         head = f"generation {s['current_generation']}: {s['orders']} orders from {s['events']} events; "
@@ -382,7 +419,8 @@ def _group_exists(redis: Any, stream: str, group: str) -> bool:
 
 
 # what runs on Redis Cluster (chumon/cli.py asks): the rest reads one Redis's keys
-for _command in (cmd_stock_set, cmd_stock_show, cmd_order_place, cmd_order_show, cmd_order_list):
+for _command in (cmd_stock_set, cmd_stock_show, cmd_order_place, cmd_order_show, cmd_order_list,
+                 cmd_projections_rebuild, cmd_projections_status):  # fmt: skip
     _command.on_cluster = True  # type: ignore[attr-defined]
 
 

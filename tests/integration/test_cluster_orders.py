@@ -9,13 +9,18 @@ write side. Both saga styles.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
+from chumon import cli
+from chumon.exporter import registry as exporter_registry
+from chumon.settings import load
 from orders.shards import ShardedStore
 from tests.clusterproc import ClusterNodes
 from tests.flow import running_flow
+from tests.integration.test_metrics_and_logs import samples, value
 from workers.connection import connect
 from workers.keys import shard_tags
 
@@ -27,7 +32,9 @@ def cluster() -> Iterator[ClusterNodes]:
 
 
 @pytest.mark.parametrize("style", ["orchestrated", "choreographed"])
-def test_orders_on_every_shard_end_as_on_one_redis(cluster: ClusterNodes, style: str) -> None:
+def test_orders_on_every_shard_end_as_on_one_redis(
+    cluster: ClusterNodes, style: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     redis = connect(cluster.url)
     with running_flow(redis, cluster.url, style=style) as flow:
         store = flow.services.orders.store
@@ -52,4 +59,23 @@ def test_orders_on_every_shard_end_as_on_one_redis(cluster: ClusterNodes, style:
         for primary in cluster.alive():  # every primary holds orders' keys
             with primary.client() as client:
                 assert any(b"order:" in key for key in client.scan_iter(count=1000))
+        found = samples(exporter_registry(redis, flow.settings))
+        assert value(found, "chumon_orders", status="CONFIRMED") == 9  # every shard's, added up
+        assert value(found, "chumon_orders", status="CANCELLED") == 1
+    monkeypatch.setenv("REDIS_URL", cluster.url)
+    load.cache_clear()
+    try:
+        capsys.readouterr()
+        assert cli.main(["projections", "rebuild", "--json"]) == 0
+        rebuilt = json.loads(capsys.readouterr().out)["shards"]
+        assert len(rebuilt) == 3 and sum(r["orders"] for r in rebuilt) == 10  # each shard's, replayed
+        assert cli.main(["projections", "status", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["orders"] == 10 and len(status["shards"]) == 3
+        assert cli.main(["order", "show", ids[-1], "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "CANCELLED"
+        assert cli.main(["order", "list", "--json"]) == 0
+        assert {o["order_id"] for o in json.loads(capsys.readouterr().out)} == set(ids)
+    finally:
+        load.cache_clear()
     redis.close()
