@@ -324,6 +324,7 @@ class Worker:
         while not self._stopping:
             try:
                 check_server(self.redis)
+                self.layout.index(self.queues)  # on a cluster: its queues listed, whoever fills them
                 self.presence.register()
                 break
             except ServerUnsupported:
