@@ -37,6 +37,7 @@ from typing import Any
 from redis import Redis
 
 from bench import ROOT
+from bench.clusterorders import run_orders_config, slot_balance
 from bench.jobs import noop
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings
 from workers.connection import connect
@@ -208,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queues", type=int, default=6, help="queues the jobs spread over (default 6)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2, one per core)")
     parser.add_argument("--concurrency", type=int, default=4, help="slots of each worker (default 4)")
+    parser.add_argument(
+        "--orders", type=int, default=1000, help="orders per configuration (default 1,000; 0: none)"
+    )
+    parser.add_argument("--threads", type=int, default=4, help="threads placing the orders (default 4)")
     parser.add_argument("--smoke", action="store_true", help="the smallest run (the test suite's check)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args(argv)
     if args.smoke:
         args.jobs, args.rounds, args.primaries, args.queues, args.workers = 300, 1, "2", 2, 1
+        args.orders, args.threads = 30, 2
     sizes = [0] + [int(p) for p in args.primaries.split(",") if p.strip()]
     queues = queue_names(args.queues)
     runs = []
@@ -224,8 +230,43 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {run['jobs_per_s']:,.0f} jobs/s, {run['redis_cpu_us_per_job']:.1f} us of Redis CPU a job")
             runs.append(run)
     rows = summarize(runs)
-    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    order_rows = []
+    for primaries in sizes if args.orders else []:  # one round: the orders take longer
+        label = "one Redis" if not primaries else f"{primaries} primaries"
+        say(f"orders: {label}: {args.orders:,} orders from {args.threads} threads ...")
+        run = run_orders_config(primaries, args.orders, args.threads, servers, cpu_seconds)
+        say(f"  {run['orders_per_s']:,.0f} orders/s, {run['redis_cpu_us_per_order']:.0f} us of Redis CPU")
+        order_rows.append(run)
+    base = order_rows[0]["orders_per_s"] if order_rows else None
+    for row in order_rows:
+        row["vs_one_redis"] = row["orders_per_s"] / base if base else None
+    balance = {str(p): slot_balance(p) for p in sizes if p}
+    if args.json:
+        print(
+            json.dumps({"jobs": rows, "orders": order_rows, "slot_balance_10000_orders": balance}, indent=2)
+        )
+    else:
+        print(table(rows))
+        if order_rows:
+            print("\n" + order_table(order_rows))
+        print("\nshare of 10,000 orders per primary (chumon's shard tags / naive {o0},{o1},{o2}):")
+        for size, shares in balance.items():
+            print(f"  {size} primaries: {shares['chumon']}  /  {shares['naive']}")
     return 0
+
+
+def order_table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'orders':<22} {'orders/s':>8} {'ratio':>7} {'Redis us/order':>15}  busy per primary"
+    lines = [head + "    keys per primary"]
+    for row in rows:
+        name = "one Redis (rq's)" if not row["primaries"] else f"cluster, {row['primaries']} primaries"
+        ratio = "baseline" if not row["primaries"] else f"{row['vs_one_redis']:.2f}x"
+        busy = ",".join(f"{b:.0%}" for b in row["busy_per_primary"])
+        lines.append(
+            f"{name:<22} {row['orders_per_s']:>8,.0f} {ratio:>7} {row['redis_cpu_us_per_order']:>15,.0f}  "
+            f"{busy:<19} {row['keys_per_primary']}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
