@@ -163,12 +163,15 @@ def _groups(settings: Settings, only: str | None) -> list[str]:
     return [only] if only else groups
 
 
-def _parked_entries(ctx: CliContext, group: str) -> Any:
-    from orders.keys import OrderKeys
+def _parked_entries(ctx: CliContext, group: str) -> list[Any]:
+    """The group's parked entries, one reader per shard (one on one Redis)."""
+    from chumon.bootstrap import order_shards
     from workers.streams import ParkedEntries
 
-    keys = OrderKeys(ctx.settings.key_prefix)
-    return ParkedEntries(ctx.redis(), group, keys.parking(group))
+    redis = ctx.redis()
+    return [
+        ParkedEntries(redis, group, keys.parking(group)) for keys in order_shards(redis, _settings(ctx)).all()
+    ]
 
 
 def _parked_row(parked: Any) -> dict[str, Any]:
@@ -179,7 +182,8 @@ def cmd_events_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
     rows = [
         _parked_row(parked)
         for group in _groups(_settings(ctx), args.group)
-        for parked in _parked_entries(ctx, group).read(args.limit)
+        for shard in _parked_entries(ctx, group)
+        for parked in shard.read(args.limit)
     ]
 
     def render(found: list[dict[str, Any]]) -> str:
@@ -197,11 +201,12 @@ def cmd_events_dlq_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_events_dlq_show(args: argparse.Namespace, ctx: CliContext) -> int:
     for group in _groups(_settings(ctx), args.group):
-        parked = _parked_entries(ctx, group).get(args.parked_id)
-        if parked is not None:
-            row = _parked_row(parked)
-            emit(row, args.json, lambda r: "\n".join(f"{k:<11} {v}" for k, v in r.items()))
-            return 0
+        for shard in _parked_entries(ctx, group):
+            parked = shard.get(args.parked_id)
+            if parked is not None:
+                row = _parked_row(parked)
+                emit(row, args.json, lambda r: "\n".join(f"{k:<11} {v}" for k, v in r.items()))
+                return 0
     print(f"chumon: no parked entry {args.parked_id}", file=sys.stderr)
     return 1
 
@@ -213,12 +218,12 @@ def cmd_events_dlq_retry(args: argparse.Namespace, ctx: CliContext) -> int:
     retried: dict[str, list[str]] = {}
     wanted = set(args.parked_ids)
     for group in _groups(_settings(ctx), args.group):
-        parked = _parked_entries(ctx, group)
-        ids = [p.id for p in parked.read(100_000) if args.all or p.id in wanted]
-        sent = parked.retry(ids)
-        if sent:
-            retried[group] = sent
-        wanted -= set(sent)
+        for parked in _parked_entries(ctx, group):  # each shard's
+            ids = [p.id for p in parked.read(100_000) if args.all or p.id in wanted]
+            sent = parked.retry(ids)
+            if sent:
+                retried.setdefault(group, []).extend(sent)
+            wanted -= set(sent)
     emit(
         {"retried": retried, "not_found": sorted(wanted)},
         args.json,
@@ -250,7 +255,7 @@ def cmd_metrics(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 cmd_metrics.on_cluster = True  # type: ignore[attr-defined]  # its runtime half runs on Redis Cluster
-cmd_events.on_cluster = True  # type: ignore[attr-defined]  # every shard's consumers
+cmd_events.on_cluster = True  # type: ignore[attr-defined]  # every shard's consumers, and their parked entries
 
 
 def register(sub: Any) -> None:
@@ -290,7 +295,9 @@ def register(sub: Any) -> None:
     )
     listing = dlq.add_parser("list", help="parked entries, oldest first")
     listing.add_argument("--group", help="one consumer group (projector, reactor-payments, ...)")
-    listing.add_argument("--limit", type=count, default=100, help="per group (default 100)")
+    listing.add_argument(
+        "--limit", type=count, default=100, help="per group (and shard, on Redis Cluster; default 100)"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(events_func=cmd_events_dlq_list)
     show = dlq.add_parser("show", help="one parked entry, with its fields and reason")
