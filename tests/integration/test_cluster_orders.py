@@ -76,6 +76,8 @@ def test_orders_on_every_shard_end_as_on_one_redis(
         assert json.loads(capsys.readouterr().out)["status"] == "CANCELLED"
         assert cli.main(["order", "list", "--json"]) == 0
         assert {o["order_id"] for o in json.loads(capsys.readouterr().out)} == set(ids)
+        assert cli.main(["events", "dlq", "list", "--json"]) == 0  # every shard's: none parked
+        assert json.loads(capsys.readouterr().out) == []
     finally:
         load.cache_clear()
     redis.close()
