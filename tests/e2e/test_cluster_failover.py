@@ -1,8 +1,8 @@
 """Orders placed while a Redis Cluster primary is killed: the issue's check, from outside.
 
-A 3-primary cluster with a replica each (tests/clusterproc.py), the Procfile's processes as real
-processes given the ``redis+cluster://`` URL (one worker process serving the five service queues,
-which runs one worker per shard; the events process, every shard's consumers), an SMTP sink in
+A 3-primary cluster with a replica each (tests/clusterproc.py), the order processes of
+``Procfile.cluster`` as real processes given the ``redis+cluster://`` URL (a worker process per
+service queue, each running one worker per shard; the consumers process, every shard's), an SMTP sink in
 memory (a failover cannot erase what it received) and a producer in this process placing orders
 at a steady rate, each with its own idempotency key, retrying a failed call with the same key,
 recording every acknowledged order id. ``CHUMON_REDIS__REPLICAS_ACK=1``: an acknowledged write
@@ -20,6 +20,7 @@ in for external systems, which a Redis failover would not touch).
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -28,14 +29,15 @@ import pytest
 from redis.crc import key_slot
 
 import jobs
+from bench.orderflow import procfile_lines
 from chumon.bootstrap import build_services
 from chumon.smtpsink import SmtpSink
 from orders.keys import STOCK_TAG
 from producer import Producer
 from tests.clusterproc import ClusterNodes
 from tests.failover import Placer
-from tests.flow import CATALOGUE, QUEUES, flow_settings
-from tests.support import ChumonProcess, WorkerProcess, wait_until
+from tests.flow import CATALOGUE, flow_settings
+from tests.support import ROOT, ChumonProcess, wait_until
 from workers.connection import RedisOptions, connect
 from workers.keys import shard_tags
 
@@ -55,9 +57,9 @@ def test_orders_placed_while_a_shard_primary_is_killed_lose_nothing_and_double_n
             services.inventory.set_stock(sku, 100_000, price)
         env = {"smtp__port": sink.port, "redis__replicas_ack": 1, "redis__replicas_timeout_ms": 1000,
                "events__claim_after": 1.0}  # fmt: skip
-        processes = [
-            WorkerProcess(cluster.url, "--queues", *QUEUES, "--concurrency", "4", app="jobs:registry", **env),
-            ChumonProcess(cluster.url, "consumers", **env),
+        processes = [  # Procfile.cluster's lines that move orders, each a process of its own
+            ChumonProcess(cluster.url, *shlex.split(command.replace("${PORT:-0}", "0"))[1:], **env)
+            for _, command in procfile_lines(ROOT / "Procfile.cluster")
         ]
         for process in processes:
             stack.callback(process.stop)
