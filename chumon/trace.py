@@ -13,11 +13,13 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, get_args
 
 from redis import Redis
 
+from chumon.bootstrap import order_shards
+from chumon.settings import Settings
 from orders import commands as c
 from orders.errors import CorruptOrder
 from orders.keys import OrderKeys
@@ -103,7 +105,7 @@ def render(trace: Trace) -> str:
 
 
 def cmd_trace(args: argparse.Namespace, ctx: CliContext) -> int:
-    keys = OrderKeys(ctx.settings.key_prefix)
+    keys = order_shards(ctx.redis(), _settings(ctx)).of(args.order_id)  # on Redis Cluster, its shard's
     try:
         trace = build(ctx.redis(), keys, args.order_id, command_names())
     except CorruptOrder as exc:
@@ -232,21 +234,31 @@ def tail_line(item: dict[str, Any]) -> str:
 
 def tail(
     redis: Redis,
-    keys: OrderKeys,
+    keys: OrderKeys | Sequence[OrderKeys],
     out: Callable[[dict[str, Any]], None],
     stop: threading.Event,
     *,
     poll: float = 0.5,
     from_start: bool = False,
 ) -> None:
-    start = "0-0" if from_start else "$"
-    if start == "$":  # "$" only means "from now" for the first read; pin it to an id
-        last = redis.xrevrange(keys.events, count=1)
-        start = readable(last[0][0]) or "0-0" if last else "0-0"
-    jobs = JobWatch(redis, keys)
+    """Follow the event log and the jobs; on Redis Cluster ``keys`` is every shard's, each shard's
+    log and jobs read in turn (each read waiting its share of ``poll``)."""
+    shards = [keys] if isinstance(keys, OrderKeys) else list(keys)
+    starts = []
+    for shard in shards:
+        start = "0-0"
+        if not from_start:  # "$" only means "from now" for the first read; pin it to an id
+            last = redis.xrevrange(shard.events, count=1)
+            start = readable(last[0][0]) or "0-0" if last else "0-0"
+        starts.append(start)
+    watches = [JobWatch(redis, shard) for shard in shards]
+    block_ms = max(1, int(poll * 1000 / len(shards)))
     while not stop.is_set():
-        start, events = follow_events(redis, keys, start, int(poll * 1000))
-        for item in sorted([*events, *jobs.changes()], key=lambda i: i["at"]):
+        items: list[dict[str, Any]] = []
+        for n, shard in enumerate(shards):
+            starts[n], events = follow_events(redis, shard, starts[n], block_ms)
+            items += [*events, *watches[n].changes()]
+        for item in sorted(items, key=lambda i: i["at"]):
             out(item)
 
 
@@ -264,8 +276,18 @@ def cmd_tail(args: argparse.Namespace, ctx: CliContext) -> int:
         timer = threading.Timer(args.duration, stop.set)
         timer.daemon = True
         timer.start()
-    tail(ctx.redis(), OrderKeys(ctx.settings.key_prefix), out, stop, from_start=args.from_start)
+    shards = order_shards(ctx.redis(), _settings(ctx)).all()  # on Redis Cluster, every shard
+    tail(ctx.redis(), shards, out, stop, from_start=args.from_start)
     return 0
+
+
+cmd_trace.on_cluster = True  # type: ignore[attr-defined]
+cmd_tail.on_cluster = True  # type: ignore[attr-defined]
+
+
+def _settings(ctx: CliContext) -> Settings:
+    assert isinstance(ctx.settings, Settings)
+    return ctx.settings
 
 
 def register(sub: Any) -> None:

@@ -172,9 +172,9 @@ def cluster_node_client(redis: Any, key: str | bytes) -> Redis:
 
 MIN_VERSION = (6, 2)
 ORDERS_ON_CLUSTER = (
-    "this does not run on Redis Cluster yet (these do: workers, producers, the order flow's "
-    "processes, `chumon worker|queues|dlq|job|order place|show|list|stock|consumers|metrics`): "
-    "point it at one primary, with Sentinel for failover"
+    "this does not run on Redis Cluster yet (the dashboard and rq-scheduler read rq's own keys; "
+    "everything else does, docs/operations.md \"Redis Cluster\"): point it at one primary, with "
+    "Sentinel for failover"
 )
 
 

@@ -78,6 +78,13 @@ def test_orders_on_every_shard_end_as_on_one_redis(
         assert {o["order_id"] for o in json.loads(capsys.readouterr().out)} == set(ids)
         assert cli.main(["events", "dlq", "list", "--json"]) == 0  # every shard's: none parked
         assert json.loads(capsys.readouterr().out) == []
+        assert cli.main(["trace", ids[0], "--json"]) == 0  # from its shard's log and jobs
+        traced = json.loads(capsys.readouterr().out)
+        assert traced["status"] == "CONFIRMED" and traced["events"] >= 5 and traced["commands"] >= 4
+        assert cli.main(["tail", "--from-start", "--duration", "1", "--json"]) == 0  # every shard's log
+        tailed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        placed = {t["order_id"] for t in tailed if t["kind"] == "event" and t["type"] == "OrderPlaced"}
+        assert placed == set(ids)
     finally:
         load.cache_clear()
     redis.close()
