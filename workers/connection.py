@@ -171,7 +171,7 @@ def cluster_node_client(redis: Any, key: str | bytes) -> Redis:
 
 
 MIN_VERSION = (6, 2)
-ORDERS_ON_CLUSTER = (
+NOT_ON_CLUSTER = (
     "this does not run on Redis Cluster yet (the dashboard and rq-scheduler read rq's own keys; "
     "everything else does, docs/operations.md \"Redis Cluster\"): point it at one primary, with "
     "Sentinel for failover"
@@ -214,13 +214,13 @@ def check_server(redis: Redis, *, cluster: bool = True) -> tuple[int, ...]:
         )
     if is_cluster(redis):
         if not cluster:
-            raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {ORDERS_ON_CLUSTER}")
+            raise ServerUnsupported(f"REDIS_URL is a Redis Cluster: {NOT_ON_CLUSTER}")
         return version
     # a cluster node reached with a plain URL would take the first write of a script and refuse
     # the next with MOVED or CROSSSLOT: half an order written. Refused before anything is.
     if str(redis.info("cluster").get("cluster_enabled", "0")) == "1":
         raise ServerUnsupported(
             "the server is a Redis Cluster node: use a redis+cluster://host:port,... URL "
-            f"(the job runtime's cluster layout; {ORDERS_ON_CLUSTER})"
+            f"(the job runtime's cluster layout; {NOT_ON_CLUSTER})"
         )
     return version
