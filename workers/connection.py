@@ -173,7 +173,7 @@ def cluster_node_client(redis: Any, key: str | bytes) -> Redis:
 MIN_VERSION = (6, 2)
 NOT_ON_CLUSTER = (
     "this does not run on Redis Cluster yet (the dashboard and rq-scheduler read rq's own keys; "
-    "everything else does, docs/operations.md \"Redis Cluster\"): point it at one primary, with "
+    'everything else does, docs/operations.md "Redis Cluster"): point it at one primary, with '
     "Sentinel for failover"
 )
 

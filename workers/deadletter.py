@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from workers.codec import decode_meta, iso, names, raw_bytes, readable
 from workers.jobview import JobInfo, load_job
 from workers.keys import (
+    GROUP,
     Keys,
     base_queue,
     dead_letter_queue,
@@ -61,12 +62,18 @@ class DeadLetters:
         return sorted({origin_of_dead_letter_queue(name) for name in found if is_dead_letter_queue(name)})
 
     def matching(self, queue: str | None) -> list[str]:
-        """The origins ``queue`` names: itself, or its sub-queues (a split queue, on a cluster);
+        """The origins ``queue`` names: itself, or its sub-queues (a split queue, on a cluster) or
+        its shard copies (a sharded queue: ``notifications`` names ``notifications@shard3``);
         every origin for None."""
         origins = self.origins()
         if queue is None:
             return origins
-        return [o for o in origins if o == queue or base_queue(o) == queue] or [queue]
+        mine = [
+            o
+            for o in origins
+            if queue in (o, base_queue(o)) or (GROUP not in queue and o.partition(GROUP)[0] == queue)
+        ]
+        return mine or [queue]
 
     def ids(self, queue: str) -> list[str]:
         """The dead letters of ``queue``, oldest first (unreadable ids are skipped)."""

@@ -88,3 +88,21 @@ def test_orders_on_every_shard_end_as_on_one_redis(
     finally:
         load.cache_clear()
     redis.close()
+
+
+def test_a_bounced_email_on_a_shard_flags_its_order_through_the_shard_hook(cluster: ClusterNodes) -> None:
+    """The notification job dies on its shard's queue; the order flow's hook runs on the same shard
+    (no relay: the hook's queue is sharded too) and flags the order."""
+    from workers.deadletter import DeadLetters
+
+    redis = connect(cluster.url)
+    with running_flow(redis, cluster.url) as flow:
+        order_id = flow.place(("TEA", 1), customer_email="bounce@example.com")
+        order = flow.settled(order_id)
+        assert order.status.value == "CONFIRMED" and "confirmation email" in (order.attention or "")
+        dead = DeadLetters(flow.redis, flow.settings).entries("notifications")  # every shard's copy
+        tag = flow.services.orders.store.shards.tag_of(order_id)
+        assert [(d.job_type, d.queue) for d in dead] == [
+            ("notifications.confirmation", f"notifications@{tag}")
+        ]
+    redis.close()
