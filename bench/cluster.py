@@ -22,60 +22,28 @@ The queues are chosen so they spread evenly over the primaries' slot ranges (the
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
 
-from bench import ROOT
+from bench.clusterenv import CpuMeter, child_env, servers, wait
 from bench.clusterorders import run_orders_config, slot_balance
 from bench.jobs import noop
+from bench.orderflow import stop_processes
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings
 from workers.connection import connect
 from workers.control import Control
 from workers.keys import sub_queues
-from workers.layout import Layout
-
-# the suite's local servers (tests/redisproc.py, tests/clusterproc.py), imported by name as
-# bench.failover does: they stay out of mypy's run
-redisproc: Any = importlib.import_module("tests.redisproc")
-clusterproc: Any = importlib.import_module("tests.clusterproc")
-POLL = 0.02
 
 
 def queue_names(count: int) -> list[str]:
     """``count`` queue names in evenly spaced slot ranges: an even share on every primary."""
     return [name.replace("#", "-") for name in sub_queues("bench", count)] if count > 1 else ["bench-0"]
-
-
-@contextmanager
-def servers(primaries: int) -> Iterator[tuple[str, list[Redis]]]:
-    """(the URL, a client of each primary): one plain Redis for 0, else a local cluster."""
-    if primaries == 0:
-        with redisproc.RedisServer(appendonly=False) as server:
-            client = server.client()
-            yield server.url, [client]
-            client.close()
-        return
-    with clusterproc.ClusterNodes(primaries=primaries, replicas=0, appendonly=False) as nodes:
-        clients = [server.client() for server in nodes.servers]
-        yield nodes.url, clients
-        for client in clients:
-            client.close()
-
-
-def cpu_seconds(client: Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def run_config(
@@ -85,11 +53,8 @@ def run_config(
     with servers(primaries) as (url, nodes):
         settings = RuntimeSettings(redis_url=url)
         redis = connect(url, settings.redis)
-        control, enqueuer, layout = (
-            Control(redis, settings),
-            Enqueuer(redis, settings),
-            Layout(redis, settings),
-        )
+        control, enqueuer = Control(redis, settings), Enqueuer(redis, settings)
+        layout = control.layout
         for queue in queues:
             control.pause(queue)
         per_queue = jobs // len(queues)
@@ -99,53 +64,32 @@ def run_config(
                 enqueuer.enqueue_many(noop, [{"n": n} for n in range(first, min(per_queue, first + 2000))],
                                       options=options)  # fmt: skip
         total = per_queue * len(queues)
-        keys_per_node = [int(node.dbsize()) for node in nodes]
         finished = [layout.keys(q).finished(q) for q in queues]
         live = [layout.keys(q).live_workers for q in queues]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUMON_") and k != "REDIS_URL"}
-        env.update(
-            REDIS_URL=url, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        )
         command = [sys.executable, "-m", "chumon", "worker", "--app", "bench.jobs:registry",
                    "--concurrency", str(concurrency), "--queues", *queues]  # fmt: skip
-        procs: list[subprocess.Popen[bytes]] = []
-        with open(os.devnull, "w") as sink:
-            try:
-                procs = [subprocess.Popen(command, env=env, stdout=sink, stderr=sink) for _ in range(workers)]
-                _wait(
-                    lambda: all(int(redis.zcard(key)) >= workers for key in live),
-                    60,
-                    "the workers to register",
-                )
-                cpu_before = [cpu_seconds(node) for node in nodes]
-                start = time.time()
-                for queue in queues:
-                    control.resume(queue)
-                _wait(lambda: _done(redis, finished) >= total, 600, "the drain")
-                elapsed = time.time() - start
-                cpu = [
-                    after - before
-                    for after, before in zip([cpu_seconds(n) for n in nodes], cpu_before, strict=True)
-                ]
-            finally:
-                for proc in procs:
-                    proc.send_signal(signal.SIGTERM)
-                for proc in procs:
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+        meter = CpuMeter(nodes)
+        quiet = subprocess.DEVNULL
+        env = child_env(url)
+        procs = [subprocess.Popen(command, env=env, stdout=quiet, stderr=quiet) for _ in range(workers)]
+        try:
+            wait(lambda: all(int(redis.zcard(key)) >= workers for key in live), 60, "the workers to register")
+            meter.start()
+            start = time.time()
+            for queue in queues:
+                control.resume(queue)
+            wait(lambda: _done(redis, finished) >= total, 600, "the drain")
+            elapsed = time.time() - start
+            meter.stop()
+        finally:
+            stop_processes(procs)
+        row = meter.row(total, elapsed, "job")
         redis.close()
     return {
         "primaries": primaries,
         "layout": "cluster" if primaries else "one Redis (rq's)",
         "jobs": total,
-        "jobs_per_s": total / elapsed,
-        "redis_cpu_us_per_job": sum(cpu) / total * 1e6,
-        "busy_per_primary": [round(c / elapsed, 2) for c in cpu],
-        "ceiling_jobs_per_s": total / max(max(cpu), 1e-9),
-        "keys_per_primary": keys_per_node,
+        **row,
     }
 
 
@@ -154,14 +98,6 @@ def _done(redis: Redis, finished: list[str]) -> int:
         for key in finished:
             pipe.zcard(key)
         return sum(int(n) for n in pipe.execute())
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench.cluster: timed out waiting for {what}")
-        time.sleep(POLL)
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,18 +117,21 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'configuration':<22} {'jobs/s':>8} {'ratio':>7} {'Redis us/job':>13} {'ceiling/s':>10} "
-            f"{'ratio':>7}  busy per primary    keys per primary")  # fmt: skip
+def table(rows: list[dict[str, Any]], what: str = "job") -> str:
+    """The rows of ``what`` (job or order) as a table, ratios against one Redis's row."""
+    per = f"Redis us/{what}"
+    head = (f"{what + 's':<22} {what + 's/s':>9} {'ratio':>8} {per:>15} {'ceiling/s':>10} {'ratio':>8}"
+            "  busy per primary    keys per primary")  # fmt: skip
     lines = [head]
     for row in rows:
-        name = row["layout"] if not row["primaries"] else f"cluster, {row['primaries']} primaries"
-        ratio = "baseline" if not row["primaries"] else f"{row['vs_one_redis']:.2f}x"
-        ceiling = "baseline" if not row["primaries"] else f"{row['ceiling_vs_one_redis']:.2f}x"
+        first = not row["primaries"]
+        name = "one Redis (rq's)" if first else f"cluster, {row['primaries']} primaries"
+        ratio = "baseline" if first else f"{row['vs_one_redis']:.2f}x"
+        ceiling = "baseline" if first else f"{row['ceiling_vs_one_redis']:.2f}x"
         busy = ",".join(f"{b:.0%}" for b in row["busy_per_primary"])
         lines.append(
-            f"{name:<22} {row['jobs_per_s']:>8,.0f} {ratio:>7} {row['redis_cpu_us_per_job']:>13.1f} "
-            f"{row['ceiling_jobs_per_s']:>10,.0f} {ceiling:>7}  {busy:<19} {row['keys_per_primary']}"
+            f"{name:<22} {row[what + 's_per_s']:>9,.0f} {ratio:>8} {row[f'redis_cpu_us_per_{what}']:>15,.1f} "
+            f"{row[f'ceiling_{what}s_per_s']:>10,.0f} {ceiling:>8}  {busy:<19} {row['keys_per_primary']}"
         )
     return "\n".join(lines)
 
@@ -234,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     for primaries in sizes if args.orders else []:  # one round: the orders take longer
         label = "one Redis" if not primaries else f"{primaries} primaries"
         say(f"orders: {label}: {args.orders:,} orders from {args.threads} threads ...")
-        run = run_orders_config(primaries, args.orders, args.threads, servers, cpu_seconds)
+        run = run_orders_config(primaries, args.orders, args.threads)
         say(f"  {run['orders_per_s']:,.0f} orders/s, {run['redis_cpu_us_per_order']:.0f} us of Redis CPU")
         order_rows.append(run)
-    base = order_rows[0]["orders_per_s"] if order_rows else None
     for row in order_rows:
-        row["vs_one_redis"] = row["orders_per_s"] / base if base else None
+        base = order_rows[0]
+        row["vs_one_redis"] = row["orders_per_s"] / base["orders_per_s"]
+        row["ceiling_vs_one_redis"] = row["ceiling_orders_per_s"] / base["ceiling_orders_per_s"]
     balance = {str(p): slot_balance(p) for p in sizes if p}
     if args.json:
         print(
@@ -248,25 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(table(rows))
         if order_rows:
-            print("\n" + order_table(order_rows))
+            print("\n" + table(order_rows, "order"))
         print("\nshare of 10,000 orders per primary (chumon's shard tags / naive {o0},{o1},{o2}):")
         for size, shares in balance.items():
             print(f"  {size} primaries: {shares['chumon']}  /  {shares['naive']}")
     return 0
-
-
-def order_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'orders':<22} {'orders/s':>8} {'ratio':>7} {'Redis us/order':>15}  busy per primary"
-    lines = [head + "    keys per primary"]
-    for row in rows:
-        name = "one Redis (rq's)" if not row["primaries"] else f"cluster, {row['primaries']} primaries"
-        ratio = "baseline" if not row["primaries"] else f"{row['vs_one_redis']:.2f}x"
-        busy = ",".join(f"{b:.0%}" for b in row["busy_per_primary"])
-        lines.append(
-            f"{name:<22} {row['orders_per_s']:>8,.0f} {ratio:>7} {row['redis_cpu_us_per_order']:>15,.0f}  "
-            f"{busy:<19} {row['keys_per_primary']}"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

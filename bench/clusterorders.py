@@ -15,9 +15,7 @@ shard tags chumon picks (``workers.keys.shard_tags``, evenly spaced slots) and w
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +26,17 @@ from redis.crc import key_slot
 
 import jobs
 from bench import ROOT
+from bench.clusterenv import CpuMeter, child_env, servers, wait
 from bench.drain import RunFailed
-from bench.orderflow import CATALOGUE, SMTP_KEEP_ALIVE, STOCK, order_request, procfile_lines, shell
+from bench.orderflow import (
+    CATALOGUE,
+    SMTP_KEEP_ALIVE,
+    STOCK,
+    order_request,
+    procfile_lines,
+    shell,
+    stop_processes,
+)  # fmt: skip
 from chumon.bootstrap import build_services, order_shards
 from chumon.settings import Settings
 from chumon.smtpsink import SmtpSink
@@ -41,90 +48,56 @@ from workers.connection import connect
 from workers.keys import SLOTS, shard_tags
 
 PROCFILE = ROOT / "Procfile.cluster"
-POLL = 0.05
 
 
-def run_orders_config(
-    primaries: int, orders: int, threads: int, servers: Any, cpu_seconds: Any, shards: int = 3
-) -> dict[str, Any]:
+def run_orders_config(primaries: int, orders: int, threads: int, shards: int = 3) -> dict[str, Any]:
     """One timed burst of ``orders`` on a fresh server (0) or cluster of ``primaries``."""
     with servers(primaries) as (url, nodes), SmtpSink(port=0) as sink:
-        settings = Settings(
-            redis_url=url,
-            smtp=SmtpConfig(port=sink.port),
-            saga=SagaConfig(style="orchestrated"),
-            shards=shards,
-        )
+        smtp, saga = SmtpConfig(port=sink.port), SagaConfig(style="orchestrated")
+        settings = Settings(redis_url=url, smtp=smtp, saga=saga, shards=shards)
         redis = connect(url, settings.redis)
         services = build_services(redis, settings)
         for sku, price in CATALOGUE.items():
             services.inventory.set_stock(sku, STOCK, price)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUMON_") and k != "REDIS_URL"}
-        env.update(
-            REDIS_URL=url,
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-            CHUMON_SMTP__PORT=str(sink.port),
-            CHUMON_SMTP__KEEP_ALIVE=str(SMTP_KEEP_ALIVE),
-            CHUMON_SHARDS=str(shards),
-            PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
-        )
+        env = child_env(url, CHUMON_SMTP__PORT=str(sink.port), CHUMON_SMTP__KEEP_ALIVE=str(SMTP_KEEP_ALIVE),
+                        CHUMON_SHARDS=str(shards))  # fmt: skip
         lines = procfile_lines(PROCFILE)
-        procs = [
-            subprocess.Popen(
-                shell(c), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for _, c in lines
-        ]
+        quiet = subprocess.DEVNULL
+        procs = [subprocess.Popen(shell(c), cwd=ROOT, env=env, stdout=quiet, stderr=quiet) for _, c in lines]
+        meter = CpuMeter(nodes)
         try:
             shard_keys = order_shards(redis, settings).all()
             workers = sum(1 for _, c in lines if " worker " in f" {c} ")
-            _wait(lambda: all(int(redis.zcard(k.runtime.live_workers)) >= workers for k in shard_keys), 60)
+            registered = lambda: all(int(redis.zcard(k.runtime.live_workers)) >= workers for k in shard_keys)  # noqa: E731
+            wait(registered, 60, "the workers to register")
             placers = [
                 Producer(client, settings, jobs.registry, build_services(client, settings).orders)
                 for client in (connect(url, settings.redis) for _ in range(threads))
             ]
             views = [ReadModel(redis, keys) for keys in shard_keys]
-            cpu_before = [cpu_seconds(node) for node in nodes]
+            meter.start()
             start = time.time()
 
             def place_share(k: int) -> list[str]:
-                return [
-                    placers[k].place_order(**order_request(i)).order_id for i in range(k, orders, threads)
-                ]
+                placer = placers[k]
+                return [placer.place_order(**order_request(i)).order_id for i in range(k, orders, threads)]
 
             with ThreadPoolExecutor(threads) as pool:
                 ids = [order_id for share in pool.map(place_share, range(threads)) for order_id in share]
-            _wait(lambda: _confirmed(redis, views) >= orders, max(120.0, orders / 10))
+            wait(lambda: _confirmed(redis, views) >= orders, max(120.0, orders / 10), "every order confirmed")
             elapsed = time.time() - start
+            meter.stop()
             # the confirmation emails follow (not timed): each order's must arrive, once
-            _wait(lambda: sum(m.get("kind") == "confirmation" for m in sink.messages()) >= orders, 120.0)
-            cpu = [
-                after - before
-                for after, before in zip([cpu_seconds(n) for n in nodes], cpu_before, strict=True)
-            ]
+            emailed = lambda: sum(m.get("kind") == "confirmation" for m in sink.messages()) >= orders  # noqa: E731
+            wait(emailed, 120.0, "every confirmation email")
             _check(services, ids, sink)
-            keys_per_node = [int(node.dbsize()) for node in nodes]
             for placer in placers:
                 placer.redis.close()
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            redis.close()
-    return {
-        "primaries": primaries,
-        "orders": orders,
-        "orders_per_s": orders / elapsed,
-        "redis_cpu_us_per_order": sum(cpu) / orders * 1e6,
-        "busy_per_primary": [round(c / elapsed, 2) for c in cpu],
-        "ceiling_orders_per_s": orders / max(max(cpu), 1e-9),
-        "keys_per_primary": keys_per_node,
-    }
+            stop_processes(procs)
+        row = meter.row(orders, elapsed, "order")
+        redis.close()
+    return {"primaries": primaries, "orders": orders, **row}
 
 
 def _confirmed(redis: Redis, views: list[ReadModel]) -> int:
@@ -148,14 +121,6 @@ def _check(services: Any, ids: list[str], sink: SmtpSink) -> None:
     problems += [f"order {i}: {emailed[i]} email(s)" for i in ids if emailed[i] != 1]
     if problems:
         raise RunFailed(f"orders on the cluster: {len(problems)} problem(s): " + "; ".join(problems[:5]))
-
-
-def _wait(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RunFailed(f"bench.cluster: timed out after {timeout:.0f} s")
-        time.sleep(POLL)
 
 
 def slot_balance(primaries: int, orders: int = 10_000, shards: int = 3) -> dict[str, list[float]]:

@@ -195,12 +195,13 @@ def order_processes(
             )
             for c, log in zip(commands, logs, strict=True)
         ]
-        stack.callback(_stop, procs)
+        stack.callback(stop_processes, procs)
         _wait_registered(env.redis, commands, procs, logs)
         yield [(name, proc) for (name, _), proc in zip(lines, procs, strict=True)]
 
 
-def _stop(procs: list[subprocess.Popen[str]]) -> None:
+def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM, then up to 15 s each to end, then SIGKILL."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
