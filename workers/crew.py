@@ -5,6 +5,7 @@ stop without draining, as for one worker)."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections import Counter
@@ -66,6 +67,8 @@ class Crew:
                 self.stop()
 
         restore = self._install_signals()
+        if threading.current_thread() is threading.main_thread():
+            gc.freeze()  # as one worker process does (workers/worker.py): its allocations live as long
         threads = [
             threading.Thread(target=serve, args=(w,), name=f"chumon-worker-{w.queues[0]}")
             for w in self.workers

@@ -185,10 +185,11 @@ class DeadLetters:
                 return removed
         return removed
 
-    def enforce_retention(self, now: float) -> int:
-        """Remove dead letters older than the retention; counted and logged."""
+    def enforce_retention(self, now: float, origins: list[str] | None = None) -> int:
+        """Remove dead letters older than the retention (of ``origins``, else of every queue);
+        counted and logged."""
         removed = 0
-        for origin in self.origins():
+        for origin in self.origins() if origins is None else origins:
             count = self._remove_older(origin, iso(now - self.settings.dlq_retention), counted=True)
             if count:
                 log.warning("retention removed %d dead letter(s) of queue %s (older than %d s)",

@@ -19,7 +19,7 @@ from redis import Redis
 
 from workers import locks
 from workers.deadletter import DeadLetters
-from workers.keys import Keys
+from workers.keys import Keys, is_dead_letter_queue, origin_of_dead_letter_queue
 from workers.queueindex import QueueIndex
 from workers.readkeys import kept_keys
 from workers.scripts import Scripts
@@ -62,7 +62,11 @@ class Maintenance:
         """Do the housekeeping unless another worker did within INTERVAL. True if it ran."""
         if not locks.take(self.redis, self.keys.maintenance_lock, self.worker, INTERVAL * 1000):
             return False
-        self.dead_letters.enforce_retention(now)
+        # on Redis Cluster each slot's workers keep house in it: their own queues' dead letters
+        own = None
+        if self.keys.tag is not None:
+            own = [origin_of_dead_letter_queue(q) for q in self.index.names() if is_dead_letter_queue(q)]
+        self.dead_letters.enforce_retention(now, own)
         if self.kept and self.scripts is not None:
             removed = int(self.scripts.run("keep", {"kept": self.kept}, keys=self._kept_keys()))
             if removed:
