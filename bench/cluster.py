@@ -38,12 +38,12 @@ from bench.orderflow import stop_processes
 from workers import EnqueueOptions, Enqueuer, RuntimeSettings
 from workers.connection import connect
 from workers.control import Control
-from workers.keys import sub_queues
+from workers.keys import spread
 
 
 def queue_names(count: int) -> list[str]:
     """``count`` queue names in evenly spaced slot ranges: an even share on every primary."""
-    return [name.replace("#", "-") for name in sub_queues("bench", count)] if count > 1 else ["bench-0"]
+    return list(spread(count, lambda n: f"bench-{n}"))
 
 
 def run_config(

@@ -50,8 +50,10 @@ from workers.keys import SLOTS, shard_tags
 PROCFILE = ROOT / "Procfile.cluster"
 
 
-def run_orders_config(primaries: int, orders: int, threads: int, shards: int = 3) -> dict[str, Any]:
-    """One timed burst of ``orders`` on a fresh server (0) or cluster of ``primaries``."""
+def run_orders_config(primaries: int, orders: int, threads: int) -> dict[str, Any]:
+    """One timed burst of ``orders`` on a fresh server (0) or cluster of ``primaries``, with as
+    many shards as primaries (each shard's copy of the services is one more worker per process)."""
+    shards = max(1, primaries)
     with servers(primaries) as (url, nodes), SmtpSink(port=0) as sink:
         smtp, saga = SmtpConfig(port=sink.port), SagaConfig(style="orchestrated")
         settings = Settings(redis_url=url, smtp=smtp, saga=saga, shards=shards)

@@ -66,7 +66,7 @@ SUB = "#"  # a sub-queue's name: <queue>#<n>
 MAX_SPLIT = 256
 
 
-def _spread(count: int, name: Callable[[int], str]) -> tuple[str, ...]:
+def spread(count: int, name: Callable[[int], str]) -> tuple[str, ...]:
     """``count`` names ``name(n)``, the k-th one with its slot in the k-th of ``count`` equal ranges
     of the 16,384 slots (the smallest such n), so they land on different primaries of an evenly
     sliced cluster (names hashed blindly bunch up: 3 of them land on 2 primaries one time in 3)."""
@@ -81,8 +81,8 @@ def _spread(count: int, name: Callable[[int], str]) -> tuple[str, ...]:
 
 @cache
 def shard_tags(count: int) -> tuple[str, ...]:
-    """The groups of ``count`` shards (``shard0``, ``shard5``...: see ``_spread``)."""
-    return _spread(count, lambda n: f"shard{n}")
+    """The groups of ``count`` shards (``shard0``, ``shard5``...: see ``spread``)."""
+    return spread(count, lambda n: f"shard{n}")
 
 
 def sharded_queue(queue: str, tag: str) -> str:
@@ -93,10 +93,10 @@ def sharded_queue(queue: str, tag: str) -> str:
 @cache
 def sub_queues(queue: str, count: int) -> tuple[str, ...]:
     """The names of ``queue``'s ``count`` sub-queues (the cluster layout's split of a hot queue):
-    ``queue#<n>``, spread over the slots (``_spread``)."""
+    ``queue#<n>``, spread over the slots (``spread``)."""
     if count <= 1:
         return (queue,)
-    return _spread(count, lambda n: f"{queue}{SUB}{n}")
+    return spread(count, lambda n: f"{queue}{SUB}{n}")
 
 
 def sub_queue_for(queue: str, count: int, key: str) -> str:
