@@ -34,8 +34,9 @@ def served_queues(
     groups: dict[str, list[str]] = {}  # by slot: the queues of one group share a worker
     copies = set(sharded)
     for queue in unique:
-        if queue in copies:  # one copy per shard: the shard's queues share its worker
-            names = [sharded_queue(queue, tag) for tag in shard_tags(shards)]
+        if queue in copies:  # one copy per shard: the shard's queues share its worker; and the
+            # queue itself, for a job enqueued without naming its shard (it would wait for ever)
+            names = [sharded_queue(queue, tag) for tag in shard_tags(shards)] + [queue]
         else:
             names = list(sub_queues(queue, split.get(queue, 1)))
         for name in names:

@@ -11,6 +11,7 @@ import time
 from pydantic import BaseModel, Field
 
 from workers import DeadLetterNotice, JobContext, JobRegistry, Permanent, RetryPolicy
+from workers.keys import tag_of
 
 registry = JobRegistry(on_dead_letter="c.hook")
 
@@ -21,11 +22,11 @@ class Tally(BaseModel):
 
 
 def starts(queue: str) -> str:
-    return f"starts:{{{queue}}}"
+    return f"starts:{{{tag_of(queue)}}}"
 
 
 def effects(queue: str) -> str:
-    return f"effects:{{{queue}}}"
+    return f"effects:{{{tag_of(queue)}}}"  # in the queue's slot: its group's for queue@group
 
 
 HOOKS_SEEN = "hooks:seen"

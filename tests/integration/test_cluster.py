@@ -30,7 +30,7 @@ from workers.crew import Crew, served_queues
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
 from workers.errors import ServerUnsupported
-from workers.keys import sub_queues
+from workers.keys import shard_tags, sub_queues
 
 TALLY = clustered.registry.get("c.tally")
 
@@ -167,6 +167,31 @@ def test_a_split_queue_spreads_over_every_primary_and_keeps_deduplicating(
         assert [entry["id"] for entry in json.loads(capsys.readouterr().out)] == [doomed]
     finally:
         load.cache_clear()
+    redis.close()
+
+
+def test_a_sharded_queue_runs_jobs_named_to_a_shard_and_jobs_that_name_none(cluster: ClusterNodes) -> None:
+    """A registry's sharded queue has a copy per shard; its workers serve every copy, and the queue
+    itself, so a job enqueued without naming a shard still runs (it would wait for ever)."""
+    from workers import JobRegistry
+
+    registry = JobRegistry()
+    registry.include(clustered.registry)
+    registry.shard("alpha")
+    settings = make_settings(cluster.url, shards=2)
+    redis = connect(cluster.url, settings.redis)
+    tags = shard_tags(2)
+    groups = served_queues(["alpha"], {}, cluster=True, sharded=registry.sharded, shards=2)
+    assert groups == [[f"alpha@{tags[0]}"], [f"alpha@{tags[1]}"], ["alpha"]]
+    enqueuer = Enqueuer(redis, settings)
+    enqueuer.enqueue_many(TALLY, [{"n": n} for n in range(5)], options=EnqueueOptions(queue="alpha"))
+    for k, tag in enumerate(tags):
+        named = EnqueueOptions(queue=f"alpha@{tag}")
+        enqueuer.enqueue_many(TALLY, [{"n": n} for n in range(10 * (k + 1), 10 * (k + 1) + 5)], options=named)
+    Crew([Worker(redis, registry, settings, queues=group) for group in groups]).run(burst=True)
+    assert _tallies(redis, "alpha") == dict.fromkeys(range(5), 1)
+    assert _tallies(redis, f"alpha@{tags[0]}") == dict.fromkeys(range(10, 15), 1)
+    assert _tallies(redis, f"alpha@{tags[1]}") == dict.fromkeys(range(20, 25), 1)
     redis.close()
 
 

@@ -18,6 +18,7 @@ from workers.keys import (
     base_queue,
     check_queue_name,
     relay_queue,
+    shard_tags,
     sub_queue_for,
     sub_queues,
     tag_of,
@@ -85,3 +86,9 @@ def test_a_group_of_queues_shares_one_slot_and_names_are_checked() -> None:
         ["a"], ["r@g", "s@g"], [sub_queues("b", 2)[0]], [sub_queues("b", 2)[1]],
     ]  # fmt: skip
     assert served_queues(["a", "r@g"], {"a": 2}, cluster=False) == [["a", "r@g"]]
+    tags = shard_tags(2)
+    sharded = {"orders", "payments"}
+    assert served_queues(["orders", "payments"], {}, cluster=True, sharded=sharded, shards=2) == [
+        [f"orders@{tags[0]}", f"payments@{tags[0]}"], [f"orders@{tags[1]}", f"payments@{tags[1]}"],
+        ["orders"], ["payments"],
+    ]  # fmt: skip
