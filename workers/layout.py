@@ -12,18 +12,22 @@ Built once per Redis client and shared (the composition root's Enqueuer, Worker,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
+from workers.codec import names
 from workers.connection import is_cluster
 from workers.durability import Durability
-from workers.keys import Keys, tag_of
+from workers.keys import Keys, check_served_queue, tag_of
 from workers.scripts import Scripts
 from workers.settings import RuntimeSettings
 
 T = TypeVar("T")
+LOG = logging.getLogger("chumon.queues")
 
 
 class Family:
@@ -83,9 +87,18 @@ class Layout:
         """Every queue (tag) the cluster's index lists, sorted; on one Redis, []: rq:queues says."""
         if not self.cluster:
             return []
-        members: Any = self.redis.smembers(self.base.queue_index)
-        names = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
-        return sorted(names)
+        try:
+            members: Any = self.redis.smembers(self.base.queue_index)
+        except ResponseError:  # not a set (hand-written garbage): read as empty, said once a call
+            LOG.error("redis key %s holds something else than a set: read as empty", self.base.queue_index)
+            return []
+        found = []
+        for name in names(members, what=self.base.queue_index, log=LOG):
+            try:
+                found.append(check_served_queue(name))
+            except ValueError:
+                LOG.error("%s lists %r, which names no queue: skipped", self.base.queue_index, name)
+        return sorted(found)
 
     def every_keys(self) -> list[Keys]:
         """The key family of every queue: the one on one Redis, each listed tag's on a cluster."""

@@ -16,12 +16,14 @@ import logging
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
-from workers.codec import names, readable
-from workers.enqueue import Enqueuer
-from workers.keys import Keys, relay_queue
+from workers.codec import readable
+from workers.enqueue import Enqueuer, EnqueueRefused
+from workers.keys import Keys, check_served_queue, relay_queue
 
 BATCH = 100
+QUARANTINE_CAP = 10_000  # entries the quarantine stream keeps, about
 KEEP_S = 7 * 86400  # the relay key's lifetime in the target queue's slot
 
 
@@ -34,39 +36,54 @@ class Relay:
         self.log = log
 
     def run(self) -> int:
-        """Move every relayed job to its own queue; how many were moved."""
+        """Move every relayed job to its own queue; how many were moved. An entry that cannot be
+        moved (an unreadable id, a job key that is not a job hash, an origin that names no queue)
+        is quarantined (``Keys.quarantine``, with the reason) and removed: it never holds up the
+        entries behind it."""
         moved = 0
         line = self.keys.queue(self.name)
         while True:
-            ids = names(self.redis.lrange(line, 0, BATCH - 1), what=line, log=self.log)
-            if not ids:
+            raw: Any = self.redis.lrange(line, 0, BATCH - 1)
+            if not raw:
                 return moved
-            for job_id in ids:
-                self._move(line, job_id)
-                moved += 1
-            if len(ids) < BATCH:
+            for entry in raw:
+                job_id = readable(entry)
+                try:
+                    if job_id is None:
+                        raise ValueError("the id is not readable text")
+                    self._move(line, job_id)
+                    moved += 1
+                except (ResponseError, ValueError, EnqueueRefused) as exc:
+                    self.log.error("relay of %s: entry %r quarantined: %s", self.name, entry, exc)
+                    self._drop(line, entry, str(exc))
+            if len(raw) < BATCH:
                 return moved
 
     def _move(self, line: str, job_id: str) -> None:
         fields: Any = self.redis.hgetall(self.keys.job(job_id))
         row = {readable(k) or "": v for k, v in fields.items()}
         target = readable(row.get("origin"))
+        if not target or "data" not in row:
+            raise ValueError("not a job hash with an origin and data")
+        check_served_queue(target)
         keep = ("data", "description", "origin", "timeout", "job_type", "retry", "effect_key", "result_ttl")
-        if target and "data" in row:
-            spec = {
-                "id": job_id,
-                "queue": target,
-                "fields": [
-                    part for name in keep if name in row for part in (name, readable(row[name]) or "")
-                ],
-                "enqueue_key": f"relay:{job_id}",
-                "enqueue_key_ttl": KEEP_S,
-            }
-            self.enqueuer.submit([spec])
-            self.log.info("relayed job %s to queue %s", job_id, target)
-        else:
-            self.log.error("relay of %s: job %s is not a job hash with an origin; dropped", self.name, job_id)
+        spec = {
+            "id": job_id,
+            "queue": target,
+            "fields": [part for name in keep if name in row for part in (name, readable(row[name]) or "")],
+            "enqueue_key": f"relay:{job_id}",
+            "enqueue_key_ttl": KEEP_S,
+        }
+        self.enqueuer.submit([spec])
+        self.log.info("relayed job %s to queue %s", job_id, target)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrem(line, 0, job_id)
             pipe.delete(self.keys.job(job_id))
+            pipe.execute()
+
+    def _drop(self, line: str, entry: bytes | str, reason: str) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(line, 0, entry)  # type: ignore[arg-type]  # bytes as read: the entry itself
+            pipe.xadd(self.keys.quarantine, {"id": entry, "where": line, "reason": reason[:500]},
+                      maxlen=QUARANTINE_CAP, approximate=True)  # fmt: skip
             pipe.execute()

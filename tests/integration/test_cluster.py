@@ -26,6 +26,7 @@ from tests.clusterproc import SLOTS, ClusterNodes
 from tests.support import make_settings, wait_until
 from workers import EnqueueOptions, Worker
 from workers.connection import RedisOptions, connect
+from workers.control import Control
 from workers.crew import Crew, served_queues
 from workers.deadletter import DeadLetters
 from workers.enqueue import Enqueuer
@@ -192,6 +193,48 @@ def test_a_sharded_queue_runs_jobs_named_to_a_shard_and_jobs_that_name_none(clus
     assert _tallies(redis, "alpha") == dict.fromkeys(range(5), 1)
     assert _tallies(redis, f"alpha@{tags[0]}") == dict.fromkeys(range(10, 15), 1)
     assert _tallies(redis, f"alpha@{tags[1]}") == dict.fromkeys(range(20, 25), 1)
+    redis.close()
+
+
+def test_garbage_in_a_relay_is_quarantined_and_holds_up_nothing(cluster: ClusterNodes) -> None:
+    """A relay holding an unreadable id, a job key that is not a hash and a job whose origin names
+    no queue, before a good hook job: the good one is moved, the others quarantined, the worker on."""
+    import logging
+
+    from workers.keys import Keys, relay_queue
+    from workers.relay import Relay
+
+    settings = make_settings(cluster.url)
+    redis = connect(cluster.url, settings.redis)
+    queue = spread_queues("junk")[0]
+    keys = Keys(settings.key_prefix, queue)
+    line = keys.queue(relay_queue(queue))
+    enqueuer = Enqueuer(redis, settings)
+    good = enqueuer.spec(clustered.hook, {"job_id": "j", "job_type": None, "queue": queue, "payload": None,
+                                          "reason": "test", "attempts": 1}, EnqueueOptions())  # fmt: skip
+    good_fields = dict(zip(good["fields"][::2], good["fields"][1::2], strict=True))
+    redis.hset(keys.job("good"), mapping=good_fields)
+    redis.set(keys.job("string"), "not a hash")
+    redis.hset(keys.job("nowhere"), mapping={**good_fields, "origin": "no such {queue}"})
+    redis.rpush(line, b"\xff\xfe", "string", "nowhere", "good")
+    moved = Relay(redis, keys, enqueuer, queue, logging.getLogger("test")).run()
+    assert moved == 1 and redis.llen(line) == 0
+    hooks = Keys(settings.key_prefix, "hooks")
+    assert redis.lrange(hooks.queue("hooks"), 0, -1) == [b"good"]  # on its own queue, in its own slot
+    quarantined = [fields[b"id"] for _, fields in redis.xrange(keys.quarantine)]
+    assert quarantined == [b"\xff\xfe", b"string", b"nowhere"]
+    index = keys.queue_index  # garbage in the cluster's queue index: skipped, never a failure
+    redis.sadd(index, b"\xff", "no such {queue}", queue)
+    assert (
+        queue in Control(redis, settings).layout.queues()
+        and "no such {queue}" not in Control(redis, settings).layout.queues()
+    )
+    enqueuer.enqueue(clustered.doomed, {"n": 1}, options=EnqueueOptions(queue=queue))
+    Worker(redis, clustered.registry, settings, queues=[queue]).run(
+        burst=True
+    )  # the index's garbage: no harm
+    assert queue in DeadLetters(redis, settings).origins()
+    redis.srem(index, b"\xff", "no such {queue}")
     redis.close()
 
 
