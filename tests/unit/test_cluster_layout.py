@@ -92,3 +92,15 @@ def test_a_group_of_queues_shares_one_slot_and_names_are_checked() -> None:
         [f"orders@{tags[0]}", f"payments@{tags[0]}"], [f"orders@{tags[1]}", f"payments@{tags[1]}"],
         ["orders"], ["payments"],
     ]  # fmt: skip
+
+
+def test_a_bad_cluster_url_is_refused_naming_the_problem() -> None:
+    from workers.connection import connect
+
+    for url, problem in [
+        ("redis+cluster://", "names no node"),
+        ("redis+cluster://127.0.0.1", "is not host:port"),
+        ("redis+cluster://127.0.0.1:port", "is not host:port"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            connect(url)
