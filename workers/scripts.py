@@ -39,7 +39,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoPermissionError, NoScriptError, ResponseError, TimeoutError
 
-from workers.connection import is_cluster
+from workers.connection import is_cluster, slot_client, slot_trouble
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 _K_FIELD = re.compile(r"\bK\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -171,7 +171,7 @@ class Scripts:
         self._keyspaces = {n: keyspace_for(source(n, package), keyspace) for n in names}
         self._cluster = is_cluster(redis)
         self._direct = not self._cluster and _plain_pool(redis)
-        self._library = library(package, names) if functions and not self._cluster else None
+        self._library = library(package, names) if functions else None
         self._loaded = False  # on a cluster: every script loaded on every primary (for pipelines)
 
     @property
@@ -185,11 +185,31 @@ class Scripts:
         """Run script ``name`` with ``plan`` (JSON-encoded here) and the declared ``keys`` on
         ``client`` or the bound client."""
         script, args = self._scripts[name], (self._keyspaces[name], dumps(plan))
-        if self._direct and (client is None or client is self._redis):
-            return self._call(name, script, keys, args)
+        if client is None or client is self._redis:
+            if self._direct:
+                return self._call(name, script, keys, args)
+            if self._cluster and keys:
+                return self._slot_call(name, script, keys, args)
         if self._cluster:
             return self._cluster_call(script, keys, args, client)
         return script(keys=list(keys), args=list(args), client=client)
+
+    def _slot_call(
+        self, name: str, script: Script, keys: Sequence[str | bytes], args: tuple[str, str]
+    ) -> Any:
+        """On a cluster: straight to the primary of the keys' slot, as on one Redis (FCALL, else
+        EVALSHA, loading what that node lacks); a slot that moved meanwhile is learnt, and the
+        call sent through the cluster client, which follows it."""
+        try:
+            return self._call(name, script, keys, args, slot_client(self._redis, keys[0]))
+        except ResponseError as exc:
+            if not str(exc).startswith(("MOVED", "ASK")):
+                raise
+            slot_trouble(self._redis, exc)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            slot_trouble(self._redis, exc)
+            raise
+        return self._cluster_call(script, keys, args, None)
 
     def _cluster_call(
         self, script: Script, keys: Sequence[str | bytes], args: tuple[str, str], client: Any
@@ -214,11 +234,19 @@ class Scripts:
             self._redis.script_load(script.script)  # RedisCluster: on every primary
         self._loaded = True
 
-    def _call(self, name: str, script: Script, keys: Sequence[str | bytes], args: tuple[str, str]) -> Any:
-        """FCALL, or EVALSHA, on a pooled connection (see the module's docstring)."""
-        pool = self._redis.connection_pool
+    def _call(
+        self,
+        name: str,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: tuple[str, str],
+        node: Redis | None = None,
+    ) -> Any:
+        """FCALL, or EVALSHA, on a pooled connection (see the module's docstring) of the bound
+        client, or of ``node`` (a cluster's primary)."""
+        pool = (node or self._redis).connection_pool
         conn: Any = pool.get_connection()
-        if conn.retry.get_retries():  # a client that retries: redis-py's path does it
+        if node is None and conn.retry.get_retries():  # a client that retries: redis-py's path does it
             pool.release(conn)
             self._direct = False
             return script(keys=list(keys), args=list(args))

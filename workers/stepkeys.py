@@ -24,14 +24,16 @@ N (the oldest of its kept set): workers/readkeys.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.client import Pipeline
+from redis.exceptions import RedisError, ResponseError
 
 from workers.codec import raw_bytes, readable
-from workers.connection import is_cluster
+from workers.connection import slot_client, slot_trouble
 from workers.execution import Claimed
 from workers.keys import Keys, dead_letter_queue, raw_key
 from workers.readkeys import Key, dead_letter_head_keys, flow_keys, kept_keys, parent_keys
@@ -59,9 +61,9 @@ class StepKeys:
         self.worker = worker
         self.queues = list(queues)
         self.type_limits = type_limits
-        # False once the server refuses SORT's GET patterns; on a cluster, never tried (Redis 6.2's
-        # cluster refuses GET patterns, 7's takes them only for a pattern in the list's slot)
-        self.sort = not is_cluster(redis)
+        # False once the server refuses SORT's GET patterns (Redis 6.2's cluster refuses them all;
+        # 7's takes a pattern with the list's own tag, which chumon's keys have there)
+        self.sort = True
         self.extra = WINDOW_MIN  # grows when a claim met ids it was not told of
         self._gets = ["#", keys.RQ_JOB + "*->effect_key"]
         fixed: dict[Key, None] = dict.fromkeys(
@@ -75,6 +77,17 @@ class StepKeys:
             fixed.update(dict.fromkeys(self.type_keys(job_type.encode())))
         self.fixed = list(fixed)
         self.met: dict[bytes, None] = {}  # other types met in the worker's queues (wanted_keys)
+
+    @contextmanager
+    def _pipeline(self) -> Iterator[Pipeline]:
+        """A pipeline for the head reads: on a cluster, straight to the primary of this worker's
+        slot; an error there (a slot moved, a primary gone) makes the slot map read again."""
+        try:
+            with slot_client(self.redis, self.fixed[0]).pipeline(transaction=False) as pipe:
+                yield pipe
+        except (RedisError, OSError) as exc:
+            slot_trouble(self.redis, exc)
+            raise
 
     def queue_keys(self, queue: str) -> list[str]:
         """Every key of ``queue`` a step may touch."""
@@ -151,7 +164,7 @@ class StepKeys:
             self.extra = min(self.extra * 2, WINDOW_MAX)
 
     def _heads_sorted(self, lines: list[str], window: int) -> list[tuple[bytes, bytes]] | None:
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self._pipeline() as pipe:
             for line in lines:
                 pipe.sort(line, start=0, num=window, by="nosort", get=self._gets)
             replies = pipe.execute(raise_on_error=False)
@@ -168,7 +181,7 @@ class StepKeys:
         return rows
 
     def _heads_plain(self, lines: list[str], window: int) -> list[tuple[bytes, bytes]]:
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self._pipeline() as pipe:
             for line in lines:
                 if line.startswith(self.keys.RQ_QUEUE):
                     pipe.lrange(line, 0, window - 1)
@@ -181,7 +194,7 @@ class StepKeys:
     def _fields(self, ids: list[bytes]) -> list[tuple[bytes, bytes, bytes, bytes, bytes]]:
         """Each job's effect key, type (from its data when the hash names none), flow parent and
         flow mark, in one round trip; b'' for what is absent or unreadable."""
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self._pipeline() as pipe:
             for job_id in ids:
                 pipe.hmget(
                     raw_key(self.keys.job, job_id), ["effect_key", "job_type", "data", "flow_parent", "flow"]
