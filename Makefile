@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 # The Procfile's processes in the foreground until Ctrl-C, with this project's virtualenv first
 # on PATH (its `chumon` and `python`; nothing to activate), against REDIS_URL
 # (default redis://127.0.0.1:6379/0: start a redis-server first, or point REDIS_URL at one).
+# On Redis Cluster (REDIS_URL=redis+cluster://...) it starts Procfile.cluster: the processes that run there.
+PROCFILE = $(if $(filter redis+cluster://% rediss+cluster://%,$(REDIS_URL)),Procfile.cluster,Procfile)
 up: | $(STAMP)  # builds .venv if missing; never reinstalls under running processes
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile || [ $$? -eq 130 ]  # 130: stopped by Ctrl-C, as meant
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f $(PROCFILE) || [ $$? -eq 130 ]  # 130: stopped by Ctrl-C, as meant
 
 demo: $(STAMP)
 	$(BIN)/python -m chumon.demo $(DEMO_ARGS)
