@@ -174,6 +174,8 @@ class OrderStore:
             found = pipe.execute(raise_on_error=False)
         prices = []
         for sku, price in zip(skus, found, strict=True):
+            if isinstance(price, Exception):  # Redis's trouble (a failover under way), not the SKU's
+                raise price
             if not isinstance(price, bytes | str):
                 raise UnknownSku(sku)
             prices.append(text(price))

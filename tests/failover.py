@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -92,6 +93,7 @@ class Placer:
         self.interval = 1.0 / rate
         self.acknowledged: list[str] = []
         self.refused = 0
+        self.errors: Counter[str] = Counter()  # what the refused calls raised, for a failure's message
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="placer", daemon=True)
 
@@ -107,8 +109,9 @@ class Placer:
                         ship_to=f"{i} Test Street",
                         idempotency_key=f"checkout-{i}",
                     )
-                except Exception:  # NotReplicated, NOREPLICAS, a connection error, READONLY: retry
+                except Exception as exc:  # NotReplicated, NOREPLICAS, a connection error, READONLY: retry
                     self.refused += 1
+                    self.errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
                     self.stop.wait(0.1)
                     continue
                 self.acknowledged.append(placed.order_id)

@@ -179,15 +179,24 @@ def slot_client(redis: Redis, key: str | bytes) -> Redis:
     return cluster_node_client(redis, key) if is_cluster(redis) else redis
 
 
+def slot_moved(exc: BaseException) -> bool:
+    """Whether ``exc`` says the slot is served elsewhere (redis-py's MovedError, AskError, or a
+    raw MOVED or ASK reply)."""
+    from redis.exceptions import AskError, MovedError, ResponseError
+
+    return isinstance(exc, MovedError | AskError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(("MOVED", "ASK"))
+    )
+
+
 def slot_trouble(redis: Redis, exc: BaseException) -> None:
     """After ``exc`` from a ``slot_client``: on a cluster, a slot that moved (MOVED, ASK) or a
     primary that went away (a connection error) makes the slot map read again, so the next call
     goes where the slot is served now."""
+    moved = slot_moved(exc)
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    moved = isinstance(exc, ResponseError) and str(exc).startswith(("MOVED", "ASK"))
     lost = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
     if is_cluster(redis) and (moved or lost):
         cluster: Any = redis

@@ -31,8 +31,9 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
-from workers.connection import RedisOptions, cluster_node_client, is_cluster
+from workers.connection import RedisOptions, cluster_node_client, is_cluster, slot_trouble
 from workers.errors import RuntimeFault
 
 
@@ -106,9 +107,13 @@ class Durability:
     def _fence_on_node(self, redis: Redis) -> Any:
         """On a cluster: the fence and WAIT on one connection to the primary of the fence's slot,
         which is the slot of every key the write touched (the cluster layout tags them alike)."""
-        with cluster_node_client(redis, self.fence_key).pipeline(transaction=False) as pipe:
-            self._fence(pipe)
-            return pipe.execute()[-1]
+        try:
+            with cluster_node_client(redis, self.fence_key).pipeline(transaction=False) as pipe:
+                self._fence(pipe)
+                return pipe.execute()[-1]
+        except (RedisError, OSError) as exc:  # a slot that moved, a primary gone: learn it
+            slot_trouble(redis, exc)
+            raise
 
     def _fence(self, pipe: Pipeline) -> None:
         pipe.set(self.fence_key, "1")

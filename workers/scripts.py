@@ -39,7 +39,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoPermissionError, NoScriptError, ResponseError, TimeoutError
 
-from workers.connection import is_cluster, slot_client, slot_trouble
+from workers.connection import is_cluster, slot_client, slot_moved, slot_trouble
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 _K_FIELD = re.compile(r"\bK\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -203,7 +203,7 @@ class Scripts:
         try:
             return self._call(name, script, keys, args, slot_client(self._redis, keys[0]))
         except ResponseError as exc:
-            if not str(exc).startswith(("MOVED", "ASK")):
+            if not slot_moved(exc):
                 raise
             slot_trouble(self._redis, exc)
         except (ConnectionError, TimeoutError, OSError) as exc:

@@ -81,8 +81,9 @@ def test_orders_placed_while_a_shard_primary_is_killed_lose_nothing_and_double_n
         promoted_in = time.monotonic() - killed_at
         victim.start()  # what a supervisor does: it rejoins as the new primary's replica
         cluster.wait_for(cluster.healthy, "the old primary to rejoin as a replica", 60)
-        placer.thread.join(timeout=120)
-        assert not placer.thread.is_alive(), "the producer did not finish"
+        placer.thread.join(timeout=60)
+        assert not placer.thread.is_alive(), f"the producer did not finish: {placer.errors.most_common(3)}"
+        assert not [e for e in placer.errors if e.startswith("UnknownSku")]  # Redis's trouble, said as such
         ids = list(placer.acknowledged)
         assert len(ids) == 90 and any(services.orders.store.shards.tag_of(i) == victim_tag for i in ids)
 

@@ -23,7 +23,7 @@ from chumon.settings import load
 from producer import Producer
 from tests.apps import clustered
 from tests.clusterproc import SLOTS, ClusterNodes
-from tests.support import make_settings, wait_until
+from tests.support import make_settings, wait_until, worker_thread
 from workers import EnqueueOptions, Worker
 from workers.connection import RedisOptions, connect
 from workers.control import Control
@@ -260,7 +260,8 @@ def test_a_flow_runs_within_one_group_and_one_across_slots_is_refused(cluster: C
     assert flow.created
     groups = served_queues(["a@rep", "parents@rep"], {}, cluster=True)
     assert groups == [["a@rep", "parents@rep"]]  # one slot, one worker
-    Worker(redis, app.registry, settings, queues=groups[0]).run(burst=True)
+    with worker_thread(redis, app.registry, settings, queues=groups[0]):
+        wait_until(lambda: redis.lrange(app.TOTAL_RUNS, 0, -1), timeout=30, message="the parent to run")
     assert [x.decode() for x in redis.lrange(app.TOTAL_RUNS, 0, -1)] == ["report"]  # the parent once
     assert sorted(x.decode() for x in redis.lrange(app.PART_RUNS, 0, -1)) == ["report-0", "report-1"]
     seen = json.loads(redis.get(app.SEEN + "report"))

@@ -104,3 +104,15 @@ def test_a_bad_cluster_url_is_refused_naming_the_problem() -> None:
     ]:
         with pytest.raises(ValueError, match=problem):
             connect(url)
+
+
+def test_a_moved_slot_is_recognised_whichever_way_redis_py_reports_it() -> None:
+    from redis.exceptions import AskError, ConnectionError, MovedError, ResponseError
+
+    from workers.connection import slot_moved
+
+    assert slot_moved(MovedError("14398 127.0.0.1:7002"))  # redis-py's parsed reply: no "MOVED" in it
+    assert slot_moved(AskError("14398 127.0.0.1:7002"))
+    assert slot_moved(ResponseError("MOVED 14398 127.0.0.1:7002"))
+    assert not slot_moved(ResponseError("WRONGTYPE Operation against a key"))
+    assert not slot_moved(ConnectionError("refused"))
