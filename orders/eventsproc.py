@@ -1,5 +1,11 @@
 """The event log's consumers in one process (``chumon events``): the projector, in the
-choreographed style the five services' reactors, and the saga watchdog, each in a thread.
+choreographed style the five services' reactors, and the saga watchdog.
+
+The projector, the notifications reactor and the watchdog each run in a thread. The reactors
+on an order's path (inventory, payments, shipping, orders) share one thread per stream
+(``workers.consumer.Together``): a round reads all four groups in one round trip and sends the
+acknowledgements of what none reacted to in one more. Each event concerns one or two of them;
+apart, every event woke four threads under one GIL, for a read and an acknowledgement each.
 
 Each consumer can as well run in a process of its own; several copies of one consumer share
 its group's work, and take over each other's unacknowledged entries when one dies.
@@ -29,7 +35,8 @@ from orders.projector import Projector
 from orders.reactors import AFTER_OUTCOME, SERVICES, Reactions, Reactor
 from orders.readmodel import ReadModel
 from orders.service import OrderService
-from workers.consumer import TRANSIENT, Outage, configuration_error
+from workers.consumer import TRANSIENT, Outage, Together, configuration_error
+from workers.streams import Acks
 
 log = logging.getLogger("chumon.events")
 
@@ -110,9 +117,18 @@ class EventProcessors:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        consumers: list[Projector | Reactor] = [*self.projectors, *self.reactors]
-        for consumer in consumers:
+        alone: list[Projector | Reactor] = [*self.projectors]
+        on_path: dict[str, list[Reactor]] = {}  # by stream
+        for reactor in self.reactors:
+            if reactor.gather:
+                alone.append(reactor)
+            else:
+                on_path.setdefault(reactor.reader.stream, []).append(reactor)
+        for consumer in alone:
             self._spawn(_name(consumer), self._consumer_loop(consumer))
+        for reactors in on_path.values():
+            name = _name(reactors[0]).replace(reactors[0].reader.group, "reactors")
+            self._spawn(name, self._shared_loop(reactors))
         self._spawn("watchdog", self._watchdog_loop)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -146,6 +162,33 @@ class EventProcessors:
                 if self._guarded(group, consumer.step) and consumer.parked != parked:
                     counter.inc(consumer.parked - parked)
                     parked = consumer.parked
+
+        return loop
+
+    def _shared_loop(self, reactors: list[Reactor]) -> Callable[[], None]:
+        """One thread for several reactors of one stream (``Together``)."""
+        acks = Acks(reactors[0].reader.redis)
+        for reactor in reactors:
+            reactor.acks = acks
+        together = Together(reactors, acks)
+        counters = [process_consumer_metrics().parked.labels(r.reader.group) for r in reactors]
+        name = "reactors"
+
+        def ensure() -> None:
+            for reactor in reactors:
+                reactor.reader.ensure_group()
+
+        def loop() -> None:
+            ready, parked = False, [0] * len(reactors)
+            while not self.stopped.is_set():
+                if not ready:
+                    ready = self._guarded(name, ensure)
+                    continue
+                if self._guarded(name, lambda: together.round(log)):
+                    for n, reactor in enumerate(reactors):
+                        if reactor.parked != parked[n]:
+                            counters[n].inc(reactor.parked - parked[n])
+                            parked[n] = reactor.parked
 
         return loop
 

@@ -58,7 +58,7 @@ from orders.saga import (
 from orders.service import Decide, OrderService
 from orders.store import Loaded, UnknownOrder
 from workers.consumer import Gathering
-from workers.streams import Entry, GroupReader
+from workers.streams import Acks, Entry, GroupReader
 
 log = logging.getLogger("chumon.reactors")
 SERVICES = ("inventory", "payments", "shipping", "orders", "notifications")
@@ -303,6 +303,9 @@ class Reactor:
         )
         self.reacted = 0
         self.parked = 0
+        self.acks: Acks | None = None
+        """Set when the reactor shares its thread with others (``workers.consumer.Together``): its
+        plain acknowledgements then go with theirs, at the end of the round."""
 
     def run(self, stop: threading.Event) -> None:
         self.reader.ensure_group()
@@ -352,6 +355,9 @@ class Reactor:
         """The sent jobs' order index and the batch's acknowledgements, in one round trip. An
         index write that fails (a key of another type) costs a trace its jobs, as alone; a
         failed acknowledgement raises: the entries come back, and send nothing twice."""
+        if not jobs and self.acks is not None:
+            self.acks.later(self.reader, done)  # nothing to write with them: sent with the round's
+            return
         plan = self.reader.ack_plan(done)
         if not jobs and not plan:
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from redis.exceptions import (
@@ -29,7 +29,7 @@ from redis.exceptions import (
 )
 
 from workers.durability import NotReplicated
-from workers.streams import Entry, GroupReader
+from workers.streams import Acks, Entry, GroupReader, read_new
 
 TRANSIENT = (RedisError, OSError, NotReplicated)
 """Failures of the store, not of the entries: a round that meets one is retried as a whole."""
@@ -69,10 +69,55 @@ class Gathering:
         return settled
 
 
+class Together:
+    """Several consumers of one stream in one thread: a round reads every group's batch in one
+    round trip (``read_new``; abandoned entries first, as ``GroupReader.read`` takes them),
+    settles each batch with its consumer in turn, then sends the acknowledgements they held
+    (``Acks``) in one more. Apart, each consumer was a thread
+    that every entry woke, for a read and an acknowledgement of its own, to find most entries
+    none of its business; its threads shared one GIL.
+
+    The consumers hold their plain acknowledgements in ``acks`` (theirs to use: a consumer
+    that writes something with an acknowledgement sends both at once, as alone). A Redis error
+    ends the round (``consume``'s rule): the entries read and not yet acknowledged stay pending
+    and come back to the group after its ``claim_after``."""
+
+    def __init__(self, consumers: Sequence[StreamConsumer], acks: Acks) -> None:
+        self.consumers = list(consumers)
+        self.acks = acks
+        self._block = False  # the first round reads what is there without waiting
+
+    def round(self, log: logging.Logger) -> int:
+        """One round for all; returns how many entries they settled (processed or parked)."""
+        readers = [consumer.reader for consumer in self.consumers]
+        batches = [reader.claim() for reader in readers]
+        fresh = not any(batches)
+        if fresh:
+            batches = read_new(readers, block=self._block)
+        settled = 0
+        try:
+            for consumer, batch in zip(self.consumers, batches, strict=True):
+                settled += settle(consumer, batch, log)
+            self.acks.send()
+        finally:
+            self.acks.held = []
+        # wait for the next entry only when every group has read all there was: none was
+        # behind (a full batch) and this round read new entries at all (not abandoned ones)
+        self._block = fresh and all(
+            len(batch) < reader.batch for reader, batch in zip(readers, batches, strict=True)
+        )
+        return settled
+
+
 def consume(consumer: StreamConsumer, log: logging.Logger) -> int:
     """One round; returns how many entries it settled (processed or parked)."""
+    return settle(consumer, consumer.reader.read(), log)
+
+
+def settle(consumer: StreamConsumer, batch: list[Entry], log: logging.Logger) -> int:
+    """Process a batch the consumer's reader read (parking what passed the delivery cap); returns
+    how many entries were settled."""
     reader = consumer.reader
-    batch = reader.read()
     if not batch:
         return 0
     capped = [(entry, reader.give_up_reason(entry)) for entry in batch if reader.over_cap(entry)]
