@@ -5,11 +5,15 @@ orders and committed in one round trip."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis import Redis
+from redis.connection import AbstractConnection
 
 import jobs
 import jobs.orders
@@ -22,6 +26,8 @@ from orders.reactors import Reactions, Reactor
 from producer import Producer
 from tests.flow import CATALOGUE, QUEUES, flow_settings, with_style
 from tests.support import wait_until, worker_thread
+from workers.consumer import Together
+from workers.streams import Acks
 
 
 @pytest.fixture
@@ -153,3 +159,130 @@ def test_only_the_reactors_after_the_outcome_gather_their_reads(redis: Redis, se
     assert redis.xpending(notifications.reader.stream, notifications.group)["pending"] == 0
     notifications.reader.block_ms = 10
     assert notifications.step() == 0 and pauses == [0.05]  # the wait, then the next read
+
+
+ON_PATH = ("inventory", "payments", "shipping", "orders")
+
+
+def together(services: Services) -> tuple[list[Reactor], Together]:
+    """The reactors on an order's path sharing one thread, as ``chumon consumers`` runs them."""
+    reactors = [Reactor(s, Reactions(services.orders, step_timeout=30), OrderKeys()) for s in ON_PATH]
+    acks = Acks(services.orders.store.redis)
+    for reactor in reactors:
+        reactor.reader.ensure_group()
+        reactor.acks = acks
+    return reactors, Together(reactors, acks)
+
+
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write to a Redis socket from now on: one per round trip (a pipeline is one)."""
+    writes: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        writes.append(b"".join(command) if isinstance(command, list) else bytes(command))
+        send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return writes
+
+
+def place_one(redis: Redis, services: Services) -> str:
+    settings = with_style(flow_settings("redis://unused", 2525), "choreographed")
+    producer = Producer(redis, settings, jobs.registry, services.orders)
+    customer = {"customer_name": "Ada", "customer_email": "ada@example.com", "ship_to": "12 Lane, London"}
+    return producer.place_order(items=[("TEA", 1)], **customer).order_id
+
+
+def test_the_reactors_on_the_path_read_in_one_round_trip_and_acknowledge_in_one_more(
+    redis: Redis, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four groups, one event that one of them reacts to: one read for all four, the reaction's
+    own round trips, and one for the acknowledgements of the three with nothing to do (apart:
+    four reads and four acknowledgements, from four threads)."""
+    reactors, shared = together(services)
+    assert shared.round(logging.getLogger("test")) == 0  # nothing yet: abandoned entries looked for
+    place_one(redis, services)
+    writes = sent(monkeypatch)
+    assert shared.round(logging.getLogger("test")) == 4  # OrderPlaced, settled by each group
+    assert sum(b"XREADGROUP" in w for w in writes) == 1
+    assert sum(w.count(b"XREADGROUP") for w in writes) == 4  # pipelined
+    assert [w.count(b"XACK") for w in writes if b"XACK" in w] == [1, 3]  # inventory's own, then the rest
+    assert len(writes) == 5  # read; inventory reads its order, enqueues, indexes + acks; the rest's acks
+    for reactor in reactors:
+        assert redis.xpending(reactor.reader.stream, reactor.group)["pending"] == 0
+    assert redis.llen(services.orders.store.keys.runtime.queue("inventory")) == 1
+
+
+def test_a_shared_round_waits_for_the_next_event_and_recreates_a_lost_group(
+    redis: Redis, services: Services
+) -> None:
+    reactors, shared = together(services)
+    log = logging.getLogger("test")
+    place_one(redis, services)
+    assert shared.round(log) == 4
+    for reactor in reactors:
+        reactor.reader.block_ms = 10_000
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(shared.round(log)))
+    thread.start()
+    try:
+        time.sleep(0.2)
+        assert thread.is_alive() and not done  # caught up: it waits on the stream
+        place_one(redis, services)
+        wait_until(lambda: done == [4], timeout=10, message="the round to return with the new event")
+    finally:
+        thread.join(15)
+
+    redis.xgroup_destroy(reactors[1].reader.stream, reactors[1].group)  # a Redis that lost a group
+    for reactor in reactors:
+        reactor.reader.block_ms = 10
+    shared.round(log)
+    groups = {g["name"].decode() for g in redis.xinfo_groups(reactors[1].reader.stream)}
+    assert reactors[1].group in groups
+
+
+def test_held_acknowledgements_that_fail_leave_their_entries_to_come_back_and_send_nothing_twice(
+    redis: Redis, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reactors, shared = together(services)
+    log = logging.getLogger("test")
+    for reactor in reactors:
+        reactor.reader.claim_after = 0.05
+    place_one(redis, services)
+
+    def down() -> None:
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(shared.acks, "send", down)
+    with pytest.raises(ConnectionError):
+        shared.round(log)
+    pending = {r.service: redis.xpending(r.reader.stream, r.group)["pending"] for r in reactors}
+    assert pending == {"inventory": 0, "payments": 1, "shipping": 1, "orders": 1}
+    assert shared.acks.held == []  # nothing held over into the next round
+    monkeypatch.undo()
+
+    def settled() -> bool:
+        shared.round(log)
+        return all(redis.xpending(r.reader.stream, r.group)["pending"] == 0 for r in reactors)
+
+    wait_until(settled, timeout=10, message="the entries taken back and acknowledged")
+    assert redis.llen(services.orders.store.keys.runtime.queue("inventory")) == 1
+
+
+def test_chumon_consumers_runs_the_path_reactors_in_one_thread(redis: Redis, services: Services) -> None:
+    """The reactors that never wait share a thread; one that gathers its reads keeps its own."""
+    from orders.eventsproc import EventProcessors
+
+    def threads(gather: float) -> list[str]:
+        processors = EventProcessors(
+            redis, OrderKeys(), services.orders, choreographed=True, step_timeout=30, gather=gather
+        )
+        processors.start()
+        try:
+            return sorted(thread.name for thread in processors.threads)
+        finally:
+            processors.stop()
+
+    assert threads(0.05) == ["projector", "reactor-notifications", "reactors", "watchdog"]
+    assert threads(0.0) == ["projector", "reactors", "watchdog"]
