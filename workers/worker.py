@@ -237,7 +237,11 @@ class Worker:
         self._reconcile = False
         self._reregister = False
         self._woken = False
-        self._timers = {"recovery": 0.0, "maintenance": 0.0, "relay": 0.0}
+        # when each periodic task is due (server time); the loop sleeps until the first of them,
+        # so every timer here must be one that ``_periodic`` moves on (a relay only on a cluster)
+        self._timers = {"recovery": 0.0, "maintenance": 0.0}
+        if self.relay is not None:
+            self._timers["relay"] = 0.0
         self._backoff = 0.0
         self._trouble: str | None = None
         self._problems_logged: dict[tuple[str, str], float] = {}

@@ -361,3 +361,24 @@ def test_results_kept_in_the_job_hash_cost_no_stream(redis: Redis, settings: Run
     run_burst(redis, sample.registry, settings)
     assert redis.exists(f"rq:results:{with_stream}")  # the default: rq's result stream
     assert redis.memory_usage(KEYS.job(ids[2])) < 1000 < redis.memory_usage(f"rq:results:{with_stream}")
+
+
+def test_an_idle_worker_sleeps_until_its_next_timer(redis: Redis, settings: RuntimeSettings) -> None:
+    """Between jobs the loop sleeps until its first timer (recovery, housekeeping, a job due, a
+    running job's deadline). A timer that no task moves on (the relay's, which only a cluster
+    worker has) kept it waking every millisecond: 4 % of a core for an idle worker."""
+    import time
+
+    with worker_thread(redis, sample.registry, settings) as worker:
+        wait_until(lambda: worker.heartbeat.is_alive(), timeout=10, message="the worker started")
+        waits: list[float] = []
+        measured = worker._wait_time
+
+        def noted(now: float) -> float:
+            waits.append(measured(now))
+            return waits[-1]
+
+        worker._wait_time = noted  # type: ignore[method-assign]
+        time.sleep(0.5)  # idle: no job queued
+    floor = [w for w in waits if w <= 0.001]
+    assert waits and len(floor) <= 2, (len(waits), len(floor))  # with the stuck timer: ~450 of ~450
