@@ -118,7 +118,7 @@ def test_chumon_events_survives_redis_going_away_and_coming_back(server: RedisSe
         second = place(server.url)
         wait_until(lambda: projected(server.url, second), timeout=30, message="the projector at work again")
 
-        assert lines(events, "redis unavailable") == 2, events.output  # one line per outage, not one per retry
+        assert lines(events, "redis unavailable") == 2, events.output  # one per outage, not per retry
         assert "Traceback" not in events.output
         events.signal(signal.SIGTERM)
         assert events.wait(timeout=15) == 0
