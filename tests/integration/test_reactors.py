@@ -242,6 +242,24 @@ def test_a_shared_round_waits_for_the_next_event_and_recreates_a_lost_group(
     assert reactors[1].group in groups
 
 
+def test_a_shared_round_after_a_full_batch_reads_on_without_waiting(redis: Redis, services: Services) -> None:
+    """A group whose batch was full is behind: the next round must not block on the first group
+    (which may have nothing new) while the others have entries waiting."""
+    reactors, shared = together(services)
+    log = logging.getLogger("test")
+    for reactor in reactors:
+        reactor.reader.batch = 1 if reactor.service != "inventory" else 200
+        reactor.reader.block_ms = 30_000
+    place_one(redis, services)
+    place_one(redis, services)
+    assert shared.round(log) == 2 + 1 + 1 + 1  # inventory read both; the other three one each (full)
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(shared.round(log)), daemon=True)
+    thread.start()  # inventory, read first, has nothing new: blocking on it would wait 30 s
+    wait_until(lambda: done == [3], timeout=10, message="the other groups' second entry, without waiting")
+    thread.join(5)
+
+
 def test_held_acknowledgements_that_fail_leave_their_entries_to_come_back_and_send_nothing_twice(
     redis: Redis, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
