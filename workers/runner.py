@@ -19,11 +19,52 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from queue import Empty, SimpleQueue
+from queue import Empty
 
 from workers.errors import Interrupted, JobTimeout
 from workers.execution import Claimed, Outcome
+
+
+class Handoff:
+    """The buffer between the conductor and the runner threads: a put wakes one waiting thread.
+
+    ``queue.SimpleQueue`` with several threads waiting in ``get`` wakes two per put: the one that
+    takes the item and, as it passes the queue's lock on, another that finds the queue empty and
+    sleeps again: a thread woken for nothing per job, taking the GIL. Here each waiting thread
+    sleeps on a lock of its own, and a put wakes one of them (the last to wait: its memory is
+    the warmest). An item is never lost to a wake-up: it stays in the buffer until a thread
+    takes it, whichever."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[Claimed | None] = deque()
+        self._waiting: list[threading.Lock] = []
+
+    def put(self, item: Claimed | None) -> None:
+        with self._lock:
+            self._items.append(item)
+            waiter = self._waiting.pop() if self._waiting else None
+        if waiter is not None:
+            waiter.release()
+
+    def get(self, wakeup: threading.Lock) -> Claimed | None:
+        """The next item, waiting for one. ``wakeup``: the calling thread's own lock, held by it
+        (acquired once when the thread starts); a put releases it to wake the thread."""
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                self._waiting.append(wakeup)
+            wakeup.acquire()
+
+    def get_nowait(self) -> Claimed | None:
+        with self._lock:
+            if not self._items:
+                raise Empty
+            return self._items.popleft()
+
 
 TIMEOUT = "timeout"
 INTERRUPT = "interrupt"
@@ -68,7 +109,7 @@ class Runners:
         self.clock = clock
         self.grace = grace
         self.name = name
-        self.buffer: SimpleQueue[Claimed | None] = SimpleQueue()
+        self.buffer = Handoff()
         self.slots: list[Slot] = []
         self.abandoned = 0
 
@@ -139,8 +180,10 @@ class Runners:
         return slot
 
     def _loop(self, slot: Slot) -> None:
+        wakeup = threading.Lock()
+        wakeup.acquire()
         while not slot.abandoned:
-            claimed = self.buffer.get()
+            claimed = self.buffer.get(wakeup)
             if claimed is None:
                 return
             self._run_one(slot, claimed)

@@ -1,0 +1,60 @@
+"""The runners' buffer: every item reaches exactly one thread, and a put wakes one waiting thread
+(``queue.SimpleQueue`` woke a second one per put, which found nothing and slept again)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tests.support import wait_until
+from workers.runner import Handoff
+
+
+class CountedLock:
+    """A thread's wake-up lock that counts how often the thread woke."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.woke = 0
+
+    def acquire(self) -> bool:
+        self.lock.acquire()
+        self.woke += 1
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def test_each_item_reaches_one_thread_and_each_put_wakes_one() -> None:
+    buffer = Handoff()
+    taken: list[Any] = []
+    locks = [CountedLock() for _ in range(8)]
+
+    def run(wakeup: Any) -> None:
+        while (item := buffer.get(wakeup)) is not None:
+            taken.append(item)
+
+    threads = [threading.Thread(target=run, args=(lock,), daemon=True) for lock in locks]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(buffer._waiting) == 8, timeout=10, message="every thread waiting")
+    for n in range(100):  # one at a time, each taken before the next: every put finds 8 waiting
+        buffer.put(n)  # type: ignore[arg-type]
+        wait_until(lambda n=n: len(taken) == n + 1 and len(buffer._waiting) == 8, timeout=10, message="taken")
+    assert sorted(taken) == list(range(100))
+    assert sum(lock.woke for lock in locks) == 100  # one wake-up per put, none for nothing
+    for _ in threads:
+        buffer.put(None)
+    for thread in threads:
+        thread.join(5)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_items_put_while_every_thread_is_busy_wait_for_the_next_get() -> None:
+    buffer = Handoff()
+    for n in range(3):
+        buffer.put(n)  # type: ignore[arg-type]
+    assert [buffer.get(threading.Lock()) for _ in range(2)] == [0, 1]  # first in, first out
+    assert buffer.get_nowait() == 2
