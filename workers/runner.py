@@ -19,51 +19,84 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from queue import Empty
+from queue import Empty, SimpleQueue
 
 from workers.errors import Interrupted, JobTimeout
 from workers.execution import Claimed, Outcome
 
 
 class Handoff:
-    """The buffer between the conductor and the runner threads: a put wakes one waiting thread.
+    """The buffer between the conductor and the runner threads: each item wakes at most one thread.
 
-    ``queue.SimpleQueue`` with several threads waiting in ``get`` wakes two per put: the one that
-    takes the item and, as it passes the queue's lock on, another that finds the queue empty and
-    sleeps again: a thread woken for nothing per job, taking the GIL. Here each waiting thread
-    sleeps on a lock of its own, and a put wakes one of them (the last to wait: its memory is
-    the warmest). An item is never lost to a wake-up: it stays in the buffer until a thread
-    takes it, whichever."""
+    ``queue.SimpleQueue`` with several threads waiting in ``get`` wakes them in a chain, each
+    taker passing its lock to the next: good for a burst, but the chain's last link is a thread
+    woken for nothing, that finds the queue empty and sleeps again (taking the GIL): one per
+    job, for a worker fed one job at a time. Here the items still go through a ``SimpleQueue``
+    (its C ``put`` and ``get_nowait``, all a busy worker's runners use); a thread that finds it
+    empty sleeps on a lock of its own. A put wakes one sleeper unless one is already on its way
+    (``_waking``), and a woken thread that takes an item wakes the next only while items remain:
+    the chain, without its last link. An item is never left behind: after every put either a
+    thread is on its way to look, or one is woken to."""
 
     def __init__(self) -> None:
+        self._items: SimpleQueue[Claimed | None] = SimpleQueue()
         self._lock = threading.Lock()
-        self._items: deque[Claimed | None] = deque()
-        self._waiting: list[threading.Lock] = []
+        self._waiting: list[threading.Lock] = []  # the sleepers' locks, the last to sleep last
+        self._waking = 0  # sleepers released that have not looked at the queue yet
 
     def put(self, item: Claimed | None) -> None:
-        with self._lock:
-            self._items.append(item)
-            waiter = self._waiting.pop() if self._waiting else None
-        if waiter is not None:
-            waiter.release()
+        self._items.put(item)
+        if self._waiting and not self._waking:  # read without the lock; _wake_one decides
+            self._wake_one()
 
     def get(self, wakeup: threading.Lock) -> Claimed | None:
         """The next item, waiting for one. ``wakeup``: the calling thread's own lock, held by it
         (acquired once when the thread starts); a put releases it to wake the thread."""
+        items = self._items
         while True:
+            try:
+                item = items.get_nowait()
+            except Empty:
+                pass
+            else:
+                self._pass_on()
+                return item
             with self._lock:
-                if self._items:
-                    return self._items.popleft()
                 self._waiting.append(wakeup)
-            wakeup.acquire()
+            try:  # an item put before this thread was listed may have woken nobody: look again
+                item = items.get_nowait()
+            except Empty:
+                wakeup.acquire()  # until a put (or a woken thread) releases it
+                with self._lock:
+                    self._waking -= 1
+                continue
+            with self._lock:
+                listed = wakeup in self._waiting
+                if listed:
+                    self._waiting.remove(wakeup)
+            if not listed:  # released meanwhile: take that release, and count it done
+                wakeup.acquire()
+                with self._lock:
+                    self._waking -= 1
+            self._pass_on()
+            return item
 
     def get_nowait(self) -> Claimed | None:
+        return self._items.get_nowait()
+
+    def _pass_on(self) -> None:
+        """Wake the next sleeper while items remain (a burst's chain)."""
+        if self._waiting and not self._waking and self._items.qsize():
+            self._wake_one()
+
+    def _wake_one(self) -> None:
         with self._lock:
-            if not self._items:
-                raise Empty
-            return self._items.popleft()
+            if not self._waiting or self._waking:
+                return
+            waiter = self._waiting.pop()
+            self._waking += 1
+        waiter.release()
 
 
 TIMEOUT = "timeout"

@@ -1,4 +1,4 @@
-"""The runners' buffer: every item reaches exactly one thread, and a put wakes one waiting thread
+"""The runners' buffer: every item reaches exactly one thread, and an item wakes at most one thread
 (``queue.SimpleQueue`` woke a second one per put, which found nothing and slept again)."""
 
 from __future__ import annotations
@@ -58,3 +58,30 @@ def test_items_put_while_every_thread_is_busy_wait_for_the_next_get() -> None:
         buffer.put(n)  # type: ignore[arg-type]
     assert [buffer.get(threading.Lock()) for _ in range(2)] == [0, 1]  # first in, first out
     assert buffer.get_nowait() == 2
+
+
+def test_a_burst_reaches_every_sleeping_thread_through_the_chain() -> None:
+    """A burst wakes one thread, which wakes the next while items remain: every item is taken
+    once, at most one wake-up per item, and none is left behind."""
+    buffer = Handoff()
+    taken: list[Any] = []
+    locks = [CountedLock() for _ in range(8)]
+
+    def run(wakeup: Any) -> None:
+        while (item := buffer.get(wakeup)) is not None:
+            taken.append(item)
+
+    threads = [threading.Thread(target=run, args=(lock,), daemon=True) for lock in locks]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(buffer._waiting) == 8, timeout=10, message="every thread waiting")
+    for n in range(40):
+        buffer.put(n)  # type: ignore[arg-type]
+    wait_until(lambda: len(taken) == 40 and len(buffer._waiting) == 8, timeout=10, message="all taken")
+    assert sorted(taken) == list(range(40)) and buffer._waking == 0
+    assert 1 <= sum(lock.woke for lock in locks) <= 40
+    for _ in threads:
+        buffer.put(None)
+    for thread in threads:
+        thread.join(5)
+    assert not any(thread.is_alive() for thread in threads)
