@@ -150,20 +150,7 @@ class EventProcessors:
         self.threads.append(thread)
 
     def _consumer_loop(self, consumer: Projector | Reactor) -> Callable[[], None]:
-        group = consumer.reader.group
-        counter = process_consumer_metrics().parked.labels(group)
-
-        def loop() -> None:
-            ready, parked = False, 0
-            while not self.stopped.is_set():
-                if not ready:
-                    ready = self._guarded(group, consumer.reader.ensure_group)
-                    continue
-                if self._guarded(group, consumer.step) and consumer.parked != parked:
-                    counter.inc(consumer.parked - parked)
-                    parked = consumer.parked
-
-        return loop
+        return self._loop(consumer.reader.group, [consumer], consumer.step)
 
     def _shared_loop(self, reactors: list[Reactor]) -> Callable[[], None]:
         """One thread for several reactors of one stream (``Together``)."""
@@ -171,24 +158,29 @@ class EventProcessors:
         for reactor in reactors:
             reactor.acks = acks
         together = Together(reactors, acks)
-        counters = [process_consumer_metrics().parked.labels(r.reader.group) for r in reactors]
-        name = "reactors"
+        return self._loop("reactors", reactors, lambda: together.round(log))
+
+    def _loop(
+        self, name: str, consumers: Sequence[Projector | Reactor], step: Callable[[], object]
+    ) -> Callable[[], None]:
+        """Make the consumers' groups, then run ``step`` until stopped, counting what each parks."""
+        counters = [process_consumer_metrics().parked.labels(c.reader.group) for c in consumers]
 
         def ensure() -> None:
-            for reactor in reactors:
-                reactor.reader.ensure_group()
+            for consumer in consumers:
+                consumer.reader.ensure_group()
 
         def loop() -> None:
-            ready, parked = False, [0] * len(reactors)
+            ready, parked = False, [0] * len(consumers)
             while not self.stopped.is_set():
                 if not ready:
                     ready = self._guarded(name, ensure)
                     continue
-                if self._guarded(name, lambda: together.round(log)):
-                    for n, reactor in enumerate(reactors):
-                        if reactor.parked != parked[n]:
-                            counters[n].inc(reactor.parked - parked[n])
-                            parked[n] = reactor.parked
+                if self._guarded(name, step):
+                    for n, consumer in enumerate(consumers):
+                        if consumer.parked != parked[n]:
+                            counters[n].inc(consumer.parked - parked[n])
+                            parked[n] = consumer.parked
 
         return loop
 
